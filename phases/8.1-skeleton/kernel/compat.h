@@ -1,0 +1,50 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * daedalus-v4l2: differences between the kernels we support.
+ *
+ * Supported: Debian 12's 6.1 and 6.12 kernels. Every difference between
+ * kernel APIs that the module has to absorb lives in this file.
+ */
+#ifndef _DAEDALUS_COMPAT_H
+#define _DAEDALUS_COMPAT_H
+
+#include <linux/platform_device.h>
+#include <linux/videodev2.h>
+#include <media/v4l2-fh.h>
+
+/*
+ * struct platform_driver: 6.1 has "int (*remove)" plus "void (*remove_new)";
+ * 6.11 made .remove return void and kept .remove_new as an alias in a union
+ * until 6.13. .remove_new is the member both supported kernels share; a port
+ * to 6.13+ changes this one line.
+ */
+#define DAEDALUS_PLATFORM_REMOVE(fn)	.remove_new = (fn)
+
+/*
+ * v4l2_fh_add()/v4l2_fh_del() take a struct file from 6.18 on; the wrappers
+ * already carry it so that the port is a change here only.
+ */
+static inline void daedalus_fh_add(struct v4l2_fh *fh, struct file *file)
+{
+	v4l2_fh_add(fh);
+}
+
+static inline void daedalus_fh_del(struct v4l2_fh *fh, struct file *file)
+{
+	v4l2_fh_del(fh);
+}
+
+/*
+ * AV1 on a stateful decoder needs a stateful AV1 coded format. Neither 6.1
+ * nor 6.12 defines one (6.12 has only the stateless V4L2_PIX_FMT_AV1_FRAME,
+ * which belongs on a request-API node), so AV1 is offered only where the
+ * kernel headers provide V4L2_PIX_FMT_AV1; elsewhere its fourcc is 0 and the
+ * format table skips the entry.
+ */
+#ifdef V4L2_PIX_FMT_AV1
+#define DAEDALUS_PIX_FMT_AV1	V4L2_PIX_FMT_AV1
+#else
+#define DAEDALUS_PIX_FMT_AV1	0	/* not offered: see daedalus-formats.c */
+#endif
+
+#endif /* _DAEDALUS_COMPAT_H */

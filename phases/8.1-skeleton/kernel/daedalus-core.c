@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * daedalus-v4l2: module entry, platform device and the layer stack.
+ *
+ * Reading order: daedalus_init() registers a platform driver and a platform
+ * device; daedalus_probe() allocates struct daedalus_dev and brings up every
+ * layer (daedalus_layers_up()); daedalus_remove() takes them down again in
+ * reverse order. The structure itself is freed by the v4l2_device release
+ * callback once the last user of the video node has gone.
+ */
+#include <linux/module.h>
+#include <linux/platform_device.h>
+#include <linux/slab.h>
+
+#include "daedalus.h"
+
+static void daedalus_layers_down(struct daedalus_dev *dev)
+{
+	const struct daedalus_layer *layer;
+
+	while (dev->layers_published) {
+		layer = daedalus_layers[--dev->layers_published];
+		if (layer->unpublish)
+			layer->unpublish(dev);
+	}
+	while (dev->layers_inited) {
+		layer = daedalus_layers[--dev->layers_inited];
+		if (layer->exit)
+			layer->exit(dev);
+	}
+}
+
+static int daedalus_layers_up(struct daedalus_dev *dev)
+{
+	const struct daedalus_layer *layer;
+	int ret;
+
+	for (; dev->layers_inited < daedalus_nr_layers; dev->layers_inited++) {
+		layer = daedalus_layers[dev->layers_inited];
+		ret = layer->init ? layer->init(dev) : 0;
+		if (ret) {
+			dev_err(&dev->pdev->dev, "layer %s: init failed: %d\n",
+				layer->name, ret);
+			goto err_down;
+		}
+	}
+	for (; dev->layers_published < daedalus_nr_layers;
+	     dev->layers_published++) {
+		layer = daedalus_layers[dev->layers_published];
+		ret = layer->publish ? layer->publish(dev) : 0;
+		if (ret) {
+			dev_err(&dev->pdev->dev, "layer %s: publish failed: %d\n",
+				layer->name, ret);
+			goto err_down;
+		}
+	}
+	return 0;
+
+err_down:
+	daedalus_layers_down(dev);
+	return ret;
+}
+
+static void daedalus_v4l2_release(struct v4l2_device *v4l2_dev)
+{
+	struct daedalus_dev *dev =
+		container_of(v4l2_dev, struct daedalus_dev, v4l2_dev);
+
+	v4l2_device_unregister(&dev->v4l2_dev);
+	mutex_destroy(&dev->vdev_lock);
+	kfree(dev);
+}
+
+static int daedalus_probe(struct platform_device *pdev)
+{
+	struct daedalus_dev *dev;
+	int ret;
+
+	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	if (!dev)
+		return -ENOMEM;
+	dev->pdev = pdev;
+	mutex_init(&dev->vdev_lock);
+
+	ret = v4l2_device_register(&pdev->dev, &dev->v4l2_dev);
+	if (ret)
+		goto err_free;
+	dev->v4l2_dev.release = daedalus_v4l2_release;
+	platform_set_drvdata(pdev, dev);
+
+	ret = daedalus_layers_up(dev);
+	if (ret)
+		goto err_put;
+
+	dev_info(&pdev->dev, "%u layer(s) up, top layer %s\n",
+		 daedalus_nr_layers, daedalus_layers[daedalus_nr_layers - 1]->name);
+	return 0;
+
+err_put:
+	/* Drops the last reference: daedalus_v4l2_release() frees dev. */
+	v4l2_device_put(&dev->v4l2_dev);
+	return ret;
+
+err_free:
+	mutex_destroy(&dev->vdev_lock);
+	kfree(dev);
+	return ret;
+}
+
+static void daedalus_remove(struct platform_device *pdev)
+{
+	struct daedalus_dev *dev = platform_get_drvdata(pdev);
+
+	daedalus_layers_down(dev);
+	v4l2_device_put(&dev->v4l2_dev);
+}
+
+static void daedalus_pdev_release(struct device *dev)
+{
+	/* The platform device is static; nothing to free. */
+}
+
+static struct platform_device daedalus_pdev = {
+	.name		= DAEDALUS_NAME,
+	.id		= PLATFORM_DEVID_NONE,
+	.dev.release	= daedalus_pdev_release,
+};
+
+static struct platform_driver daedalus_pdrv = {
+	.probe		= daedalus_probe,
+	DAEDALUS_PLATFORM_REMOVE(daedalus_remove),
+	.driver		= {
+		.name	= DAEDALUS_NAME,
+	},
+};
+
+static int __init daedalus_init(void)
+{
+	int ret;
+
+	ret = platform_driver_register(&daedalus_pdrv);
+	if (ret)
+		return ret;
+
+	ret = platform_device_register(&daedalus_pdev);
+	if (ret)
+		goto err_unregister_driver;
+
+	return 0;
+
+err_unregister_driver:
+	platform_driver_unregister(&daedalus_pdrv);
+	return ret;
+}
+
+static void __exit daedalus_exit(void)
+{
+	platform_device_unregister(&daedalus_pdev);
+	platform_driver_unregister(&daedalus_pdrv);
+}
+
+module_init(daedalus_init);
+module_exit(daedalus_exit);
+
+MODULE_DESCRIPTION("V4L2 memory-to-memory video decoder backed by a userspace daemon");
+MODULE_AUTHOR("daedalus-v4l2 developers");
+MODULE_LICENSE("GPL");

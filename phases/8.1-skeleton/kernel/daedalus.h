@@ -1,0 +1,108 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * daedalus-v4l2: the umbrella header shared by every layer.
+ *
+ * Reading order: daedalus-core.c (module and layer stack), then
+ * daedalus-video.c (the /dev/videoN node of phase 8.1), then
+ * daedalus-formats.c (the coded and decoded format tables).
+ */
+#ifndef _DAEDALUS_H
+#define _DAEDALUS_H
+
+#include <linux/mutex.h>
+#include <linux/platform_device.h>
+#include <linux/videodev2.h>
+#include <media/v4l2-device.h>
+#include <media/v4l2-fh.h>
+#include <media/v4l2-ioctl.h>
+
+#include "compat.h"
+#include "daedalus-layer.h"
+
+#define DAEDALUS_NAME		"daedalus-v4l2"
+#define DAEDALUS_DRIVER_NAME	"daedalus_v4l2"
+
+/* Frame size limits advertised through ENUM_FRAMESIZES and TRY_FMT. */
+#define DAEDALUS_MIN_WIDTH	16
+#define DAEDALUS_MIN_HEIGHT	16
+#define DAEDALUS_MAX_WIDTH	8192
+#define DAEDALUS_MAX_HEIGHT	4352
+#define DAEDALUS_SIZE_STEP	2
+
+/**
+ * struct daedalus_coded_fmt - a compressed format accepted on OUTPUT
+ * @fourcc: V4L2 pixel format; 0 when the running kernel has no such format.
+ * @name: human-readable codec name.
+ * @min_buffer_size: smallest OUTPUT buffer we hand out, in bytes.
+ */
+struct daedalus_coded_fmt {
+	u32 fourcc;
+	const char *name;
+	u32 min_buffer_size;
+};
+
+/**
+ * struct daedalus_decoded_fmt - a raw format produced on CAPTURE
+ * @fourcc: V4L2 pixel format.
+ * @depth: bits per component.
+ * @bpp_num: bytes per luma sample, numerator (chroma is subsampled 4:2:0).
+ */
+struct daedalus_decoded_fmt {
+	u32 fourcc;
+	u8 depth;
+	u8 bpp_num;
+};
+
+/**
+ * struct daedalus_dev - one daedalus-v4l2 device
+ * @v4l2_dev: the V4L2 device; its release callback frees this structure.
+ * @vfd: the /dev/videoN node.
+ * @pdev: the platform device we are bound to.
+ * @vdev_lock: serializes ioctls on @vfd (it is @vfd.lock).
+ * @fops: file operations for @vfd; a later layer may replace them in @init.
+ * @ioctl_ops: ioctl table for @vfd; a later layer may replace it in @init.
+ * @layers_inited: how many layers' @init succeeded (for unwinding).
+ * @layers_published: how many layers' @publish succeeded (for unwinding).
+ */
+struct daedalus_dev {
+	struct v4l2_device v4l2_dev;
+	struct video_device vfd;
+	struct platform_device *pdev;
+	struct mutex vdev_lock; /* serializes ioctls on vfd */
+	const struct v4l2_file_operations *fops;
+	const struct v4l2_ioctl_ops *ioctl_ops;
+	unsigned int layers_inited;
+	unsigned int layers_published;
+};
+
+/**
+ * struct daedalus_ctx - per-open-file state
+ * @fh: V4L2 file handle; must stay the first member.
+ * @dev: the device this handle belongs to.
+ * @out_fmt: coded format on the OUTPUT queue.
+ * @cap_fmt: decoded format on the CAPTURE queue.
+ *
+ * Formats are changed only from ioctls, which @dev->vdev_lock serializes.
+ */
+struct daedalus_ctx {
+	struct v4l2_fh fh;
+	struct daedalus_dev *dev;
+	struct v4l2_pix_format_mplane out_fmt;
+	struct v4l2_pix_format_mplane cap_fmt;
+};
+
+static inline struct daedalus_ctx *daedalus_file_to_ctx(struct file *file)
+{
+	return container_of(file->private_data, struct daedalus_ctx, fh);
+}
+
+/* daedalus-formats.c */
+const struct daedalus_coded_fmt *daedalus_coded_fmt_by_index(unsigned int index);
+const struct daedalus_coded_fmt *daedalus_find_coded_fmt(u32 fourcc);
+const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index);
+const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc);
+void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix);
+void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
+void daedalus_default_fmts(struct daedalus_ctx *ctx);
+
+#endif /* _DAEDALUS_H */

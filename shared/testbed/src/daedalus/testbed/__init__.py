@@ -1,0 +1,1 @@
+"""daedalus-v4l2 testbed: module build driver, kernels, QEMU guests, CLI."""
