@@ -1,0 +1,172 @@
+"""Phase 8.1 in the guest: the skeleton node as V4L2 clients see it.
+
+Runs inside a booted guest with the phase's module loaded (marker ``guest``);
+on the host, shared/testbed/tests/test_guest_tier.py boots the guest that runs
+these. Expected values come from the V4L2 spec and the kernel's own headers,
+not from the module.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+from linuxpy.video import raw
+
+from daedalus.skeleton.v4l2dev import CAPTURE, CARD, OUTPUT, VideoNode, find_node, fourcc
+
+pytestmark = pytest.mark.guest
+
+V4L2_CAP_VIDEO_M2M_MPLANE = 0x00004000
+V4L2_CAP_STREAMING = 0x04000000
+V4L2_CAP_EXT_PIX_FORMAT = 0x00200000  # set by the V4L2 core for every node
+V4L2_CAP_DEVICE_CAPS = 0x80000000
+V4L2_FMT_FLAG_COMPRESSED = 0x0001
+
+
+def _kernel_defines(macro: str) -> bool:
+    """Whether the running kernel's uapi videodev2.h defines *macro*."""
+    release = os.uname().release
+    for hdr in [*Path("/usr/src").glob(f"linux-headers-{release}*/include/uapi/linux/videodev2.h"),
+                *Path("/usr/src").glob(
+                    f"linux-headers-{release.rsplit('-', 1)[0]}-common/include/uapi/linux/"
+                    "videodev2.h")]:
+        return re.search(rf"^#define\s+{macro}\s", hdr.read_text(), re.M) is not None
+    pytest.fail(f"no kernel headers for {release} under /usr/src")
+
+
+@pytest.fixture()
+def node() -> Path:
+    return find_node()
+
+
+def test_listed_by_v4l2_ctl(node: Path) -> None:
+    out = subprocess.run(["v4l2-ctl", "--list-devices"], capture_output=True, text=True,
+                         check=True).stdout
+    lines = out.splitlines()
+    idx = next(i for i, line in enumerate(lines) if line.startswith(f"{CARD} ("))
+    assert "platform:daedalus-v4l2" in lines[idx]
+    assert lines[idx + 1].strip() == str(node)
+
+
+def test_querycap(node: Path) -> None:
+    with VideoNode(node) as v:
+        cap = v.querycap()
+    assert cap.driver == "daedalus_v4l2"
+    assert cap.card == CARD
+    assert cap.bus_info == "platform:daedalus-v4l2"
+    assert cap.device_caps == (V4L2_CAP_VIDEO_M2M_MPLANE | V4L2_CAP_STREAMING
+                               | V4L2_CAP_EXT_PIX_FORMAT)
+    assert cap.capabilities == cap.device_caps | V4L2_CAP_DEVICE_CAPS
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    assert cap.version >> 16 == major and (cap.version >> 8) & 0xFF == minor
+
+
+def test_coded_formats_on_output(node: Path) -> None:
+    expected = ["VP90", "H264"]
+    if _kernel_defines("V4L2_PIX_FMT_AV1"):
+        expected.append("AV01")
+    with VideoNode(node) as v:
+        assert v.formats(OUTPUT) == expected
+        for i in range(len(expected)):
+            assert v.format_flags(OUTPUT, i) & V4L2_FMT_FLAG_COMPRESSED
+        assert v.formats(CAPTURE) == ["NV12"]
+
+
+def test_v4l2_ctl_lists_output_formats(node: Path) -> None:
+    out = subprocess.run(["v4l2-ctl", "-d", str(node), "--list-formats-out"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "'VP90' (VP9, compressed)" in out
+    assert "'H264' (H.264, compressed)" in out
+
+
+def test_s_fmt_output_propagates_to_capture(node: Path) -> None:
+    with VideoNode(node) as v:
+        out = v.s_fmt(OUTPUT, "H264", 1280, 720)
+        assert (out.pixelformat, out.width, out.height, out.num_planes) == ("H264", 1280, 720, 1)
+        assert out.sizeimage > 0 and out.bytesperline == 0
+        assert v.g_fmt(OUTPUT) == out
+        cap = v.g_fmt(CAPTURE)
+        assert (cap.pixelformat, cap.width, cap.height) == ("NV12", 1280, 720)
+        assert cap.bytesperline >= 1280
+        assert cap.sizeimage >= cap.bytesperline * 720 * 3 // 2
+
+
+def test_try_fmt_corrects_unknown_format(node: Path) -> None:
+    with VideoNode(node) as v:
+        before = v.g_fmt(OUTPUT)
+        fixed = v.try_fmt(OUTPUT, "XXXX", 1, 1)
+        assert fixed.pixelformat == "VP90"
+        assert fixed.width >= 16 and fixed.height >= 16
+        assert v.g_fmt(OUTPUT) == before  # TRY changes nothing
+
+
+def test_formats_are_per_file_handle(node: Path) -> None:
+    with VideoNode(node) as a, VideoNode(node) as b:
+        a.s_fmt(OUTPUT, "H264", 640, 480)
+        b.s_fmt(OUTPUT, "VP90", 320, 240)
+        assert a.g_fmt(OUTPUT).pixelformat == "H264"
+        assert b.g_fmt(OUTPUT).pixelformat == "VP90"
+
+
+def test_enum_framesizes(node: Path) -> None:
+    with VideoNode(node) as v:
+        fs = v.framesizes("VP90")
+        assert fs.type == raw.Frmsizetypes.STEPWISE
+        assert fs.stepwise.min_width <= 16 and fs.stepwise.max_width >= 1920
+        with pytest.raises(OSError) as exc:
+            v.framesizes("XXXX")
+        assert exc.value.errno == errno.EINVAL
+
+
+def test_reqbufs_accepted(node: Path) -> None:
+    with VideoNode(node) as v:
+        assert v.reqbufs(OUTPUT, 4) == 0  # accepted; no queues exist in phase 8.1
+        assert v.reqbufs(CAPTURE, 4) == 0
+        assert v.reqbufs(OUTPUT, 0) == 0
+
+
+def test_reqbufs_rejects_wrong_type(node: Path) -> None:
+    with VideoNode(node) as v, pytest.raises(OSError) as exc:
+        v.reqbufs(raw.BufType.VIDEO_CAPTURE, 4)  # single-planar: not this node's
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_thousand_open_close_cycles(node: Path) -> None:
+    for _ in range(1000):
+        fd = os.open(node, os.O_RDWR)
+        os.close(fd)
+    with VideoNode(node) as v:
+        assert v.querycap().card == CARD
+
+
+def _dmesg() -> str:
+    return subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+
+
+def test_twenty_load_unload_cycles() -> None:
+    before = len(_dmesg().splitlines())
+    for _ in range(20):
+        subprocess.run(["modprobe", "-r", "daedalus_v4l2"], check=True)
+        assert not list(Path("/sys/class/video4linux").glob("video*"))
+        subprocess.run(["modprobe", "daedalus_v4l2"], check=True)
+        node = find_node()
+        with VideoNode(node) as v:
+            assert v.querycap().driver == "daedalus_v4l2"
+    new = _dmesg().splitlines()[before:]
+    bad = [line for line in new if re.search(r"WARNING|BUG|Oops|Call Trace|refcount", line)]
+    assert not bad, "\n".join(bad)
+    assert sum("registered video" in line for line in new) == 20
+
+
+def test_removal_refused_while_open(node: Path) -> None:
+    with VideoNode(node):
+        proc = subprocess.run(["modprobe", "-r", "daedalus_v4l2"], capture_output=True,
+                              text=True)
+        assert proc.returncode != 0
+        assert "in use" in proc.stderr
+    assert (Path("/sys/module/daedalus_v4l2")).exists()
