@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from linuxpy.video import raw
 
-from daedalus.skeleton.v4l2dev import CAPTURE, CARD, OUTPUT, VideoNode, find_node, fourcc
+from daedalus.skeleton.v4l2dev import CAPTURE, CARD, OUTPUT, VideoNode, find_node
 
 pytestmark = pytest.mark.guest
 

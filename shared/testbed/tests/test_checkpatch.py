@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -27,8 +28,8 @@ def test_sources_are_checkpatch_strict_clean() -> None:
     assert proc.returncode == 0, proc.stdout
 
 
-def test_generated_layer_table_is_checkpatch_clean(tmp_path: pytest.TempPathFactory) -> None:
-    out = tmp_path / "layers.c"  # type: ignore[operator]
+def test_generated_layer_table_is_checkpatch_clean(tmp_path: Path) -> None:
+    out = tmp_path / "layers.c"
     out.write_text(generate_layers_c([p for p in all_phases() if p.has_kernel_layer]))
     proc = subprocess.run([_checkpatch(), "--strict", "--no-tree", "--terse", "-f", str(out)],
                           capture_output=True, text=True)

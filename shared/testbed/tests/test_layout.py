@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from daedalus.testbed.guest import _cpio_newc, _load_order
 
 
 @pytest.fixture()
-def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def fake_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (tmp_path / "hatch.toml").touch()
     phases = tmp_path / "phases"
     phases.mkdir()

@@ -10,7 +10,7 @@ from daedalus.testbed import kernels
 from daedalus.testbed.build import build, kernel_sources
 from daedalus.testbed.guest import GuestConfig, initramfs, run_guest
 from daedalus.testbed.paths import latest_phase, phase_by_number, repo_root
-from daedalus.testbed.system import eprint, run
+from daedalus.testbed.system import apt_install, eprint, run
 
 
 def _add_phase(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ class SetupCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         names = args.kernel or list(kernels.SERIES)
-        kernels.apt_install(kernels.HOST_PACKAGES)
+        apt_install(kernels.HOST_PACKAGES)
         ks = [kernels.resolve(n, refresh=args.refresh) for n in names]
         kernels.setup(ks)
         for k in ks:

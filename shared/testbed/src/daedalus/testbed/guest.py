@@ -182,9 +182,10 @@ def stage_modules(kernel: Kernel, extra: Sequence[Path], dest: Path) -> Path:
     rel_dir = dest / "lib" / "modules" / kernel.release
     rel_dir.mkdir(parents=True)
     src = kernel.modules_dir
+    keep_meta = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
     for entry in src.iterdir():
-        if entry.name in ("build", "source") or entry.name.startswith("modules.") and \
-                entry.name not in ("modules.order", "modules.builtin", "modules.builtin.modinfo"):
+        generated = entry.name.startswith("modules.") and entry.name not in keep_meta
+        if entry.name in ("build", "source") or generated:
             continue
         target = rel_dir / entry.name
         if entry.is_dir():
