@@ -63,7 +63,10 @@ struct daedalus_decoded_fmt {
  * @ioctl_ops: ioctl table for @vfd; a later layer may replace it in @init.
  * @layers_inited: how many layers' @init succeeded (for unwinding).
  * @layers_published: how many layers' @publish succeeded (for unwinding).
+ * @bridge: the daemon bridge (phase 8.2 and later); NULL below 8.2.
  */
+struct daedalus_bridge;
+
 struct daedalus_dev {
 	struct v4l2_device v4l2_dev;
 	struct video_device vfd;
@@ -73,6 +76,7 @@ struct daedalus_dev {
 	const struct v4l2_ioctl_ops *ioctl_ops;
 	unsigned int layers_inited;
 	unsigned int layers_published;
+	struct daedalus_bridge *bridge;
 };
 
 /**

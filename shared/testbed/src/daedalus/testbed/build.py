@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,9 @@ class BuildResult:
 def _link(target: Path, link: Path) -> None:
     if link.is_symlink() and os.readlink(link) == str(target):
         return
-    if link.is_symlink() or link.exists():
+    if link.is_dir() and not link.is_symlink():
+        shutil.rmtree(link)
+    elif link.is_symlink() or link.exists():
         link.unlink()
     link.symlink_to(target)
 
@@ -78,8 +81,8 @@ def layout(phase: str, release: str) -> tuple[Path, list[Phase]]:
     proto = root / "shared" / "proto" / "include"
     if proto.is_dir():
         _link(proto, bdir / "proto-include")
-    else:
-        (bdir / "proto-include").mkdir(exist_ok=True)
+    elif not (bdir / "proto-include").is_dir():
+        (bdir / "proto-include").mkdir()
     for layer in layers:
         ldir = bdir / layer.dirname
         ldir.mkdir(exist_ok=True)

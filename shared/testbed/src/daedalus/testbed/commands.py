@@ -101,7 +101,11 @@ class GuestCommand:
         parser.add_argument("--memory", type=int, default=4096, help="guest memory in MiB")
         parser.add_argument("--no-module", action="store_true",
                             help="do not load daedalus_v4l2 (the media core and helper still load)")
+        parser.add_argument("--no-daemon", action="store_true",
+                            help="do not start daedalusd (phase 8.2 on starts it by default)")
         parser.add_argument("--show-dmesg", action="store_true", help="print the guest's dmesg")
+        parser.add_argument("--show-daemon-log", action="store_true",
+                            help="print daedalusd's log")
         parser.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
 
     def run(self, args: argparse.Namespace) -> int:
@@ -111,13 +115,15 @@ class GuestCommand:
             return 2
         config = GuestConfig(kernel=kernels.resolve(args.kernel), phase=_phase(args),
                              memory_mb=args.memory, timeout=args.timeout, accel=args.accel,
-                             load_module=not args.no_module)
+                             load_module=not args.no_module, daemon=not args.no_daemon)
         result = run_guest(config, argv)
         sys.stdout.write(result.stdout)
         sys.stdout.flush()
         sys.stderr.write(result.stderr)
         if args.show_dmesg:
             eprint(result.dmesg)
+        if args.show_daemon_log:
+            eprint(result.daemon_log)
         for problem in result.problems:
             eprint(f"daedalus-v4l2 guest: {problem}")
         boot = f"{result.boot_seconds:.2f} s" if result.boot_seconds is not None else "?"

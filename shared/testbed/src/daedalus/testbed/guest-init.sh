@@ -62,6 +62,29 @@ if [ -n "$DAEDALUS_SETUP" ] && ! sh -c "$DAEDALUS_SETUP" >>"$out/setup.log" 2>&1
 	finish
 fi
 
+# The daemon (phase 8.2 on), started like a service would be, with the
+# command's environment; the command runs once the kernel reports the
+# handshake done.
+if [ -n "$DAEDALUS_DAEMON" ]; then
+	sh "$out/daemon.sh" >"$out/daemon.log" 2>&1 </dev/null &
+	echo $! >/run/daedalusd.pid
+	state=/sys/kernel/debug/daedalus-v4l2/daemon
+	i=0
+	while [ "$(cat "$state" 2>/dev/null)" != ready ] && [ $i -lt 300 ]; do
+		sleep 0.1
+		i=$((i + 1))
+	done
+	if [ "$(cat "$state" 2>/dev/null)" != ready ]; then
+		echo "daedalus-guest: daedalusd did not connect within 30 s" >>"$out/setup.log"
+		echo daemon >"$out/failed"
+		finish
+	fi
+fi
+
 sh "$out/cmd.sh" >"$out/stdout" 2>"$out/stderr" </dev/null
 echo $? >"$out/rc"
+if [ -n "$DAEDALUS_DAEMON" ] && [ -f /run/daedalusd.pid ]; then
+	kill -TERM "$(cat /run/daedalusd.pid)" 2>/dev/null
+	sleep 0.5
+fi
 finish

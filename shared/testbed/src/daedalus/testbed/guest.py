@@ -26,7 +26,7 @@ from pathlib import Path
 
 from daedalus.testbed.build import MODULE_NAME, build
 from daedalus.testbed.kernels import Kernel, build_helper
-from daedalus.testbed.paths import cache_dir, repo_root
+from daedalus.testbed.paths import cache_dir, phase_by_number, repo_root
 from daedalus.testbed.system import TestbedError, log, run
 
 PKG_DIR = Path(__file__).resolve().parent
@@ -43,6 +43,9 @@ DMESG_BAD = re.compile(
     r"possible circular locking|possible recursive locking|INFO: task .* blocked|"
     r"KASAN|UBSAN|kernel BUG|Call Trace:|RIP: |list_add corruption|refcount_t:)"
 )
+
+# The first phase whose guests start daedalusd before the command.
+DAEMON_FROM_PHASE = (8, 2)
 
 # Modules stage 1 needs to reach the root filesystem (with dependencies).
 ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
@@ -63,6 +66,7 @@ class GuestConfig:
     accel: str = "tcg"
     load_module: bool = True
     setup_cmd: str = ""
+    daemon: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     kernel_args: str = "console=ttyS0 quiet loglevel=4 panic=-1"
 
@@ -78,6 +82,7 @@ class GuestResult:
     problems: list[str]
     boot_seconds: float | None
     wall_seconds: float
+    daemon_log: str = ""
 
     @property
     def dmesg_problems(self) -> list[str]:
@@ -202,6 +207,19 @@ def stage_modules(kernel: Kernel, extra: Sequence[Path], dest: Path) -> Path:
     return dest
 
 
+def daemon_command(config: GuestConfig) -> str | None:
+    """daedalusd's path when this run starts it: phase 8.2 on, unless switched off."""
+    if not config.daemon or not config.load_module:
+        return None
+    if phase_by_number(config.phase).key < DAEMON_FROM_PHASE:
+        return None
+    path = shutil.which("daedalusd")
+    if path is None:
+        raise TestbedError(f"phase {config.phase} needs daedalusd, which is not installed "
+                           "(run through hatch, or pass --no-daemon)")
+    return path
+
+
 def kvm_usable(timeout: float = 20.0) -> bool:
     """Whether KVM boots a guest here (nested KVM often hangs); cached per machine."""
     probe = cache_dir() / "kvm-probe"
@@ -273,6 +291,7 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
         out.mkdir()
         stage = stage_modules(kernel, modules, tmp / "stage")
         preload = [*MEDIA_MODULES, MODULE_NAME] if config.load_module else MEDIA_MODULES
+        daemon = daemon_command(config)
         env = _env_for_guest(config.extra_env)
         workdir = (cwd or Path.cwd()).resolve()
         keep = [str(p) for p in (repo_root(), workdir, stage, Path(env.get("VIRTUAL_ENV", "/")))
@@ -280,12 +299,17 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
         config_sh = [f"DAEDALUS_STAGE={shlex.quote(str(stage))}",
                      f"DAEDALUS_KEEP_TMP={shlex.quote(' '.join(keep))}",
                      f"DAEDALUS_PRELOAD={shlex.quote(' '.join(preload))}",
-                     f"DAEDALUS_SETUP={shlex.quote(config.setup_cmd)}"]
+                     f"DAEDALUS_SETUP={shlex.quote(config.setup_cmd)}",
+                     f"DAEDALUS_DAEMON={'1' if daemon else ''}"]
         (out / "config.sh").write_text("\n".join(config_sh) + "\n")
         cmd_sh = [f"export {k}={shlex.quote(v)}" for k, v in sorted(env.items())]
         cmd_sh.append(f"cd {shlex.quote(str(workdir))} || exit 125")
         cmd_sh.append("exec " + " ".join(shlex.quote(a) for a in argv))
         (out / "cmd.sh").write_text("\n".join(cmd_sh) + "\n")
+        if daemon:
+            daemon_sh = [line for line in cmd_sh if not line.startswith("exec ")]
+            daemon_sh.append(f"exec {shlex.quote(daemon)} --verbose")
+            (out / "daemon.sh").write_text("\n".join(daemon_sh) + "\n")
         console = tmp / "console.log"
         qemu = [
             "qemu-system-x86_64", "-accel", accel, "-cpu", "max" if accel == "tcg" else "host",
@@ -326,6 +350,8 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
             status = EXIT_TIMEOUT
         elif _read(out / "failed"):
             problems.append("guest setup failed:\n" + _read(out / "setup.log"))
+            if _read(out / "daemon.log"):
+                problems.append("daedalusd log:\n" + _read(out / "daemon.log")[-4000:])
             status = EXIT_SETUP
         elif cmd_status is None:
             why = "kernel panic" if "Kernel panic" in console_text else "no exit status"
@@ -335,7 +361,8 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
         else:
             status = cmd_status
         result = GuestResult(status, cmd_status, _read(out / "stdout"), _read(out / "stderr"),
-                             dmesg, console_text, problems, boot, wall)
+                             dmesg, console_text, problems, boot, wall,
+                             _read(out / "daemon.log"))
         bad = result.dmesg_problems
         if bad:
             problems.append("kernel log shows problems:\n" + "\n".join(bad[:40]))

@@ -21,6 +21,7 @@ from daedalus.testbed.system import (
     apt_candidates,
     apt_depends,
     apt_install,
+    apt_update_once,
     apt_version,
     log,
     run,
@@ -99,6 +100,7 @@ def _series_of(release: str) -> str:
 
 def _resolve_series(series: str) -> str:
     """The newest Debian kernel release of *series* (e.g. 6.12 -> 6.12.117+deb12-amd64)."""
+    apt_update_once()
     if series == "6.1":
         deps = [d for d in apt_depends("linux-image-amd64") if d.startswith("linux-image-6.1.")]
         if deps:

@@ -42,9 +42,17 @@ def dpkg_installed(packages: Sequence[str]) -> set[str]:
 _apt_updated = False
 
 
+def apt_update_once() -> None:
+    """apt-get update, at most once per process (a fresh machine has stale lists)."""
+    global _apt_updated
+    if not _apt_updated:
+        run(["apt-get", "update", "-q"],
+            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+        _apt_updated = True
+
+
 def apt_install(packages: Sequence[str]) -> None:
     """Install what is missing from Debian's archive (idempotent; needs root)."""
-    global _apt_updated
     missing = [p for p in packages if p not in dpkg_installed(packages)]
     if not missing:
         return
@@ -52,24 +60,15 @@ def apt_install(packages: Sequence[str]) -> None:
         raise TestbedError(f"apt-get not found; install by hand: {' '.join(missing)}")
     log.info("installing from Debian's archive: %s", " ".join(missing))
     env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-    if not _apt_updated:
-        run(["apt-get", "update", "-q"], env=env)
-        _apt_updated = True
+    apt_update_once()
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
 
 
 def apt_candidates(pattern: str) -> list[str]:
-    """Package names matching a regex, from apt's lists (updated on first use if empty)."""
-    global _apt_updated
-    for attempt in range(2):
-        proc = subprocess.run(["apt-cache", "pkgnames"], text=True, capture_output=True)
-        rx = re.compile(pattern)
-        names = sorted(n for n in proc.stdout.split() if rx.fullmatch(n))
-        if names or attempt or _apt_updated:
-            return names
-        run(["apt-get", "update", "-q"])
-        _apt_updated = True
-    return []
+    """Package names matching a regex, from apt's lists."""
+    proc = subprocess.run(["apt-cache", "pkgnames"], text=True, capture_output=True)
+    rx = re.compile(pattern)
+    return sorted(n for n in proc.stdout.split() if rx.fullmatch(n))
 
 
 def apt_depends(package: str) -> list[str]:

@@ -1,0 +1,87 @@
+"""Inside a guest: control the daedalusd that the testbed started.
+
+Guest-tier tests that need the module unloaded, or the device to themselves
+(a fake daemon), stop the daemon with ``daemon_stopped()`` and get it back
+afterwards. The kernel's own view (debugfs ``daemon``: disconnected,
+connected or ready) is what they wait on, not process states.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+PIDFILE = Path("/run/daedalusd.pid")
+OUT = Path(os.environ.get("DAEDALUS_OUT", "/run/daedalus"))
+STATE = Path("/sys/kernel/debug/daedalus-v4l2/daemon")
+
+
+def daemon_state() -> str:
+    """disconnected, connected, ready, or absent (module not loaded / below 8.2)."""
+    try:
+        return STATE.read_text().strip()
+    except OSError:
+        return "absent"
+
+
+def _wait_state(want: set[str], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    state = daemon_state()
+    while state not in want and time.monotonic() < deadline:
+        time.sleep(0.05)
+        state = daemon_state()
+    return state
+
+
+def _pid() -> int | None:
+    try:
+        return int(PIDFILE.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def stop_daemon(timeout: float = 10.0) -> bool:
+    """SIGTERM daedalusd and wait until the kernel sees it gone; True if it ran."""
+    pid = _pid()
+    if pid is None:
+        return False
+    PIDFILE.unlink(missing_ok=True)
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    state = _wait_state({"disconnected", "absent"}, timeout)
+    if state not in ("disconnected", "absent"):
+        os.kill(pid, signal.SIGKILL)
+        _wait_state({"disconnected", "absent"}, timeout)
+    return True
+
+
+def start_daemon(timeout: float = 30.0) -> None:
+    """Start daedalusd as the testbed did and wait for the handshake."""
+    script = OUT / "daemon.sh"
+    if not script.exists():
+        raise RuntimeError("this guest runs without daedalusd (no daemon.sh)")
+    log = (OUT / "daemon.log").open("ab")
+    proc = subprocess.Popen(["sh", str(script)], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    PIDFILE.write_text(f"{proc.pid}\n")
+    state = _wait_state({"ready"}, timeout)
+    if state != "ready":
+        raise RuntimeError(f"daedalusd did not connect within {timeout:.0f} s (state {state})")
+
+
+@contextmanager
+def daemon_stopped() -> Iterator[None]:
+    """No daemon inside the block; the one that ran before comes back after it."""
+    was_running = stop_daemon()
+    try:
+        yield
+    finally:
+        if was_running and daemon_state() != "absent":
+            start_daemon()
