@@ -1,0 +1,1 @@
+"""daedalusd core: the message-handler registry, the daemon and its logging."""

@@ -1,0 +1,399 @@
+"""daedalusd: serve the daedalus_v4l2 kernel module's requests.
+
+The module queues requests on the misc device /dev/daedalus-v4l2; each read(2)
+returns exactly one message and each write(2) takes exactly one. The daemon
+opens the device non-blocking, watches it with the asyncio loop's
+``add_reader`` and
+
+- answers HELLO itself (same cookie, status 0, its struct daedalus_hello); a
+  kernel speaking another protocol version is a fatal error (exit 1);
+- hands every other request to the handler registered for its type (see
+  registry.py), in the loop's default executor so a slow handler never stops
+  the reading, and writes the handler's answer (type | RESPONSE, same cookie);
+- answers a type nobody handles with EOPNOTSUPP, a handler's exception with
+  EIO and the exception's text, a malformed request with EPROTO;
+- logs and survives a write the kernel refuses (EINVAL: e.g. the request
+  timed out meanwhile and its cookie is no longer waiting).
+
+SIGTERM and SIGINT shut it down cleanly (exit 0). ``serve`` is the daemon
+without the device opening and signal handling, for tests and embedding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import inspect
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Iterable
+from types import FrameType
+from typing import Any
+
+from daedalus.dispatch.log import setup_logging
+from daedalus.dispatch.registry import HandlerResult, Registration, Registry, RegistryError
+from daedalus.proto import (
+    HDR_SIZE,
+    MAGIC,
+    MAX_PAYLOAD,
+    RESPONSE,
+    VERSION,
+    Header,
+    MsgType,
+    ProtocolError,
+    VersionMismatch,
+    describe_type,
+    pack_hello,
+    pack_message,
+    parse_header,
+    parse_hello,
+    validate_hello,
+    validate_request,
+)
+
+log = logging.getLogger("daedalus.dispatch")
+
+DEFAULT_DEVICE = "/dev/daedalus-v4l2"
+DEFAULT_WAIT = 30.0
+POLL_INTERVAL = 0.2
+EXIT_OK = 0
+EXIT_FAILURE = 1
+READ_SIZE = HDR_SIZE + MAX_PAYLOAD
+READS_PER_WAKEUP = 32  # then let the answers be written before reading on
+
+
+class DaemonError(Exception):
+    """daedalusd cannot start (device missing, busy, not permitted)."""
+
+
+def errno_name(code: int | None) -> str:
+    return errno.errorcode.get(code, str(code)) if code is not None else "?"
+
+
+def open_device(path: str, wait: float, *, poll: float = POLL_INTERVAL) -> int:
+    """Open *path* read-write, non-blocking, waiting up to *wait* seconds for it
+    to appear (daedalusd may start before the module is loaded)."""
+    deadline = time.monotonic() + wait
+    waiting = False
+    while True:
+        try:
+            return os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if time.monotonic() >= deadline:
+                raise DaemonError(f"{path} did not appear within {wait:g} s: is the "
+                                  "daedalus_v4l2 module (phase >= 8.2) loaded?") from None
+            if not waiting:
+                log.info("waiting up to %g s for %s", wait, path)
+                waiting = True
+            time.sleep(poll)
+        except PermissionError as exc:
+            raise DaemonError(f"cannot open {path}: {exc.strerror} (the device is mode 0600: "
+                              "run daedalusd as root)") from None
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise DaemonError(f"{path} is busy: another daedalusd is already "
+                                  "connected (one daemon at a time)") from None
+            raise DaemonError(f"cannot open {path}: {exc.strerror} "
+                              f"({errno_name(exc.errno)})") from None
+
+
+def _check_result(result: object) -> HandlerResult:
+    """A handler's (status, payload), or ValueError saying what is wrong with it."""
+    if not (isinstance(result, tuple) and len(result) == 2):
+        raise ValueError(f"handler returned {type(result).__name__}, not (status, payload)")
+    status, body = result
+    if not (isinstance(status, int) and not isinstance(status, bool) and 0 <= status < 2**32):
+        raise ValueError(f"handler returned status {status!r}, not 0 or a positive errno")
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise ValueError(f"handler returned a {type(body).__name__} payload, not bytes")
+    return status, bytes(body)
+
+
+class Session:
+    """One open device: reads requests from *fd* and answers them."""
+
+    def __init__(self, fd: int, registry: Registry, loop: asyncio.AbstractEventLoop) -> None:
+        self.fd = fd
+        self.registry = registry
+        self.loop = loop
+        self.connected = False  # the kernel's HELLO was answered
+        self.kernel_max_payload = MAX_PAYLOAD
+        self.done: asyncio.Future[int] = loop.create_future()
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._write_lock = asyncio.Lock()
+        # One buffer for every read: a message is copied out at its own size
+        # instead of allocating HDR_SIZE + MAX_PAYLOAD bytes per read.
+        self._buffer = bytearray(READ_SIZE)
+        self._view = memoryview(self._buffer)
+
+    # -- reading ---------------------------------------------------------
+
+    def finish(self, code: int) -> None:
+        """End the session with exit status *code* (the first call wins)."""
+        if not self.done.done():
+            self.done.set_result(code)
+
+    def on_readable(self) -> None:
+        for _ in range(READS_PER_WAKEUP):
+            if self.done.done():
+                return
+            try:
+                size = os.readv(self.fd, [self._buffer])
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                log.error("reading the device failed: %s (%s)", exc.strerror,
+                          errno_name(exc.errno))
+                self.finish(EXIT_FAILURE)
+                return
+            if not size:
+                log.error("the device reported end of file: the kernel side went away")
+                self.finish(EXIT_FAILURE)
+                return
+            self.on_message(bytes(self._view[:size]))
+
+    def on_message(self, data: bytes) -> None:
+        try:
+            header = parse_header(data)
+        except ProtocolError as exc:
+            log.error("dropping a message from the kernel: %s", exc)
+            return
+        payload = data[HDR_SIZE:]
+        log.debug("<- %s cookie %d, %d payload bytes", describe_type(header.type),
+                  header.cookie, len(payload))
+        try:
+            validate_request(header, payload)
+        except VersionMismatch as exc:
+            log.error("%s: exiting", exc)
+            self.finish(EXIT_FAILURE)
+            return
+        except ProtocolError as exc:
+            log.error("invalid %s request, cookie %d: %s", describe_type(header.type),
+                      header.cookie, exc)
+            if header.magic == MAGIC and not header.is_response:
+                self.spawn(self.reply(header, errno.EPROTO, str(exc).encode()))
+            return
+        if header.type == MsgType.HELLO:
+            self.on_hello(header, payload)
+            return
+        if not self.connected:
+            log.error("%s request, cookie %d, before HELLO", describe_type(header.type),
+                      header.cookie)
+            self.spawn(self.reply(header, errno.EPROTO, b"request before HELLO"))
+            return
+        registration = self.registry.lookup(header.type)
+        if registration is None:
+            log.warning("no handler for %s requests (cookie %d): answering EOPNOTSUPP",
+                        describe_type(header.type), header.cookie)
+            self.spawn(self.reply(header, errno.EOPNOTSUPP, b""))
+            return
+        self.spawn(self.dispatch(registration, header, payload))
+
+    def on_hello(self, header: Header, payload: bytes) -> None:
+        try:
+            hello = parse_hello(payload)
+            validate_hello(hello)
+        except VersionMismatch as exc:
+            log.error("%s: exiting (load a daedalus_v4l2 module and a daedalusd of the same "
+                      "checkout)", exc)
+            self.finish(EXIT_FAILURE)
+            return
+        except ProtocolError as exc:
+            log.error("invalid HELLO from the kernel: %s: exiting", exc)
+            self.finish(EXIT_FAILURE)
+            return
+        self.kernel_max_payload = min(hello.max_payload, MAX_PAYLOAD)
+        self.connected = True
+        phase = self.registry.hello_phase()
+        log.info("kernel speaks protocol v%d (phase %d.%d, max payload %d); answering as "
+                 "phase %d.%d", hello.proto_version, hello.phase // 10, hello.phase % 10,
+                 hello.max_payload, phase // 10, phase % 10)
+        self.spawn(self.reply(header, 0, pack_hello(proto_version=VERSION,
+                                                    max_payload=MAX_PAYLOAD, phase=phase)))
+
+    # -- answering -------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, object]) -> None:
+        task = self.loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, registration: Registration, header: Header, payload: bytes) -> object:
+        handle = registration.handler.handle
+        if inspect.iscoroutinefunction(handle):  # async def: runs on the loop
+            result = handle(header, payload)
+            return await result if inspect.isawaitable(result) else result
+        return await self.loop.run_in_executor(None, handle, header, payload)
+
+    async def dispatch(self, registration: Registration, header: Header, payload: bytes) -> None:
+        try:
+            status, body = _check_result(await self._call(registration, header, payload))
+        except Exception as exc:
+            log.error("handler %s failed on %s cookie %d: %r", registration.name,
+                      describe_type(header.type), header.cookie, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            status, body = errno.EIO, (str(exc) or type(exc).__name__).encode(errors="replace")
+        await self.reply(header, status, body)
+
+    async def reply(self, header: Header, status: int, body: bytes) -> bool:
+        """Write the answer to *header*'s request; False if it could not be written."""
+        if len(body) > self.kernel_max_payload:
+            if status == 0:
+                log.error("%s answer to cookie %d is %d bytes, the kernel takes at most %d: "
+                          "answering EMSGSIZE", describe_type(header.type), header.cookie,
+                          len(body), self.kernel_max_payload)
+                status, body = errno.EMSGSIZE, b"answer too large"
+            else:  # an error text: shorten it
+                body = body[:self.kernel_max_payload]
+        message = pack_message(header.type | RESPONSE, header.cookie, body, status=status)
+        async with self._write_lock:
+            while True:
+                try:
+                    written = os.write(self.fd, message)
+                except BlockingIOError:
+                    await self._writable()
+                    continue
+                except OSError as exc:
+                    log.warning("the kernel refused the answer to %s cookie %d: %s (%s); the "
+                                "request may have timed out", describe_type(header.type),
+                                header.cookie, exc.strerror, errno_name(exc.errno))
+                    return False
+                break
+        if written != len(message):
+            log.error("short write answering cookie %d: %d of %d bytes", header.cookie,
+                      written, len(message))
+            return False
+        log.debug("-> %s cookie %d, status %d, %d payload bytes",
+                  describe_type(header.type | RESPONSE), header.cookie, status, len(body))
+        return True
+
+    async def _writable(self) -> None:
+        ready: asyncio.Future[None] = self.loop.create_future()
+
+        def on_writable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        self.loop.add_writer(self.fd, on_writable)
+        try:
+            await ready
+        finally:
+            self.loop.remove_writer(self.fd)
+
+    async def close(self) -> None:
+        """Cancel the answers still in flight (the kernel fails their requests
+        with ENOTCONN once the device is closed)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def serve(fd: int, handlers: Registry | Iterable[object], *,
+                stop: asyncio.Event | None = None) -> int:
+    """Serve the requests read from *fd* until *stop* is set (exit status 0) or
+    the session fails (1: version mismatch, invalid HELLO, read error, EOF).
+
+    *handlers* is a Registry or handler classes to register. *fd* is switched
+    to non-blocking; it stays open (the caller owns it).
+    """
+    registry = handlers if isinstance(handlers, Registry) else Registry.from_classes(handlers)
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    session = Session(fd, registry, loop)
+    if registry.registrations:
+        log.info("handlers: %s", registry.describe())
+    else:
+        log.warning("no handlers installed (entry-point group daedalus.handlers): only HELLO "
+                    "will be answered")
+    waiters: set[asyncio.Future[Any]] = {session.done}
+    stopped = loop.create_task(stop.wait()) if stop is not None else None
+    if stopped is not None:
+        waiters.add(stopped)
+    loop.add_reader(fd, session.on_readable)
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        return session.done.result() if session.done.done() else EXIT_OK
+    finally:
+        loop.remove_reader(fd)
+        if stopped is not None:
+            stopped.cancel()
+        await session.close()
+
+
+async def _run(fd: int, registry: Registry) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(sig: signal.Signals) -> None:
+        log.info("%s received, shutting down", sig.name)
+        stop.set()
+
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        return await serve(fd, registry, stop=stop)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds >= 0: {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="daedalusd",
+        description="Serve the daedalus_v4l2 kernel module's requests (decoding in userspace).")
+    parser.add_argument("--device", default=DEFAULT_DEVICE,
+                        help="the module's misc device (default: %(default)s)")
+    parser.add_argument("--wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
+                        help="how long to wait for the device to appear, polling every "
+                             f"{POLL_INTERVAL:g} s (default: %(default)g)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        registry = Registry.from_entry_points()
+    except RegistryError as exc:
+        log.critical("%s", exc)
+        return EXIT_FAILURE
+    # Until the event loop takes over SIGTERM, let it end the wait like ^C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        try:
+            fd = open_device(args.device, args.wait)
+        except DaemonError as exc:
+            log.error("%s", exc)
+            return EXIT_FAILURE
+        log.info("connected to %s", args.device)
+        try:
+            return asyncio.run(_run(fd, registry))
+        finally:
+            os.close(fd)
+    except KeyboardInterrupt:
+        log.info("interrupted, shutting down")
+        return EXIT_OK
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

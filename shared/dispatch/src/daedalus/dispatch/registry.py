@@ -1,0 +1,163 @@
+"""Message handlers: plugins from the ``daedalus.handlers`` entry-point group.
+
+Each phase's distribution adds the request types it serves by being
+installed, e.g. ``ping = "daedalus.bridge.echo:PingHandler"``. A handler is a
+class with
+
+- ``OPCODES``: the message types it answers (tuple of ints, without RESPONSE);
+- ``PHASE``: the roadmap phase that introduced it, e.g. ``(8, 2)``;
+- ``NAME``: a short name for logs;
+- ``handle(self, header, payload) -> (status, payload)``: status 0 or a
+  positive errno, and the answer's payload. A plain (blocking) method runs in
+  the event loop's default executor; an ``async def`` runs on the loop.
+
+Declare the three attributes as ``ClassVar[...]`` (see daedalus.bridge.echo)
+so that mypy can check a class against the ``Handler`` protocol. Handlers are
+instantiated once, without arguments. Two handlers claiming the
+same opcode is a startup error naming both, and so is a handler claiming HELLO:
+the daemon core answers HELLO itself. Entry points come in no reliable order,
+so handlers are sorted by (PHASE, opcode).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import ClassVar, Protocol
+
+from daedalus.proto import RESPONSE, Header, MsgType
+
+GROUP = "daedalus.handlers"
+CORE_OWNER = "the daedalusd core"
+CORE_OPCODES = (int(MsgType.HELLO),)
+
+HandlerResult = tuple[int, bytes]
+
+
+class RegistryError(Exception):
+    """The handlers cannot be registered (fatal at daemon start)."""
+
+
+class Handler(Protocol):
+    OPCODES: ClassVar[tuple[int, ...]]
+    PHASE: ClassVar[tuple[int, int]]
+    NAME: ClassVar[str]
+
+    def handle(self, header: Header, payload: bytes) -> HandlerResult | Awaitable[HandlerResult]:
+        ...
+
+
+def opcode_name(opcode: int) -> str:
+    try:
+        return f"{MsgType(opcode).name} ({opcode})"
+    except ValueError:
+        return str(opcode)
+
+
+def _qualname(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One handler instance and where it came from."""
+
+    handler: Handler
+    name: str
+    phase: tuple[int, int]
+    opcodes: tuple[int, ...]
+    owner: str  # "distribution (module:Class)", for error messages and logs
+
+    @property
+    def phase_text(self) -> str:
+        return f"{self.phase[0]}.{self.phase[1]}"
+
+    @classmethod
+    def of(cls, handler_class: object, owner: str | None = None) -> Registration:
+        """Check a handler class's attributes and instantiate it."""
+        owner = owner or _qualname(handler_class)
+        if not isinstance(handler_class, type):
+            raise RegistryError(f"handler {owner} is not a class")
+        opcodes = getattr(handler_class, "OPCODES", None)
+        phase = getattr(handler_class, "PHASE", None)
+        name = getattr(handler_class, "NAME", None)
+        if not (isinstance(opcodes, tuple) and opcodes
+                and all(isinstance(op, int) and 0 < op < RESPONSE for op in opcodes)):
+            raise RegistryError(f"handler {owner}: OPCODES must be a non-empty tuple of message "
+                                f"types between 1 and {RESPONSE - 1:#x}, not {opcodes!r}")
+        if len(set(opcodes)) != len(opcodes):
+            raise RegistryError(f"handler {owner}: OPCODES lists an opcode twice: {opcodes!r}")
+        if not (isinstance(phase, tuple) and len(phase) == 2
+                and all(isinstance(p, int) and 0 <= p < 10 for p in phase)):
+            raise RegistryError(f"handler {owner}: PHASE must be (major, minor) with single "
+                                f"digits, e.g. (8, 2), not {phase!r}")
+        if not (isinstance(name, str) and name):
+            raise RegistryError(f"handler {owner}: NAME must be a non-empty string")
+        if not callable(getattr(handler_class, "handle", None)):
+            raise RegistryError(f"handler {owner} has no handle(header, payload) method")
+        try:
+            handler: Handler = handler_class()
+        except Exception as exc:
+            raise RegistryError(f"handler {owner} failed to initialise: {exc!r}") from exc
+        return cls(handler=handler, name=name, phase=(phase[0], phase[1]),
+                   opcodes=tuple(int(op) for op in opcodes), owner=owner)
+
+
+class Registry:
+    """Handlers by opcode; construction fails on any conflict."""
+
+    def __init__(self, registrations: Iterable[Registration] = ()) -> None:
+        self.registrations: tuple[Registration, ...] = tuple(
+            sorted(registrations, key=lambda r: (r.phase, r.opcodes, r.owner)))
+        table: dict[int, Registration] = {}
+        claims = sorted(((r.phase, op, r) for r in self.registrations for op in r.opcodes),
+                        key=lambda claim: (claim[0], claim[1], claim[2].owner))
+        for _phase, opcode, reg in claims:
+            if opcode in CORE_OPCODES:
+                raise RegistryError(f"opcode {opcode_name(opcode)} is claimed by both "
+                                    f"{CORE_OWNER} and {reg.owner}")
+            if opcode in table:
+                raise RegistryError(f"opcode {opcode_name(opcode)} is claimed by both "
+                                    f"{table[opcode].owner} and {reg.owner}")
+            table[opcode] = reg
+        self._table = table
+
+    @classmethod
+    def from_classes(cls, handler_classes: Iterable[object]) -> Registry:
+        """Register handler classes directly (tests, embedding)."""
+        return cls(Registration.of(c) for c in handler_classes)
+
+    @classmethod
+    def from_entry_points(cls, eps: Iterable[EntryPoint] | None = None) -> Registry:
+        """Load every handler installed in the ``daedalus.handlers`` group."""
+        found = entry_points(group=GROUP) if eps is None else eps
+        registrations = []
+        for ep in found:
+            dist = ep.dist.name if ep.dist else "unknown distribution"
+            owner = f"{dist} ({ep.value})"
+            try:
+                handler_class = ep.load()
+            except Exception as exc:
+                raise RegistryError(f"handler entry point {ep.name!r} of {owner} failed to "
+                                    f"load: {exc!r}") from exc
+            registrations.append(Registration.of(handler_class, owner))
+        return cls(registrations)
+
+    def lookup(self, opcode: int) -> Registration | None:
+        return self._table.get(opcode)
+
+    @property
+    def opcodes(self) -> Sequence[int]:
+        return sorted(self._table)
+
+    def hello_phase(self) -> int:
+        """The HELLO answer's phase: the highest handler PHASE, (8, 2) -> 82; 0 if none."""
+        if not self.registrations:
+            return 0
+        major, minor = max(r.phase for r in self.registrations)
+        return major * 10 + minor
+
+    def describe(self) -> str:
+        return ", ".join(f"{r.name} ({'/'.join(opcode_name(op) for op in r.opcodes)}, phase "
+                         f"{r.phase_text}, {r.owner})" for r in self.registrations) or "none"

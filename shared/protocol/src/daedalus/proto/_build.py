@@ -1,0 +1,146 @@
+"""Compile ``daedalus.proto._proto``: cffi in API (out-of-line) mode.
+
+The C compiler lays out the structs from shared/proto/include/daedalus_v4l2_proto.h
+and cffi checks the declarations of cdef.py against that layout. Used three
+ways, none of which may import the ``daedalus.proto`` package (it cannot be
+imported before its extension exists):
+
+- by shared/protocol/hatch_build.py, loaded by file path, on every wheel and
+  editable build (hatch workspaces install editable);
+- as a script, to rebuild an editable install's extension in place after the
+  header changed: ``python shared/protocol/src/daedalus/proto/_build.py``;
+- by the layout tests, to compile a deliberately drifted cdef.
+
+The header is found in $DAEDALUS_PROTO_INCLUDE, else in the checkout
+(shared/proto/include), else in an sdist's include/ directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import runpy
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import cffi
+
+MODULE = "daedalus.proto._proto"
+HEADER = "daedalus_v4l2_proto.h"
+INCLUDE_ENV = "DAEDALUS_PROTO_INCLUDE"
+HERE = Path(__file__).resolve().parent  # .../src/daedalus/proto
+
+# A cdef whose declarations disagree with the header in type should not even
+# compile; size and offset differences are caught when the extension loads.
+EXTRA_COMPILE_ARGS = ["-Werror=incompatible-pointer-types"]
+
+
+class BuildError(RuntimeError):
+    """The extension cannot be built (header missing, compiler missing or failing)."""
+
+
+def include_candidates() -> list[Path]:
+    env = os.environ.get(INCLUDE_ENV)
+    if env:
+        return [Path(env).resolve()]
+    return [
+        HERE.parents[3] / "proto" / "include",  # checkout: shared/protocol/src/daedalus/proto
+        HERE.parents[2] / "include",  # sdist root: src/daedalus/proto
+    ]
+
+
+def find_include_dir() -> Path | None:
+    """The directory holding the protocol header, or None (e.g. an installed wheel)."""
+    for candidate in include_candidates():
+        if (candidate / HEADER).is_file():
+            return candidate
+    return None
+
+
+def include_dir() -> Path:
+    found = find_include_dir()
+    if found is None:
+        tried = ", ".join(str(c) for c in include_candidates())
+        raise BuildError(f"{HEADER} not found (tried {tried}; set {INCLUDE_ENV})")
+    return found
+
+
+def header_sha256(include: Path) -> str:
+    return hashlib.sha256((include / HEADER).read_bytes()).hexdigest()
+
+
+def load_cdef() -> str:
+    """CDEF from cdef.py next to this file, read without importing the package."""
+    cdef = runpy.run_path(str(HERE / "cdef.py")).get("CDEF")
+    if not isinstance(cdef, str):
+        raise BuildError(f"{HERE / 'cdef.py'} does not define CDEF as a string")
+    return cdef
+
+
+def make_ffibuilder(*, cdef: str | None = None, module: str = MODULE,
+                    include: Path | None = None) -> cffi.FFI:
+    """An FFI builder for *module*: the header compiled against *cdef*."""
+    import cffi  # here, not at the top: the package imports this module for include_dir()
+
+    include = include or include_dir()
+    ffibuilder = cffi.FFI()
+    ffibuilder.cdef(load_cdef() if cdef is None else cdef)
+    ffibuilder.set_source(
+        module,
+        f'#include "{HEADER}"\n'
+        f'static const char *const daedalus_py_header_sha256 = "{header_sha256(include)}";\n',
+        include_dirs=[str(include)],
+        extra_compile_args=EXTRA_COMPILE_ARGS,
+    )
+    return ffibuilder
+
+
+def compile_extension(dest: Path, *, cdef: str | None = None, module: str = MODULE,
+                      include: Path | None = None) -> Path:
+    """Compile *module* and move only the shared object into *dest*; return its path.
+
+    The C source and object files stay in a temporary directory; the move is
+    an atomic rename onto the final name, so a process that has the old
+    extension loaded keeps running and a concurrent build never leaves a
+    half-written file.
+    """
+    include = include or include_dir()
+    ffibuilder = make_ffibuilder(cdef=cdef, module=module, include=include)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="daedalus-proto-") as tmp:
+        try:
+            built = Path(ffibuilder.compile(tmpdir=tmp, verbose=False))
+        except Exception as exc:
+            raise BuildError(
+                f"compiling {module} against {include / HEADER} failed: {exc}\n"
+                "If the compiler ran, its errors above say where cdef.py disagrees with "
+                "the header; without a C compiler or the Python headers, install them "
+                "(Debian: apt-get install build-essential python3-dev).") from exc
+        staged = dest / f".{built.name}.{os.getpid()}.tmp"
+        shutil.copyfile(built, staged)
+        final = dest / built.name
+        os.replace(staged, final)
+    return final
+
+
+def build_in_place() -> Path:
+    """Compile the extension into this package directory (editable installs)."""
+    return compile_extension(HERE)
+
+
+def main() -> int:
+    try:
+        built = build_in_place()
+    except BuildError as exc:
+        print(f"daedalus-protocol: {exc}", file=sys.stderr)
+        return 1
+    print(f"daedalus-protocol: built {built}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+# Types of the cffi extension that _build.py compiles from cdef.py.
+# cdata objects stay Any: fields are read and written by name (h.magic = ...).
+from typing import Any
+
+class _FFI:
+    error: type[Exception]
+    def new(self, cdecl: Any, init: Any = ..., /) -> Any: ...
+    def sizeof(self, cdecl: Any, /) -> int: ...
+    def offsetof(self, cdecl: Any, *fields_or_indexes: str | int) -> int: ...
+    def typeof(self, cdecl: Any, /) -> Any: ...
+    def buffer(self, cdata: Any, size: int = ..., /) -> Any: ...
+    def memmove(self, dest: Any, src: Any, n: int, /) -> None: ...
+    def string(self, cdata: Any, maxlen: int = ..., /) -> bytes | str: ...
+    def __getattr__(self, name: str) -> Any: ...
+
+class _Lib:
+    DAEDALUS_PROTO_MAGIC: int
+    DAEDALUS_PROTO_VERSION: int
+    DAEDALUS_MAX_PAYLOAD: int
+    DAEDALUS_MSG_RESPONSE: int
+    DAEDALUS_MSG_HELLO: int
+    DAEDALUS_MSG_PING: int
+    daedalus_py_header_sha256: Any
+
+ffi: _FFI
+lib: _Lib

@@ -1,0 +1,334 @@
+"""The wire layout as Python sees it, pinned three ways.
+
+1. Golden numbers, worked out by hand from daedalus_v4l2_proto.h and the C
+   layout rules (each field at the next multiple of its alignment, the struct
+   padded to its largest alignment): in struct daedalus_msg_hdr the __u64
+   cookie lands at 8 right after magic (4) + version (2) + type (2), and
+   payload_len, flags, status and reserved[5] (20 bytes) follow at 16..47,
+   48 bytes in all, a multiple of 8. struct daedalus_hello is eight __u32s.
+2. The same numbers from gcc, compiling a tiny program against the header
+   (an independent path: no cffi involved).
+3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
+   pack_header/pack_hello produce.
+
+A cdef that drifts from the header must not load, and an extension compiled
+from another header must not import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from daedalus import proto
+from daedalus.proto import _build
+from daedalus.proto.cdef import CDEF
+
+INCLUDE = Path(__file__).resolve().parents[2] / "proto" / "include"
+
+HDR_SIZE = 48
+HDR_OFFSETS = {"magic": 0, "version": 4, "type": 6, "cookie": 8, "payload_len": 16,
+               "flags": 20, "status": 24, "reserved": 28}
+HDR_WIDTHS = {"magic": 4, "version": 2, "type": 2, "cookie": 8, "payload_len": 4,
+              "flags": 4, "status": 4, "reserved": 20}
+HELLO_SIZE = 32
+HELLO_OFFSETS = {"proto_version": 0, "max_payload": 4, "phase": 8, "reserved": 12}
+HELLO_WIDTHS = {"proto_version": 4, "max_payload": 4, "phase": 4, "reserved": 20}
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 1,
+             "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
+             "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2}
+
+
+def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
+    start = offsets[name]
+    return int.from_bytes(data[start:start + widths[name]], sys.byteorder)
+
+
+# --- 1 + 3: golden numbers against cffi ------------------------------------
+
+
+def test_golden_sizes_match_cffi() -> None:
+    assert proto.ffi.sizeof("struct daedalus_msg_hdr") == HDR_SIZE == proto.HDR_SIZE
+    assert proto.ffi.sizeof("struct daedalus_hello") == HELLO_SIZE == proto.HELLO_SIZE
+    assert proto.RESERVED_WORDS == 5
+
+
+@pytest.mark.parametrize(("ctype", "offsets", "widths"), [
+    ("struct daedalus_msg_hdr", HDR_OFFSETS, HDR_WIDTHS),
+    ("struct daedalus_hello", HELLO_OFFSETS, HELLO_WIDTHS),
+])
+def test_golden_offsets_match_cffi(ctype: str, offsets: dict[str, int],
+                                   widths: dict[str, int]) -> None:
+    fields = dict(proto.ffi.typeof(ctype).fields)
+    assert list(fields) == list(offsets)  # same fields, same order, nothing else
+    for name, offset in offsets.items():
+        assert proto.ffi.offsetof(ctype, name) == offset, name
+        assert proto.ffi.sizeof(fields[name].type) == widths[name], name
+
+
+def test_golden_constants_match_cffi() -> None:
+    for name, value in CONSTANTS.items():
+        assert getattr(proto.lib, name) == value, name
+    assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
+        0x4C345644, 1, 1024 * 1024, 0x8000)
+    assert (int(proto.MsgType.HELLO), int(proto.MsgType.PING)) == (1, 2)
+
+
+def test_magic_reads_dv4l_on_little_endian() -> None:
+    if sys.byteorder != "little":
+        pytest.skip("the header documents the little-endian spelling")
+    assert proto.pack_header(proto.MsgType.PING, 1, 0)[:4] == b"DV4L"
+
+
+# --- 2: gcc against the header, no cffi -------------------------------------
+
+C_PROGRAM = r"""
+#include <stddef.h>
+#include <stdio.h>
+#include "daedalus_v4l2_proto.h"
+
+#define OFF(s, f) printf("%s.%s %zu %zu\n", #s, #f, offsetof(struct s, f), \
+                         sizeof(((struct s *)0)->f))
+#define VAL(c) printf("%s %llu\n", #c, (unsigned long long)(c))
+
+int main(void)
+{
+    printf("sizeof.daedalus_msg_hdr %zu\n", sizeof(struct daedalus_msg_hdr));
+    printf("sizeof.daedalus_hello %zu\n", sizeof(struct daedalus_hello));
+    OFF(daedalus_msg_hdr, magic); OFF(daedalus_msg_hdr, version);
+    OFF(daedalus_msg_hdr, type); OFF(daedalus_msg_hdr, cookie);
+    OFF(daedalus_msg_hdr, payload_len); OFF(daedalus_msg_hdr, flags);
+    OFF(daedalus_msg_hdr, status); OFF(daedalus_msg_hdr, reserved);
+    OFF(daedalus_hello, proto_version); OFF(daedalus_hello, max_payload);
+    OFF(daedalus_hello, phase); OFF(daedalus_hello, reserved);
+    VAL(DAEDALUS_PROTO_MAGIC); VAL(DAEDALUS_PROTO_VERSION); VAL(DAEDALUS_MAX_PAYLOAD);
+    VAL(DAEDALUS_MSG_RESPONSE); VAL(DAEDALUS_MSG_HELLO); VAL(DAEDALUS_MSG_PING);
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def gcc_layout(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        pytest.skip("no gcc")
+    tmp = tmp_path_factory.mktemp("gcc-layout")
+    (tmp / "layout.c").write_text(C_PROGRAM)
+    subprocess.run([gcc, "-std=gnu11", "-Wall", "-Werror", "-I", str(INCLUDE),
+                    "-o", str(tmp / "layout"), str(tmp / "layout.c")], check=True)
+    out = subprocess.run([str(tmp / "layout")], check=True, capture_output=True, text=True).stdout
+    return {name: [int(v) for v in rest] for name, *rest in (ln.split() for ln in out.splitlines())}
+
+
+def test_gcc_agrees_with_golden_numbers(gcc_layout: dict[str, list[int]]) -> None:
+    assert gcc_layout["sizeof.daedalus_msg_hdr"] == [HDR_SIZE]
+    assert gcc_layout["sizeof.daedalus_hello"] == [HELLO_SIZE]
+    for name, offset in HDR_OFFSETS.items():
+        assert gcc_layout[f"daedalus_msg_hdr.{name}"] == [offset, HDR_WIDTHS[name]], name
+    for name, offset in HELLO_OFFSETS.items():
+        assert gcc_layout[f"daedalus_hello.{name}"] == [offset, HELLO_WIDTHS[name]], name
+    for name, value in CONSTANTS.items():
+        assert gcc_layout[name] == [value], name
+
+
+def test_gcc_agrees_with_cffi(gcc_layout: dict[str, list[int]]) -> None:
+    for struct, names in (("daedalus_msg_hdr", HDR_OFFSETS), ("daedalus_hello", HELLO_OFFSETS)):
+        assert gcc_layout[f"sizeof.{struct}"] == [proto.ffi.sizeof(f"struct {struct}")]
+        for name in names:
+            assert gcc_layout[f"{struct}.{name}"][0] == proto.ffi.offsetof(f"struct {struct}",
+                                                                            name)
+    for name in CONSTANTS:
+        assert gcc_layout[name] == [getattr(proto.lib, name)], name
+
+
+# --- packing and parsing ----------------------------------------------------
+
+
+def test_pack_header_puts_every_field_at_its_golden_offset() -> None:
+    data = proto.pack_header(0x8002, 0x0123456789ABCDEF, 77, status=5, flags=0x10,
+                             magic=0xAABBCCDD, version=0x1234, reserved=[1, 2, 3, 4, 5])
+    assert len(data) == HDR_SIZE
+    expected = {"magic": 0xAABBCCDD, "version": 0x1234, "type": 0x8002,
+                "cookie": 0x0123456789ABCDEF, "payload_len": 77, "flags": 0x10, "status": 5}
+    for name, value in expected.items():
+        assert _field(data, HDR_OFFSETS, HDR_WIDTHS, name) == value, name
+    words = data[HDR_OFFSETS["reserved"]:HDR_SIZE]
+    assert [int.from_bytes(words[i:i + 4], sys.byteorder) for i in range(0, 20, 4)] == [
+        1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("header", [
+    proto.Header(magic=proto.MAGIC, version=proto.VERSION, type=proto.MsgType.PING, cookie=1,
+                 payload_len=0, flags=0, status=0),
+    proto.Header(magic=proto.MAGIC, version=proto.VERSION, type=proto.MsgType.PING | 0x8000,
+                 cookie=2**64 - 1, payload_len=proto.MAX_PAYLOAD, flags=0, status=110),
+    proto.Header(magic=0, version=0xFFFF, type=0xFFFF, cookie=0, payload_len=2**32 - 1,
+                 flags=2**32 - 1, status=2**32 - 1, reserved=(9, 8, 7, 6, 5)),
+])
+def test_header_round_trip(header: proto.Header) -> None:
+    data = header.pack()
+    assert len(data) == HDR_SIZE
+    assert proto.parse_header(data) == header
+    assert proto.parse_header(data + b"payload follows") == header
+    assert proto.parse_header(memoryview(b"x" + data)[1:]) == header  # unaligned view
+
+
+def test_parse_header_rejects_short_data() -> None:
+    with pytest.raises(proto.ProtocolError, match="short message: 47 bytes"):
+        proto.parse_header(bytes(HDR_SIZE - 1))
+    with pytest.raises(proto.ProtocolError):
+        proto.parse_header(b"")
+
+
+@pytest.mark.parametrize("kwargs", [{"cookie": -1}, {"cookie": 2**64}, {"type": 0x10000},
+                                    {"reserved": [0] * 6}, {"status": -5}])
+def test_pack_header_rejects_values_that_do_not_fit(kwargs: dict[str, Any]) -> None:
+    args: dict[str, Any] = {"type": 2, "cookie": 1, "payload_len": 0} | kwargs
+    with pytest.raises(proto.ProtocolError):
+        proto.pack_header(**args)
+
+
+def test_pack_message_is_header_then_payload() -> None:
+    msg = proto.pack_message(proto.MsgType.PING | proto.RESPONSE, 42, b"abc", status=0)
+    header = proto.parse_header(msg)
+    assert (header.type, header.cookie, header.payload_len) == (0x8002, 42, 3)
+    assert header.is_response and header.opcode == proto.MsgType.PING
+    assert msg[HDR_SIZE:] == b"abc"
+    with pytest.raises(proto.ProtocolError, match="exceeds"):
+        proto.pack_message(proto.MsgType.PING, 1, bytes(proto.MAX_PAYLOAD + 1))
+
+
+def test_hello_round_trip_and_layout() -> None:
+    data = proto.pack_hello(proto_version=1, max_payload=4096, phase=82)
+    assert len(data) == HELLO_SIZE
+    assert [_field(data, HELLO_OFFSETS, HELLO_WIDTHS, n)
+            for n in ("proto_version", "max_payload", "phase")] == [1, 4096, 82]
+    assert data[HELLO_OFFSETS["reserved"]:] == bytes(20)
+    assert proto.parse_hello(data) == proto.Hello(proto_version=1, max_payload=4096, phase=82)
+    defaults = proto.parse_hello(proto.pack_hello())
+    assert (defaults.proto_version, defaults.max_payload) == (proto.VERSION, proto.MAX_PAYLOAD)
+
+
+@pytest.mark.parametrize("size", [0, HELLO_SIZE - 1, HELLO_SIZE + 1])
+def test_parse_hello_wants_exactly_one_struct(size: int) -> None:
+    with pytest.raises(proto.ProtocolError, match="HELLO payload"):
+        proto.parse_hello(bytes(size))
+
+
+def test_validate_hello() -> None:
+    proto.validate_hello(proto.parse_hello(proto.pack_hello(phase=82)))
+    with pytest.raises(proto.VersionMismatch, match="kernel speaks protocol v2, daemon v1"):
+        proto.validate_hello(proto.parse_hello(proto.pack_hello(proto_version=2)))
+    with pytest.raises(proto.ProtocolError, match="reserved"):
+        proto.validate_hello(proto.parse_hello(proto.pack_hello(reserved=[0, 0, 1, 0, 0])))
+    with pytest.raises(proto.ProtocolError, match="max_payload"):
+        proto.validate_hello(proto.parse_hello(proto.pack_hello(max_payload=0)))
+
+
+GOOD = proto.Header(magic=proto.MAGIC, version=proto.VERSION, type=proto.MsgType.PING,
+                    cookie=9, payload_len=3, flags=0, status=0)
+
+
+def test_validate_request_accepts_a_good_request() -> None:
+    proto.validate_request(GOOD, b"abc")
+    proto.validate_request(dataclasses.replace(GOOD, type=0x7FFF), b"abc")  # unknown: still valid
+    proto.validate_request(dataclasses.replace(GOOD, payload_len=0), b"")
+
+
+@pytest.mark.parametrize(("changes", "payload", "match"), [
+    ({"magic": 0x12345678}, b"abc", "bad magic"),
+    ({"type": proto.MsgType.PING | 0x8000}, b"abc", "response"),
+    ({"flags": 1}, b"abc", "flags"),
+    ({"status": 5}, b"abc", "status"),
+    ({"reserved": (0, 0, 0, 0, 1)}, b"abc", "reserved"),
+    ({"payload_len": 4}, b"abc", "payload_len 4 but 3"),
+    ({"payload_len": 2}, b"abc", "payload_len 2 but 3"),
+    ({"payload_len": 2**20 + 1}, b"abc", "exceeds"),
+])
+def test_validate_request_rejects(changes: dict[str, Any], payload: bytes, match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.validate_request(dataclasses.replace(GOOD, **changes), payload)
+
+
+def test_validate_request_reports_another_version() -> None:
+    with pytest.raises(proto.VersionMismatch) as info:
+        proto.validate_request(dataclasses.replace(GOOD, version=2), b"abc")
+    assert info.value.version == 2
+    assert str(info.value) == "kernel speaks protocol v2, daemon v1"
+
+
+def test_describe_type() -> None:
+    assert proto.describe_type(2) == "PING"
+    assert proto.describe_type(0x8001) == "HELLO|RESPONSE"
+    assert proto.describe_type(77) == "77"
+
+
+# --- drift: a cdef or an extension that disagrees with the header -----------
+
+
+def _load_extension(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compile_drifted(tmp_path: Path, name: str, old: str, new: str) -> ModuleType:
+    assert old in CDEF
+    built = _build.compile_extension(tmp_path, cdef=CDEF.replace(old, new), module=name,
+                                     include=INCLUDE)
+    return _load_extension(built, name)
+
+
+@pytest.mark.parametrize(("tag", "old", "new", "ctype", "match"), [
+    ("version", "__u16 version;", "__u32 version;", "struct daedalus_msg_hdr",
+     "wrong size for field 'version'"),
+    ("cookie", "__u64 cookie;", "__u32 cookie;", "struct daedalus_msg_hdr", "wrong"),
+    ("phase", "    __u32 phase;\n", "", "struct daedalus_hello", "wrong"),
+])
+def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str, ctype: str,
+                                    match: str) -> None:
+    module = _compile_drifted(tmp_path, f"daedalus_drift_{tag}", old, new)
+    with pytest.raises(module.ffi.error, match=match):
+        module.ffi.sizeof(ctype)
+
+
+@pytest.mark.parametrize(("tag", "old", "new"), [
+    ("flagz", "__u32 flags;", "__u32 flagz;"),  # a field the header does not have
+    ("reserved", "__u32 reserved[5];\n};\n\nstruct daedalus_hello",  # array length
+     "__u32 reserved[4];\n};\n\nstruct daedalus_hello"),
+    ("constant", "#define DAEDALUS_MAX_PAYLOAD ...", "#define DAEDALUS_MAX_PAYLOADS ..."),
+])
+def test_drifted_cdef_does_not_compile(tmp_path: Path, tag: str, old: str, new: str) -> None:
+    assert old in CDEF
+    with pytest.raises(_build.BuildError, match="failed"):
+        _build.compile_extension(tmp_path, cdef=CDEF.replace(old, new),
+                                 module=f"daedalus_nocompile_{tag}", include=INCLUDE)
+
+
+def test_the_real_cdef_compiles_and_loads(tmp_path: Path) -> None:
+    module = _load_extension(_build.compile_extension(tmp_path, module="daedalus_undrifted",
+                                                      include=INCLUDE), "daedalus_undrifted")
+    assert module.ffi.sizeof("struct daedalus_msg_hdr") == HDR_SIZE
+
+
+def test_extension_built_from_another_header_does_not_import(tmp_path: Path) -> None:
+    """A header edited after the (editable) build: importing says to rebuild."""
+    (tmp_path / _build.HEADER).write_text((INCLUDE / _build.HEADER).read_text() + "/* edit */\n")
+    env = os.environ | {_build.INCLUDE_ENV: str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", "import daedalus.proto"], env=env,
+                          capture_output=True, text=True, check=False)
+    assert proc.returncode != 0
+    assert "compiled from another daedalus_v4l2_proto.h" in proc.stderr
+    assert "rebuild it" in proc.stderr
