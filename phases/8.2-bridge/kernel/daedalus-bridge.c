@@ -35,8 +35,6 @@ module_param(daemon_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(daemon_timeout_ms,
 		 "how long a request waits for daedalusd before failing (ms)");
 
-#define DAEDALUS_PHASE_ID	82
-
 struct daedalus_request {
 	struct list_head node;
 	struct daedalus_msg_hdr hdr;
@@ -213,7 +211,7 @@ static int daedalus_bridge_open(struct inode *inode, struct file *file)
 	memset(&b->hello_out, 0, sizeof(b->hello_out));
 	b->hello_out.proto_version = DAEDALUS_PROTO_VERSION;
 	b->hello_out.max_payload = DAEDALUS_MAX_PAYLOAD;
-	b->hello_out.phase = DAEDALUS_PHASE_ID;
+	b->hello_out.phase = daedalus_phase_id;
 	memset(&b->hello_in, 0, sizeof(b->hello_in));
 	b->hello_reply.buf = &b->hello_in;
 	b->hello_reply.max_len = sizeof(b->hello_in);
@@ -367,6 +365,9 @@ static ssize_t daedalus_bridge_write(struct file *file, const char __user *buf,
 		goto out_unlock;
 	reply = req->reply;
 	if (!hdr.status && hdr.payload_len > reply->max_len)
+		goto out_unlock;
+	if (reply->validate &&
+	    !reply->validate(reply, hdr.status, payload, hdr.payload_len))
 		goto out_unlock;
 
 	reply->status = hdr.status;

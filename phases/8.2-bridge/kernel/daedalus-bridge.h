@@ -19,12 +19,18 @@ struct dentry;
  * @max_len: size of @buf; an answer with a longer payload is rejected.
  * @len: bytes of payload received.
  * @status: the answer's status (0 or a positive errno from the daemon).
+ * @validate: optional; checks an answer's status and payload before it is
+ *	accepted. Returning false rejects the daemon's write with -EINVAL and
+ *	leaves the request waiting. Called with the bridge lock held; must not
+ *	sleep.
  */
 struct daedalus_reply {
 	void *buf;
 	u32 max_len;
 	u32 len;
 	u32 status;
+	bool (*validate)(const struct daedalus_reply *reply, u32 status,
+			 const void *payload, u32 len);
 };
 
 int daedalus_bridge_call(struct daedalus_dev *dev, u16 type,

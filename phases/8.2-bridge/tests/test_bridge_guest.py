@@ -16,72 +16,34 @@ import re
 import select
 import stat
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from daedalus.bridge.fake import (
+    CHARDEV,
+    HDR,
+    DebugfsCall,
+    handshake,
+    hdr_bytes,
+    hello_payload,
+    parse,
+    read_msg,
+    write_errno,
+)
 from daedalus.proto import ffi, lib
 from daedalus.testbed.guestctl import daemon_state, daemon_stopped
 
 pytestmark = pytest.mark.guest
 
-CHARDEV = "/dev/daedalus-v4l2"
 PING = "/sys/kernel/debug/daedalus-v4l2/ping"
 TIMEOUT_PARAM = Path("/sys/module/daedalus_v4l2/parameters/daemon_timeout_ms")
-HDR = ffi.sizeof("struct daedalus_msg_hdr")
-
-
-def hdr_bytes(type_: int, cookie: int, payload: bytes = b"", **fields: int) -> bytes:
-    """A header (fields overridable, e.g. magic=0) followed by *payload*."""
-    h = ffi.new("struct daedalus_msg_hdr *")
-    h.magic = lib.DAEDALUS_PROTO_MAGIC
-    h.version = lib.DAEDALUS_PROTO_VERSION
-    h.type = type_
-    h.cookie = cookie
-    h.payload_len = len(payload)
-    for name, value in fields.items():
-        if name.startswith("reserved"):
-            h.reserved[int(name[len("reserved"):])] = value
-        else:
-            setattr(h, name, value)
-    return bytes(ffi.buffer(h)) + payload
-
-
-def hello_payload(version: int = lib.DAEDALUS_PROTO_VERSION, reserved0: int = 0) -> bytes:
-    p = ffi.new("struct daedalus_hello *")
-    p.proto_version = version
-    p.max_payload = lib.DAEDALUS_MAX_PAYLOAD
-    p.phase = 82
-    p.reserved[0] = reserved0
-    return bytes(ffi.buffer(p))
-
-
-def parse(msg: bytes) -> tuple[int, int, int, bytes]:
-    """(type, cookie, status, payload) of a message read from the chardev."""
-    h = ffi.new("struct daedalus_msg_hdr *")
-    ffi.memmove(h, msg[:HDR], HDR)
-    assert h.magic == lib.DAEDALUS_PROTO_MAGIC and h.version == lib.DAEDALUS_PROTO_VERSION
-    assert h.flags == 0 and all(r == 0 for r in h.reserved)
-    assert len(msg) == HDR + h.payload_len
-    return int(h.type), int(h.cookie), int(h.status), msg[HDR:]
-
-
-def read_msg(fd: int, timeout: float = 5.0) -> bytes:
-    ready, _, _ = select.select([fd], [], [], timeout)
-    assert ready, "no message from the kernel"
-    return os.read(fd, HDR + lib.DAEDALUS_MAX_PAYLOAD)
 
 
 def write_expect(fd: int, data: bytes, err: int | None) -> None:
-    if err is None:
-        assert os.write(fd, data) == len(data)
-        return
-    with pytest.raises(OSError) as exc:
-        os.write(fd, data)
-    assert exc.value.errno == err, os.strerror(exc.value.errno or 0)
+    got = write_errno(fd, data)
+    assert got == err, f"expected {err}, got {got}"
 
 
 @pytest.fixture()
@@ -95,34 +57,15 @@ def fake() -> Iterator[int]:
             os.close(fd)
 
 
-def handshake(fd: int) -> None:
-    type_, cookie, status, _payload = parse(read_msg(fd))
-    assert type_ == lib.DAEDALUS_MSG_HELLO and status == 0
-    write_expect(fd, hdr_bytes(type_ | lib.DAEDALUS_MSG_RESPONSE, cookie, hello_payload()), None)
-    assert daemon_state() == "ready"
-
-
-class Pinger(threading.Thread):
-    """One write to the ping trigger in the background; records errno and time."""
+class Pinger(DebugfsCall):
+    """One ping round trip in the background."""
 
     def __init__(self, payload: bytes) -> None:
-        super().__init__(daemon=True)
-        self.payload = payload
-        self.error: int | None = None
-        self.echo = b""
-        self.elapsed = 0.0
+        super().__init__("ping", payload, len(payload))
 
-    def run(self) -> None:
-        fd = os.open(PING, os.O_RDWR)
-        start = time.monotonic()
-        try:
-            os.write(fd, self.payload)
-            self.echo = os.pread(fd, len(self.payload), 0)
-        except OSError as exc:
-            self.error = exc.errno
-        finally:
-            self.elapsed = time.monotonic() - start
-            os.close(fd)
+    @property
+    def echo(self) -> bytes:
+        return self.answer
 
 
 def _dmesg() -> str:
@@ -195,7 +138,8 @@ def test_malformed_replies_are_rejected_without_side_effects(fake: int) -> None:
         "flags set": hdr_bytes(resp, cookie, good, flags=1),
         "reserved set": hdr_bytes(resp, cookie, good, reserved4=1),
         "status beyond errno range": hdr_bytes(resp, cookie, good, status=70000),
-        "hello of another protocol version": hdr_bytes(resp, cookie, hello_payload(version=2)),
+        "hello of another protocol version": hdr_bytes(
+            resp, cookie, hello_payload(version=lib.DAEDALUS_PROTO_VERSION + 1)),
         "hello with reserved set": hdr_bytes(resp, cookie, hello_payload(reserved0=7)),
         "hello too short": hdr_bytes(resp, cookie, good[:-4]),
         "oversize payload": hdr_bytes(resp, cookie, bytes(lib.DAEDALUS_MAX_PAYLOAD + 1)),
@@ -227,6 +171,7 @@ def test_no_requests_before_handshake(fake: int) -> None:
 
 def test_ping_round_trip_through_fake_daemon(fake: int) -> None:
     handshake(fake)
+    assert daemon_state() == "ready"
     payload = os.urandom(4096)
     pinger = Pinger(payload)
     pinger.start()
@@ -362,4 +307,4 @@ def test_start_daemon_after_restart_is_clean() -> None:
     with daemon_stopped():
         assert daemon_state() == "disconnected"
     assert daemon_state() == "ready"
-    assert "daemon connected (protocol v1" in _dmesg()
+    assert f"daemon connected (protocol v{lib.DAEDALUS_PROTO_VERSION}" in _dmesg()

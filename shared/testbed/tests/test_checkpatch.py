@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from daedalus.testbed import kernels
-from daedalus.testbed.build import generate_layers_c, kernel_sources
+from daedalus.testbed.build import generate_layers_c, generate_layers_h, kernel_sources
 from daedalus.testbed.paths import all_phases, repo_root
 
 
@@ -28,9 +28,12 @@ def test_sources_are_checkpatch_strict_clean() -> None:
     assert proc.returncode == 0, proc.stdout
 
 
-def test_generated_layer_table_is_checkpatch_clean(tmp_path: Path) -> None:
-    out = tmp_path / "layers.c"
-    out.write_text(generate_layers_c([p for p in all_phases() if p.has_kernel_layer]))
-    proc = subprocess.run([_checkpatch(), "--strict", "--no-tree", "--terse", "-f", str(out)],
+@pytest.mark.parametrize("count", [1, 2, 3])
+def test_generated_layer_table_is_checkpatch_clean(tmp_path: Path, count: int) -> None:
+    layers = [p for p in all_phases() if p.has_kernel_layer][:count]
+    (tmp_path / "layers.c").write_text(generate_layers_c(layers))
+    (tmp_path / "layers.h").write_text(generate_layers_h(layers))
+    proc = subprocess.run([_checkpatch(), "--strict", "--no-tree", "--terse", "-f",
+                           str(tmp_path / "layers.c"), str(tmp_path / "layers.h")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
