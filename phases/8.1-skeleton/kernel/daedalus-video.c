@@ -15,8 +15,8 @@
 
 #include "daedalus.h"
 
-static int daedalus_querycap(struct file *file, void *priv,
-			     struct v4l2_capability *cap)
+int daedalus_querycap(struct file *file, void *priv,
+		      struct v4l2_capability *cap)
 {
 	strscpy(cap->driver, DAEDALUS_DRIVER_NAME, sizeof(cap->driver));
 	strscpy(cap->card, DAEDALUS_NAME, sizeof(cap->card));
@@ -25,8 +25,8 @@ static int daedalus_querycap(struct file *file, void *priv,
 	return 0;
 }
 
-static int daedalus_enum_fmt_out(struct file *file, void *priv,
-				 struct v4l2_fmtdesc *f)
+int daedalus_enum_fmt_out(struct file *file, void *priv,
+			  struct v4l2_fmtdesc *f)
 {
 	const struct daedalus_coded_fmt *fmt;
 
@@ -38,8 +38,8 @@ static int daedalus_enum_fmt_out(struct file *file, void *priv,
 	return 0;
 }
 
-static int daedalus_enum_fmt_cap(struct file *file, void *priv,
-				 struct v4l2_fmtdesc *f)
+int daedalus_enum_fmt_cap(struct file *file, void *priv,
+			  struct v4l2_fmtdesc *f)
 {
 	const struct daedalus_decoded_fmt *fmt;
 
@@ -50,8 +50,8 @@ static int daedalus_enum_fmt_cap(struct file *file, void *priv,
 	return 0;
 }
 
-static int daedalus_enum_framesizes(struct file *file, void *priv,
-				    struct v4l2_frmsizeenum *fsize)
+int daedalus_enum_framesizes(struct file *file, void *priv,
+			     struct v4l2_frmsizeenum *fsize)
 {
 	if (fsize->index)
 		return -EINVAL;
@@ -69,22 +69,22 @@ static int daedalus_enum_framesizes(struct file *file, void *priv,
 	return 0;
 }
 
-static int daedalus_g_fmt_out(struct file *file, void *priv,
-			      struct v4l2_format *f)
+int daedalus_g_fmt_out(struct file *file, void *priv,
+		       struct v4l2_format *f)
 {
 	f->fmt.pix_mp = daedalus_file_to_ctx(file)->out_fmt;
 	return 0;
 }
 
-static int daedalus_g_fmt_cap(struct file *file, void *priv,
-			      struct v4l2_format *f)
+int daedalus_g_fmt_cap(struct file *file, void *priv,
+		       struct v4l2_format *f)
 {
 	f->fmt.pix_mp = daedalus_file_to_ctx(file)->cap_fmt;
 	return 0;
 }
 
-static int daedalus_try_fmt_out(struct file *file, void *priv,
-				struct v4l2_format *f)
+int daedalus_try_fmt_out(struct file *file, void *priv,
+			 struct v4l2_format *f)
 {
 	daedalus_fill_coded_fmt(&f->fmt.pix_mp);
 	return 0;
@@ -95,8 +95,8 @@ static int daedalus_try_fmt_out(struct file *file, void *priv,
  * and colorimetry set on OUTPUT are the decoder's (the client may only
  * choose among the decoded pixel formats).
  */
-static int daedalus_try_fmt_cap(struct file *file, void *priv,
-				struct v4l2_format *f)
+int daedalus_try_fmt_cap(struct file *file, void *priv,
+			 struct v4l2_format *f)
 {
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 	struct v4l2_pix_format_mplane *pix = &f->fmt.pix_mp;
@@ -111,8 +111,8 @@ static int daedalus_try_fmt_cap(struct file *file, void *priv,
 	return 0;
 }
 
-static int daedalus_s_fmt_out(struct file *file, void *priv,
-			      struct v4l2_format *f)
+int daedalus_s_fmt_out(struct file *file, void *priv,
+		       struct v4l2_format *f)
 {
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 	struct v4l2_pix_format_mplane *cap = &ctx->cap_fmt;
@@ -131,8 +131,8 @@ static int daedalus_s_fmt_out(struct file *file, void *priv,
 	return 0;
 }
 
-static int daedalus_s_fmt_cap(struct file *file, void *priv,
-			      struct v4l2_format *f)
+int daedalus_s_fmt_cap(struct file *file, void *priv,
+		       struct v4l2_format *f)
 {
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 

@@ -35,7 +35,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		1
+#define DAEDALUS_PROTO_VERSION		2
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -50,10 +50,22 @@
  *	daedalus_hello.
  * @DAEDALUS_MSG_PING: kernel -> daemon; any payload. The answer must carry
  *	the same bytes.
+ * @DAEDALUS_MSG_DECODE: kernel -> daemon (REQ_DECODE); payload struct
+ *	daedalus_decode_req followed by the compressed bitstream. The answer
+ *	(RESP_FRAME) carries struct daedalus_frame_resp, then nr_frames
+ *	struct daedalus_frame_info, then msg_len bytes of UTF-8 message.
+ * @DAEDALUS_MSG_CLOSE_STREAM: kernel -> daemon; payload struct
+ *	daedalus_stream. The daemon drops that stream's decoder; the answer has
+ *	no payload.
+ *
+ * Version history: 1 = HELLO, PING (phase 8.2); 2 = DECODE, CLOSE_STREAM
+ * (phase 8.4).
  */
 enum daedalus_msg_type {
-	DAEDALUS_MSG_HELLO	= 1,
-	DAEDALUS_MSG_PING	= 2,
+	DAEDALUS_MSG_HELLO		= 1,
+	DAEDALUS_MSG_PING		= 2,
+	DAEDALUS_MSG_DECODE		= 3,
+	DAEDALUS_MSG_CLOSE_STREAM	= 4,
 };
 
 /**
@@ -95,6 +107,114 @@ struct daedalus_hello {
 	__u32 max_payload;
 	__u32 phase;
 	__u32 reserved[5];
+};
+
+/**
+ * enum daedalus_codec - compressed formats
+ * @DAEDALUS_CODEC_VP9: VP9 frames (an IVF frame, possibly a superframe).
+ * @DAEDALUS_CODEC_H264: H.264 Annex-B byte stream (start codes).
+ * @DAEDALUS_CODEC_AV1: AV1 low-overhead OBU stream (one temporal unit).
+ */
+enum daedalus_codec {
+	DAEDALUS_CODEC_VP9	= 1,
+	DAEDALUS_CODEC_H264	= 2,
+	DAEDALUS_CODEC_AV1	= 3,
+};
+
+/**
+ * enum daedalus_pixfmt - decoded frame layouts
+ * @DAEDALUS_PIXFMT_NV12: 8-bit 4:2:0, Y plane then interleaved CbCr.
+ * @DAEDALUS_PIXFMT_P010: 10-bit 4:2:0 in 16-bit little-endian words (value
+ *	in the upper 10 bits), Y plane then interleaved CbCr.
+ */
+enum daedalus_pixfmt {
+	DAEDALUS_PIXFMT_NV12	= 1,
+	DAEDALUS_PIXFMT_P010	= 2,
+};
+
+/* daedalus_decode_req.flags */
+#define DAEDALUS_DECODE_FLUSH	0x1	/* drain: no bitstream, return held frames */
+
+/**
+ * struct daedalus_decode_req - payload of REQ_DECODE, before the bitstream
+ * @stream_id: the kernel's stream (decoder context); the daemon keeps one
+ *	decoder per stream id, with its reference frames, until CLOSE_STREAM.
+ * @codec: enum daedalus_codec; fixed for the life of a stream.
+ * @flags: DAEDALUS_DECODE_* flags.
+ * @bitstream_len: bytes of bitstream following this struct.
+ * @timestamp: opaque, copied to the frames this request produces.
+ * @reserved: must be zero.
+ */
+struct daedalus_decode_req {
+	__u32 stream_id;
+	__u32 codec;
+	__u32 flags;
+	__u32 bitstream_len;
+	__u64 timestamp;
+	__u32 reserved[6];
+};
+
+/* Most frames one RESP_FRAME reports. */
+#define DAEDALUS_MAX_FRAMES		16
+/* Longest error message in a RESP_FRAME, in bytes. */
+#define DAEDALUS_MAX_MSG		256
+
+/* daedalus_frame_resp.status */
+#define DAEDALUS_DECODE_OK	0	/* decoded; nr_frames may be 0 (held) */
+#define DAEDALUS_DECODE_ERROR	1	/* bitstream rejected; see error, msg */
+
+/* daedalus_frame_info.flags */
+#define DAEDALUS_FRAME_KEY	0x1	/* a keyframe / IDR picture */
+
+/**
+ * struct daedalus_frame_info - one decoded frame in a RESP_FRAME
+ * @width: visible width in pixels.
+ * @height: visible height in pixels.
+ * @pixfmt: enum daedalus_pixfmt.
+ * @flags: DAEDALUS_FRAME_* flags.
+ * @digest: FNV-1a 64 over the tightly packed frame: the luma plane then the
+ *	interleaved chroma plane, rows without padding (NV12: width bytes per
+ *	row; P010: 2 * width bytes per row, little-endian words).
+ * @timestamp: the timestamp of the request whose bitstream held the frame.
+ * @reserved: must be zero.
+ */
+struct daedalus_frame_info {
+	__u32 width;
+	__u32 height;
+	__u32 pixfmt;
+	__u32 flags;
+	__u64 digest;
+	__u64 timestamp;
+	__u32 reserved[2];
+};
+
+/**
+ * struct daedalus_frame_resp - payload of RESP_FRAME, before the frames
+ * @status: DAEDALUS_DECODE_OK or DAEDALUS_DECODE_ERROR.
+ * @error: with DAEDALUS_DECODE_ERROR, a positive errno (EILSEQ: corrupt
+ *	bitstream, EINVAL: bad request, ENOMEM ...); otherwise zero.
+ * @nr_frames: struct daedalus_frame_info entries that follow, at most
+ *	DAEDALUS_MAX_FRAMES.
+ * @msg_len: bytes of UTF-8 message after the entries, at most
+ *	DAEDALUS_MAX_MSG, not NUL-terminated.
+ * @reserved: must be zero.
+ */
+struct daedalus_frame_resp {
+	__u32 status;
+	__u32 error;
+	__u32 nr_frames;
+	__u32 msg_len;
+	__u32 reserved[4];
+};
+
+/**
+ * struct daedalus_stream - payload of CLOSE_STREAM
+ * @stream_id: the stream whose decoder is dropped.
+ * @reserved: must be zero.
+ */
+struct daedalus_stream {
+	__u32 stream_id;
+	__u32 reserved[3];
 };
 
 #endif /* _UAPI_DAEDALUS_V4L2_PROTO_H */

@@ -6,6 +6,12 @@
    cookie lands at 8 right after magic (4) + version (2) + type (2), and
    payload_len, flags, status and reserved[5] (20 bytes) follow at 16..47,
    48 bytes in all, a multiple of 8. struct daedalus_hello is eight __u32s.
+   Phase 8.4: struct daedalus_decode_req is four __u32s, the __u64
+   timestamp at 16 and reserved[6] at 24..47 (48 bytes); struct
+   daedalus_frame_info is four __u32s, digest and timestamp (__u64, at 16 and
+   24) and reserved[2] at 32..39 (40 bytes, a multiple of 8); struct
+   daedalus_frame_resp is eight __u32s (32 bytes) and struct daedalus_stream
+   four (16 bytes).
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
@@ -23,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,9 +50,25 @@ HDR_WIDTHS = {"magic": 4, "version": 2, "type": 2, "cookie": 8, "payload_len": 4
 HELLO_SIZE = 32
 HELLO_OFFSETS = {"proto_version": 0, "max_payload": 4, "phase": 8, "reserved": 12}
 HELLO_WIDTHS = {"proto_version": 4, "max_payload": 4, "phase": 4, "reserved": 20}
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 1,
+# Phase 8.4 structs: size, then {field: (offset, width)}.
+LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
+    "daedalus_decode_req": (48, {"stream_id": (0, 4), "codec": (4, 4), "flags": (8, 4),
+                                 "bitstream_len": (12, 4), "timestamp": (16, 8),
+                                 "reserved": (24, 24)}),
+    "daedalus_frame_info": (40, {"width": (0, 4), "height": (4, 4), "pixfmt": (8, 4),
+                                 "flags": (12, 4), "digest": (16, 8), "timestamp": (24, 8),
+                                 "reserved": (32, 8)}),
+    "daedalus_frame_resp": (32, {"status": (0, 4), "error": (4, 4), "nr_frames": (8, 4),
+                                 "msg_len": (12, 4), "reserved": (16, 16)}),
+    "daedalus_stream": (16, {"stream_id": (0, 4), "reserved": (4, 12)}),
+}
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 2,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
-             "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2}
+             "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
+             "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
+             "DAEDALUS_CODEC_AV1": 3, "DAEDALUS_PIXFMT_NV12": 1, "DAEDALUS_PIXFMT_P010": 2,
+             "DAEDALUS_DECODE_FLUSH": 1, "DAEDALUS_MAX_FRAMES": 16, "DAEDALUS_MAX_MSG": 256,
+             "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -60,6 +83,20 @@ def test_golden_sizes_match_cffi() -> None:
     assert proto.ffi.sizeof("struct daedalus_msg_hdr") == HDR_SIZE == proto.HDR_SIZE
     assert proto.ffi.sizeof("struct daedalus_hello") == HELLO_SIZE == proto.HELLO_SIZE
     assert proto.RESERVED_WORDS == 5
+    assert [proto.ffi.sizeof(f"struct {name}") for name in LAYOUTS] == [
+        size for size, _ in LAYOUTS.values()]
+    assert (proto.DECODE_REQ_SIZE, proto.FRAME_INFO_SIZE, proto.FRAME_RESP_SIZE,
+            proto.STREAM_SIZE) == (48, 40, 32, 16)
+
+
+@pytest.mark.parametrize("name", list(LAYOUTS))
+def test_golden_phase_8_4_offsets_match_cffi(name: str) -> None:
+    ctype = f"struct {name}"
+    fields = dict(proto.ffi.typeof(ctype).fields)
+    assert list(fields) == list(LAYOUTS[name][1])  # same fields, same order, nothing else
+    for field_name, (offset, width) in LAYOUTS[name][1].items():
+        assert proto.ffi.offsetof(ctype, field_name) == offset, field_name
+        assert proto.ffi.sizeof(fields[field_name].type) == width, field_name
 
 
 @pytest.mark.parametrize(("ctype", "offsets", "widths"), [
@@ -79,8 +116,14 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 1, 1024 * 1024, 0x8000)
-    assert (int(proto.MsgType.HELLO), int(proto.MsgType.PING)) == (1, 2)
+        0x4C345644, 2, 1024 * 1024, 0x8000)
+    assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4]
+    assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM"]
+    assert {c.name: int(c) for c in proto.Codec} == {"VP9": 1, "H264": 2, "AV1": 3}
+    assert {p.name: int(p) for p in proto.PixFmt} == {"NV12": 1, "P010": 2}
+    assert (proto.DECODE_FLUSH, proto.MAX_FRAMES, proto.MAX_MSG, proto.FRAME_KEY) == (
+        1, 16, 256, 1)
+    assert (proto.DecodeStatus.OK, proto.DecodeStatus.ERROR) == (0, 1)
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
@@ -110,8 +153,28 @@ int main(void)
     OFF(daedalus_msg_hdr, status); OFF(daedalus_msg_hdr, reserved);
     OFF(daedalus_hello, proto_version); OFF(daedalus_hello, max_payload);
     OFF(daedalus_hello, phase); OFF(daedalus_hello, reserved);
+    printf("sizeof.daedalus_decode_req %zu\n", sizeof(struct daedalus_decode_req));
+    printf("sizeof.daedalus_frame_info %zu\n", sizeof(struct daedalus_frame_info));
+    printf("sizeof.daedalus_frame_resp %zu\n", sizeof(struct daedalus_frame_resp));
+    printf("sizeof.daedalus_stream %zu\n", sizeof(struct daedalus_stream));
+    OFF(daedalus_decode_req, stream_id); OFF(daedalus_decode_req, codec);
+    OFF(daedalus_decode_req, flags); OFF(daedalus_decode_req, bitstream_len);
+    OFF(daedalus_decode_req, timestamp); OFF(daedalus_decode_req, reserved);
+    OFF(daedalus_frame_info, width); OFF(daedalus_frame_info, height);
+    OFF(daedalus_frame_info, pixfmt); OFF(daedalus_frame_info, flags);
+    OFF(daedalus_frame_info, digest); OFF(daedalus_frame_info, timestamp);
+    OFF(daedalus_frame_info, reserved);
+    OFF(daedalus_frame_resp, status); OFF(daedalus_frame_resp, error);
+    OFF(daedalus_frame_resp, nr_frames); OFF(daedalus_frame_resp, msg_len);
+    OFF(daedalus_frame_resp, reserved);
+    OFF(daedalus_stream, stream_id); OFF(daedalus_stream, reserved);
     VAL(DAEDALUS_PROTO_MAGIC); VAL(DAEDALUS_PROTO_VERSION); VAL(DAEDALUS_MAX_PAYLOAD);
     VAL(DAEDALUS_MSG_RESPONSE); VAL(DAEDALUS_MSG_HELLO); VAL(DAEDALUS_MSG_PING);
+    VAL(DAEDALUS_MSG_DECODE); VAL(DAEDALUS_MSG_CLOSE_STREAM);
+    VAL(DAEDALUS_CODEC_VP9); VAL(DAEDALUS_CODEC_H264); VAL(DAEDALUS_CODEC_AV1);
+    VAL(DAEDALUS_PIXFMT_NV12); VAL(DAEDALUS_PIXFMT_P010); VAL(DAEDALUS_DECODE_FLUSH);
+    VAL(DAEDALUS_MAX_FRAMES); VAL(DAEDALUS_MAX_MSG); VAL(DAEDALUS_DECODE_OK);
+    VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY);
     return 0;
 }
 """
@@ -137,12 +200,19 @@ def test_gcc_agrees_with_golden_numbers(gcc_layout: dict[str, list[int]]) -> Non
         assert gcc_layout[f"daedalus_msg_hdr.{name}"] == [offset, HDR_WIDTHS[name]], name
     for name, offset in HELLO_OFFSETS.items():
         assert gcc_layout[f"daedalus_hello.{name}"] == [offset, HELLO_WIDTHS[name]], name
+    for struct, (size, fields) in LAYOUTS.items():
+        assert gcc_layout[f"sizeof.{struct}"] == [size], struct
+        for name, (offset, width) in fields.items():
+            assert gcc_layout[f"{struct}.{name}"] == [offset, width], f"{struct}.{name}"
     for name, value in CONSTANTS.items():
         assert gcc_layout[name] == [value], name
 
 
 def test_gcc_agrees_with_cffi(gcc_layout: dict[str, list[int]]) -> None:
-    for struct, names in (("daedalus_msg_hdr", HDR_OFFSETS), ("daedalus_hello", HELLO_OFFSETS)):
+    structs: list[tuple[str, Iterable[str]]] = [("daedalus_msg_hdr", HDR_OFFSETS),
+                                                ("daedalus_hello", HELLO_OFFSETS)]
+    structs += [(struct, fields) for struct, (_, fields) in LAYOUTS.items()]
+    for struct, names in structs:
         assert gcc_layout[f"sizeof.{struct}"] == [proto.ffi.sizeof(f"struct {struct}")]
         for name in names:
             assert gcc_layout[f"{struct}.{name}"][0] == proto.ffi.offsetof(f"struct {struct}",
@@ -227,8 +297,10 @@ def test_parse_hello_wants_exactly_one_struct(size: int) -> None:
 
 def test_validate_hello() -> None:
     proto.validate_hello(proto.parse_hello(proto.pack_hello(phase=82)))
-    with pytest.raises(proto.VersionMismatch, match="kernel speaks protocol v2, daemon v1"):
-        proto.validate_hello(proto.parse_hello(proto.pack_hello(proto_version=2)))
+    other = proto.VERSION + 1
+    with pytest.raises(proto.VersionMismatch,
+                       match=f"kernel speaks protocol v{other}, daemon v{proto.VERSION}"):
+        proto.validate_hello(proto.parse_hello(proto.pack_hello(proto_version=other)))
     with pytest.raises(proto.ProtocolError, match="reserved"):
         proto.validate_hello(proto.parse_hello(proto.pack_hello(reserved=[0, 0, 1, 0, 0])))
     with pytest.raises(proto.ProtocolError, match="max_payload"):
@@ -261,15 +333,18 @@ def test_validate_request_rejects(changes: dict[str, Any], payload: bytes, match
 
 
 def test_validate_request_reports_another_version() -> None:
+    other = proto.VERSION + 1
     with pytest.raises(proto.VersionMismatch) as info:
-        proto.validate_request(dataclasses.replace(GOOD, version=2), b"abc")
-    assert info.value.version == 2
-    assert str(info.value) == "kernel speaks protocol v2, daemon v1"
+        proto.validate_request(dataclasses.replace(GOOD, version=other), b"abc")
+    assert info.value.version == other
+    assert str(info.value) == f"kernel speaks protocol v{other}, daemon v{proto.VERSION}"
 
 
 def test_describe_type() -> None:
     assert proto.describe_type(2) == "PING"
     assert proto.describe_type(0x8001) == "HELLO|RESPONSE"
+    assert proto.describe_type(0x8003) == "DECODE|RESPONSE"
+    assert proto.describe_type(4) == "CLOSE_STREAM"
     assert proto.describe_type(77) == "77"
 
 
@@ -296,6 +371,9 @@ def _compile_drifted(tmp_path: Path, name: str, old: str, new: str) -> ModuleTyp
      "wrong size for field 'version'"),
     ("cookie", "__u64 cookie;", "__u32 cookie;", "struct daedalus_msg_hdr", "wrong"),
     ("phase", "    __u32 phase;\n", "", "struct daedalus_hello", "wrong"),
+    ("digest", "__u64 digest;", "__u32 digest;", "struct daedalus_frame_info", "wrong"),
+    ("timestamp", "__u64 timestamp;\n    __u32 reserved[6];",
+     "__u32 timestamp;\n    __u32 reserved[6];", "struct daedalus_decode_req", "wrong"),
 ])
 def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str, ctype: str,
                                     match: str) -> None:
@@ -309,6 +387,9 @@ def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str
     ("reserved", "__u32 reserved[5];\n};\n\nstruct daedalus_hello",  # array length
      "__u32 reserved[4];\n};\n\nstruct daedalus_hello"),
     ("constant", "#define DAEDALUS_MAX_PAYLOAD ...", "#define DAEDALUS_MAX_PAYLOADS ..."),
+    ("req_reserved", "__u32 reserved[6];", "__u32 reserved[5];"),
+    ("nr_frames", "__u32 nr_frames;", "__u32 nframes;"),
+    ("enum", "DAEDALUS_CODEC_AV1,", "DAEDALUS_CODEC_AV2,"),
 ])
 def test_drifted_cdef_does_not_compile(tmp_path: Path, tag: str, old: str, new: str) -> None:
     assert old in CDEF
@@ -332,3 +413,12 @@ def test_extension_built_from_another_header_does_not_import(tmp_path: Path) -> 
     assert proc.returncode != 0
     assert "compiled from another daedalus_v4l2_proto.h" in proc.stderr
     assert "rebuild it" in proc.stderr
+
+
+def test_extension_built_from_another_cdef_or_c_source_does_not_import(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cdef.py or _build.py's C source edited after the build: rebuild."""
+    proto._check_fresh()  # the real one is fresh
+    monkeypatch.setattr(_build, "C_SOURCE", _build.C_SOURCE + "/* edit */\n")
+    with pytest.raises(ImportError, match=r"another cdef\.py or C source.*rebuild it"):
+        proto._check_fresh()

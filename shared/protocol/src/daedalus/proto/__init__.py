@@ -7,8 +7,11 @@ format. ``daedalus.proto._proto`` is that header compiled by cffi in API mode
 second copy of the ABI in Python.
 
 Importing this package fails (ImportError) when the extension is missing, was
-compiled from a different header than the one in the checkout, or when cdef.py
-disagrees with the header's layout.
+compiled from a different header (or cdef.py, or C source) than the one in the
+checkout, or when cdef.py disagrees with the header's layout.
+
+Besides the wire format the extension carries one C function of its own,
+the FNV-1a 64 digest of decoded frames (``fnv1a64``).
 """
 
 from __future__ import annotations
@@ -28,47 +31,122 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         f"(hatch env prune) or run: python {_build.__file__}") from exc
 
 __all__ = [
-    "HDR_SIZE", "HELLO_SIZE", "MAGIC", "MAX_PAYLOAD", "RESERVED_WORDS", "RESPONSE", "VERSION",
-    "Header", "Hello", "MsgType", "ProtocolError", "VersionMismatch", "ffi", "lib",
-    "pack_header", "pack_hello", "pack_message", "parse_header", "parse_hello",
-    "validate_hello", "validate_request",
+    "DECODE_FLUSH",
+    "DECODE_REQ_SIZE",
+    "FNV1A64_OFFSET_BASIS",
+    "FNV1A64_PRIME",
+    "FRAME_INFO_SIZE",
+    "FRAME_KEY",
+    "FRAME_RESP_SIZE",
+    "HDR_SIZE",
+    "HELLO_SIZE",
+    "MAGIC",
+    "MAX_FRAMES",
+    "MAX_MSG",
+    "MAX_PAYLOAD",
+    "RESERVED_WORDS",
+    "RESPONSE",
+    "STREAM_SIZE",
+    "VERSION",
+    "Codec",
+    "DecodeReq",
+    "DecodeStatus",
+    "FrameInfo",
+    "FrameResp",
+    "Header",
+    "Hello",
+    "MsgType",
+    "PixFmt",
+    "ProtocolError",
+    "Stream",
+    "VersionMismatch",
+    "encode_message",
+    "ffi",
+    "fnv1a64",
+    "lib",
+    "pack_decode_req",
+    "pack_frame_resp",
+    "pack_header",
+    "pack_hello",
+    "pack_message",
+    "pack_stream",
+    "parse_decode_req",
+    "parse_frame_resp",
+    "parse_header",
+    "parse_hello",
+    "parse_stream",
+    "validate_decode_req",
+    "validate_frame_resp",
+    "validate_hello",
+    "validate_request",
 ]
 
 HDR_STRUCT: Final = "struct daedalus_msg_hdr"
 HELLO_STRUCT: Final = "struct daedalus_hello"
+DECODE_REQ_STRUCT: Final = "struct daedalus_decode_req"
+FRAME_INFO_STRUCT: Final = "struct daedalus_frame_info"
+FRAME_RESP_STRUCT: Final = "struct daedalus_frame_resp"
+STREAM_STRUCT: Final = "struct daedalus_stream"
+STRUCTS: Final = (HDR_STRUCT, HELLO_STRUCT, DECODE_REQ_STRUCT, FRAME_INFO_STRUCT,
+                  FRAME_RESP_STRUCT, STREAM_STRUCT)
+
+# Any object with the buffer protocol: bytes, bytearray, memoryview, numpy arrays.
+Buffer = Any
+
+
+def _stamp(name: str) -> str | None:
+    value = getattr(lib, name, None)  # missing in an extension built before it existed
+    if value is None:
+        return None
+    text = ffi.string(value)
+    return text.decode() if isinstance(text, bytes) else text
 
 
 def _check_fresh() -> None:
-    """Refuse an extension compiled from another version of the header."""
+    """Refuse an extension compiled from another version of the header, of
+    cdef.py or of _build.py's C source."""
     include = _build.find_include_dir()
-    if include is None:  # an installed wheel: the header is compiled in, nothing to compare
-        return
-    built = ffi.string(lib.daedalus_py_header_sha256)
-    built = built.decode() if isinstance(built, bytes) else built
-    if built != _build.header_sha256(include):
+    # Without the header (an installed wheel) it is compiled in: nothing to compare.
+    if include is not None and _stamp("daedalus_py_header_sha256") != _build.header_sha256(
+            include):
         raise ImportError(
             f"{_build.MODULE} was compiled from another {_build.HEADER} than "
             f"{include / _build.HEADER}; rebuild it: python {_build.__file__} "
             "(or hatch env prune)")
+    if _stamp("daedalus_py_source_sha256") != _build.source_sha256(_build.load_cdef()):
+        raise ImportError(
+            f"{_build.MODULE} was compiled from another cdef.py or C source than "
+            f"{_build.HERE}; rebuild it: python {_build.__file__} (or hatch env prune)")
 
 
-def _layout() -> tuple[int, int, int]:
-    """Load both structs: cffi compares cdef.py's fields with the compiler's here."""
+def _layout() -> tuple[dict[str, int], int]:
+    """Load every struct: cffi compares cdef.py's fields with the compiler's here."""
     try:
-        hdr_size = ffi.sizeof(HDR_STRUCT)
-        hello_size = ffi.sizeof(HELLO_STRUCT)
+        sizes = {ctype: ffi.sizeof(ctype) for ctype in STRUCTS}
         fields = dict(ffi.typeof(HDR_STRUCT).fields)
     except ffi.error as exc:
         raise ImportError(f"cdef.py disagrees with {_build.HEADER}: {exc}") from exc
-    return hdr_size, hello_size, int(fields["reserved"].type.length)
+    return sizes, int(fields["reserved"].type.length)
 
 
 _check_fresh()
-HDR_SIZE, HELLO_SIZE, RESERVED_WORDS = _layout()
+_SIZES, RESERVED_WORDS = _layout()
+HDR_SIZE: Final = _SIZES[HDR_STRUCT]
+HELLO_SIZE: Final = _SIZES[HELLO_STRUCT]
+DECODE_REQ_SIZE: Final = _SIZES[DECODE_REQ_STRUCT]
+FRAME_INFO_SIZE: Final = _SIZES[FRAME_INFO_STRUCT]
+FRAME_RESP_SIZE: Final = _SIZES[FRAME_RESP_STRUCT]
+STREAM_SIZE: Final = _SIZES[STREAM_STRUCT]
 MAGIC: Final = lib.DAEDALUS_PROTO_MAGIC
 VERSION: Final = lib.DAEDALUS_PROTO_VERSION
 MAX_PAYLOAD: Final = lib.DAEDALUS_MAX_PAYLOAD
 RESPONSE: Final = lib.DAEDALUS_MSG_RESPONSE
+DECODE_FLUSH: Final = lib.DAEDALUS_DECODE_FLUSH
+MAX_FRAMES: Final = lib.DAEDALUS_MAX_FRAMES
+MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
+FRAME_KEY: Final = lib.DAEDALUS_FRAME_KEY
+FNV1A64_OFFSET_BASIS: Final = lib.DAEDALUS_FNV1A64_OFFSET_BASIS
+FNV1A64_PRIME: Final = lib.DAEDALUS_FNV1A64_PRIME
 
 
 class MsgType(enum.IntEnum):
@@ -76,6 +154,30 @@ class MsgType(enum.IntEnum):
 
     HELLO = lib.DAEDALUS_MSG_HELLO
     PING = lib.DAEDALUS_MSG_PING
+    DECODE = lib.DAEDALUS_MSG_DECODE
+    CLOSE_STREAM = lib.DAEDALUS_MSG_CLOSE_STREAM
+
+
+class Codec(enum.IntEnum):
+    """enum daedalus_codec."""
+
+    VP9 = lib.DAEDALUS_CODEC_VP9
+    H264 = lib.DAEDALUS_CODEC_H264
+    AV1 = lib.DAEDALUS_CODEC_AV1
+
+
+class PixFmt(enum.IntEnum):
+    """enum daedalus_pixfmt."""
+
+    NV12 = lib.DAEDALUS_PIXFMT_NV12
+    P010 = lib.DAEDALUS_PIXFMT_P010
+
+
+class DecodeStatus(enum.IntEnum):
+    """daedalus_frame_resp.status."""
+
+    OK = lib.DAEDALUS_DECODE_OK
+    ERROR = lib.DAEDALUS_DECODE_ERROR
 
 
 def describe_type(msg_type: int) -> str:
@@ -102,6 +204,14 @@ class VersionMismatch(ProtocolError):
 
 def _zeros() -> tuple[int, ...]:
     return (0,) * RESERVED_WORDS
+
+
+def _reserved_words(ctype: str) -> int:
+    return int(dict(ffi.typeof(ctype).fields)["reserved"].type.length)
+
+
+def _reserved(ctype: str, reserved: Sequence[int] | None) -> list[int]:
+    return [0] * _reserved_words(ctype) if reserved is None else list(reserved)
 
 
 def _pack(ctype: str, fields: dict[str, Any]) -> bytes:
@@ -237,3 +347,249 @@ def validate_request(header: Header, payload: bytes | bytearray | memoryview) ->
     if header.payload_len != len(payload):
         raise ProtocolError(f"payload_len {header.payload_len} but {len(payload)} payload "
                             "bytes follow the header")
+
+
+# --- phase 8.4: REQ_DECODE, RESP_FRAME, CLOSE_STREAM --------------------------
+
+
+@dataclass(frozen=True)
+class DecodeReq:
+    """struct daedalus_decode_req (the bitstream follows it in the payload)."""
+
+    stream_id: int
+    codec: int
+    flags: int
+    bitstream_len: int
+    timestamp: int
+    reserved: tuple[int, ...] = (0,) * 6
+
+    @property
+    def flush(self) -> bool:
+        return bool(self.flags & DECODE_FLUSH)
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """struct daedalus_frame_info: one decoded frame of a RESP_FRAME."""
+
+    width: int
+    height: int
+    pixfmt: int
+    flags: int
+    digest: int
+    timestamp: int
+    reserved: tuple[int, ...] = (0, 0)
+
+    @property
+    def key(self) -> bool:
+        return bool(self.flags & FRAME_KEY)
+
+    @property
+    def pixfmt_name(self) -> str:
+        """``nv12``, ``p010`` or the number for an unknown layout."""
+        try:
+            return PixFmt(self.pixfmt).name.lower()
+        except ValueError:
+            return str(self.pixfmt)
+
+
+@dataclass(frozen=True)
+class FrameResp:
+    """A RESP_FRAME payload: struct daedalus_frame_resp, its frames and its message."""
+
+    status: int
+    error: int
+    frames: tuple[FrameInfo, ...] = ()
+    message: bytes = b""
+    reserved: tuple[int, ...] = (0, 0, 0, 0)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == DecodeStatus.OK
+
+    @property
+    def text(self) -> str:
+        """The message as text (invalid UTF-8 replaced, never raised)."""
+        return self.message.decode("utf-8", errors="replace")
+
+
+@dataclass(frozen=True)
+class Stream:
+    """struct daedalus_stream: the payload of CLOSE_STREAM."""
+
+    stream_id: int
+    reserved: tuple[int, ...] = (0, 0, 0)
+
+
+def encode_message(text: str, limit: int = MAX_MSG) -> bytes:
+    """*text* as UTF-8, cut to at most *limit* bytes on a character boundary."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return data
+    cut = limit
+    while cut > 0 and (data[cut] & 0xC0) == 0x80:  # data[cut] continues a character
+        cut -= 1
+    return data[:cut]
+
+
+def pack_decode_req(codec: int, bitstream: Buffer = b"", *, stream_id: int = 0, flags: int = 0,
+                    timestamp: int = 0, bitstream_len: int | None = None,
+                    reserved: Sequence[int] | None = None) -> bytes:
+    """A REQ_DECODE payload: the struct, then *bitstream*. Every field may be
+    set, bitstream_len to a wrong value too (for tests of the checks)."""
+    data = bytes(bitstream)
+    return _pack(DECODE_REQ_STRUCT, {
+        "stream_id": stream_id, "codec": codec, "flags": flags,
+        "bitstream_len": len(data) if bitstream_len is None else bitstream_len,
+        "timestamp": timestamp, "reserved": _reserved(DECODE_REQ_STRUCT, reserved),
+    }) + data
+
+
+def parse_decode_req(payload: bytes | bytearray | memoryview) -> tuple[DecodeReq, memoryview]:
+    """The struct at the start of a REQ_DECODE payload and a view of the bytes
+    after it (not checked against bitstream_len: see validate_decode_req)."""
+    if len(payload) < DECODE_REQ_SIZE:
+        raise ProtocolError(f"REQ_DECODE payload of {len(payload)} bytes is shorter than "
+                            f"struct daedalus_decode_req ({DECODE_REQ_SIZE})")
+    req = _unpack(DECODE_REQ_STRUCT, DECODE_REQ_SIZE, payload)
+    return (DecodeReq(stream_id=int(req.stream_id), codec=int(req.codec),
+                      flags=int(req.flags), bitstream_len=int(req.bitstream_len),
+                      timestamp=int(req.timestamp),
+                      reserved=tuple(int(w) for w in req.reserved)),
+            memoryview(payload)[DECODE_REQ_SIZE:])
+
+
+def validate_decode_req(req: DecodeReq, bitstream_bytes: int) -> None:
+    """The checks a daemon makes on a REQ_DECODE (*bitstream_bytes* follow the
+    struct): ProtocolError says what is wrong. Whether the codec may change is
+    the stream's business, not the request's."""
+    if any(req.reserved):
+        raise ProtocolError(f"decode_req reserved words not zero: {list(req.reserved)}")
+    if req.codec not in set(Codec):
+        raise ProtocolError(f"unknown codec {req.codec}")
+    if req.flags & ~DECODE_FLUSH:
+        raise ProtocolError(f"unknown decode flags {req.flags & ~DECODE_FLUSH:#x}")
+    if req.bitstream_len != bitstream_bytes:
+        raise ProtocolError(f"bitstream_len {req.bitstream_len} but {bitstream_bytes} "
+                            "bitstream bytes follow the request")
+
+
+def pack_frame_resp(status: int, error: int = 0, frames: Sequence[FrameInfo] = (),
+                    message: bytes = b"", *, nr_frames: int | None = None,
+                    msg_len: int | None = None,
+                    reserved: Sequence[int] | None = None) -> bytes:
+    """A RESP_FRAME payload: struct daedalus_frame_resp, one struct
+    daedalus_frame_info per frame, then *message* (UTF-8, see encode_message).
+    nr_frames and msg_len may be forced to wrong values (for tests)."""
+    if len(frames) > MAX_FRAMES:
+        raise ProtocolError(f"{len(frames)} frames, a RESP_FRAME holds at most {MAX_FRAMES}")
+    if len(message) > MAX_MSG:
+        raise ProtocolError(f"message of {len(message)} bytes, at most {MAX_MSG} fit")
+    head = _pack(FRAME_RESP_STRUCT, {
+        "status": status, "error": error,
+        "nr_frames": len(frames) if nr_frames is None else nr_frames,
+        "msg_len": len(message) if msg_len is None else msg_len,
+        "reserved": _reserved(FRAME_RESP_STRUCT, reserved),
+    })
+    if not frames:
+        return head + bytes(message)
+    try:
+        infos = ffi.new(f"{FRAME_INFO_STRUCT}[]", [{
+            "width": f.width, "height": f.height, "pixfmt": f.pixfmt, "flags": f.flags,
+            "digest": f.digest, "timestamp": f.timestamp, "reserved": list(f.reserved),
+        } for f in frames])
+    except (OverflowError, TypeError, IndexError) as exc:
+        raise ProtocolError(f"cannot pack {FRAME_INFO_STRUCT}: {exc}") from exc
+    return head + bytes(ffi.buffer(infos)) + bytes(message)
+
+
+def parse_frame_resp(data: bytes | bytearray | memoryview) -> FrameResp:
+    """A whole RESP_FRAME payload; ProtocolError unless its lengths add up
+    exactly (nr_frames <= MAX_FRAMES, msg_len <= MAX_MSG)."""
+    if len(data) < FRAME_RESP_SIZE:
+        raise ProtocolError(f"RESP_FRAME payload of {len(data)} bytes is shorter than "
+                            f"struct daedalus_frame_resp ({FRAME_RESP_SIZE})")
+    resp = _unpack(FRAME_RESP_STRUCT, FRAME_RESP_SIZE, data)
+    nr_frames, msg_len = int(resp.nr_frames), int(resp.msg_len)
+    if nr_frames > MAX_FRAMES:
+        raise ProtocolError(f"nr_frames {nr_frames} exceeds DAEDALUS_MAX_FRAMES ({MAX_FRAMES})")
+    if msg_len > MAX_MSG:
+        raise ProtocolError(f"msg_len {msg_len} exceeds DAEDALUS_MAX_MSG ({MAX_MSG})")
+    expected = FRAME_RESP_SIZE + nr_frames * FRAME_INFO_SIZE + msg_len
+    if len(data) != expected:
+        raise ProtocolError(f"RESP_FRAME of {len(data)} bytes, but {nr_frames} frames and a "
+                            f"{msg_len}-byte message make {expected}")
+    frames = []
+    if nr_frames:
+        infos = ffi.new(f"{FRAME_INFO_STRUCT}[]", nr_frames)
+        ffi.memmove(infos, memoryview(data)[FRAME_RESP_SIZE:], nr_frames * FRAME_INFO_SIZE)
+        frames = [FrameInfo(width=int(f.width), height=int(f.height), pixfmt=int(f.pixfmt),
+                            flags=int(f.flags), digest=int(f.digest),
+                            timestamp=int(f.timestamp),
+                            reserved=tuple(int(w) for w in f.reserved)) for f in infos]
+    return FrameResp(status=int(resp.status), error=int(resp.error), frames=tuple(frames),
+                     message=bytes(data[expected - msg_len:expected]),
+                     reserved=tuple(int(w) for w in resp.reserved))
+
+
+def validate_frame_resp(resp: FrameResp) -> None:
+    """The kernel's checks on a RESP_FRAME beyond its lengths: reserved zero,
+    a known status; OK without an errno, DECODE_ERROR with one and without
+    frames; every frame with a known layout and flags, a size, reserved zero.
+    (The kernel also caps width and height: see phase 8.1's daedalus.h.)"""
+    if any(resp.reserved):
+        raise ProtocolError(f"frame_resp reserved words not zero: {list(resp.reserved)}")
+    if resp.status == DecodeStatus.OK:
+        if resp.error:
+            raise ProtocolError(f"DECODE_OK with error {resp.error}")
+    elif resp.status == DecodeStatus.ERROR:
+        if not resp.error:
+            raise ProtocolError("DECODE_ERROR without an errno")
+        if resp.frames:
+            raise ProtocolError(f"DECODE_ERROR with {len(resp.frames)} frames")
+    else:
+        raise ProtocolError(f"unknown frame_resp status {resp.status}")
+    for n, frame in enumerate(resp.frames):
+        if frame.pixfmt not in set(PixFmt):
+            raise ProtocolError(f"frame {n}: unknown pixfmt {frame.pixfmt}")
+        if not frame.width or not frame.height:
+            raise ProtocolError(f"frame {n}: size {frame.width}x{frame.height}")
+        if frame.flags & ~FRAME_KEY:
+            raise ProtocolError(f"frame {n}: unknown flags {frame.flags & ~FRAME_KEY:#x}")
+        if any(frame.reserved):
+            raise ProtocolError(f"frame {n}: reserved words not zero: {list(frame.reserved)}")
+
+
+def pack_stream(stream_id: int, *, reserved: Sequence[int] | None = None) -> bytes:
+    """A CLOSE_STREAM payload."""
+    return _pack(STREAM_STRUCT, {"stream_id": stream_id,
+                                 "reserved": _reserved(STREAM_STRUCT, reserved)})
+
+
+def parse_stream(data: bytes | bytearray | memoryview) -> Stream:
+    """A CLOSE_STREAM payload: exactly one struct daedalus_stream."""
+    if len(data) != STREAM_SIZE:
+        raise ProtocolError(f"CLOSE_STREAM payload of {len(data)} bytes, expected {STREAM_SIZE}")
+    stream = _unpack(STREAM_STRUCT, STREAM_SIZE, data)
+    return Stream(stream_id=int(stream.stream_id),
+                  reserved=tuple(int(w) for w in stream.reserved))
+
+
+# --- FNV-1a 64 ----------------------------------------------------------------
+
+
+def fnv1a64(*buffers: Buffer, seed: int = FNV1A64_OFFSET_BASIS) -> int:
+    """FNV-1a 64 over the bytes of *buffers*, in order, as if concatenated.
+
+    Computed in C (the extension's daedalus_fnv1a64, without the GIL) straight
+    from each buffer's memory, never copied: bytes, bytearray, memoryview,
+    numpy arrays, anything with the buffer protocol that is C-contiguous (a
+    strided numpy view is refused with ValueError; a multi-byte array is
+    hashed as its bytes in memory order). *seed* continues a digest:
+    ``fnv1a64(b, seed=fnv1a64(a)) == fnv1a64(a, b)``.
+    """
+    digest = seed
+    for buf in buffers:
+        data = ffi.from_buffer("uint8_t[]", buf)
+        digest = lib.daedalus_fnv1a64(digest, data, len(data))
+    return int(digest)

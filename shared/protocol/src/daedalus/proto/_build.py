@@ -38,6 +38,30 @@ HERE = Path(__file__).resolve().parent  # .../src/daedalus/proto
 # compile; size and offset differences are caught when the extension loads.
 EXTRA_COMPILE_ARGS = ["-Werror=incompatible-pointer-types"]
 
+# The extension's own C code, compiled after the header (not wire format).
+# daedalus_fnv1a64: FNV-1a 64 (Fowler/Noll/Vo; offset basis 0xcbf29ce484222325,
+# prime 0x100000001b3): for each byte, h ^= byte, then h *= prime modulo 2^64.
+# It continues from *h*, so a digest over several buffers is the digest of
+# their concatenation. The frame digests of struct daedalus_frame_info use it.
+C_SOURCE = r"""
+#include <stddef.h>
+#include <stdint.h>
+
+#define DAEDALUS_FNV1A64_OFFSET_BASIS 0xcbf29ce484222325ULL
+#define DAEDALUS_FNV1A64_PRIME 0x100000001b3ULL
+
+static uint64_t daedalus_fnv1a64(uint64_t h, const uint8_t *p, size_t n)
+{
+    const uint8_t *end = p + n;
+
+    while (p < end) {
+        h ^= *p++;
+        h *= DAEDALUS_FNV1A64_PRIME;
+    }
+    return h;
+}
+"""
+
 
 class BuildError(RuntimeError):
     """The extension cannot be built (header missing, compiler missing or failing)."""
@@ -73,6 +97,13 @@ def header_sha256(include: Path) -> str:
     return hashlib.sha256((include / HEADER).read_bytes()).hexdigest()
 
 
+def source_sha256(cdef: str) -> str:
+    """The stamp of what the extension is compiled from besides the header:
+    the cdef and C_SOURCE. An editable install compiled before either changed
+    refuses to import (daedalus.proto._check_fresh)."""
+    return hashlib.sha256(f"{cdef}\0{C_SOURCE}".encode()).hexdigest()
+
+
 def load_cdef() -> str:
     """CDEF from cdef.py next to this file, read without importing the package."""
     cdef = runpy.run_path(str(HERE / "cdef.py")).get("CDEF")
@@ -87,12 +118,15 @@ def make_ffibuilder(*, cdef: str | None = None, module: str = MODULE,
     import cffi  # here, not at the top: the package imports this module for include_dir()
 
     include = include or include_dir()
+    cdef = load_cdef() if cdef is None else cdef
     ffibuilder = cffi.FFI()
-    ffibuilder.cdef(load_cdef() if cdef is None else cdef)
+    ffibuilder.cdef(cdef)
     ffibuilder.set_source(
         module,
         f'#include "{HEADER}"\n'
-        f'static const char *const daedalus_py_header_sha256 = "{header_sha256(include)}";\n',
+        f"{C_SOURCE}\n"
+        f'static const char *const daedalus_py_header_sha256 = "{header_sha256(include)}";\n'
+        f'static const char *const daedalus_py_source_sha256 = "{source_sha256(cdef)}";\n',
         include_dirs=[str(include)],
         extra_compile_args=EXTRA_COMPILE_ARGS,
     )

@@ -9,6 +9,8 @@ class _FFI:
     def offsetof(self, cdecl: Any, *fields_or_indexes: str | int) -> int: ...
     def typeof(self, cdecl: Any, /) -> Any: ...
     def buffer(self, cdata: Any, size: int = ..., /) -> Any: ...
+    def from_buffer(self, cdecl: Any, python_buffer: Any = ...,
+                    require_writable: bool = ...) -> Any: ...
     def memmove(self, dest: Any, src: Any, n: int, /) -> None: ...
     def string(self, cdata: Any, maxlen: int = ..., /) -> bytes | str: ...
     def __getattr__(self, name: str) -> Any: ...
@@ -20,7 +22,24 @@ class _Lib:
     DAEDALUS_MSG_RESPONSE: int
     DAEDALUS_MSG_HELLO: int
     DAEDALUS_MSG_PING: int
+    DAEDALUS_MSG_DECODE: int
+    DAEDALUS_MSG_CLOSE_STREAM: int
+    DAEDALUS_CODEC_VP9: int
+    DAEDALUS_CODEC_H264: int
+    DAEDALUS_CODEC_AV1: int
+    DAEDALUS_PIXFMT_NV12: int
+    DAEDALUS_PIXFMT_P010: int
+    DAEDALUS_DECODE_FLUSH: int
+    DAEDALUS_MAX_FRAMES: int
+    DAEDALUS_MAX_MSG: int
+    DAEDALUS_DECODE_OK: int
+    DAEDALUS_DECODE_ERROR: int
+    DAEDALUS_FRAME_KEY: int
+    DAEDALUS_FNV1A64_OFFSET_BASIS: int
+    DAEDALUS_FNV1A64_PRIME: int
     daedalus_py_header_sha256: Any
+    daedalus_py_source_sha256: Any
+    def daedalus_fnv1a64(self, h: int, p: Any, n: int, /) -> int: ...
 
 ffi: _FFI
 lib: _Lib

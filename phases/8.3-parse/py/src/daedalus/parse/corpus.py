@@ -1,0 +1,514 @@
+"""The test-vector corpus: VP9 / AV1 / H.264 streams made offline by Debian's ffmpeg.
+
+Every vector is encoded by ``/usr/bin/ffmpeg`` (Debian 12: libvpx-vp9,
+libaom-av1, libx264) from the synthetic ``lavfi`` source ``testsrc2``, single
+threaded and with the bitexact flags, so the same ffmpeg build produces the
+same bytes: ``daedalus-v4l2 corpus --check`` re-encodes and compares SHA-256.
+
+The small vectors are committed under ``phases/8.3-parse/corpus/`` with the
+manifest ``corpus.toml`` (written by ``daedalus-v4l2 corpus``); the large ones
+(1080p) are listed in the manifest too but generated on demand into
+``${DAEDALUS_CACHE:-~/.cache/daedalus-v4l2}/corpus``.
+
+API for other phases' tests::
+
+    from daedalus.parse import corpus
+    for entry in corpus.entries():          # manifest entries (Entry)
+        p = corpus.path(entry.name)         # the file; large ones encoded on first use
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from daedalus.parse.readers import IVF_FRAME_HEADER, IVF_HEADER, read_all
+
+FFMPEG = os.environ.get("DAEDALUS_FFMPEG", "/usr/bin/ffmpeg")
+MANIFEST = "corpus.toml"
+SOURCE = "testsrc2"
+RATE = 30
+
+# Everything that makes an encode deterministic: one thread, bitexact codec
+# and muxer flags, no metadata. Encoder-specific settings are in each Spec.
+OUTPUT_FLAGS = ("-threads", "1", "-flags:v", "+bitexact", "-fflags", "+bitexact",
+                "-map_metadata", "-1")
+
+
+class CorpusError(Exception):
+    """A vector could not be made or is unknown; one line for the user."""
+
+
+def corpus_dir() -> Path:
+    """The committed vectors: DAEDALUS_CORPUS, else phases/8.3-parse/corpus of this checkout."""
+    env = os.environ.get("DAEDALUS_CORPUS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[4] / "corpus"
+
+
+def cache_dir() -> Path:
+    """Where large vectors go: ${DAEDALUS_CACHE:-~/.cache/daedalus-v4l2}/corpus."""
+    env = os.environ.get("DAEDALUS_CACHE")
+    base = Path(env) if env else (
+        Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "daedalus-v4l2")
+    return base / "corpus"
+
+
+# --- what the vectors are --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Part:
+    """One ffmpeg encode (a vector is one part, or several concatenated)."""
+
+    width: int
+    height: int
+    frames: int
+    encoder: str
+    options: tuple[str, ...]
+    pix_fmt: str = "yuv420p"
+    two_pass: bool = False
+
+    def argv(self, out: str, fmt: str, passlog: str = "PASSLOG") -> list[list[str]]:
+        src = ["-f", "lavfi", "-i", f"{SOURCE}=size={self.width}x{self.height}:rate={RATE}",
+               "-frames:v", str(self.frames), "-pix_fmt", self.pix_fmt, "-c:v", self.encoder,
+               *self.options]
+        head = [FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+        if not self.two_pass:
+            return [[*head, *src, *OUTPUT_FLAGS, "-f", fmt, out]]
+        return [[*head, *src, "-pass", "1", "-passlogfile", passlog, *OUTPUT_FLAGS,
+                 "-f", "null", "-"],
+                [*head, *src, "-pass", "2", "-passlogfile", passlog, *OUTPUT_FLAGS,
+                 "-f", fmt, out]]
+
+
+CONTAINERS = {"ivf": ("ivf", ".ivf"), "annexb": ("h264", ".h264"), "obu": ("obu", ".obu")}
+
+
+@dataclass(frozen=True)
+class Spec:
+    name: str
+    codec: str
+    container: str
+    bit_depth: int
+    parts: tuple[Part, ...]
+    description: str
+    large: bool = False
+
+    @property
+    def file(self) -> str:
+        return self.name + CONTAINERS[self.container][1]
+
+    @property
+    def frames(self) -> int:
+        return sum(p.frames for p in self.parts)
+
+    def command(self) -> str:
+        """The exact command lines, as recorded in the manifest."""
+        fmt = CONTAINERS[self.container][0]
+        lines = []
+        for i, part in enumerate(self.parts):
+            out = self.file if len(self.parts) == 1 else f"part{i}{CONTAINERS[self.container][1]}"
+            lines += [" ".join(argv) for argv in part.argv(out, fmt)]
+        if len(self.parts) > 1:
+            lines.append(CONCAT_NOTE[self.container].format(file=self.file))
+        return "\n".join(lines)
+
+
+CONCAT_NOTE = {
+    "ivf": "# then corpus.py concatenates: the IVF header of part0 (frame count summed), "
+           "the frames of each part in order, timestamps continued -> {file}",
+    "annexb": "# then: cat part0.h264 part1.h264 ... > {file}",
+    "obu": "# then: cat part0.obu part1.obu ... > {file}",
+}
+
+
+def _vp9(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", two_pass: bool = False,
+         bitrate: str = "300k") -> Part:
+    # aq-mode 1 (variance) turns on segmentation, so FFmpeg exports per-block qp
+    return Part(w, h, n, "libvpx-vp9",
+                ("-deadline", "good", "-cpu-used", "4", "-b:v", bitrate, "-g", "30",
+                 "-auto-alt-ref", "1", "-lag-in-frames", "10", "-aq-mode", "1",
+                 "-row-mt", "0", "-tile-columns", "0"), pix_fmt, two_pass)
+
+
+def _vp9_fast(w: int, h: int, n: int) -> Part:
+    return Part(w, h, n, "libvpx-vp9",
+                ("-deadline", "realtime", "-cpu-used", "8", "-b:v", "4M", "-g", "30",
+                 "-aq-mode", "3", "-row-mt", "0", "-tile-columns", "0"))
+
+
+def _h264(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", preset: str = "medium") -> Part:
+    profile = "high10" if pix_fmt.endswith("10le") else "high"
+    return Part(w, h, n, "libx264",
+                ("-preset", preset, "-profile:v", profile, "-g", "30", "-bf", "2",
+                 "-x264-params", "aq-mode=1"), pix_fmt)
+
+
+def _av1(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", usage: str = "good",
+         cpu: str = "6", bitrate: str = "200k") -> Part:
+    return Part(w, h, n, "libaom-av1",
+                ("-usage", usage, "-cpu-used", cpu, "-b:v", bitrate, "-g", "30",
+                 "-row-mt", "0", "-tiles", "1x1", "-aq-mode", "1"), pix_fmt)
+
+
+TEN = "yuv420p10le"
+SPECS: tuple[Spec, ...] = (
+    Spec("vp9-320x240", "vp9", "ivf", 8, (_vp9(320, 240, 30),),
+         "VP9 profile 0, 30 frames, one keyframe then inter frames (phase 8.4's stream)"),
+    Spec("vp9-320x240-altref", "vp9", "ivf", 8, (_vp9(320, 240, 30, two_pass=True),),
+         "VP9 profile 0, two-pass: hidden alt-ref frames in superframes"),
+    Spec("vp9-128x96", "vp9", "ivf", 8, (_vp9(128, 96, 10, bitrate="150k"),),
+         "VP9 profile 0, smallest size"),
+    Spec("vp9-174x98", "vp9", "ivf", 8, (_vp9(174, 98, 10, bitrate="150k"),),
+         "VP9 profile 0, size not a multiple of 8"),
+    Spec("vp9-p2-10bit-320x240", "vp9", "ivf", 10, (_vp9(320, 240, 10, pix_fmt=TEN),),
+         "VP9 profile 2, 10-bit"),
+    Spec("vp9-resize-320x240-174x98", "vp9", "ivf", 8,
+         (_vp9(320, 240, 10), _vp9(174, 98, 10, bitrate="150k")),
+         "VP9 changing resolution at a keyframe (two encodes, IVF-concatenated)"),
+    Spec("h264-high-320x240", "h264", "annexb", 8, (_h264(320, 240, 30),),
+         "H.264 High, 30 frames, B-frames (reordered output)"),
+    Spec("h264-high-128x96", "h264", "annexb", 8, (_h264(128, 96, 10),),
+         "H.264 High, smallest size"),
+    Spec("h264-high-174x98", "h264", "annexb", 8, (_h264(174, 98, 10),),
+         "H.264 High, cropped size (not a multiple of 16)"),
+    Spec("h264-high10-320x240", "h264", "annexb", 10, (_h264(320, 240, 10, pix_fmt=TEN),),
+         "H.264 High 10 (Debian's libx264 encodes 10-bit)"),
+    Spec("h264-resize-320x240-128x96", "h264", "annexb", 8,
+         (_h264(320, 240, 10), _h264(128, 96, 10)),
+         "H.264 changing resolution at an IDR (new SPS; two encodes concatenated)"),
+    Spec("av1-320x240", "av1", "ivf", 8, (_av1(320, 240, 10),),
+         "AV1 main 8-bit in IVF, hidden frames and show_existing_frame"),
+    Spec("av1-10bit-128x96", "av1", "ivf", 10, (_av1(128, 96, 10, pix_fmt=TEN),),
+         "AV1 main 10-bit in IVF"),
+    Spec("av1-174x98", "av1", "obu", 8, (_av1(174, 98, 10),),
+         "AV1 main 8-bit, low-overhead OBU stream, odd size"),
+    Spec("av1-10bit-320x240", "av1", "obu", 10, (_av1(320, 240, 10, pix_fmt=TEN),),
+         "AV1 main 10-bit, low-overhead OBU stream"),
+    Spec("vp9-1920x1080", "vp9", "ivf", 8, (_vp9_fast(1920, 1080, 10),),
+         "VP9 profile 0 1080p, 10 frames (realtime settings)", large=True),
+    Spec("h264-high-1920x1080", "h264", "annexb", 8,
+         (_h264(1920, 1080, 10, preset="veryfast"),), "H.264 High 1080p, 10 frames", large=True),
+    Spec("av1-1920x1080", "av1", "ivf", 8,
+         (_av1(1920, 1080, 10, usage="realtime", cpu="8", bitrate="2M"),),
+         "AV1 main 8-bit 1080p, 10 frames (realtime settings)", large=True),
+)
+
+
+def spec(name: str) -> Spec:
+    for s in SPECS:
+        if s.name == name:
+            return s
+    raise CorpusError(f"no corpus vector named {name!r} (have: "
+                      f"{', '.join(s.name for s in SPECS)})")
+
+
+# --- making them -----------------------------------------------------------
+
+
+def ffmpeg_version() -> str:
+    try:
+        out = subprocess.run([FFMPEG, "-version"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise CorpusError(f"cannot run {FFMPEG}: {exc} (apt-get install ffmpeg)") from exc
+    return out.stdout.splitlines()[0] if out.stdout else "unknown"
+
+
+def _run(argv: Sequence[str], cwd: Path) -> None:
+    proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise CorpusError(f"ffmpeg failed ({proc.returncode}): {' '.join(argv)}\n"
+                          f"{proc.stderr[-2000:]}")
+
+
+def concat_ivf(parts: Sequence[bytes]) -> bytes:
+    """One IVF from several: the first header (frame count summed), all frames
+    in order, each part's timestamps continued after the previous part's."""
+    header = bytearray(parts[0][:IVF_HEADER.size])
+    body = bytearray()
+    count = 0
+    next_pts = 0
+    for data in parts:
+        pos = IVF_HEADER.size
+        last = next_pts
+        while pos < len(data):
+            size, pts = IVF_FRAME_HEADER.unpack_from(data, pos)
+            last = next_pts + pts
+            body += IVF_FRAME_HEADER.pack(size, last)
+            body += data[pos + IVF_FRAME_HEADER.size:pos + IVF_FRAME_HEADER.size + size]
+            pos += IVF_FRAME_HEADER.size + size
+            count += 1
+        next_pts = last + 1
+    struct.pack_into("<I", header, 24, count)
+    return bytes(header + body)
+
+
+def encode(s: Spec, out_dir: Path) -> Path:
+    """Encode *s* into *out_dir*/<file>; returns the path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fmt, suffix = CONTAINERS[s.container]
+    with tempfile.TemporaryDirectory(prefix="daedalus-corpus-") as tmp:
+        work = Path(tmp)
+        pieces = []
+        for i, part in enumerate(s.parts):
+            name = f"part{i}{suffix}"
+            for argv in part.argv(name, fmt, passlog=str(work / f"passlog{i}")):
+                _run(argv, work)
+            pieces.append((work / name).read_bytes())
+        data = concat_ivf(pieces) if s.container == "ivf" and len(pieces) > 1 else b"".join(
+            pieces)
+    target = out_dir / s.file
+    tmp_target = target.with_suffix(target.suffix + ".tmp")
+    tmp_target.write_bytes(data)
+    tmp_target.replace(target)
+    return target
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --- the manifest ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One manifest entry of corpus.toml."""
+
+    name: str
+    file: str
+    codec: str
+    container: str
+    width: int           # first frame's size
+    height: int
+    frames: int          # shown (displayed) frames
+    packets: int         # reader packets (IVF frames / access units / temporal units)
+    bit_depth: int
+    bytes: int
+    sha256: str
+    large: bool
+    description: str
+    command: str         # the exact ffmpeg command line(s)
+    sizes: tuple[str, ...] = field(default_factory=tuple)  # every WxH, in order
+
+    @property
+    def committed(self) -> bool:
+        return not self.large
+
+
+def describe(s: Spec, path: Path) -> Entry:
+    """The manifest entry of a freshly encoded vector."""
+    info, packets = read_all(path)
+    if (info.codec, info.container) != (s.codec, s.container):
+        raise CorpusError(f"{path}: reads as {info.codec}/{info.container}, expected "
+                          f"{s.codec}/{s.container}")
+    sizes = []
+    for part in s.parts:
+        size = f"{part.width}x{part.height}"
+        if size not in sizes:
+            sizes.append(size)
+    return Entry(name=s.name, file=s.file, codec=s.codec, container=s.container,
+                 width=s.parts[0].width, height=s.parts[0].height, frames=s.frames,
+                 packets=len(packets), bit_depth=s.bit_depth, bytes=path.stat().st_size,
+                 sha256=sha256(path), large=s.large, description=s.description,
+                 command=s.command(), sizes=tuple(sizes))
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value)
+    if "\n" in text:
+        return '"""\n' + text.replace("\\", "\\\\").replace('"""', '\\"""') + '"""'
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+FIELDS = ("name", "file", "codec", "container", "width", "height", "sizes", "frames",
+          "packets", "bit_depth", "bytes", "sha256", "large", "description", "command")
+
+
+def render_manifest(entries: Iterable[Entry], version: str) -> str:
+    lines = ["# The daedalus-v4l2 test-vector corpus. Generated by `daedalus-v4l2 corpus`;",
+             "# `daedalus-v4l2 corpus --check` re-encodes and compares sha256.",
+             "# Vectors with large = true are not committed: corpus.path(name) encodes them",
+             "# into ${DAEDALUS_CACHE:-~/.cache/daedalus-v4l2}/corpus on first use.",
+             f"ffmpeg = {_toml_value(version)}", ""]
+    for e in entries:
+        lines.append("[[vector]]")
+        lines += [f"{k} = {_toml_value(getattr(e, k))}" for k in FIELDS]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def load_manifest(directory: Path | None = None) -> tuple[str, list[Entry]]:
+    path = (directory or corpus_dir()) / MANIFEST
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise CorpusError(f"no manifest {path}: run `daedalus-v4l2 corpus`") from exc
+    entries = []
+    for raw in data.get("vector", []):
+        raw = dict(raw)
+        raw["sizes"] = tuple(raw.get("sizes", ()))
+        entries.append(Entry(**{k: raw[k] for k in FIELDS}))
+    return str(data.get("ffmpeg", "")), entries
+
+
+def entries(*, large: bool = True) -> list[Entry]:
+    """The manifest's entries (committed ones first); *large*=False leaves out 1080p."""
+    return [e for e in load_manifest()[1] if large or not e.large]
+
+
+def entry(name: str) -> Entry:
+    for e in entries():
+        if e.name == name:
+            return e
+    raise CorpusError(f"no corpus vector named {name!r} in {corpus_dir() / MANIFEST}")
+
+
+def path(name: str) -> Path:
+    """The file of vector *name*; a large one is encoded into the cache on first use
+    (and re-encoded when the cached copy's sha256 differs from the manifest)."""
+    e = entry(name)
+    if not e.large:
+        p = corpus_dir() / e.file
+        if not p.is_file():
+            raise CorpusError(f"{p} is missing from the checkout")
+        return p
+    p = cache_dir() / e.file
+    if not p.is_file() or sha256(p) != e.sha256:
+        encode(spec(name), cache_dir())
+    return p
+
+
+# --- check -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    ok: bool
+    expected: str
+    got: str
+    detail: str = ""
+
+
+def check(names: Iterable[str] | None = None, *, large: bool = False) -> list[CheckResult]:
+    """Re-encode vectors into a temporary directory and compare sha256 with the manifest."""
+    version, listed = load_manifest()
+    wanted = set(names) if names is not None else None
+    current = ffmpeg_version()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="daedalus-corpus-check-") as tmp:
+        for e in listed:
+            if (wanted is not None and e.name not in wanted) or (e.large and not large
+                                                                  and wanted is None):
+                continue
+            got = sha256(encode(spec(e.name), Path(tmp)))
+            detail = ""
+            if got != e.sha256:
+                detail = ("re-encoded bytes differ" + (
+                    f"; the manifest was made with {version!r}, this is {current!r}"
+                    if version != current else
+                    "; same ffmpeg build, so an encoder is not deterministic here"))
+            results.append(CheckResult(e.name, got == e.sha256, e.sha256, got, detail))
+    return results
+
+
+# --- the command -----------------------------------------------------------
+
+
+def _fmt_size(n: int) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
+
+
+class CorpusCommand:
+    NAME = "corpus"
+    HELP = "make (or --check) the VP9/AV1/H.264 test-vector corpus with Debian's ffmpeg"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--large", action="store_true",
+                            help="also the large (1080p) vectors, into the cache "
+                                 "(or --out)")
+        parser.add_argument("--check", action="store_true",
+                            help="re-encode into a temporary directory and compare sha256 "
+                                 "with the manifest; exit 1 on a difference")
+        parser.add_argument("--out", metavar="DIR", type=Path,
+                            help="write vectors and corpus.toml here instead of the "
+                                 f"checkout's corpus directory ({corpus_dir()})")
+
+    def run(self, args: argparse.Namespace) -> int:
+        try:
+            if args.check:
+                return self._check(args.large)
+            return self._make(args.out, args.large)
+        except CorpusError as exc:
+            print(f"daedalus-v4l2 corpus: {exc}", file=sys.stderr)
+            return 1
+
+    def _check(self, large: bool) -> int:
+        results = check(large=large)
+        for r in results:
+            status = "ok" if r.ok else "DIFFERS"
+            print(f"{r.name:32} {status}" + (f": {r.detail}" if r.detail else ""))
+        bad = [r for r in results if not r.ok]
+        print(f"corpus --check: {len(results) - len(bad)} of {len(results)} vectors "
+              "reproduced bit for bit")
+        return 1 if bad else 0
+
+    def _make(self, out: Path | None, large: bool) -> int:
+        small_dir = out or corpus_dir()
+        large_dir = out or cache_dir()
+        made = []
+        try:
+            _old_version, old = load_manifest(small_dir)
+        except CorpusError:
+            old = []
+        previous = {e.name: e for e in old}
+        for s in SPECS:
+            if s.large and not large:
+                if s.name in previous:
+                    made.append(previous[s.name])
+                    continue
+                # a large vector is listed even when not made now: encode it
+                # into a temporary directory to learn its sha256
+                with tempfile.TemporaryDirectory(prefix="daedalus-corpus-") as tmp:
+                    made.append(describe(s, encode(s, Path(tmp))))
+                continue
+            target = encode(s, large_dir if s.large else small_dir)
+            e = describe(s, target)
+            made.append(e)
+            print(f"{e.name:32} {e.frames:3} frames  {_fmt_size(e.bytes):>10}  {target}")
+        small_dir.mkdir(parents=True, exist_ok=True)
+        (small_dir / MANIFEST).write_text(render_manifest(made, ffmpeg_version()))
+        total = sum(e.bytes for e in made if not e.large)
+        print(f"corpus: {len(made)} vectors, committed ones {_fmt_size(total)}; manifest "
+              f"{small_dir / MANIFEST}")
+        return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m daedalus.parse.corpus")
+    cmd = CorpusCommand()
+    cmd.add_arguments(parser)
+    return cmd.run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

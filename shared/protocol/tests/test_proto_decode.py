@@ -1,0 +1,237 @@
+"""Phase 8.4 messages (REQ_DECODE, RESP_FRAME, CLOSE_STREAM) and the FNV-1a 64 digest.
+
+The layouts themselves are pinned in test_proto_layout.py; here the packing
+and parsing helpers are checked field by field at the golden offsets, and
+the C digest against published vectors and a pure-Python reference.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from typing import Any
+
+import pytest
+
+from daedalus import proto
+
+FNV_BASIS = 0xCBF29CE484222325
+FNV_PRIME = 0x100000001B3
+
+
+def _u(data: bytes, offset: int, width: int) -> int:
+    return int.from_bytes(data[offset:offset + width], sys.byteorder)
+
+
+def fnv1a64_reference(data: bytes, h: int = FNV_BASIS) -> int:
+    """FNV-1a 64 by its definition: per byte, xor then multiply modulo 2**64."""
+    for byte in data:
+        h = ((h ^ byte) * FNV_PRIME) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# --- FNV-1a 64 -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "digest"), [
+    # The published FNV-1a 64 test vectors (Fowler/Noll/Vo reference test suite).
+    (b"", 0xCBF29CE484222325),
+    (b"a", 0xAF63DC4C8601EC8C),
+    (b"foobar", 0x85944171F73967E8),
+])
+def test_fnv1a64_published_vectors(data: bytes, digest: int) -> None:
+    assert proto.fnv1a64(data) == digest
+    assert fnv1a64_reference(data) == digest
+
+
+def test_fnv1a64_constants() -> None:
+    assert (proto.FNV1A64_OFFSET_BASIS, proto.FNV1A64_PRIME) == (FNV_BASIS, FNV_PRIME)
+    assert proto.fnv1a64() == FNV_BASIS
+
+
+def test_fnv1a64_matches_the_reference_on_random_data() -> None:
+    rng = random.Random(84)
+    for size in (1, 7, 8, 255, 4096, 65537, 200_000):
+        data = rng.randbytes(size)
+        assert proto.fnv1a64(data) == fnv1a64_reference(data), size
+
+
+def test_fnv1a64_is_incremental() -> None:
+    rng = random.Random(1)
+    parts = [rng.randbytes(n) for n in (0, 1, 100, 3, 0, 5000)]
+    whole = b"".join(parts)
+    assert proto.fnv1a64(*parts) == proto.fnv1a64(whole) == fnv1a64_reference(whole)
+    digest = proto.FNV1A64_OFFSET_BASIS
+    for part in parts:
+        digest = proto.fnv1a64(part, seed=digest)
+    assert digest == proto.fnv1a64(whole)
+
+
+def test_fnv1a64_takes_any_buffer() -> None:
+    data = random.Random(2).randbytes(1000)
+    expected = fnv1a64_reference(data)
+    assert proto.fnv1a64(bytearray(data)) == expected
+    assert proto.fnv1a64(memoryview(b"xx" + data)[2:]) == expected  # offset view, no copy
+    assert proto.fnv1a64(memoryview(data).cast("H")) == expected
+
+
+def test_fnv1a64_numpy_arrays_without_copies() -> None:
+    np = pytest.importorskip("numpy")
+    words = np.arange(4096, dtype="<u2").reshape(64, 64)
+    assert proto.fnv1a64(words) == fnv1a64_reference(words.tobytes())
+    rows = np.frombuffer(random.Random(3).randbytes(64 * 100), np.uint8).reshape(64, 100)
+    assert proto.fnv1a64(rows[10:20]) == fnv1a64_reference(rows[10:20].tobytes())
+    with pytest.raises(ValueError):  # a strided view is not one run of bytes
+        proto.fnv1a64(rows[:, :50])
+
+
+def test_fnv1a64_rejects_non_buffers() -> None:
+    with pytest.raises(TypeError):
+        proto.fnv1a64("text")  # str has no buffer: encode it first
+
+
+# --- REQ_DECODE ----------------------------------------------------------------
+
+
+def test_pack_decode_req_layout() -> None:
+    data = proto.pack_decode_req(proto.Codec.H264, b"\x00\x00\x01bits", stream_id=7,
+                                 flags=proto.DECODE_FLUSH, timestamp=2**64 - 2)
+    assert len(data) == proto.DECODE_REQ_SIZE + 7
+    assert [_u(data, o, w) for o, w in ((0, 4), (4, 4), (8, 4), (12, 4), (16, 8))] == [
+        7, 2, 1, 7, 2**64 - 2]
+    assert data[24:48] == bytes(24)
+    assert data[48:] == b"\x00\x00\x01bits"
+
+
+def test_decode_req_round_trip() -> None:
+    payload = proto.pack_decode_req(proto.Codec.AV1, b"obu", stream_id=3, timestamp=99)
+    req, bitstream = proto.parse_decode_req(payload)
+    assert req == proto.DecodeReq(stream_id=3, codec=3, flags=0, bitstream_len=3, timestamp=99)
+    assert bytes(bitstream) == b"obu" and not req.flush
+    proto.validate_decode_req(req, len(bitstream))
+    req, bitstream = proto.parse_decode_req(memoryview(b"?" + payload)[1:])  # unaligned
+    assert req.timestamp == 99 and bytes(bitstream) == b"obu"
+
+
+def test_parse_decode_req_rejects_short_payload() -> None:
+    with pytest.raises(proto.ProtocolError, match="shorter than struct daedalus_decode_req"):
+        proto.parse_decode_req(bytes(proto.DECODE_REQ_SIZE - 1))
+
+
+@pytest.mark.parametrize(("kwargs", "extra", "match"), [
+    ({"reserved": [0, 0, 0, 0, 0, 1]}, 0, "reserved"),
+    ({"codec": 0}, 0, "unknown codec 0"),
+    ({"codec": 4}, 0, "unknown codec 4"),
+    ({"flags": 2}, 0, "unknown decode flags 0x2"),
+    ({"bitstream_len": 4}, 0, "bitstream_len 4 but 3"),
+    ({}, 1, "bitstream_len 3 but 4"),
+])
+def test_validate_decode_req_rejects(kwargs: dict[str, Any], extra: int, match: str) -> None:
+    args: dict[str, Any] = {"codec": proto.Codec.VP9, "bitstream": b"abc"} | kwargs
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(**args) + bytes(extra))
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.validate_decode_req(req, len(bitstream))
+
+
+# --- RESP_FRAME ----------------------------------------------------------------
+
+FRAME = proto.FrameInfo(width=320, height=240, pixfmt=proto.PixFmt.NV12, flags=proto.FRAME_KEY,
+                        digest=0xFEDCBA9876543210, timestamp=41)
+
+
+def test_pack_frame_resp_layout() -> None:
+    second = proto.FrameInfo(width=1920, height=1080, pixfmt=proto.PixFmt.P010, flags=0,
+                             digest=1, timestamp=2**64 - 1)
+    data = proto.pack_frame_resp(proto.DecodeStatus.OK, 0, [FRAME, second], b"hi")
+    assert len(data) == 32 + 2 * 40 + 2
+    assert [_u(data, o, 4) for o in (0, 4, 8, 12)] == [0, 0, 2, 2]
+    assert data[16:32] == bytes(16)
+    first = data[32:72]
+    assert [_u(first, o, 4) for o in (0, 4, 8, 12)] == [320, 240, 1, 1]
+    assert (_u(first, 16, 8), _u(first, 24, 8)) == (0xFEDCBA9876543210, 41)
+    assert first[32:40] == bytes(8)
+    assert _u(data[72:112], 24, 8) == 2**64 - 1
+    assert data[112:] == b"hi"
+
+
+def test_frame_resp_round_trip() -> None:
+    data = proto.pack_frame_resp(proto.DecodeStatus.OK, 0, [FRAME] * proto.MAX_FRAMES)
+    resp = proto.parse_frame_resp(data)
+    assert resp.ok and resp.frames == (FRAME,) * 16 and resp.message == b""
+    proto.validate_frame_resp(resp)
+    error = proto.pack_frame_resp(proto.DecodeStatus.ERROR, 84, (), "ungültig".encode())
+    resp = proto.parse_frame_resp(error)
+    assert (resp.status, resp.error, resp.frames, resp.text) == (1, 84, (), "ungültig")
+    proto.validate_frame_resp(resp)
+    assert FRAME.key and FRAME.pixfmt_name == "nv12"
+
+
+def test_pack_frame_resp_refuses_what_does_not_fit() -> None:
+    with pytest.raises(proto.ProtocolError, match="at most 16"):
+        proto.pack_frame_resp(0, 0, [FRAME] * 17)
+    with pytest.raises(proto.ProtocolError, match="at most 256"):
+        proto.pack_frame_resp(1, 84, (), b"x" * 257)
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    (bytes(31), "shorter than"),
+    (proto.pack_frame_resp(0, 0, [FRAME]) + b"x", "but 1 frames and a 0-byte message make"),
+    (proto.pack_frame_resp(0, 0, [FRAME])[:-1], "make 72"),
+    (proto.pack_frame_resp(0, 0, [FRAME], nr_frames=17), "exceeds DAEDALUS_MAX_FRAMES"),
+    (proto.pack_frame_resp(1, 5, (), b"m", msg_len=257), "exceeds DAEDALUS_MAX_MSG"),
+    (proto.pack_frame_resp(1, 5, (), b"m", msg_len=2), "make 34"),
+])
+def test_parse_frame_resp_rejects_lengths(data: bytes, match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.parse_frame_resp(data)
+
+
+@pytest.mark.parametrize(("resp", "match"), [
+    (proto.FrameResp(0, 0, reserved=(0, 1, 0, 0)), "reserved"),
+    (proto.FrameResp(0, 22), "DECODE_OK with error 22"),
+    (proto.FrameResp(1, 0), "without an errno"),
+    (proto.FrameResp(1, 84, (FRAME,)), "DECODE_ERROR with 1 frames"),
+    (proto.FrameResp(2, 0), "unknown frame_resp status 2"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(0, 240, 1, 0, 0, 0),)), "size 0x240"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 3, 0, 0, 0),)), "unknown pixfmt 3"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 2, 0, 0),)), "unknown flags 0x2"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 0, 0, 0, (0, 1)),)), "reserved"),
+])
+def test_validate_frame_resp_rejects(resp: proto.FrameResp, match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.validate_frame_resp(resp)
+
+
+@pytest.mark.parametrize(("text", "limit", "expected"), [
+    ("plain", 256, b"plain"),
+    ("x" * 300, 256, b"x" * 256),
+    ("ab€", 4, b"ab"),  # € is 3 bytes: not cut in half
+    ("ab€", 3, b"ab"),
+    ("ab€", 5, "ab€".encode()),
+    ("€€", 3, "€".encode()),
+    ("😀", 3, b""),
+])
+def test_encode_message_cuts_on_a_character_boundary(text: str, limit: int,
+                                                     expected: bytes) -> None:
+    got = proto.encode_message(text, limit)
+    assert got == expected and len(got) <= limit
+    got.decode("utf-8")  # always valid UTF-8
+
+
+def test_encode_message_default_limit_is_max_msg() -> None:
+    got = proto.encode_message("é" * 200)
+    assert len(got) == 256 and got.decode() == "é" * 128
+
+
+# --- CLOSE_STREAM ----------------------------------------------------------------
+
+
+def test_stream_round_trip() -> None:
+    data = proto.pack_stream(0xDEADBEEF)
+    assert len(data) == proto.STREAM_SIZE == 16
+    assert _u(data, 0, 4) == 0xDEADBEEF and data[4:] == bytes(12)
+    assert proto.parse_stream(data) == proto.Stream(stream_id=0xDEADBEEF)
+    assert proto.parse_stream(proto.pack_stream(1, reserved=[0, 2, 0])).reserved == (0, 2, 0)
+    for size in (0, 15, 17):
+        with pytest.raises(proto.ProtocolError, match="CLOSE_STREAM payload"):
+            proto.parse_stream(bytes(size))
