@@ -16,6 +16,7 @@ import re
 import select
 import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from daedalus.bridge.fake import (
     write_errno,
 )
 from daedalus.proto import ffi, lib
-from daedalus.testbed.guestctl import daemon_state, daemon_stopped
+from daedalus.testbed.guestctl import daemon_state, daemon_stopped, tool
 
 pytestmark = pytest.mark.guest
 
@@ -234,7 +235,7 @@ def test_daemon_killed_with_requests_in_flight() -> None:
         "time.sleep(600)\n")
     with daemon_stopped():
         TIMEOUT_PARAM.write_text("30000\n")
-        proc = subprocess.Popen(["python3", "-c", script], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "ready"
@@ -251,7 +252,7 @@ def test_daemon_killed_with_requests_in_flight() -> None:
             proc.wait()
             TIMEOUT_PARAM.write_text("5000\n")
     assert daemon_state() == "ready"  # a new daemon connected
-    ping = subprocess.run(["daedalus-v4l2", "ping", "--count", "10"], capture_output=True,
+    ping = subprocess.run([tool("daedalus-v4l2"), "ping", "--count", "10"], capture_output=True,
                           text=True)
     assert ping.returncode == 0, ping.stdout + ping.stderr
 
@@ -279,7 +280,7 @@ def test_module_removal_refused_while_daemon_connected() -> None:
 
 
 def test_ping_cli_thousand_round_trips() -> None:
-    proc = subprocess.run(["daedalus-v4l2", "ping", "--count", "1000", "--size", "256"],
+    proc = subprocess.run([tool("daedalus-v4l2"), "ping", "--count", "1000", "--size", "256"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(r"\b1000\b", proc.stdout)
@@ -288,7 +289,7 @@ def test_ping_cli_thousand_round_trips() -> None:
 
 @pytest.mark.parametrize("size", [1, 65536, 1024 * 1024])
 def test_ping_cli_sizes(size: int) -> None:
-    proc = subprocess.run(["daedalus-v4l2", "ping", "--count", "5", "--size", str(size)],
+    proc = subprocess.run([tool("daedalus-v4l2"), "ping", "--count", "5", "--size", str(size)],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -41,7 +41,7 @@ from daedalus.roundtrip.cli import (
     run_roundtrip,
 )
 from daedalus.roundtrip.clips import CODECS, Clip, find_clips, reference_frames
-from daedalus.testbed.guestctl import daemon_state, daemon_stopped
+from daedalus.testbed.guestctl import daemon_state, daemon_stopped, tool
 
 pytestmark = pytest.mark.guest
 
@@ -56,7 +56,7 @@ def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Clip]:
 
 
 def roundtrip(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["daedalus-v4l2", "roundtrip", *args], capture_output=True,
+    return subprocess.run([tool("daedalus-v4l2"), "roundtrip", *args], capture_output=True,
                           text=True, timeout=TIMEOUT)
 
 

@@ -35,7 +35,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		2
+#define DAEDALUS_PROTO_VERSION		3
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -55,17 +55,29 @@
  *	(RESP_FRAME) carries struct daedalus_frame_resp, then nr_frames
  *	struct daedalus_frame_info, then msg_len bytes of UTF-8 message.
  * @DAEDALUS_MSG_CLOSE_STREAM: kernel -> daemon; payload struct
- *	daedalus_stream. The daemon drops that stream's decoder; the answer has
- *	no payload.
+ *	daedalus_stream. The daemon drops that stream's decoder (and the frames
+ *	it keeps for FETCH); the answer has no payload.
+ * @DAEDALUS_MSG_FEED: kernel -> daemon; payload struct daedalus_decode_req
+ *	followed by one OUTPUT buffer's bytes as the application queued them:
+ *	any slice of a continuous bytestream for H.264, one frame (or
+ *	superframe / temporal unit) for VP9 and AV1. The daemon parses and
+ *	decodes it and keeps the frames it completes, oldest first, for FETCH.
+ *	The answer is a RESP_FRAME listing those frames (their digests are
+ *	those of the pixels FETCH will return, tightly packed).
+ * @DAEDALUS_MSG_FETCH: kernel -> daemon; payload struct daedalus_fetch_req.
+ *	The answer is struct daedalus_fetch_resp followed by the oldest kept
+ *	frame's pixels laid out as the request says; the daemon then drops it.
  *
  * Version history: 1 = HELLO, PING (phase 8.2); 2 = DECODE, CLOSE_STREAM
- * (phase 8.4).
+ * (phase 8.4); 3 = FEED, FETCH (phase 8.5).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
 	DAEDALUS_MSG_PING		= 2,
 	DAEDALUS_MSG_DECODE		= 3,
 	DAEDALUS_MSG_CLOSE_STREAM	= 4,
+	DAEDALUS_MSG_FEED		= 5,
+	DAEDALUS_MSG_FETCH		= 6,
 };
 
 /**
@@ -133,7 +145,10 @@ enum daedalus_pixfmt {
 };
 
 /* daedalus_decode_req.flags */
-#define DAEDALUS_DECODE_FLUSH	0x1	/* drain: no bitstream, return held frames */
+/* Drain after this bitstream: return the frames the decoder holds back. */
+#define DAEDALUS_DECODE_FLUSH	0x1
+/* FEED only: first drop the stream's decoder and kept frames (a seek). */
+#define DAEDALUS_DECODE_RESET	0x2
 
 /**
  * struct daedalus_decode_req - payload of REQ_DECODE, before the bitstream
@@ -214,6 +229,46 @@ struct daedalus_frame_resp {
  */
 struct daedalus_stream {
 	__u32 stream_id;
+	__u32 reserved[3];
+};
+
+/* daedalus_fetch_req.flags */
+#define DAEDALUS_FETCH_DISCARD	0x1	/* drop the oldest frame; no pixels in the answer */
+
+/**
+ * struct daedalus_fetch_req - payload of FETCH
+ * @stream_id: the stream whose oldest kept frame is wanted.
+ * @flags: DAEDALUS_FETCH_* flags.
+ * @bytesperline: bytes per row of both planes in the destination buffer.
+ * @height: rows of the luma plane in the destination buffer (at least the
+ *	frame's height); the chroma plane starts at bytesperline * height and
+ *	has height / 2 rows.
+ * @max_bytes: size of the destination buffer.
+ * @reserved: must be zero.
+ *
+ * The pixels are NV12 or P010 as in struct daedalus_frame_info, each row
+ * padded with zeros to bytesperline and the rows past the frame's height
+ * zero-filled, so exactly bytesperline * height * 3 / 2 bytes follow the
+ * answer's struct daedalus_fetch_resp (none with DAEDALUS_FETCH_DISCARD).
+ */
+struct daedalus_fetch_req {
+	__u32 stream_id;
+	__u32 flags;
+	__u32 bytesperline;
+	__u32 height;
+	__u32 max_bytes;
+	__u32 reserved[3];
+};
+
+/**
+ * struct daedalus_fetch_resp - payload of FETCH's answer, before the pixels
+ * @frame: the frame, exactly as the FEED answer that completed it listed it.
+ * @bytes: pixel bytes that follow.
+ * @reserved: must be zero.
+ */
+struct daedalus_fetch_resp {
+	struct daedalus_frame_info frame;
+	__u32 bytes;
 	__u32 reserved[3];
 };
 

@@ -1,4 +1,5 @@
-"""Phase 8.4 messages (REQ_DECODE, RESP_FRAME, CLOSE_STREAM) and the FNV-1a 64 digest.
+"""Phase 8.4 and 8.5 messages (REQ_DECODE, RESP_FRAME, CLOSE_STREAM; FEED, FETCH)
+and the FNV-1a 64 digest.
 
 The layouts themselves are pinned in test_proto_layout.py; here the packing
 and parsing helpers are checked field by field at the golden offsets, and
@@ -235,3 +236,83 @@ def test_stream_round_trip() -> None:
     for size in (0, 15, 17):
         with pytest.raises(proto.ProtocolError, match="CLOSE_STREAM payload"):
             proto.parse_stream(bytes(size))
+
+
+# --- FEED and FETCH (phase 8.5) ----------------------------------------------------
+
+
+def test_feed_allows_reset_where_decode_does_not() -> None:
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(
+        proto.Codec.H264, b"abc", flags=proto.DECODE_FLUSH | proto.DECODE_RESET))
+    assert req.flush and req.reset
+    proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
+    with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x2"):
+        proto.validate_decode_req(req, len(bitstream))
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(proto.Codec.H264, b"abc",
+                                                                  flags=4))
+    with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x4"):
+        proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
+
+
+def test_pack_fetch_req_layout_and_round_trip() -> None:
+    data = proto.pack_fetch_req(9, flags=proto.FETCH_DISCARD, bytesperline=384, height=256,
+                                max_bytes=147456)
+    assert len(data) == proto.FETCH_REQ_SIZE == 32
+    assert [_u(data, o, 4) for o in (0, 4, 8, 12, 16)] == [9, 1, 384, 256, 147456]
+    assert data[20:] == bytes(12)
+    req = proto.parse_fetch_req(data)
+    assert req == proto.FetchReq(stream_id=9, flags=1, bytesperline=384, height=256,
+                                 max_bytes=147456)
+    assert req.discard and req.pixel_bytes == 384 * 256 * 3 // 2
+    proto.validate_fetch_req(req)
+    assert proto.parse_fetch_req(memoryview(b"?" + data)[1:]) == req  # unaligned
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    (bytes(31), "FETCH payload of 31 bytes, expected 32"),
+    (bytes(33), "FETCH payload of 33 bytes"),
+])
+def test_parse_fetch_req_wants_exactly_one_struct(data: bytes, match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.parse_fetch_req(data)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"reserved": [0, 1, 0]}, "reserved"),
+    ({"flags": 2}, "unknown fetch flags 0x2"),
+])
+def test_validate_fetch_req_rejects(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.validate_fetch_req(proto.parse_fetch_req(proto.pack_fetch_req(1, **kwargs)))
+
+
+def test_pack_fetch_resp_layout_and_round_trip() -> None:
+    data = proto.pack_fetch_resp(FRAME, b"pixels")
+    assert len(data) == proto.FETCH_RESP_SIZE + 6 == 62
+    assert data[:40] == proto.pack_frame_resp(0, 0, [FRAME])[32:72]  # the frame_info as is
+    assert _u(data, 40, 4) == 6 and data[44:56] == bytes(12) and data[56:] == b"pixels"
+    resp, pixels = proto.parse_fetch_resp(data)
+    assert resp == proto.FetchResp(frame=FRAME, bytes=6) and bytes(pixels) == b"pixels"
+    proto.validate_fetch_resp(resp)
+    resp, pixels = proto.parse_fetch_resp(proto.pack_fetch_resp(FRAME))  # DISCARD's answer
+    assert resp.bytes == 0 and not pixels
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    (bytes(55), "shorter than struct daedalus_fetch_resp"),
+    (proto.pack_fetch_resp(FRAME, b"abc", nr_bytes=4), "bytes = 4 makes 60"),
+    (proto.pack_fetch_resp(FRAME, b"abc", nr_bytes=2), "bytes = 2 makes 58"),
+])
+def test_parse_fetch_resp_rejects_lengths(data: bytes, match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.parse_fetch_resp(data)
+
+
+@pytest.mark.parametrize(("resp", "match"), [
+    (proto.FetchResp(FRAME, 0, (0, 0, 1)), "fetch_resp reserved"),
+    (proto.FetchResp(FRAME.__class__(320, 240, 9, 0, 0, 0), 0), "unknown pixfmt 9"),
+    (proto.FetchResp(FRAME.__class__(320, 0, 1, 0, 0, 0), 0), "size 320x0"),
+])
+def test_validate_fetch_resp_rejects(resp: proto.FetchResp, match: str) -> None:
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.validate_fetch_resp(resp)

@@ -11,7 +11,10 @@
    daedalus_frame_info is four __u32s, digest and timestamp (__u64, at 16 and
    24) and reserved[2] at 32..39 (40 bytes, a multiple of 8); struct
    daedalus_frame_resp is eight __u32s (32 bytes) and struct daedalus_stream
-   four (16 bytes).
+   four (16 bytes). Phase 8.5: struct daedalus_fetch_req is eight __u32s
+   (32 bytes); struct daedalus_fetch_resp is a struct daedalus_frame_info
+   (40 bytes, 8-aligned) then bytes at 40 and reserved[3] at 44..55 (56
+   bytes, a multiple of 8).
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
@@ -50,7 +53,7 @@ HDR_WIDTHS = {"magic": 4, "version": 2, "type": 2, "cookie": 8, "payload_len": 4
 HELLO_SIZE = 32
 HELLO_OFFSETS = {"proto_version": 0, "max_payload": 4, "phase": 8, "reserved": 12}
 HELLO_WIDTHS = {"proto_version": 4, "max_payload": 4, "phase": 4, "reserved": 20}
-# Phase 8.4 structs: size, then {field: (offset, width)}.
+# Phase 8.4 and 8.5 structs: size, then {field: (offset, width)}.
 LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_decode_req": (48, {"stream_id": (0, 4), "codec": (4, 4), "flags": (8, 4),
                                  "bitstream_len": (12, 4), "timestamp": (16, 8),
@@ -61,14 +64,19 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_frame_resp": (32, {"status": (0, 4), "error": (4, 4), "nr_frames": (8, 4),
                                  "msg_len": (12, 4), "reserved": (16, 16)}),
     "daedalus_stream": (16, {"stream_id": (0, 4), "reserved": (4, 12)}),
+    "daedalus_fetch_req": (32, {"stream_id": (0, 4), "flags": (4, 4), "bytesperline": (8, 4),
+                                "height": (12, 4), "max_bytes": (16, 4), "reserved": (20, 12)}),
+    "daedalus_fetch_resp": (56, {"frame": (0, 40), "bytes": (40, 4), "reserved": (44, 12)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 2,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 3,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
              "DAEDALUS_CODEC_AV1": 3, "DAEDALUS_PIXFMT_NV12": 1, "DAEDALUS_PIXFMT_P010": 2,
              "DAEDALUS_DECODE_FLUSH": 1, "DAEDALUS_MAX_FRAMES": 16, "DAEDALUS_MAX_MSG": 256,
-             "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1}
+             "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1,
+             "DAEDALUS_MSG_FEED": 5, "DAEDALUS_MSG_FETCH": 6, "DAEDALUS_DECODE_RESET": 2,
+             "DAEDALUS_FETCH_DISCARD": 1}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -86,11 +94,12 @@ def test_golden_sizes_match_cffi() -> None:
     assert [proto.ffi.sizeof(f"struct {name}") for name in LAYOUTS] == [
         size for size, _ in LAYOUTS.values()]
     assert (proto.DECODE_REQ_SIZE, proto.FRAME_INFO_SIZE, proto.FRAME_RESP_SIZE,
-            proto.STREAM_SIZE) == (48, 40, 32, 16)
+            proto.STREAM_SIZE, proto.FETCH_REQ_SIZE, proto.FETCH_RESP_SIZE) == (
+                48, 40, 32, 16, 32, 56)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_golden_phase_8_4_offsets_match_cffi(name: str) -> None:
+def test_golden_phase_8_4_8_5_offsets_match_cffi(name: str) -> None:
     ctype = f"struct {name}"
     fields = dict(proto.ffi.typeof(ctype).fields)
     assert list(fields) == list(LAYOUTS[name][1])  # same fields, same order, nothing else
@@ -116,14 +125,17 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 2, 1024 * 1024, 0x8000)
-    assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4]
-    assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM"]
+        0x4C345644, 3, 1024 * 1024, 0x8000)
+    assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
+    assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
+                                               "FEED", "FETCH"]
     assert {c.name: int(c) for c in proto.Codec} == {"VP9": 1, "H264": 2, "AV1": 3}
     assert {p.name: int(p) for p in proto.PixFmt} == {"NV12": 1, "P010": 2}
     assert (proto.DECODE_FLUSH, proto.MAX_FRAMES, proto.MAX_MSG, proto.FRAME_KEY) == (
         1, 16, 256, 1)
     assert (proto.DecodeStatus.OK, proto.DecodeStatus.ERROR) == (0, 1)
+    assert (proto.DECODE_RESET, proto.FETCH_DISCARD) == (2, 1)
+    assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 3)
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
@@ -168,6 +180,13 @@ int main(void)
     OFF(daedalus_frame_resp, nr_frames); OFF(daedalus_frame_resp, msg_len);
     OFF(daedalus_frame_resp, reserved);
     OFF(daedalus_stream, stream_id); OFF(daedalus_stream, reserved);
+    printf("sizeof.daedalus_fetch_req %zu\n", sizeof(struct daedalus_fetch_req));
+    printf("sizeof.daedalus_fetch_resp %zu\n", sizeof(struct daedalus_fetch_resp));
+    OFF(daedalus_fetch_req, stream_id); OFF(daedalus_fetch_req, flags);
+    OFF(daedalus_fetch_req, bytesperline); OFF(daedalus_fetch_req, height);
+    OFF(daedalus_fetch_req, max_bytes); OFF(daedalus_fetch_req, reserved);
+    OFF(daedalus_fetch_resp, frame); OFF(daedalus_fetch_resp, bytes);
+    OFF(daedalus_fetch_resp, reserved);
     VAL(DAEDALUS_PROTO_MAGIC); VAL(DAEDALUS_PROTO_VERSION); VAL(DAEDALUS_MAX_PAYLOAD);
     VAL(DAEDALUS_MSG_RESPONSE); VAL(DAEDALUS_MSG_HELLO); VAL(DAEDALUS_MSG_PING);
     VAL(DAEDALUS_MSG_DECODE); VAL(DAEDALUS_MSG_CLOSE_STREAM);
@@ -175,6 +194,8 @@ int main(void)
     VAL(DAEDALUS_PIXFMT_NV12); VAL(DAEDALUS_PIXFMT_P010); VAL(DAEDALUS_DECODE_FLUSH);
     VAL(DAEDALUS_MAX_FRAMES); VAL(DAEDALUS_MAX_MSG); VAL(DAEDALUS_DECODE_OK);
     VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY);
+    VAL(DAEDALUS_MSG_FEED); VAL(DAEDALUS_MSG_FETCH); VAL(DAEDALUS_DECODE_RESET);
+    VAL(DAEDALUS_FETCH_DISCARD);
     return 0;
 }
 """
@@ -345,6 +366,8 @@ def test_describe_type() -> None:
     assert proto.describe_type(0x8001) == "HELLO|RESPONSE"
     assert proto.describe_type(0x8003) == "DECODE|RESPONSE"
     assert proto.describe_type(4) == "CLOSE_STREAM"
+    assert proto.describe_type(5) == "FEED"
+    assert proto.describe_type(0x8006) == "FETCH|RESPONSE"
     assert proto.describe_type(77) == "77"
 
 
@@ -374,6 +397,9 @@ def _compile_drifted(tmp_path: Path, name: str, old: str, new: str) -> ModuleTyp
     ("digest", "__u64 digest;", "__u32 digest;", "struct daedalus_frame_info", "wrong"),
     ("timestamp", "__u64 timestamp;\n    __u32 reserved[6];",
      "__u32 timestamp;\n    __u32 reserved[6];", "struct daedalus_decode_req", "wrong"),
+    ("fetch_bytes", "__u32 bytes;", "__u64 bytes;", "struct daedalus_fetch_resp", "wrong"),
+    ("fetch_height", "__u32 height;\n    __u32 max_bytes;", "__u16 height;\n    __u32 max_bytes;",
+     "struct daedalus_fetch_req", "wrong"),
 ])
 def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str, ctype: str,
                                     match: str) -> None:
@@ -390,6 +416,8 @@ def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str
     ("req_reserved", "__u32 reserved[6];", "__u32 reserved[5];"),
     ("nr_frames", "__u32 nr_frames;", "__u32 nframes;"),
     ("enum", "DAEDALUS_CODEC_AV1,", "DAEDALUS_CODEC_AV2,"),
+    ("feed", "DAEDALUS_MSG_FEED,", "DAEDALUS_MSG_FED,"),
+    ("max_bytes", "__u32 max_bytes;", "__u32 maxbytes;"),
 ])
 def test_drifted_cdef_does_not_compile(tmp_path: Path, tag: str, old: str, new: str) -> None:
     assert old in CDEF

@@ -26,7 +26,7 @@ def test_guest_tier(series: str, phase: str, guest_kernels: list[str]) -> None:
         pytest.skip(f"kernel {series} not installed (daedalus-v4l2 setup)")
     argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rA",
             f"--phase={phase}", "-m", "guest", str(repo_root())]
-    result = run_guest(GuestConfig(kernel=kernel, phase=phase, timeout=900), argv,
+    result = run_guest(GuestConfig(kernel=kernel, phase=phase, timeout=2400), argv,
                        cwd=repo_root())
     print(result.stdout[-20000:])
     print(result.stderr[-5000:], file=sys.stderr)

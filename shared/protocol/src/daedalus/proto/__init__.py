@@ -31,8 +31,14 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         f"(hatch env prune) or run: python {_build.__file__}") from exc
 
 __all__ = [
+    "DECODE_FLAGS",
     "DECODE_FLUSH",
     "DECODE_REQ_SIZE",
+    "DECODE_RESET",
+    "FEED_FLAGS",
+    "FETCH_DISCARD",
+    "FETCH_REQ_SIZE",
+    "FETCH_RESP_SIZE",
     "FNV1A64_OFFSET_BASIS",
     "FNV1A64_PRIME",
     "FRAME_INFO_SIZE",
@@ -51,6 +57,8 @@ __all__ = [
     "Codec",
     "DecodeReq",
     "DecodeStatus",
+    "FetchReq",
+    "FetchResp",
     "FrameInfo",
     "FrameResp",
     "Header",
@@ -65,17 +73,24 @@ __all__ = [
     "fnv1a64",
     "lib",
     "pack_decode_req",
+    "pack_fetch_req",
+    "pack_fetch_resp",
     "pack_frame_resp",
     "pack_header",
     "pack_hello",
     "pack_message",
     "pack_stream",
     "parse_decode_req",
+    "parse_fetch_req",
+    "parse_fetch_resp",
     "parse_frame_resp",
     "parse_header",
     "parse_hello",
     "parse_stream",
     "validate_decode_req",
+    "validate_fetch_req",
+    "validate_fetch_resp",
+    "validate_frame",
     "validate_frame_resp",
     "validate_hello",
     "validate_request",
@@ -87,8 +102,10 @@ DECODE_REQ_STRUCT: Final = "struct daedalus_decode_req"
 FRAME_INFO_STRUCT: Final = "struct daedalus_frame_info"
 FRAME_RESP_STRUCT: Final = "struct daedalus_frame_resp"
 STREAM_STRUCT: Final = "struct daedalus_stream"
+FETCH_REQ_STRUCT: Final = "struct daedalus_fetch_req"
+FETCH_RESP_STRUCT: Final = "struct daedalus_fetch_resp"
 STRUCTS: Final = (HDR_STRUCT, HELLO_STRUCT, DECODE_REQ_STRUCT, FRAME_INFO_STRUCT,
-                  FRAME_RESP_STRUCT, STREAM_STRUCT)
+                  FRAME_RESP_STRUCT, STREAM_STRUCT, FETCH_REQ_STRUCT, FETCH_RESP_STRUCT)
 
 # Any object with the buffer protocol: bytes, bytearray, memoryview, numpy arrays.
 Buffer = Any
@@ -137,11 +154,17 @@ DECODE_REQ_SIZE: Final = _SIZES[DECODE_REQ_STRUCT]
 FRAME_INFO_SIZE: Final = _SIZES[FRAME_INFO_STRUCT]
 FRAME_RESP_SIZE: Final = _SIZES[FRAME_RESP_STRUCT]
 STREAM_SIZE: Final = _SIZES[STREAM_STRUCT]
+FETCH_REQ_SIZE: Final = _SIZES[FETCH_REQ_STRUCT]
+FETCH_RESP_SIZE: Final = _SIZES[FETCH_RESP_STRUCT]
 MAGIC: Final = lib.DAEDALUS_PROTO_MAGIC
 VERSION: Final = lib.DAEDALUS_PROTO_VERSION
 MAX_PAYLOAD: Final = lib.DAEDALUS_MAX_PAYLOAD
 RESPONSE: Final = lib.DAEDALUS_MSG_RESPONSE
 DECODE_FLUSH: Final = lib.DAEDALUS_DECODE_FLUSH
+DECODE_RESET: Final = lib.DAEDALUS_DECODE_RESET
+DECODE_FLAGS: Final = DECODE_FLUSH  # what REQ_DECODE allows
+FEED_FLAGS: Final = DECODE_FLUSH | DECODE_RESET  # what FEED allows
+FETCH_DISCARD: Final = lib.DAEDALUS_FETCH_DISCARD
 MAX_FRAMES: Final = lib.DAEDALUS_MAX_FRAMES
 MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
 FRAME_KEY: Final = lib.DAEDALUS_FRAME_KEY
@@ -156,6 +179,8 @@ class MsgType(enum.IntEnum):
     PING = lib.DAEDALUS_MSG_PING
     DECODE = lib.DAEDALUS_MSG_DECODE
     CLOSE_STREAM = lib.DAEDALUS_MSG_CLOSE_STREAM
+    FEED = lib.DAEDALUS_MSG_FEED
+    FETCH = lib.DAEDALUS_MSG_FETCH
 
 
 class Codec(enum.IntEnum):
@@ -367,6 +392,11 @@ class DecodeReq:
     def flush(self) -> bool:
         return bool(self.flags & DECODE_FLUSH)
 
+    @property
+    def reset(self) -> bool:
+        """FEED only: drop the stream's decoder and kept frames first."""
+        return bool(self.flags & DECODE_RESET)
+
 
 @dataclass(frozen=True)
 class FrameInfo:
@@ -459,16 +489,18 @@ def parse_decode_req(payload: bytes | bytearray | memoryview) -> tuple[DecodeReq
             memoryview(payload)[DECODE_REQ_SIZE:])
 
 
-def validate_decode_req(req: DecodeReq, bitstream_bytes: int) -> None:
+def validate_decode_req(req: DecodeReq, bitstream_bytes: int, *,
+                        allowed_flags: int = DECODE_FLAGS) -> None:
     """The checks a daemon makes on a REQ_DECODE (*bitstream_bytes* follow the
     struct): ProtocolError says what is wrong. Whether the codec may change is
-    the stream's business, not the request's."""
+    the stream's business, not the request's. A FEED carries the same struct
+    and may also set DECODE_RESET: pass ``allowed_flags=FEED_FLAGS``."""
     if any(req.reserved):
         raise ProtocolError(f"decode_req reserved words not zero: {list(req.reserved)}")
     if req.codec not in set(Codec):
         raise ProtocolError(f"unknown codec {req.codec}")
-    if req.flags & ~DECODE_FLUSH:
-        raise ProtocolError(f"unknown decode flags {req.flags & ~DECODE_FLUSH:#x}")
+    if req.flags & ~allowed_flags:
+        raise ProtocolError(f"unknown decode flags {req.flags & ~allowed_flags:#x}")
     if req.bitstream_len != bitstream_bytes:
         raise ProtocolError(f"bitstream_len {req.bitstream_len} but {bitstream_bytes} "
                             "bitstream bytes follow the request")
@@ -494,13 +526,22 @@ def pack_frame_resp(status: int, error: int = 0, frames: Sequence[FrameInfo] = (
     if not frames:
         return head + bytes(message)
     try:
-        infos = ffi.new(f"{FRAME_INFO_STRUCT}[]", [{
-            "width": f.width, "height": f.height, "pixfmt": f.pixfmt, "flags": f.flags,
-            "digest": f.digest, "timestamp": f.timestamp, "reserved": list(f.reserved),
-        } for f in frames])
+        infos = ffi.new(f"{FRAME_INFO_STRUCT}[]", [_frame_fields(f) for f in frames])
     except (OverflowError, TypeError, IndexError) as exc:
         raise ProtocolError(f"cannot pack {FRAME_INFO_STRUCT}: {exc}") from exc
     return head + bytes(ffi.buffer(infos)) + bytes(message)
+
+
+def _frame_fields(f: FrameInfo) -> dict[str, Any]:
+    return {"width": f.width, "height": f.height, "pixfmt": f.pixfmt, "flags": f.flags,
+            "digest": f.digest, "timestamp": f.timestamp, "reserved": list(f.reserved)}
+
+
+def _frame_info(f: Any) -> FrameInfo:
+    """A FrameInfo from a struct daedalus_frame_info cdata."""
+    return FrameInfo(width=int(f.width), height=int(f.height), pixfmt=int(f.pixfmt),
+                     flags=int(f.flags), digest=int(f.digest), timestamp=int(f.timestamp),
+                     reserved=tuple(int(w) for w in f.reserved))
 
 
 def parse_frame_resp(data: bytes | bytearray | memoryview) -> FrameResp:
@@ -523,10 +564,7 @@ def parse_frame_resp(data: bytes | bytearray | memoryview) -> FrameResp:
     if nr_frames:
         infos = ffi.new(f"{FRAME_INFO_STRUCT}[]", nr_frames)
         ffi.memmove(infos, memoryview(data)[FRAME_RESP_SIZE:], nr_frames * FRAME_INFO_SIZE)
-        frames = [FrameInfo(width=int(f.width), height=int(f.height), pixfmt=int(f.pixfmt),
-                            flags=int(f.flags), digest=int(f.digest),
-                            timestamp=int(f.timestamp),
-                            reserved=tuple(int(w) for w in f.reserved)) for f in infos]
+        frames = [_frame_info(f) for f in infos]
     return FrameResp(status=int(resp.status), error=int(resp.error), frames=tuple(frames),
                      message=bytes(data[expected - msg_len:expected]),
                      reserved=tuple(int(w) for w in resp.reserved))
@@ -550,14 +588,20 @@ def validate_frame_resp(resp: FrameResp) -> None:
     else:
         raise ProtocolError(f"unknown frame_resp status {resp.status}")
     for n, frame in enumerate(resp.frames):
-        if frame.pixfmt not in set(PixFmt):
-            raise ProtocolError(f"frame {n}: unknown pixfmt {frame.pixfmt}")
-        if not frame.width or not frame.height:
-            raise ProtocolError(f"frame {n}: size {frame.width}x{frame.height}")
-        if frame.flags & ~FRAME_KEY:
-            raise ProtocolError(f"frame {n}: unknown flags {frame.flags & ~FRAME_KEY:#x}")
-        if any(frame.reserved):
-            raise ProtocolError(f"frame {n}: reserved words not zero: {list(frame.reserved)}")
+        validate_frame(frame, f"frame {n}")
+
+
+def validate_frame(frame: FrameInfo, what: str = "frame") -> None:
+    """One struct daedalus_frame_info as the kernel accepts it: a known layout
+    and flags, a size, reserved zero (*what* starts the error message)."""
+    if frame.pixfmt not in set(PixFmt):
+        raise ProtocolError(f"{what}: unknown pixfmt {frame.pixfmt}")
+    if not frame.width or not frame.height:
+        raise ProtocolError(f"{what}: size {frame.width}x{frame.height}")
+    if frame.flags & ~FRAME_KEY:
+        raise ProtocolError(f"{what}: unknown flags {frame.flags & ~FRAME_KEY:#x}")
+    if any(frame.reserved):
+        raise ProtocolError(f"{what}: reserved words not zero: {list(frame.reserved)}")
 
 
 def pack_stream(stream_id: int, *, reserved: Sequence[int] | None = None) -> bytes:
@@ -573,6 +617,108 @@ def parse_stream(data: bytes | bytearray | memoryview) -> Stream:
     stream = _unpack(STREAM_STRUCT, STREAM_SIZE, data)
     return Stream(stream_id=int(stream.stream_id),
                   reserved=tuple(int(w) for w in stream.reserved))
+
+
+# --- phase 8.5: FEED (a REQ_DECODE payload, see above), FETCH ------------------
+
+
+@dataclass(frozen=True)
+class FetchReq:
+    """struct daedalus_fetch_req: the payload of FETCH."""
+
+    stream_id: int
+    flags: int
+    bytesperline: int
+    height: int
+    max_bytes: int
+    reserved: tuple[int, ...] = (0, 0, 0)
+
+    @property
+    def discard(self) -> bool:
+        return bool(self.flags & FETCH_DISCARD)
+
+    @property
+    def pixel_bytes(self) -> int:
+        """Pixel bytes the answer carries without DISCARD: bytesperline * height
+        luma rows, then height / 2 chroma rows (bytesperline * height * 3 / 2
+        for an even height)."""
+        return self.bytesperline * (self.height + self.height // 2)
+
+
+@dataclass(frozen=True)
+class FetchResp:
+    """struct daedalus_fetch_resp: the frame and how many pixel bytes follow."""
+
+    frame: FrameInfo
+    bytes: int
+    reserved: tuple[int, ...] = (0, 0, 0)
+
+
+def pack_fetch_req(stream_id: int = 0, *, flags: int = 0, bytesperline: int = 0,
+                   height: int = 0, max_bytes: int = 0,
+                   reserved: Sequence[int] | None = None) -> bytes:
+    """A FETCH payload (every field may be set, for tests)."""
+    return _pack(FETCH_REQ_STRUCT, {
+        "stream_id": stream_id, "flags": flags, "bytesperline": bytesperline,
+        "height": height, "max_bytes": max_bytes,
+        "reserved": _reserved(FETCH_REQ_STRUCT, reserved),
+    })
+
+
+def parse_fetch_req(data: bytes | bytearray | memoryview) -> FetchReq:
+    """A FETCH payload: exactly one struct daedalus_fetch_req."""
+    if len(data) != FETCH_REQ_SIZE:
+        raise ProtocolError(f"FETCH payload of {len(data)} bytes, expected {FETCH_REQ_SIZE}")
+    req = _unpack(FETCH_REQ_STRUCT, FETCH_REQ_SIZE, data)
+    return FetchReq(stream_id=int(req.stream_id), flags=int(req.flags),
+                    bytesperline=int(req.bytesperline), height=int(req.height),
+                    max_bytes=int(req.max_bytes),
+                    reserved=tuple(int(w) for w in req.reserved))
+
+
+def validate_fetch_req(req: FetchReq) -> None:
+    """The checks on a FETCH by itself: reserved zero, known flags. Whether its
+    geometry holds the frame is the stream's business (it knows the frame)."""
+    if any(req.reserved):
+        raise ProtocolError(f"fetch_req reserved words not zero: {list(req.reserved)}")
+    if req.flags & ~FETCH_DISCARD:
+        raise ProtocolError(f"unknown fetch flags {req.flags & ~FETCH_DISCARD:#x}")
+
+
+def pack_fetch_resp(frame: FrameInfo, pixels: Buffer = b"", *, nr_bytes: int | None = None,
+                    reserved: Sequence[int] | None = None) -> bytes:
+    """A FETCH answer's payload: struct daedalus_fetch_resp, then *pixels*.
+    nr_bytes (the struct's ``bytes``) may be forced to a wrong value (for tests)."""
+    data = bytes(pixels)
+    return _pack(FETCH_RESP_STRUCT, {
+        "frame": _frame_fields(frame),
+        "bytes": len(data) if nr_bytes is None else nr_bytes,
+        "reserved": _reserved(FETCH_RESP_STRUCT, reserved),
+    }) + data
+
+
+def parse_fetch_resp(data: bytes | bytearray | memoryview) -> tuple[FetchResp, memoryview]:
+    """A whole FETCH answer payload and a view of its pixels; ProtocolError
+    unless exactly ``bytes`` pixel bytes follow the struct."""
+    if len(data) < FETCH_RESP_SIZE:
+        raise ProtocolError(f"FETCH answer of {len(data)} bytes is shorter than "
+                            f"struct daedalus_fetch_resp ({FETCH_RESP_SIZE})")
+    resp = _unpack(FETCH_RESP_STRUCT, FETCH_RESP_SIZE, data)
+    nr_bytes = int(resp.bytes)
+    if len(data) != FETCH_RESP_SIZE + nr_bytes:
+        raise ProtocolError(f"FETCH answer of {len(data)} bytes, but bytes = {nr_bytes} "
+                            f"makes {FETCH_RESP_SIZE + nr_bytes}")
+    return (FetchResp(frame=_frame_info(resp.frame), bytes=nr_bytes,
+                      reserved=tuple(int(w) for w in resp.reserved)),
+            memoryview(data)[FETCH_RESP_SIZE:])
+
+
+def validate_fetch_resp(resp: FetchResp) -> None:
+    """The kernel's checks on a FETCH answer besides comparing the frame with
+    the one it expects: reserved words zero, the frame well-formed."""
+    if any(resp.reserved):
+        raise ProtocolError(f"fetch_resp reserved words not zero: {list(resp.reserved)}")
+    validate_frame(resp.frame)
 
 
 # --- FNV-1a 64 ----------------------------------------------------------------

@@ -37,6 +37,8 @@ enum daedalus_msg_type {
     DAEDALUS_MSG_PING,
     DAEDALUS_MSG_DECODE,
     DAEDALUS_MSG_CLOSE_STREAM,
+    DAEDALUS_MSG_FEED,
+    DAEDALUS_MSG_FETCH,
     ...
 };
 
@@ -72,6 +74,7 @@ enum daedalus_pixfmt {
 };
 
 #define DAEDALUS_DECODE_FLUSH ...
+#define DAEDALUS_DECODE_RESET ...
 
 struct daedalus_decode_req {
     __u32 stream_id;
@@ -108,6 +111,23 @@ struct daedalus_frame_resp {
 
 struct daedalus_stream {
     __u32 stream_id;
+    __u32 reserved[3];
+};
+
+#define DAEDALUS_FETCH_DISCARD ...
+
+struct daedalus_fetch_req {
+    __u32 stream_id;
+    __u32 flags;
+    __u32 bytesperline;
+    __u32 height;
+    __u32 max_bytes;
+    __u32 reserved[3];
+};
+
+struct daedalus_fetch_resp {
+    struct daedalus_frame_info frame;
+    __u32 bytes;
     __u32 reserved[3];
 };
 

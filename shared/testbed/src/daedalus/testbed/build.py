@@ -15,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from daedalus.testbed.kernels import Kernel
+from daedalus.testbed.kernels import Kernel, build_helper
 from daedalus.testbed.paths import Phase, build_root, phases_up_to, repo_root
 from daedalus.testbed.system import TestbedError, log, run
 
@@ -124,8 +124,12 @@ def build(phase: str, kernel: Kernel, kdir: Path | None = None) -> BuildResult:
                            f"(apt-get install {kernel.headers_package}, or pass --kdir)")
     bdir, layers = layout(phase, kernel.release)
     names = " ".join(layer.dirname for layer in layers)
+    # Our module links against the out-of-tree v4l2-mem2mem helper: modpost
+    # needs its exported symbols (and their CRCs) to resolve and version them.
+    helper_symvers = build_helper(kernel).parent / "Module.symvers"
     log.info("building %s.ko for phase %s (%s) against %s", MODULE_NAME, phase, names, kdir)
-    proc = run(["make", "-C", kdir, f"M={bdir}", f"DAEDALUS_LAYERS={names}", "modules"],
+    proc = run(["make", "-C", kdir, f"M={bdir}", f"DAEDALUS_LAYERS={names}",
+                f"KBUILD_EXTRA_SYMBOLS={helper_symvers}", "modules"],
                capture=True, check=False)
     out = proc.stdout
     if proc.returncode != 0:

@@ -28,12 +28,19 @@ class Command(Protocol):
 
 
 def load_commands() -> dict[str, Command]:
+    """Every installed subcommand; one that fails to import is left out with a warning
+    (so that, say, a stale protocol build does not take `guest` down with it)."""
     commands: dict[str, Command] = {}
     owners: dict[str, str] = {}
     for ep in entry_points(group="daedalus.commands"):
-        cls = ep.load()
-        cmd: Command = cls()
         owner = ep.dist.name if ep.dist else ep.value
+        try:
+            cls = ep.load()
+        except Exception as exc:
+            print(f"daedalus-v4l2: warning: subcommand {ep.name!r} from {owner} unavailable: "
+                  f"{exc}", file=sys.stderr)
+            continue
+        cmd: Command = cls()
         if cmd.NAME in commands:
             raise TestbedError(f"subcommand {cmd.NAME!r} is claimed by both "
                                f"{owners[cmd.NAME]} and {owner}")

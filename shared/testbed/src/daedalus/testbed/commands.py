@@ -132,9 +132,22 @@ class GuestCommand:
         return result.status
 
 
+DEMO_CLIP = "vp9-320x240"
+
+
+def _demo_clip() -> Path | None:
+    """The corpus clip the demo decodes (phase 8.3's corpus), if installed."""
+    try:
+        from daedalus.parse import corpus  # phase 8.3 and later
+    except ImportError:
+        return None
+    return Path(corpus.path(DEMO_CLIP))
+
+
 class DemoCommand:
     NAME = "demo"
-    HELP = "the main job: build, boot, show the decoder device and its formats"
+    HELP = ("the main job: build, boot, show the decoder device and its formats, and "
+            "(phase 8.5 on) decode a corpus clip through it, checked against FFmpeg")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         _add_phase(parser)
@@ -143,17 +156,25 @@ class DemoCommand:
     def run(self, args: argparse.Namespace) -> int:
         kernel = kernels.resolve(args.kernel)
         kernels.setup([kernel])
+        phase = _phase(args)
         script = ("set -e; v4l2-ctl --list-devices; dev=$(v4l2-ctl --list-devices | "
                   "awk '/daedalus-v4l2/{getline; print $1; exit}'); "
                   "v4l2-ctl -d \"$dev\" --info; v4l2-ctl -d \"$dev\" --list-formats-out; "
                   "v4l2-ctl -d \"$dev\" --list-formats; v4l2-ctl -d \"$dev\" --get-fmt-video-out")
-        config = GuestConfig(kernel=kernel, phase=_phase(args))
+        clip = _demo_clip()
+        decodes = phase_by_number(phase).key >= (8, 5) and clip is not None
+        if decodes:
+            script += (f"; echo; echo '== decoding {DEMO_CLIP} through' \"$dev\"; "
+                       f"daedalus-v4l2 decode {clip} -o /tmp/demo.yuv --device \"$dev\" "
+                       "--compare")
+        config = GuestConfig(kernel=kernel, phase=phase)
         result = run_guest(config, ["sh", "-c", script])
         sys.stdout.write(result.stdout)
         sys.stderr.write(result.stderr)
         for problem in result.problems:
             eprint(f"daedalus-v4l2 demo: {problem}")
-        print(f"demo: phase {config.phase} on {kernel.release}: "
+        what = "decode through the device" if decodes else "device and formats"
+        print(f"demo: phase {phase} on {kernel.release}: {what}: "
               f"{'OK' if result.status == 0 else 'FAILED'} "
               f"(guest boot {result.boot_seconds} s, wall {result.wall_seconds:.1f} s)")
         return result.status

@@ -85,3 +85,12 @@ def daemon_stopped() -> Iterator[None]:
     finally:
         if was_running and daemon_state() != "absent":
             start_daemon()
+
+
+def tool(name: str) -> str:
+    """The *name* command of this Python environment (next to sys.executable), so a
+    test runs the checkout's own tools whatever else PATH holds; else *name*."""
+    import sys
+
+    candidate = Path(sys.executable).with_name(name)
+    return str(candidate) if candidate.exists() else name

@@ -34,6 +34,7 @@ DEFAULT_SERIES = "6.12"
 HOST_PACKAGES = [
     "qemu-system-x86", "v4l-utils", "ffmpeg", "busybox-static", "build-essential",
     "bc", "kmod", "cpio", "xz-utils", "perl", "libelf-dev",
+    "gstreamer1.0-tools", "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-base",
 ]
 
 # Files taken out of linux-source-X.Y: the m2m helper and checkpatch.

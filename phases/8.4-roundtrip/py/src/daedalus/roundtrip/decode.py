@@ -35,6 +35,11 @@ H.264 reordering reports each frame with its own request's timestamp, and
 any 64-bit timestamp survives). A frame without a known pts gets the current
 request's timestamp.
 
+CLOSE_STREAM is this handler's opcode for every stream, including those of
+later phases' requests (phase 8.5's FEED / FETCH): they keep their own
+per-stream state and have it dropped by registering a close hook
+(``register_close_hook``), which every CLOSE_STREAM calls with the stream id.
+
 The daemon calls ``handle`` from its executor threads: the table of streams
 has a lock and each stream has its own, so streams decode in parallel and one
 stream's requests one at a time (in the order the kernel sends them, one at a
@@ -44,8 +49,10 @@ time per stream).
 from __future__ import annotations
 
 import errno
+import inspect
 import logging
 import threading
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -88,6 +95,49 @@ MAX_HEIGHT = 4352
 
 MAX_STREAMS = 64          # decoders alive at once (the kernel closes what it opens)
 TIMESTAMP_WINDOW = 1024   # packets whose timestamps are remembered for late frames
+
+
+# --- CLOSE_STREAM hooks ---------------------------------------------------------
+
+CloseHook = Callable[[int], None]
+_close_hooks_lock = threading.Lock()
+_close_hooks: list[Callable[[], CloseHook | None]] = []  # weak (bound methods) or strong
+
+
+def register_close_hook(hook: CloseHook) -> Callable[[], None]:
+    """Have *hook(stream_id)* called on every CLOSE_STREAM, after this handler
+    dropped its own decoder of the stream (if it had one): the way other
+    handlers with per-stream state (phase 8.5's FEED / FETCH) learn that a
+    stream is gone. A bound method is held weakly (the hook goes away with
+    its object); a plain function is held until the returned function
+    unregisters it. A hook that raises is logged; the stream is closed anyway.
+    """
+    ref: Callable[[], CloseHook | None]
+    if inspect.ismethod(hook):
+        ref = weakref.WeakMethod(hook)
+    else:
+        def ref() -> CloseHook | None:
+            return hook
+    with _close_hooks_lock:
+        _close_hooks.append(ref)
+
+    def unregister() -> None:
+        with _close_hooks_lock:
+            if ref in _close_hooks:
+                _close_hooks.remove(ref)
+
+    return unregister
+
+
+def _run_close_hooks(stream_id: int) -> None:
+    with _close_hooks_lock:
+        _close_hooks[:] = [ref for ref in _close_hooks if ref() is not None]
+        hooks = [hook for hook in (ref() for ref in _close_hooks) if hook is not None]
+    for hook in hooks:
+        try:
+            hook(stream_id)
+        except Exception:  # another handler's bug must not fail the close
+            log.exception("CLOSE_STREAM hook %r failed on stream %d", hook, stream_id)
 
 
 class DecodeFailure(Exception):
@@ -332,12 +382,14 @@ class DecodeHandler:
         with self._lock:
             state = self._streams.pop(stream.stream_id, None)
         if state is None:
-            log.debug("CLOSE_STREAM of stream %d, which never decoded", stream.stream_id)
-            return 0, b""
-        with state.lock:  # waits for a request still decoding on it
-            state.drop_decoder()
-        log.info("stream %d closed: %d requests, %d frames, %d errors", stream.stream_id,
-                 state.requests, state.frames, state.errors)
+            log.debug("CLOSE_STREAM of stream %d, which has no DECODE decoder",
+                      stream.stream_id)
+        else:
+            with state.lock:  # waits for a request still decoding on it
+                state.drop_decoder()
+            log.info("stream %d closed: %d requests, %d frames, %d errors", stream.stream_id,
+                     state.requests, state.frames, state.errors)
+        _run_close_hooks(stream.stream_id)
         return 0, b""
 
     # -- introspection (tests, logs) ------------------------------------------

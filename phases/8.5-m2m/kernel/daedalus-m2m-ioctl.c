@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * daedalus-v4l2: phase 8.5 ioctls of the stateful decoder.
+ *
+ * Format negotiation is phase 8.1's (daedalus-video.c), guarded here against
+ * changes while buffers exist; queue ioctls are v4l2-mem2mem's. What is ours:
+ * the coded formats' capability flags, the visible rectangle
+ * (G_SELECTION), DECODER_CMD and the events. All run with dev->vdev_lock
+ * held.
+ */
+#include <media/v4l2-event.h>
+#include <media/v4l2-mem2mem.h>
+
+#include "daedalus-m2m.h"
+
+static int daedalus_m2m_enum_fmt_out(struct file *file, void *priv,
+				     struct v4l2_fmtdesc *f)
+{
+	const struct daedalus_m2m_codec *codec;
+	int ret;
+
+	ret = daedalus_enum_fmt_out(file, priv, f);
+	if (ret)
+		return ret;
+	codec = daedalus_m2m_codec(f->pixelformat);
+	if (codec)
+		f->flags |= codec->fmt_flags;
+	return 0;
+}
+
+static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
+				  struct v4l2_format *f)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	struct v4l2_m2m_ctx *m2m = ctx->base.fh.m2m_ctx;
+
+	if (vb2_is_busy(v4l2_m2m_get_src_vq(m2m)))
+		return -EBUSY;
+	/* dev-decoder.rst: changing OUTPUT resets CAPTURE, which must be idle. */
+	if (vb2_is_busy(v4l2_m2m_get_dst_vq(m2m)))
+		return -EBUSY;
+	return daedalus_s_fmt_out(file, priv, f);
+}
+
+static int daedalus_m2m_s_fmt_cap(struct file *file, void *priv,
+				  struct v4l2_format *f)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+
+	if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->base.fh.m2m_ctx)))
+		return -EBUSY;
+	return daedalus_s_fmt_cap(file, priv, f);
+}
+
+/* The visible picture within the decoded (CAPTURE) buffers. */
+static int daedalus_m2m_g_selection(struct file *file, void *priv,
+				    struct v4l2_selection *s)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	const struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
+	u32 width = cap->width, height = cap->height;
+
+	if (s->type != V4L2_BUF_TYPE_VIDEO_CAPTURE)
+		return -EINVAL;
+	switch (s->target) {
+	case V4L2_SEL_TGT_COMPOSE:
+	case V4L2_SEL_TGT_COMPOSE_DEFAULT:
+		/* The picture the stream codes (before that, the format). */
+		mutex_lock(&ctx->lock);
+		if (ctx->have_geometry) {
+			width = ctx->visible_width;
+			height = ctx->visible_height;
+		}
+		mutex_unlock(&ctx->lock);
+		break;
+	case V4L2_SEL_TGT_COMPOSE_BOUNDS:
+	case V4L2_SEL_TGT_COMPOSE_PADDED:
+		break;
+	default:
+		return -EINVAL;
+	}
+	s->r.left = 0;
+	s->r.top = 0;
+	s->r.width = width;
+	s->r.height = height;
+	return 0;
+}
+
+static int daedalus_m2m_try_decoder_cmd(struct file *file, void *priv,
+					struct v4l2_decoder_cmd *dc)
+{
+	return v4l2_m2m_ioctl_try_decoder_cmd(file, priv, dc);
+}
+
+/*
+ * STOP drains: every queued OUTPUT buffer is decoded, the daemon is flushed,
+ * and the last CAPTURE buffer carries V4L2_BUF_FLAG_LAST, followed by
+ * V4L2_EVENT_EOS. START after a completed drain resumes decoding.
+ */
+static int daedalus_m2m_decoder_cmd(struct file *file, void *priv,
+				    struct v4l2_decoder_cmd *dc)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	struct v4l2_m2m_ctx *m2m = ctx->base.fh.m2m_ctx;
+	struct vb2_queue *dst_vq = v4l2_m2m_get_dst_vq(m2m);
+	int ret;
+
+	ret = v4l2_m2m_ioctl_try_decoder_cmd(file, priv, dc);
+	if (ret)
+		return ret;
+
+	mutex_lock(&ctx->lock);
+	switch (dc->cmd) {
+	case V4L2_DEC_CMD_STOP:
+		if (!vb2_is_streaming(v4l2_m2m_get_src_vq(m2m)) ||
+		    ctx->draining || ctx->stopped)
+			break; /* nothing to drain (or already draining) */
+		ctx->draining = true;
+		ctx->flushed = false;
+		break;
+	case V4L2_DEC_CMD_START:
+		if (ctx->draining) {
+			ret = -EBUSY;
+			break;
+		}
+		ctx->stopped = false;
+		ctx->flushed = false;
+		vb2_clear_last_buffer_dequeued(dst_vq);
+		break;
+	}
+	mutex_unlock(&ctx->lock);
+	daedalus_m2m_kick(ctx);
+	return ret;
+}
+
+static int daedalus_m2m_subscribe_event(struct v4l2_fh *fh,
+					const struct v4l2_event_subscription *sub)
+{
+	switch (sub->type) {
+	case V4L2_EVENT_EOS:
+		return v4l2_event_subscribe(fh, sub, 2, NULL);
+	case V4L2_EVENT_SOURCE_CHANGE:
+		return v4l2_src_change_event_subscribe(fh, sub);
+	default:
+		return v4l2_ctrl_subscribe_event(fh, sub);
+	}
+}
+
+const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops = {
+	.vidioc_querycap		= daedalus_querycap,
+	.vidioc_enum_framesizes		= daedalus_enum_framesizes,
+
+	.vidioc_enum_fmt_vid_out	= daedalus_m2m_enum_fmt_out,
+	.vidioc_g_fmt_vid_out_mplane	= daedalus_g_fmt_out,
+	.vidioc_try_fmt_vid_out_mplane	= daedalus_try_fmt_out,
+	.vidioc_s_fmt_vid_out_mplane	= daedalus_m2m_s_fmt_out,
+
+	.vidioc_enum_fmt_vid_cap	= daedalus_enum_fmt_cap,
+	.vidioc_g_fmt_vid_cap_mplane	= daedalus_g_fmt_cap,
+	.vidioc_try_fmt_vid_cap_mplane	= daedalus_try_fmt_cap,
+	.vidioc_s_fmt_vid_cap_mplane	= daedalus_m2m_s_fmt_cap,
+
+	.vidioc_g_selection		= daedalus_m2m_g_selection,
+
+	.vidioc_reqbufs			= v4l2_m2m_ioctl_reqbufs,
+	.vidioc_querybuf		= v4l2_m2m_ioctl_querybuf,
+	.vidioc_qbuf			= v4l2_m2m_ioctl_qbuf,
+	.vidioc_dqbuf			= v4l2_m2m_ioctl_dqbuf,
+	.vidioc_prepare_buf		= v4l2_m2m_ioctl_prepare_buf,
+	.vidioc_create_bufs		= v4l2_m2m_ioctl_create_bufs,
+	.vidioc_expbuf			= v4l2_m2m_ioctl_expbuf,
+	.vidioc_streamon		= v4l2_m2m_ioctl_streamon,
+	.vidioc_streamoff		= v4l2_m2m_ioctl_streamoff,
+
+	.vidioc_try_decoder_cmd		= daedalus_m2m_try_decoder_cmd,
+	.vidioc_decoder_cmd		= daedalus_m2m_decoder_cmd,
+
+	.vidioc_subscribe_event		= daedalus_m2m_subscribe_event,
+	.vidioc_unsubscribe_event	= v4l2_event_unsubscribe,
+};

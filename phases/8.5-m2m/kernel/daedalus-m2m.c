@@ -1,0 +1,645 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * daedalus-v4l2: phase 8.5 layer, the stateful memory-to-memory decoder.
+ *
+ * The application drives the kernel's stateful decoder interface
+ * (Documentation/userspace-api/media/v4l/dev-decoder.rst); the daemon does
+ * the decoding. Start reading at daedalus_m2m_pump(): it runs in a work item
+ * per open file and moves buffers in three steps, as long as one applies:
+ *
+ *  - deliver: FETCH the oldest frame the daemon holds into a CAPTURE buffer
+ *    (after a SOURCE_CHANGE only once CAPTURE is set up again);
+ *  - feed: send an OUTPUT buffer's bytes as FEED; the answer lists the frames
+ *    it completed, which the kernel queues in ctx->pending;
+ *  - drain: after DECODER_CMD STOP, FLUSH the daemon, then mark the last
+ *    CAPTURE buffer with V4L2_BUF_FLAG_LAST and signal V4L2_EVENT_EOS.
+ *
+ * v4l2-mem2mem provides the two vb2 queues and their ioctls; its job
+ * scheduler is not used (a stateful decoder consumes OUTPUT before CAPTURE
+ * exists). Every bridge call is bounded by the bridge's timeout, which is the
+ * watchdog: a job the daemon does not answer ends with its buffer in error.
+ */
+#include <linux/module.h>
+#include <linux/slab.h>
+#include <media/v4l2-event.h>
+#include <media/videobuf2-vmalloc.h>
+
+#include "daedalus-bridge.h"
+#include "daedalus-m2m.h"
+
+static const struct daedalus_m2m_codec daedalus_m2m_codecs[] = {
+	{
+		.fourcc		= V4L2_PIX_FMT_VP9,
+		.codec		= DAEDALUS_CODEC_VP9,
+		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION,
+	},
+	{
+		.fourcc		= V4L2_PIX_FMT_H264,
+		.codec		= DAEDALUS_CODEC_H264,
+		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION |
+				  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
+	},
+	{
+		.fourcc		= DAEDALUS_PIX_FMT_AV1,
+		.codec		= DAEDALUS_CODEC_AV1,
+		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION,
+	},
+};
+
+const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_m2m_codecs); i++)
+		if (fourcc && daedalus_m2m_codecs[i].fourcc == fourcc)
+			return &daedalus_m2m_codecs[i];
+	return NULL;
+}
+
+/* Most pixel bytes one FETCH answer carries (the inline transport's limit). */
+#define DAEDALUS_INLINE_MAX	(DAEDALUS_MAX_PAYLOAD - \
+				 sizeof(struct daedalus_fetch_resp))
+
+void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx)
+{
+	queue_work(system_unbound_wq, &ctx->work);
+}
+
+static struct daedalus_dev *daedalus_m2m_dev(struct daedalus_m2m_ctx *ctx)
+{
+	return ctx->base.dev;
+}
+
+static struct v4l2_m2m_ctx *daedalus_m2m_ctx(struct daedalus_m2m_ctx *ctx)
+{
+	return ctx->base.fh.m2m_ctx;
+}
+
+static struct daedalus_frame_info *daedalus_pending_head(struct daedalus_m2m_ctx *ctx)
+{
+	return ctx->nr_pending ? &ctx->pending[ctx->pending_head] : NULL;
+}
+
+static void daedalus_pending_pop(struct daedalus_m2m_ctx *ctx)
+{
+	ctx->pending_head = (ctx->pending_head + 1) % DAEDALUS_M2M_MAX_PENDING;
+	ctx->nr_pending--;
+}
+
+static void daedalus_pending_push(struct daedalus_m2m_ctx *ctx,
+				  const struct daedalus_frame_info *f)
+{
+	unsigned int tail;
+
+	tail = (ctx->pending_head + ctx->nr_pending) % DAEDALUS_M2M_MAX_PENDING;
+	ctx->pending[tail] = *f;
+	ctx->nr_pending++;
+}
+
+static void daedalus_queue_event(struct daedalus_m2m_ctx *ctx, u32 type)
+{
+	struct v4l2_event ev = { .type = type };
+
+	if (type == V4L2_EVENT_SOURCE_CHANGE)
+		ev.u.src_change.changes = V4L2_EVENT_SRC_CH_RESOLUTION;
+	v4l2_event_queue_fh(&ctx->base.fh, &ev);
+}
+
+/*
+ * The stream's picture size is now @f's: set the CAPTURE format from it and
+ * tell the application, which sets CAPTURE up again (dev-decoder.rst,
+ * "Initialization" and "Dynamic resolution change").
+ */
+static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
+				  const struct daedalus_frame_info *f)
+{
+	struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
+	struct daedalus_dev *dev = daedalus_m2m_dev(ctx);
+
+	cap->width = f->width;
+	cap->height = f->height;
+	cap->pixelformat = V4L2_PIX_FMT_NV12;
+	daedalus_fill_decoded_fmt(cap);
+	ctx->visible_width = f->width;
+	ctx->visible_height = f->height;
+	ctx->have_geometry = true;
+	ctx->src_change = true;
+	ctx->failed = cap->plane_fmt[0].sizeimage > DAEDALUS_INLINE_MAX;
+	if (ctx->failed)
+		dev_err(&dev->pdev->dev,
+			"%ux%u frames need %u bytes; the inline transport carries at most %zu (phase 8.6 lifts this)\n",
+			f->width, f->height, cap->plane_fmt[0].sizeimage,
+			DAEDALUS_INLINE_MAX);
+	daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
+}
+
+static bool daedalus_same_geometry(struct daedalus_m2m_ctx *ctx,
+				   const struct daedalus_frame_info *f)
+{
+	return ctx->have_geometry && f->width == ctx->visible_width &&
+	       f->height == ctx->visible_height;
+}
+
+/* Hands out a CAPTURE buffer with no picture, flagged LAST. */
+static void daedalus_cap_last(struct daedalus_m2m_ctx *ctx,
+			      struct vb2_v4l2_buffer *dst)
+{
+	vb2_set_plane_payload(&dst->vb2_buf, 0, 0);
+	dst->flags |= V4L2_BUF_FLAG_LAST;
+	dst->field = V4L2_FIELD_NONE;
+	dst->sequence = ctx->cap_sequence++;
+	v4l2_m2m_buf_done(dst, VB2_BUF_STATE_DONE);
+}
+
+struct daedalus_fetch_reply {
+	struct daedalus_reply reply;
+	struct daedalus_frame_info want;
+	u32 bytes;
+};
+
+/* A FETCH answer must describe the frame we expect, with exact sizes. */
+static bool daedalus_fetch_valid(const struct daedalus_reply *reply, u32 status,
+				 const void *payload, u32 len)
+{
+	const struct daedalus_fetch_reply *fr =
+		container_of(reply, struct daedalus_fetch_reply, reply);
+	const struct daedalus_fetch_resp *resp = payload;
+
+	if (status)
+		return true;
+	if (len < sizeof(*resp) || resp->reserved[0] || resp->reserved[1] ||
+	    resp->reserved[2] || resp->frame.reserved[0] ||
+	    resp->frame.reserved[1])
+		return false;
+	if (resp->frame.width != fr->want.width ||
+	    resp->frame.height != fr->want.height ||
+	    resp->frame.pixfmt != fr->want.pixfmt ||
+	    resp->frame.timestamp != fr->want.timestamp ||
+	    resp->frame.digest != fr->want.digest)
+		return false;
+	return resp->bytes == fr->bytes && len == sizeof(*resp) + resp->bytes;
+}
+
+/* FETCH the oldest pending frame into @dst (or drop it when @dst is NULL). */
+static int daedalus_fetch(struct daedalus_m2m_ctx *ctx,
+			  struct vb2_v4l2_buffer *dst)
+{
+	const struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
+	struct daedalus_frame_info *head = daedalus_pending_head(ctx);
+	struct daedalus_fetch_reply fr = {
+		.reply.buf	= ctx->fetch,
+		.reply.max_len	= DAEDALUS_MAX_PAYLOAD,
+		.reply.validate	= daedalus_fetch_valid,
+		.want		= *head,
+	};
+	struct daedalus_fetch_req req = {
+		.stream_id	= ctx->stream.id,
+		.bytesperline	= cap->plane_fmt[0].bytesperline,
+		.height		= cap->height,
+		.max_bytes	= cap->plane_fmt[0].sizeimage,
+	};
+	int ret;
+
+	if (!dst)
+		req.flags = DAEDALUS_FETCH_DISCARD;
+	fr.bytes = dst ? cap->plane_fmt[0].sizeimage : 0;
+	ret = daedalus_bridge_call(daedalus_m2m_dev(ctx), DAEDALUS_MSG_FETCH,
+				   &req, sizeof(req), &fr.reply);
+	daedalus_pending_pop(ctx);
+	if (ret)
+		return ret;
+	if (fr.reply.status)
+		return -EIO;
+	if (dst)
+		memcpy(vb2_plane_vaddr(&dst->vb2_buf, 0),
+		       (u8 *)ctx->fetch + sizeof(struct daedalus_fetch_resp),
+		       fr.bytes);
+	return 0;
+}
+
+static bool daedalus_cap_ready(struct daedalus_m2m_ctx *ctx)
+{
+	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+
+	return !ctx->aborting && vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m)) &&
+	       v4l2_m2m_num_dst_bufs_ready(m2m);
+}
+
+/* Step 1: a decoded frame into a CAPTURE buffer. */
+static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
+{
+	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+	struct daedalus_frame_info *head = daedalus_pending_head(ctx);
+	struct vb2_v4l2_buffer *dst;
+	int ret;
+
+	if (!head || ctx->src_change)
+		return false;
+	if (!daedalus_same_geometry(ctx, head)) {
+		/* Implicit drain: LAST on the old geometry, then the event. */
+		if (!ctx->have_geometry) {
+			daedalus_new_geometry(ctx, head);
+			return true;
+		}
+		if (!daedalus_cap_ready(ctx))
+			return false;
+		daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
+		daedalus_new_geometry(ctx, head);
+		return true;
+	}
+	if (!daedalus_cap_ready(ctx))
+		return false;
+
+	dst = v4l2_m2m_dst_buf_remove(m2m);
+	if (ctx->failed) {
+		daedalus_fetch(ctx, NULL);
+		v4l2_m2m_buf_done(dst, VB2_BUF_STATE_ERROR);
+		return true;
+	}
+	dst->vb2_buf.timestamp = head->timestamp;
+	dst->field = V4L2_FIELD_NONE;
+	dst->flags &= ~(V4L2_BUF_FLAG_KEYFRAME | V4L2_BUF_FLAG_LAST);
+	if (head->flags & DAEDALUS_FRAME_KEY)
+		dst->flags |= V4L2_BUF_FLAG_KEYFRAME;
+	ret = daedalus_fetch(ctx, dst);
+	dst->sequence = ctx->cap_sequence++;
+	vb2_set_plane_payload(&dst->vb2_buf, 0,
+			      ret ? 0 : ctx->base.cap_fmt.plane_fmt[0].sizeimage);
+	if (!ret && ctx->draining && ctx->flushed && !ctx->nr_pending) {
+		/* The drain's last frame carries LAST itself. */
+		dst->flags |= V4L2_BUF_FLAG_LAST;
+		ctx->draining = false;
+		ctx->stopped = true;
+		daedalus_queue_event(ctx, V4L2_EVENT_EOS);
+	}
+	v4l2_m2m_buf_done(dst, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
+	return true;
+}
+
+/* Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL). */
+static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
+			 struct vb2_v4l2_buffer *src)
+{
+	const struct daedalus_m2m_codec *codec =
+		daedalus_m2m_codec(ctx->base.out_fmt.pixelformat);
+	u32 bytes = src ? vb2_get_plane_payload(&src->vb2_buf, 0) : 0;
+	struct daedalus_decode_req *msg;
+	unsigned int i;
+	int ret;
+
+	if (!codec)
+		return -EINVAL;
+	if (bytes > DAEDALUS_MAX_PAYLOAD - sizeof(*msg))
+		return -E2BIG;
+	msg = kvzalloc(sizeof(*msg) + bytes, GFP_KERNEL);
+	if (!msg)
+		return -ENOMEM;
+	msg->codec = codec->codec;
+	msg->bitstream_len = bytes;
+	if (src) {
+		msg->timestamp = src->vb2_buf.timestamp;
+		memcpy(msg + 1, vb2_plane_vaddr(&src->vb2_buf, 0), bytes);
+	} else {
+		msg->flags |= DAEDALUS_DECODE_FLUSH;
+	}
+	if (ctx->reset) {
+		msg->flags |= DAEDALUS_DECODE_RESET;
+		ctx->reset = false;
+	}
+	ret = daedalus_decode_op(daedalus_m2m_dev(ctx), &ctx->stream,
+				 DAEDALUS_MSG_FEED,
+				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET,
+				 msg, sizeof(*msg) + bytes, &ctx->result);
+	kvfree(msg);
+	if (ret)
+		return ret;
+	for (i = 0; i < ctx->result.resp.nr_frames; i++)
+		daedalus_pending_push(ctx, &ctx->result.frames[i]);
+	return ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
+}
+
+/* Step 2: an OUTPUT buffer to the daemon. */
+static bool daedalus_feed_one(struct daedalus_m2m_ctx *ctx)
+{
+	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+	struct vb2_v4l2_buffer *src;
+	int ret;
+
+	if (ctx->aborting || ctx->stopped ||
+	    !vb2_is_streaming(v4l2_m2m_get_src_vq(m2m)) ||
+	    !v4l2_m2m_num_src_bufs_ready(m2m) ||
+	    ctx->nr_pending > DAEDALUS_M2M_MAX_PENDING - DAEDALUS_MAX_FRAMES)
+		return false;
+
+	src = v4l2_m2m_src_buf_remove(m2m);
+	ret = daedalus_feed(ctx, src);
+	if (ret && ret != -EILSEQ)
+		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
+				     "stream %u: OUTPUT buffer %u not decoded: %d\n",
+				     ctx->stream.id, src->vb2_buf.index, ret);
+	v4l2_m2m_buf_done(src, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
+	return true;
+}
+
+/* Step 3: the drain after DECODER_CMD STOP, once OUTPUT is consumed. */
+static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
+{
+	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+	int ret;
+
+	if (!ctx->draining || ctx->aborting || v4l2_m2m_num_src_bufs_ready(m2m))
+		return false;
+	if (!ctx->flushed) {
+		ctx->flushed = true;
+		ret = daedalus_feed(ctx, NULL);
+		if (ret && ret != -EILSEQ)
+			dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
+					     "stream %u: drain failed: %d\n",
+					     ctx->stream.id, ret);
+		return true;
+	}
+	if (ctx->nr_pending || ctx->src_change || !daedalus_cap_ready(ctx))
+		return false;
+	daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
+	ctx->draining = false;
+	ctx->stopped = true;
+	daedalus_queue_event(ctx, V4L2_EVENT_EOS);
+	return true;
+}
+
+static void daedalus_m2m_pump(struct work_struct *work)
+{
+	struct daedalus_m2m_ctx *ctx =
+		container_of(work, struct daedalus_m2m_ctx, work);
+
+	mutex_lock(&ctx->lock);
+	while (daedalus_deliver(ctx) || daedalus_feed_one(ctx) ||
+	       daedalus_drain(ctx))
+		;
+	mutex_unlock(&ctx->lock);
+}
+
+/* vb2 queue operations; called with dev->vdev_lock held. */
+
+static int daedalus_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
+				unsigned int *nplanes, unsigned int sizes[],
+				struct device *alloc_devs[])
+{
+	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
+	const struct v4l2_pix_format_mplane *pix = V4L2_TYPE_IS_OUTPUT(vq->type) ?
+		&ctx->base.out_fmt : &ctx->base.cap_fmt;
+	u32 size = pix->plane_fmt[0].sizeimage;
+
+	if (*nplanes)
+		return *nplanes == 1 && sizes[0] >= size ? 0 : -EINVAL;
+	*nplanes = 1;
+	sizes[0] = size;
+	return 0;
+}
+
+static int daedalus_buf_prepare(struct vb2_buffer *vb)
+{
+	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+	const struct v4l2_pix_format_mplane *pix;
+
+	if (V4L2_TYPE_IS_OUTPUT(vb->vb2_queue->type))
+		return 0;
+	pix = &ctx->base.cap_fmt;
+	if (vb2_plane_size(vb, 0) < pix->plane_fmt[0].sizeimage)
+		return -EINVAL;
+	return 0;
+}
+
+static int daedalus_buf_out_validate(struct vb2_buffer *vb)
+{
+	struct vb2_v4l2_buffer *vbuf = to_vb2_v4l2_buffer(vb);
+
+	vbuf->field = V4L2_FIELD_NONE;
+	return 0;
+}
+
+static void daedalus_buf_queue(struct vb2_buffer *vb)
+{
+	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+
+	v4l2_m2m_buf_queue(daedalus_m2m_ctx(ctx), to_vb2_v4l2_buffer(vb));
+	daedalus_m2m_kick(ctx);
+}
+
+static int daedalus_start_streaming(struct vb2_queue *vq, unsigned int count)
+{
+	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
+
+	mutex_lock(&ctx->lock);
+	if (V4L2_TYPE_IS_OUTPUT(vq->type)) {
+		ctx->stopped = false;
+	} else {
+		ctx->cap_sequence = 0;
+		ctx->src_change = false;
+		ctx->stopped = false;
+	}
+	mutex_unlock(&ctx->lock);
+	daedalus_m2m_kick(ctx);
+	return 0;
+}
+
+/* Stops the pump for the duration of @fn's buffer returns. */
+static void daedalus_m2m_quiesce(struct daedalus_m2m_ctx *ctx, bool on)
+{
+	mutex_lock(&ctx->lock);
+	ctx->aborting = on;
+	mutex_unlock(&ctx->lock);
+	if (on)
+		flush_work(&ctx->work);
+}
+
+static void daedalus_stop_streaming(struct vb2_queue *vq)
+{
+	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
+	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+	struct vb2_v4l2_buffer *vbuf;
+
+	daedalus_m2m_quiesce(ctx, true);
+	if (V4L2_TYPE_IS_OUTPUT(vq->type)) {
+		while ((vbuf = v4l2_m2m_src_buf_remove(m2m)))
+			v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_ERROR);
+		/* A seek: the daemon starts over at the next FEED. */
+		mutex_lock(&ctx->lock);
+		ctx->reset = true;
+		ctx->nr_pending = 0;
+		ctx->draining = false;
+		ctx->flushed = false;
+		ctx->stopped = false;
+		mutex_unlock(&ctx->lock);
+	} else {
+		while ((vbuf = v4l2_m2m_dst_buf_remove(m2m)))
+			v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_ERROR);
+	}
+	daedalus_m2m_quiesce(ctx, false);
+}
+
+static const struct vb2_ops daedalus_qops = {
+	.queue_setup		= daedalus_queue_setup,
+	.buf_out_validate	= daedalus_buf_out_validate,
+	.buf_prepare		= daedalus_buf_prepare,
+	.buf_queue		= daedalus_buf_queue,
+	.start_streaming	= daedalus_start_streaming,
+	.stop_streaming		= daedalus_stop_streaming,
+	.wait_prepare		= vb2_ops_wait_prepare,
+	.wait_finish		= vb2_ops_wait_finish,
+};
+
+static int daedalus_queue_init(void *priv, struct vb2_queue *src_vq,
+			       struct vb2_queue *dst_vq)
+{
+	struct daedalus_m2m_ctx *ctx = priv;
+	int ret;
+
+	src_vq->type = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE;
+	src_vq->io_modes = VB2_MMAP | VB2_DMABUF;
+	src_vq->drv_priv = ctx;
+	src_vq->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
+	src_vq->ops = &daedalus_qops;
+	src_vq->mem_ops = &vb2_vmalloc_memops;
+	src_vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
+	src_vq->lock = &ctx->base.dev->vdev_lock;
+	ret = vb2_queue_init(src_vq);
+	if (ret)
+		return ret;
+
+	dst_vq->type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
+	dst_vq->io_modes = VB2_MMAP | VB2_DMABUF;
+	dst_vq->drv_priv = ctx;
+	dst_vq->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
+	dst_vq->ops = &daedalus_qops;
+	dst_vq->mem_ops = &vb2_vmalloc_memops;
+	dst_vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
+	dst_vq->lock = &ctx->base.dev->vdev_lock;
+	return vb2_queue_init(dst_vq);
+}
+
+static int daedalus_m2m_open(struct file *file)
+{
+	struct daedalus_dev *dev = video_drvdata(file);
+	struct daedalus_m2m_ctx *ctx;
+	int ret;
+
+	/*
+	 * No device lock needed: the context is private to this file until
+	 * daedalus_fh_add() links it.
+	 */
+	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	ctx->fetch = kvmalloc(DAEDALUS_MAX_PAYLOAD, GFP_KERNEL);
+	if (!ctx->fetch) {
+		ret = -ENOMEM;
+		goto err_free_ctx;
+	}
+	ctx->base.dev = dev;
+	mutex_init(&ctx->lock);
+	INIT_WORK(&ctx->work, daedalus_m2m_pump);
+	daedalus_stream_init(&ctx->stream);
+	v4l2_fh_init(&ctx->base.fh, video_devdata(file));
+	file->private_data = &ctx->base.fh;
+	daedalus_default_fmts(&ctx->base);
+
+	v4l2_ctrl_handler_init(&ctx->ctrls, 1);
+	v4l2_ctrl_new_std(&ctx->ctrls, NULL, V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,
+			  1, 32, 1, 4);
+	ret = ctx->ctrls.error;
+	if (ret)
+		goto err_free_ctrls;
+	ctx->base.fh.ctrl_handler = &ctx->ctrls;
+
+	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx,
+						 daedalus_queue_init);
+	if (IS_ERR(ctx->base.fh.m2m_ctx)) {
+		ret = PTR_ERR(ctx->base.fh.m2m_ctx);
+		goto err_free_ctrls;
+	}
+	daedalus_fh_add(&ctx->base.fh, file);
+	return 0;
+
+err_free_ctrls:
+	v4l2_ctrl_handler_free(&ctx->ctrls);
+	v4l2_fh_exit(&ctx->base.fh);
+	mutex_destroy(&ctx->lock);
+	kvfree(ctx->fetch);
+err_free_ctx:
+	kvfree(ctx);
+	return ret;
+}
+
+static int daedalus_m2m_release(struct file *file)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	struct daedalus_dev *dev = ctx->base.dev;
+
+	mutex_lock(&ctx->lock);
+	ctx->aborting = true;
+	mutex_unlock(&ctx->lock);
+	cancel_work_sync(&ctx->work);
+	mutex_lock(&dev->vdev_lock);
+	v4l2_m2m_ctx_release(ctx->base.fh.m2m_ctx);
+	mutex_unlock(&dev->vdev_lock);
+	cancel_work_sync(&ctx->work);
+	daedalus_stream_close(dev, &ctx->stream);
+	daedalus_fh_del(&ctx->base.fh, file);
+	v4l2_fh_exit(&ctx->base.fh);
+	v4l2_ctrl_handler_free(&ctx->ctrls);
+	mutex_destroy(&ctx->lock);
+	kvfree(ctx->fetch);
+	kvfree(ctx);
+	return 0;
+}
+
+const struct v4l2_file_operations daedalus_m2m_fops = {
+	.owner		= THIS_MODULE,
+	.open		= daedalus_m2m_open,
+	.release	= daedalus_m2m_release,
+	.poll		= v4l2_m2m_fop_poll,
+	.unlocked_ioctl	= video_ioctl2,
+	.mmap		= v4l2_m2m_fop_mmap,
+};
+
+/* v4l2-mem2mem's scheduler is not used: no job is ever ready. */
+static int daedalus_job_ready(void *priv)
+{
+	return 0;
+}
+
+static void daedalus_device_run(void *priv)
+{
+}
+
+static const struct v4l2_m2m_ops daedalus_m2m_ops = {
+	.device_run	= daedalus_device_run,
+	.job_ready	= daedalus_job_ready,
+};
+
+static int daedalus_m2m_init(struct daedalus_dev *dev)
+{
+	dev->m2m_dev = v4l2_m2m_init(&daedalus_m2m_ops);
+	if (IS_ERR(dev->m2m_dev)) {
+		int ret = PTR_ERR(dev->m2m_dev);
+
+		dev->m2m_dev = NULL;
+		return ret;
+	}
+	dev->fops = &daedalus_m2m_fops;
+	dev->ioctl_ops = &daedalus_m2m_ioctl_ops;
+	return 0;
+}
+
+static void daedalus_m2m_exit(struct daedalus_dev *dev)
+{
+	v4l2_m2m_release(dev->m2m_dev);
+	dev->m2m_dev = NULL;
+}
+
+const struct daedalus_layer daedalus_m2m_layer = {
+	.name	= "8.5-m2m",
+	.init	= daedalus_m2m_init,
+	.exit	= daedalus_m2m_exit,
+};

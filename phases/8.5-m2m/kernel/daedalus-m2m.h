@@ -1,0 +1,99 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * daedalus-v4l2: the stateful m2m decoder (phase 8.5).
+ *
+ * Reading order: daedalus-m2m.c, daedalus_m2m_pump() first (how buffers move
+ * between the application and the daemon), then the vb2 queue operations;
+ * daedalus-m2m-ioctl.c holds the ioctl table, DECODER_CMD and the events.
+ */
+#ifndef _DAEDALUS_M2M_H
+#define _DAEDALUS_M2M_H
+
+#include <linux/mutex.h>
+#include <linux/workqueue.h>
+#include <media/v4l2-ctrls.h>
+#include <media/v4l2-mem2mem.h>
+
+#include "daedalus.h"
+#include "daedalus-decode.h"
+
+/* Decoded frames the kernel tracks in the daemon per stream. */
+#define DAEDALUS_M2M_MAX_PENDING	32
+
+/**
+ * struct daedalus_m2m_codec - how a coded OUTPUT format reaches the daemon
+ * @fourcc: V4L2 coded format.
+ * @codec: enum daedalus_codec.
+ * @fmt_flags: V4L2_FMT_FLAG_* this codec's bytestream handling supports.
+ */
+struct daedalus_m2m_codec {
+	u32 fourcc;
+	u32 codec;
+	u32 fmt_flags;
+};
+
+/**
+ * struct daedalus_m2m_ctx - one open file of the decoder
+ * @base: formats and the V4L2 file handle; must stay first.
+ * @ctrls: control handler (V4L2_CID_MIN_BUFFERS_FOR_CAPTURE).
+ * @work: runs daedalus_m2m_pump().
+ * @lock: serializes the pump; protects every member below it.
+ * @stream: this context's decoder in the daemon.
+ * @pending: frames decoded by the daemon and not yet fetched, oldest first.
+ * @pending_head: index of the oldest entry of @pending.
+ * @nr_pending: entries in @pending.
+ * @have_geometry: the stream's picture size is known (first frame decoded).
+ * @visible_width: width of the decoded picture (CAPTURE may be wider).
+ * @visible_height: height of the decoded picture (CAPTURE may be taller).
+ * @src_change: SOURCE_CHANGE was sent; CAPTURE must be set up again before
+ *	more frames are delivered.
+ * @draining: DECODER_CMD STOP received; the drain is in progress.
+ * @flushed: the drain's FLUSH was sent to the daemon.
+ * @stopped: the drain completed (LAST delivered) and no START came yet.
+ * @reset: the next FEED starts a new stream position (after a seek).
+ * @aborting: a queue is stopping; the pump must not take buffers.
+ * @failed: the stream exceeds what this transport carries; every buffer
+ *	is returned with an error until a new stream starts.
+ * @cap_sequence: sequence number of the next CAPTURE buffer.
+ * @fetch: bounce buffer for FETCH answers (DAEDALUS_MAX_PAYLOAD bytes).
+ * @result: the last FEED answer.
+ */
+struct daedalus_m2m_ctx {
+	struct daedalus_ctx base;
+	struct v4l2_ctrl_handler ctrls;
+	struct work_struct work;
+	struct mutex lock; /* serializes the pump; protects the fields below */
+	struct daedalus_dec_stream stream;
+	struct daedalus_frame_info pending[DAEDALUS_M2M_MAX_PENDING];
+	unsigned int pending_head;
+	unsigned int nr_pending;
+	bool have_geometry;
+	u32 visible_width;
+	u32 visible_height;
+	bool src_change;
+	bool draining;
+	bool flushed;
+	bool stopped;
+	bool reset;
+	bool aborting;
+	bool failed;
+	u32 cap_sequence;
+	void *fetch;
+	struct daedalus_decode_result result;
+};
+
+static inline struct daedalus_m2m_ctx *daedalus_file_to_m2m(struct file *file)
+{
+	return container_of(daedalus_file_to_ctx(file), struct daedalus_m2m_ctx,
+			    base);
+}
+
+/* daedalus-m2m.c */
+extern const struct v4l2_file_operations daedalus_m2m_fops;
+const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc);
+void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
+
+/* daedalus-m2m-ioctl.c */
+extern const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops;
+
+#endif /* _DAEDALUS_M2M_H */

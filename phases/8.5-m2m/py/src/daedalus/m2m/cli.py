@@ -1,0 +1,173 @@
+"""``daedalus-v4l2 decode FILE -o OUT.yuv``: decode through the V4L2 node like any application.
+
+FILE (VP9 in IVF, H.264 Annex-B; AV1 where the node offers a stateful AV1
+format) is read with phase 8.3's readers, one packet per OUTPUT buffer, its
+timestamp the packet's index. The node (``--device``, default: the
+daedalus-v4l2 node found by its card name) is driven through the stateful
+decoder sequence of dev-decoder.rst (see v4l2.py), and every decoded picture
+is written to OUT as tightly packed NV12 at its own size: the visible
+rectangle's luma rows, then its interleaved CbCr rows.
+
+One summary line on stdout::
+
+    decode: FILE: 30 frames, 320x240, 212.5 fps, 0 errors -> OUT
+
+Buffers in error are reported on stderr as they come. ``--compare`` then
+decodes FILE with Debian's ffmpeg (reference.py) and prints
+``byte-exact: yes`` or ``byte-exact: no (first difference at byte N, frame F)``.
+
+Exit status: 0 when frames were decoded, no buffer came back in error, no
+packet was skipped (and, with --compare, the output is byte-exact); 1
+otherwise, including every failure to set up or to make progress (each wait
+is bounded by ``--timeout``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import sys
+from pathlib import Path
+from typing import BinaryIO
+
+from daedalus.m2m.v4l2 import (
+    CODED_FOURCCS,
+    DEFAULT_BUFFERS,
+    DEFAULT_TIMEOUT,
+    DecodeError,
+    Frame,
+    M2MNode,
+    StatefulDecode,
+    Stats,
+    packets_of,
+)
+
+PROG = "daedalus-v4l2 decode"
+log = logging.getLogger("daedalus.m2m.decode")
+
+
+def errno_name(code: int | None) -> str:
+    return errno.errorcode.get(code or 0, str(code))
+
+
+def format_summary(path: str, out: str, stats: Stats) -> str:
+    sizes = ", ".join(f"{w}x{h}" for w, h in stats.sizes) or "no picture"
+    detail = []
+    if stats.output_errors:
+        detail.append(f"{len(stats.output_errors)} OUTPUT")
+    if stats.capture_errors:
+        detail.append(f"{len(stats.capture_errors)} CAPTURE")
+    if stats.skipped:
+        detail.append(f"{len(stats.skipped)} packets skipped")
+    errors = f"{stats.errors} errors" + (f" ({', '.join(detail)})" if detail else "")
+    return (f"decode: {path}: {stats.frames} frames, {sizes}, {stats.fps:.1f} fps, {errors} "
+            f"-> {out}")
+
+
+class _Writer:
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.frame_bytes: list[int] = []
+
+    def __call__(self, frame: Frame) -> None:
+        self.out.write(frame.data)
+        self.frame_bytes.append(len(frame.data))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
+    return value
+
+
+class DecodeCommand:
+    NAME = "decode"
+    HELP = ("decode a VP9 / H.264 file through the V4L2 stateful decoder node into raw NV12 "
+            "(optionally compared with ffmpeg byte for byte)")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("file", metavar="FILE", help="VP9 in IVF or H.264 Annex-B")
+        parser.add_argument("-o", "--output", required=True, metavar="OUT.yuv",
+                            help="where the decoded frames go (tightly packed NV12)")
+        parser.add_argument("--device", metavar="/dev/videoN",
+                            help="the decoder node (default: the daedalus-v4l2 node)")
+        parser.add_argument("--buffers", type=_positive, default=DEFAULT_BUFFERS, metavar="N",
+                            help="buffers per queue (default: %(default)s)")
+        parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+                            metavar="SECONDS",
+                            help="give up when nothing moves for this long "
+                                 "(default: %(default)g)")
+        parser.add_argument("--compare", action="store_true",
+                            help="compare OUT byte for byte with /usr/bin/ffmpeg's decode")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from daedalus.parse.readers import ReaderError
+        from daedalus.skeleton.v4l2dev import find_node
+
+        path: str = args.file
+        try:
+            codec, width, height, packets = packets_of(path)
+        except (ReaderError, OSError) as exc:
+            print(f"{PROG}: {path}: {exc}", file=sys.stderr)
+            return 1
+        code = CODED_FOURCCS.get(codec)
+        if code is None:
+            print(f"{PROG}: {path}: codec {codec!r} is not decoded here", file=sys.stderr)
+            return 1
+        try:
+            device = Path(args.device) if args.device else find_node()
+            node = M2MNode(device)
+        except OSError as exc:
+            where = args.device or "the daedalus-v4l2 node"
+            print(f"{PROG}: cannot open {where}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+
+        def warn(text: str) -> None:
+            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+        failed: str | None = None
+        try:
+            with node, open(args.output, "wb") as out:
+                writer = _Writer(out)
+                decode = StatefulDecode(node, code, packets, writer, buffers=args.buffers,
+                                        timeout=args.timeout, width=width, height=height,
+                                        log=log.debug, warn=warn)
+                try:
+                    decode.run()
+                except DecodeError as exc:
+                    failed = str(exc)
+                except ReaderError as exc:
+                    failed = f"{path}: {exc}"
+                except OSError as exc:
+                    failed = (f"V4L2 call failed: {exc.strerror or exc} "
+                              f"({errno_name(exc.errno)})")
+        except OSError as exc:
+            print(f"{PROG}: {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
+        stats = decode.stats
+        print(format_summary(path, args.output, stats), flush=True)
+        if failed is not None:
+            print(f"{PROG}: {device}: {failed}", file=sys.stderr)
+            return 1
+        ok = stats.frames > 0 and stats.errors == 0
+        if args.compare:
+            from daedalus.m2m.reference import ReferenceError, compare, reference_output
+
+            try:
+                want = reference_output(path)
+            except ReferenceError as exc:
+                print(f"{PROG}: {exc}", file=sys.stderr)
+                return 1
+            result = compare(Path(args.output).read_bytes(), want, writer.frame_bytes)
+            print(result.describe(), flush=True)
+            ok = ok and result.equal
+        return 0 if ok else 1

@@ -1,0 +1,94 @@
+"""The independent reference: Debian's ffmpeg decoding the same file to raw NV12.
+
+``/usr/bin/ffmpeg -i FILE -pix_fmt nv12 -f rawvideo -`` (a different FFmpeg
+build than PyAV's, which decodes in daedalusd), with ``-fps_mode
+passthrough`` (every decoded frame once, none duplicated or dropped) and
+``-autoscale 0`` (a stream that changes resolution keeps each frame at its
+own size instead of scaling it to the first one's). Frames are tightly
+packed: ``w * h`` bytes of luma, then ``2 * ceil(w / 2) * ceil(h / 2)`` of
+interleaved chroma.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+FFMPEG = os.environ.get("DAEDALUS_FFMPEG", "/usr/bin/ffmpeg")
+TIMEOUT = 600.0
+
+
+class ReferenceError(RuntimeError):
+    """ffmpeg could not decode the file."""
+
+
+def reference_command(path: str | os.PathLike[str], pix_fmt: str = "nv12") -> list[str]:
+    return [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", os.fspath(path),
+            "-map", "0:v:0", "-fps_mode", "passthrough", "-autoscale", "0",
+            "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"]
+
+
+def reference_output(path: str | os.PathLike[str], pix_fmt: str = "nv12", *,
+                     timeout: float = TIMEOUT) -> bytes:
+    """ffmpeg's decoded frames of *path*, tightly packed, concatenated."""
+    cmd = reference_command(path, pix_fmt)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ReferenceError(f"{' '.join(cmd)}: {exc} (Debian: apt-get install ffmpeg)") from exc
+    if proc.returncode != 0:
+        raise ReferenceError(f"{' '.join(cmd)} failed ({proc.returncode}): "
+                             f"{proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
+
+
+def first_difference(a: bytes, b: bytes) -> int | None:
+    """Offset of the first byte where *a* and *b* differ (a length difference
+    counts at the shorter length), or None when they are equal."""
+    if a == b:
+        return None
+    n = min(len(a), len(b))
+    diff = np.flatnonzero(np.frombuffer(a, np.uint8, n) != np.frombuffer(b, np.uint8, n))
+    return int(diff[0]) if diff.size else n
+
+
+def frame_at(offset: int, frame_bytes: Sequence[int]) -> int:
+    """The index of the frame holding byte *offset*, given each frame's size
+    (past the end: the index one past the last frame)."""
+    end = 0
+    for index, size in enumerate(frame_bytes):
+        end += size
+        if offset < end:
+            return index
+    return len(frame_bytes)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    got_bytes: int
+    want_bytes: int
+    offset: int | None = None   # first differing byte
+    frame: int | None = None    # the frame of the decode's output holding it
+
+    @property
+    def equal(self) -> bool:
+        return self.offset is None
+
+    def describe(self) -> str:
+        if self.equal:
+            return "byte-exact: yes"
+        sizes = "" if self.got_bytes == self.want_bytes else (
+            f"; {self.got_bytes} bytes decoded, ffmpeg wrote {self.want_bytes}")
+        return (f"byte-exact: no (first difference at byte {self.offset}, frame {self.frame}"
+                f"{sizes})")
+
+
+def compare(got: bytes, want: bytes, frame_bytes: Sequence[int]) -> Comparison:
+    """*got* (frames of *frame_bytes* bytes each) against ffmpeg's *want*."""
+    offset = first_difference(got, want)
+    return Comparison(got_bytes=len(got), want_bytes=len(want), offset=offset,
+                      frame=None if offset is None else frame_at(offset, frame_bytes))

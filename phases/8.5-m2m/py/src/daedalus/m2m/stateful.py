@@ -1,0 +1,536 @@
+"""The FEED / FETCH handler: the daemon's half of the stateful m2m decoder.
+
+Registered in the ``daedalus.handlers`` entry-point group as ``stateful``. The
+kernel (phases/8.5-m2m/kernel/daedalus-m2m.c) sends every OUTPUT buffer the
+application queues as one FEED and fetches each decoded frame into a CAPTURE
+buffer with FETCH. Per kernel stream (``stream_id``, chosen by the kernel;
+the codec is fixed by its first FEED) this handler keeps:
+
+- an FFmpeg decoder (phase 8.4's ``create_decoder``: native ``vp9`` and
+  ``h264``, ``libdav1d`` for AV1), its reference frames kept from one FEED
+  to the next;
+- for H.264, FFmpeg's ``h264`` parser: an OUTPUT buffer may hold any slice
+  of a continuous Annex-B byte stream (V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM),
+  which the parser splits into access units, one packet each. A VP9 buffer is
+  one frame (or superframe) and an AV1 buffer one temporal unit: each is
+  decoded as one packet;
+- the decoded frames not fetched yet, oldest first, tightly packed NV12 /
+  P010 (phase 8.4's frames.py), at most ``max_kept`` (64).
+
+FEED (struct daedalus_decode_req, then the buffer's bytes):
+
+- ``DAEDALUS_DECODE_RESET`` first drops the decoder, the parser and the kept
+  frames (the application stopped OUTPUT: a seek);
+- ``DAEDALUS_DECODE_FLUSH`` (the drain of DECODER_CMD STOP, usually without
+  bytes) after the bytes flushes the parser and drains the decoder; both are
+  created afresh by the next FEED, whose stream must start at a keyframe;
+- the answer is a RESP_FRAME listing the frames the FEED completed, exactly
+  as FETCH will return them (digest: FNV-1a 64 of the tightly packed frame).
+  More than DAEDALUS_MAX_FRAMES frames: DECODE_ERROR / EOVERFLOW, and they
+  are not kept. A FEED that finds ``max_kept - DAEDALUS_MAX_FRAMES`` frames
+  still kept gets DECODE_ERROR / ENOSPC without being decoded (the kernel
+  stops feeding at 16 pending frames, so it never gets there);
+- timestamps: a frame carries the timestamp of the FEED whose bytes held the
+  first byte of its packet. The parser returns packets in stream order whose
+  sizes add up to the bytes fed, so a byte count (``ByteTimeline``) finds
+  that FEED; the decoder sees a private increasing packet number as pts, which
+  maps its (reordered) output back (as phase 8.4 does);
+- bitstream errors do not end the stream: a FEED that completed frames
+  despite one is answered DECODE_OK with them (the error is logged); one that
+  completed none is DECODE_ERROR / EILSEQ with a message. The decoder keeps
+  its references, so decoding resumes at the next keyframe; a decoder that
+  fails a packet which a fresh decoder decodes as a clean keyframe is wedged
+  and replaced (phase 8.4's rule), and one that fails with anything but
+  invalid data is recreated. A frame FFmpeg flags as decoded with errors
+  (concealed) is dropped, not kept: the protocol has no per-frame error flag.
+
+FETCH (struct daedalus_fetch_req): the oldest kept frame, laid out in the
+requested geometry (layout.py): luma rows at stride ``bytesperline``, the
+chroma plane at ``bytesperline * height``, rows zero-padded, rows past the
+picture zero, ``bytesperline * height * 3 / 2`` bytes after struct
+daedalus_fetch_resp (whose frame is the FEED answer's entry, unchanged);
+with DAEDALUS_FETCH_DISCARD no pixels. Header status instead of an answer:
+ENOENT when nothing is kept; EINVAL for a malformed request, or a geometry
+that cannot hold the frame (rows too short, too few rows, more than
+``max_bytes``); EMSGSIZE when the pixels exceed what one message carries.
+The kernel forgets its oldest pending frame whatever a FETCH's answer, so a
+FETCH with a bad geometry consumes the frame too: both sides stay in step.
+
+CLOSE_STREAM belongs to phase 8.4's DecodeHandler; this handler registers a
+close hook with it (``register_close_hook``) and drops the stream's state
+when it runs.
+
+Threads: the daemon calls ``handle`` from its executor. The table of streams
+has a lock and each stream its own, so streams decode in parallel and one
+stream's requests run one at a time (the kernel sends them one at a time).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import av
+import numpy as np
+import numpy.typing as npt
+from av.video.codeccontext import VideoCodecContext
+
+from daedalus.m2m.layout import Geometry, buffer_size, fits, lay_out
+from daedalus.proto import (
+    FEED_FLAGS,
+    FETCH_RESP_SIZE,
+    MAX_FRAMES,
+    MAX_PAYLOAD,
+    Codec,
+    DecodeReq,
+    DecodeStatus,
+    FetchReq,
+    FrameInfo,
+    Header,
+    MsgType,
+    PixFmt,
+    ProtocolError,
+    encode_message,
+    pack_fetch_resp,
+    pack_frame_resp,
+    parse_decode_req,
+    parse_fetch_req,
+    validate_decode_req,
+    validate_fetch_req,
+)
+from daedalus.roundtrip.decode import (
+    DECODERS,
+    MAX_HEIGHT,
+    MAX_STREAMS,
+    MAX_WIDTH,
+    TIMESTAMP_WINDOW,
+    DecodeFailure,
+    create_decoder,
+    error_response,
+    register_close_hook,
+)
+from daedalus.roundtrip.frames import PackedFrame, pack
+
+log = logging.getLogger("daedalus.m2m")
+
+MAX_KEPT = 64  # decoded frames kept per stream, waiting for FETCH
+
+# The codecs whose OUTPUT buffers are arbitrary slices of a byte stream,
+# split into packets by FFmpeg's parser of that name.
+PARSERS: dict[Codec, str] = {Codec.H264: "h264"}
+
+DecoderFactory = Callable[[Codec], VideoCodecContext]
+
+
+def _ffmpeg_text(exc: Exception) -> str:
+    """FFmpeg's message without PyAV's "[Errno -1094995529] " prefix."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return str(exc) or type(exc).__name__
+
+
+class ByteTimeline:
+    """Which FEED's timestamp each byte of a continuous byte stream carries.
+
+    ``feed`` records every chunk handed to the parser; ``take`` is called
+    once per packet the parser returns, in order, with its size, and answers
+    the timestamp of the chunk that held the packet's first byte (None if
+    the packets have run past the bytes fed, which a parser never does)."""
+
+    def __init__(self) -> None:
+        self.fed = 0       # bytes fed
+        self.taken = 0     # bytes returned as packets
+        self._chunks: deque[tuple[int, int]] = deque()  # (first byte offset, timestamp)
+
+    def feed(self, size: int, timestamp: int) -> None:
+        if size > 0:
+            self._chunks.append((self.fed, timestamp))
+            self.fed += size
+
+    def take(self, size: int) -> int | None:
+        start = self.taken
+        self.taken += size
+        while len(self._chunks) > 1 and self._chunks[1][0] <= start:
+            self._chunks.popleft()
+        if not self._chunks or start >= self.fed:
+            return None
+        return self._chunks[0][1]
+
+    @property
+    def pending(self) -> int:
+        """Bytes fed that no packet has returned yet (held by the parser)."""
+        return self.fed - self.taken
+
+
+@dataclass(frozen=True)
+class KeptFrame:
+    """A decoded frame waiting for FETCH: its FEED answer entry and pixels."""
+
+    info: FrameInfo
+    luma: npt.NDArray[np.uint8]    # rows x row bytes, tightly packed
+    chroma: npt.NDArray[np.uint8]  # interleaved CbCr rows
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something that went wrong within one FEED (errno, text)."""
+
+    error: int
+    message: str
+
+
+@dataclass
+class FeedStream:
+    """One kernel stream of FEED / FETCH requests."""
+
+    stream_id: int
+    codec: Codec
+    max_kept: int = MAX_KEPT
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    decoder: VideoCodecContext | None = None
+    parser: Any = None           # av.CodecContext used only for parse(), H.264
+    timeline: ByteTimeline = field(default_factory=ByteTimeline)
+    packets: int = 0             # packet numbers handed to the decoder as pts
+    timestamps: dict[int, int] = field(default_factory=dict)  # packet number -> timestamp
+    kept: deque[KeptFrame] = field(default_factory=deque)
+    feeds: int = 0
+    fetches: int = 0
+    frames: int = 0
+    errors: int = 0
+    decoders_created: int = 0
+    restarts: int = 0            # decoders replaced because they failed a keyframe
+    resets: int = 0
+
+    # -- state ----------------------------------------------------------------
+
+    def end_sequence(self) -> None:
+        """Drop the decoder and the parser (after a drain): the next FEED starts over."""
+        self.decoder = None
+        self.parser = None
+        self.timeline = ByteTimeline()
+        self.timestamps.clear()
+
+    def reset(self) -> None:
+        """A seek: the decoder, the parser and every kept frame go."""
+        self.end_sequence()
+        self.kept.clear()
+        self.resets += 1
+
+    def _new_decoder(self, factory: DecoderFactory) -> VideoCodecContext:
+        self.decoder = factory(self.codec)
+        self.decoders_created += 1
+        return self.decoder
+
+    # -- FEED -------------------------------------------------------------------
+
+    def feed(self, req: DecodeReq, bitstream: memoryview,
+             factory: DecoderFactory) -> list[FrameInfo]:
+        """Decode one FEED's bytes (then drain on FLUSH) and keep the frames it
+        completed; their FEED answer entries, or DecodeFailure."""
+        self.feeds += 1
+        if req.reset:
+            self.reset()
+        if len(self.kept) + MAX_FRAMES > self.max_kept:
+            raise self._failed(errno.ENOSPC, f"{len(self.kept)} decoded frames are waiting for "
+                               f"FETCH (at most {self.max_kept} are kept); buffer not decoded")
+        problems: list[Problem] = []
+        decoded: list[av.VideoFrame] = []
+        try:
+            for data, timestamp in self._packets(bytes(bitstream), req, problems):
+                decoded += self._decode(data, timestamp, factory, problems)
+            if req.flush:
+                decoded += self._drain(problems)
+            return self._keep(req, decoded, problems)  # before the pts map goes
+        finally:
+            if req.flush:
+                self.end_sequence()
+
+    def _packets(self, data: bytes, req: DecodeReq,
+                 problems: list[Problem]) -> Iterator[tuple[bytes, int]]:
+        """The packets of this FEED's bytes, each with its timestamp."""
+        name = PARSERS.get(self.codec)
+        if name is None:  # one frame / temporal unit per buffer
+            if data:
+                yield data, req.timestamp
+            return
+        if not data and self.parser is None:
+            return
+        if self.parser is None:
+            self.parser = av.CodecContext.create(name, "r")
+        self.timeline.feed(len(data), req.timestamp)
+        try:
+            packets = list(self.parser.parse(data)) if data else []
+            if req.flush:
+                packets += self.parser.parse(None)
+        except av.FFmpegError as exc:
+            problems.append(Problem(errno.EILSEQ, f"parser failed: {_ffmpeg_text(exc)}; "
+                                    f"{self.timeline.pending} bytes dropped"))
+            self.parser = None
+            self.timeline = ByteTimeline()
+            return
+        for packet in packets:
+            timestamp = self.timeline.take(packet.size)
+            yield bytes(packet), req.timestamp if timestamp is None else timestamp
+
+    def _packet(self, data: bytes, number: int) -> av.Packet[Any]:
+        packet = av.Packet(data)
+        packet.pts = number
+        return packet
+
+    def _decode(self, data: bytes, timestamp: int, factory: DecoderFactory,
+                problems: list[Problem]) -> list[av.VideoFrame]:
+        decoder = self.decoder if self.decoder is not None else self._new_decoder(factory)
+        number = self.packets
+        self.packets += 1
+        self.timestamps[number] = timestamp
+        self.timestamps.pop(number - TIMESTAMP_WINDOW, None)
+        try:
+            return list(decoder.decode(self._packet(data, number)))
+        except av.error.InvalidDataError as exc:
+            try:
+                frames = self._restart_at_keyframe(data, number, factory)
+            except av.FFmpegError:
+                frames = None
+            if frames is None:
+                problems.append(Problem(errno.EILSEQ,
+                                        f"invalid bitstream: {_ffmpeg_text(exc)}"))
+                return []
+            return frames
+        except av.error.MemoryError as exc:
+            self.decoder = None
+            problems.append(Problem(errno.ENOMEM, f"decoder out of memory: "
+                                                  f"{_ffmpeg_text(exc)}; decoder reset"))
+        except av.FFmpegError as exc:
+            self.decoder = None  # not plain bad data: a fresh decoder for the next packet
+            problems.append(Problem(errno.EILSEQ, f"decoder failed ({type(exc).__name__}): "
+                                                  f"{_ffmpeg_text(exc)}; decoder reset"))
+        return []
+
+    def _restart_at_keyframe(self, data: bytes, number: int,
+                             factory: DecoderFactory) -> list[av.VideoFrame] | None:
+        """The decoder failed on *data*. If a fresh decoder makes a clean
+        keyframe of it, the old one is wedged: replace it and return what the
+        new one decodes; else None. (Phase 8.4's rule; only error paths pay.)"""
+        probe = factory(self.codec)
+        frames = [*probe.decode(self._packet(data, number)), *probe.decode(None)]
+        if not any(f.key_frame and not f.is_corrupt for f in frames):
+            return None
+        decoder = self._new_decoder(factory)
+        self.restarts += 1
+        log.warning("stream %d: the decoder failed a keyframe that a fresh one decodes; "
+                    "replaced it", self.stream_id)
+        return list(decoder.decode(self._packet(data, number)))
+
+    def _drain(self, problems: list[Problem]) -> list[av.VideoFrame]:
+        if self.decoder is None:
+            return []
+        try:
+            return list(self.decoder.decode(None))
+        except av.FFmpegError as exc:
+            problems.append(Problem(errno.EILSEQ, f"drain failed: {_ffmpeg_text(exc)}"))
+            return []
+
+    def _timestamp(self, frame: PackedFrame, fallback: int) -> int:
+        if frame.pts is None:
+            return fallback
+        return self.timestamps.get(frame.pts, fallback)
+
+    def _keep(self, req: DecodeReq, decoded: list[av.VideoFrame],
+              problems: list[Problem]) -> list[FrameInfo]:
+        good: list[KeptFrame] = []
+        for frame in decoded:
+            if frame.is_corrupt:
+                problems.append(Problem(errno.EILSEQ, "a frame decoded with errors "
+                                                      "(concealed) was dropped"))
+                continue
+            packed = pack(frame)
+            if not (0 < packed.width <= MAX_WIDTH and 0 < packed.height <= MAX_HEIGHT):
+                problems.append(Problem(errno.EFBIG, f"a frame of {packed.width}x"
+                                        f"{packed.height} exceeds {MAX_WIDTH}x{MAX_HEIGHT}"))
+                continue
+            good.append(KeptFrame(packed.info(self._timestamp(packed, req.timestamp)),
+                                  packed.luma, packed.chroma))
+        if problems:
+            self.errors += 1
+        if len(good) > MAX_FRAMES:
+            raise self._failed(errno.EOVERFLOW, f"this buffer completed {len(good)} frames, "
+                               f"an answer lists at most {MAX_FRAMES}; frames dropped (queue "
+                               "smaller OUTPUT buffers)")
+        if problems:
+            text = "; ".join(dict.fromkeys(p.message for p in problems))
+            if not good:
+                raise DecodeFailure(problems[0].error, text)
+            log.warning("stream %d, timestamp %d: %s (%d frames decoded all the same)",
+                        self.stream_id, req.timestamp, text, len(good))
+        self.kept.extend(good)
+        self.frames += len(good)
+        return [k.info for k in good]
+
+    def _failed(self, error: int, message: str) -> DecodeFailure:
+        self.errors += 1
+        return DecodeFailure(error, message)
+
+    # -- FETCH ------------------------------------------------------------------
+
+    def fetch(self, req: FetchReq) -> tuple[int, bytes]:
+        """The answer (header status, payload) to a FETCH of this stream."""
+        with self.lock:
+            if not self.kept:
+                return errno.ENOENT, b""
+            frame = self.kept.popleft()
+            self.fetches += 1
+            if req.discard:
+                return 0, pack_fetch_resp(frame.info)
+            info = frame.info
+            geometry = Geometry(info.width, info.height, PixFmt(info.pixfmt))
+            size = buffer_size(req.bytesperline, req.height)
+            status, reason = errno.EINVAL, fits(geometry, req.bytesperline, req.height)
+            if reason is None and size > req.max_bytes:
+                reason = (f"{req.bytesperline} x {req.height} takes {size} bytes, more than "
+                          f"max_bytes {req.max_bytes}")
+            if reason is None and FETCH_RESP_SIZE + size > MAX_PAYLOAD:
+                status, reason = errno.EMSGSIZE, (
+                    f"{size} pixel bytes do not fit one message (at most "
+                    f"{MAX_PAYLOAD - FETCH_RESP_SIZE})")
+            if reason is not None:
+                self.errors += 1
+                message = (f"stream {self.stream_id}: FETCH of a {info.width}x{info.height} "
+                           f"{info.pixfmt_name} frame: {reason}; frame dropped")
+                log.warning("%s", message)
+                return status, encode_message(message)
+        answer = bytearray(FETCH_RESP_SIZE + size)
+        answer[:FETCH_RESP_SIZE] = pack_fetch_resp(info, nr_bytes=size)
+        lay_out(frame.luma, frame.chroma, req.bytesperline, req.height,
+                out=np.frombuffer(answer, np.uint8, offset=FETCH_RESP_SIZE))
+        return 0, bytes(answer)
+
+
+class StatefulHandler:
+    """FEED -> RESP_FRAME and FETCH -> fetch_resp + pixels, state per stream."""
+
+    OPCODES: ClassVar[tuple[int, ...]] = (MsgType.FEED, MsgType.FETCH)
+    PHASE: ClassVar[tuple[int, int]] = (8, 5)
+    NAME: ClassVar[str] = "stateful"
+
+    def __init__(self, decoder_factory: DecoderFactory = create_decoder,
+                 max_streams: int = MAX_STREAMS, max_kept: int = MAX_KEPT) -> None:
+        self._factory = decoder_factory
+        self._max_streams = max_streams
+        self._max_kept = max_kept
+        self._lock = threading.Lock()  # protects _streams
+        self._streams: dict[int, FeedStream] = {}
+        # CLOSE_STREAM is phase 8.4's opcode: it calls us back (held weakly).
+        self._unregister = register_close_hook(self.drop_stream)
+
+    # -- the daemon's entry point ---------------------------------------------
+
+    def handle(self, header: Header, payload: bytes) -> tuple[int, bytes]:
+        if header.opcode == MsgType.FEED:
+            return 0, self.feed(payload)
+        if header.opcode == MsgType.FETCH:
+            return self.fetch(payload)
+        return (errno.EOPNOTSUPP,
+                f"the stateful handler does not serve type {header.type}".encode())
+
+    # -- FEED -------------------------------------------------------------------
+
+    def feed(self, payload: bytes | bytearray | memoryview) -> bytes:
+        """A FEED payload in, its RESP_FRAME payload out (never raises for
+        anything the request or the bitstream holds)."""
+        try:
+            req, bitstream = parse_decode_req(payload)
+            validate_decode_req(req, len(bitstream), allowed_flags=FEED_FLAGS)
+            stream = self._stream_for(req)
+        except ProtocolError as exc:
+            log.warning("malformed FEED: %s", exc)
+            return error_response(errno.EINVAL, str(exc))
+        except DecodeFailure as exc:
+            log.warning("FEED refused: %s", exc.message)
+            return error_response(exc.error, exc.message)
+        with stream.lock:
+            try:
+                frames = stream.feed(req, bitstream, self._factory)
+            except DecodeFailure as exc:
+                log.warning("stream %d, timestamp %d: %s", req.stream_id, req.timestamp,
+                            exc.message)
+                return error_response(exc.error, exc.message)
+            except Exception as exc:  # a bug here or in PyAV: report it, keep serving
+                stream.end_sequence()
+                stream.errors += 1
+                log.exception("stream %d, timestamp %d: internal error", req.stream_id,
+                              req.timestamp)
+                return error_response(errno.EIO, f"internal error: {exc!r}")
+            kept = len(stream.kept)
+        log.debug("stream %d, timestamp %d: %d bytes%s%s -> %d frames (%d kept)",
+                  req.stream_id, req.timestamp, len(bitstream), " + reset" if req.reset else "",
+                  " + flush" if req.flush else "", len(frames), kept)
+        return pack_frame_resp(DecodeStatus.OK, 0, frames)
+
+    def _stream_for(self, req: DecodeReq) -> FeedStream:
+        codec = Codec(req.codec)
+        with self._lock:
+            stream = self._streams.get(req.stream_id)
+            if stream is None:
+                if len(self._streams) >= self._max_streams:
+                    raise DecodeFailure(errno.EMFILE, f"too many streams: {len(self._streams)} "
+                                        "open (CLOSE_STREAM frees them)")
+                stream = FeedStream(stream_id=req.stream_id, codec=codec,
+                                    max_kept=self._max_kept)
+                self._streams[req.stream_id] = stream
+                log.info("stream %d opened for FEED (%s, decoder %s)", req.stream_id,
+                         codec.name, DECODERS[codec])
+            elif stream.codec != codec:
+                raise ProtocolError(f"stream {req.stream_id} is {stream.codec.name}, the "
+                                    f"FEED says {codec.name}: the codec is fixed per stream")
+            return stream
+
+    # -- FETCH ------------------------------------------------------------------
+
+    def fetch(self, payload: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+        try:
+            req = parse_fetch_req(payload)
+            validate_fetch_req(req)
+        except ProtocolError as exc:
+            log.warning("malformed FETCH: %s", exc)
+            return errno.EINVAL, encode_message(str(exc))
+        stream = self.stream(req.stream_id)
+        if stream is None:
+            return errno.ENOENT, b""
+        return stream.fetch(req)
+
+    # -- CLOSE_STREAM (through phase 8.4's hook) ------------------------------
+
+    def drop_stream(self, stream_id: int) -> None:
+        with self._lock:
+            stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        with stream.lock:  # waits for a request still running on it
+            unfetched = len(stream.kept)
+            stream.reset()
+        log.info("stream %d closed: %d FEEDs, %d frames, %d FETCHes, %d errors, %d frames "
+                 "never fetched", stream_id, stream.feeds, stream.frames, stream.fetches,
+                 stream.errors, unfetched)
+
+    def close(self) -> None:
+        """Stop listening to CLOSE_STREAM and drop every stream."""
+        self._unregister()
+        with self._lock:
+            ids = list(self._streams)
+        for stream_id in ids:
+            self.drop_stream(stream_id)
+
+    # -- introspection (tests, logs) ------------------------------------------
+
+    def stream_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._streams)
+
+    def stream(self, stream_id: int) -> FeedStream | None:
+        with self._lock:
+            return self._streams.get(stream_id)

@@ -1,0 +1,583 @@
+"""A stateful-decoder client of a V4L2 memory-to-memory node, on linuxpy's raw structs.
+
+The sequence is the kernel's Documentation/userspace-api/media/v4l/dev-decoder.rst,
+multi-planar API, MMAP memory, one plane per buffer:
+
+1. S_FMT(OUTPUT) with the coded format; REQBUFS, QUERYBUF and mmap the
+   OUTPUT buffers; SUBSCRIBE_EVENT for SOURCE_CHANGE and EOS; STREAMON(OUTPUT);
+   queue bitstream, one packet per buffer, its timestamp the packet's index.
+2. On V4L2_EVENT_SOURCE_CHANGE: G_FMT(CAPTURE), G_SELECTION(COMPOSE) for the
+   visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE, queue every buffer,
+   STREAMON(CAPTURE).
+3. Loop: DQBUF(CAPTURE) hands out a decoded frame (written out cropped,
+   then requeued); DQBUF(OUTPUT) returns consumed bitstream buffers, which
+   are refilled. Buffers flagged V4L2_BUF_FLAG_ERROR are counted and skipped.
+4. At the end of the file: DECODER_CMD(STOP); the drain ends with a CAPTURE
+   buffer flagged V4L2_BUF_FLAG_LAST (and V4L2_EVENT_EOS), after which
+   DQBUF(CAPTURE) fails with EPIPE.
+5. A SOURCE_CHANGE while CAPTURE streams (dynamic resolution change): the
+   frames of the old size end with a LAST buffer; then STREAMOFF(CAPTURE),
+   REQBUFS(0), G_FMT and new buffers as in step 2, and decoding goes on.
+
+The file descriptor is non-blocking and every wait is a poll(2) with a
+timeout: when nothing moves for ``timeout`` seconds the decode fails with a
+message saying what it was waiting for. It never hangs.
+
+Low-level pieces (``M2MNode``, ``BufferQueue``) are reused by the guest tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import mmap
+import os
+import select
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from linuxpy.video import raw
+
+from daedalus.m2m.layout import Geometry, crop
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, fourcc
+
+V4L2_DEC_CMD_START = 0
+V4L2_DEC_CMD_STOP = 1
+BUF_FLAG_ERROR = int(raw.BufferFlag.ERROR)
+BUF_FLAG_LAST = int(raw.BufferFlag.LAST)
+BUF_FLAG_KEYFRAME = int(raw.BufferFlag.KEYFRAME)
+EVENT_EOS = int(raw.EventType.EOS)
+EVENT_SOURCE_CHANGE = int(raw.EventType.SOURCE_CHANGE)
+CAP_M2M_MPLANE = int(raw.Capability.VIDEO_M2M_MPLANE)
+DAEMON_STATE = Path("/sys/kernel/debug/daedalus-v4l2/daemon")
+
+# Coded formats by the codec phase 8.3's readers report. AV1 has no stateful
+# fourcc in the kernels we support (the node does not offer it there).
+CODED_FOURCCS = {"vp9": "VP90", "h264": "H264", "av1": "AV01"}
+
+DEFAULT_BUFFERS = 8
+DEFAULT_TIMEOUT = 10.0   # seconds without any progress
+EVENT_GRACE = 1.0        # after a LAST buffer, how long its event may take
+FAIL_FAST = 8            # OUTPUT buffers all in error, nothing decoded: give up
+
+
+class DecodeError(Exception):
+    """The decode cannot go on; one line for the user."""
+
+
+def _ioctl(fd: int, request: int, arg: ctypes.Structure | ctypes.c_int) -> None:
+    fcntl.ioctl(fd, request, arg)  # OSError(errno) on failure
+
+
+def timestamp_to_timeval(value: int) -> tuple[int, int]:
+    """A packet index as (seconds, microseconds): the kernel keeps it as
+    nanoseconds and gives it back unchanged."""
+    return divmod(value, 1_000_000)
+
+
+def timeval_to_timestamp(secs: int, usecs: int) -> int:
+    return secs * 1_000_000 + usecs
+
+
+def daemon_hint() -> str:
+    """What the module's debugfs says about daedalusd, if it says anything."""
+    try:
+        state = DAEMON_STATE.read_text().strip()
+    except OSError:
+        return ""
+    if state == "disconnected":
+        return " (daedalusd is not connected: start it)"
+    return f" (daedalusd: {state})"
+
+
+@dataclass(frozen=True)
+class Dequeued:
+    """One buffer DQBUF handed back."""
+
+    index: int
+    flags: int
+    bytesused: int
+    timestamp: int
+    sequence: int
+
+    @property
+    def error(self) -> bool:
+        return bool(self.flags & BUF_FLAG_ERROR)
+
+    @property
+    def last(self) -> bool:
+        return bool(self.flags & BUF_FLAG_LAST)
+
+    @property
+    def key(self) -> bool:
+        return bool(self.flags & BUF_FLAG_KEYFRAME)
+
+
+class LastBufferDequeued(Exception):
+    """DQBUF(CAPTURE) failed with EPIPE: the LAST buffer was already dequeued."""
+
+
+class BufferQueue:
+    """The MMAP buffers of one queue (OUTPUT or CAPTURE, multi-planar, one plane)."""
+
+    def __init__(self, fd: int, buf_type: int) -> None:
+        self.fd = fd
+        self.type = buf_type
+        self.maps: list[mmap.mmap] = []
+        self.lengths: list[int] = []
+        self.streaming = False
+
+    @property
+    def count(self) -> int:
+        return len(self.maps)
+
+    def request(self, count: int) -> int:
+        """REQBUFS(count) and map every buffer; the count the driver granted."""
+        self.release()
+        rb = raw.v4l2_requestbuffers()
+        rb.type = self.type
+        rb.count = count
+        rb.memory = raw.Memory.MMAP
+        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
+        for index in range(rb.count):
+            buf, plane = self._buffer(index)
+            _ioctl(self.fd, raw.IOC.QUERYBUF, buf)
+            self.lengths.append(int(plane.length))
+            self.maps.append(mmap.mmap(self.fd, plane.length, mmap.MAP_SHARED,
+                                       mmap.PROT_READ | mmap.PROT_WRITE,
+                                       offset=plane.m.mem_offset))
+        return int(rb.count)
+
+    def release(self) -> None:
+        """Unmap and free the buffers (REQBUFS 0) if there are any."""
+        if not self.maps:
+            return
+        for m in self.maps:
+            m.close()
+        self.maps.clear()
+        self.lengths.clear()
+        rb = raw.v4l2_requestbuffers()
+        rb.type = self.type
+        rb.count = 0
+        rb.memory = raw.Memory.MMAP
+        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
+
+    def _buffer(self, index: int) -> tuple[raw.v4l2_buffer, raw.v4l2_plane]:
+        plane = raw.v4l2_plane()
+        buf = raw.v4l2_buffer()
+        buf.index = index
+        buf.type = self.type
+        buf.memory = raw.Memory.MMAP
+        buf.length = 1  # planes in m.planes
+        buf.m.planes = ctypes.pointer(plane)
+        return buf, plane
+
+    def queue(self, index: int, data: bytes | None = None, timestamp: int = 0) -> None:
+        """QBUF: OUTPUT buffers with *data* (its bytesused) and *timestamp*."""
+        buf, plane = self._buffer(index)
+        if data is not None:
+            self.maps[index][:len(data)] = data
+            plane.bytesused = len(data)
+            plane.length = self.lengths[index]
+            buf.timestamp.secs, buf.timestamp.usecs = timestamp_to_timeval(timestamp)
+        _ioctl(self.fd, raw.IOC.QBUF, buf)
+
+    def dequeue(self) -> Dequeued | None:
+        """DQBUF without blocking: None when nothing is done (EAGAIN);
+        LastBufferDequeued on EPIPE."""
+        buf, plane = self._buffer(0)
+        try:
+            _ioctl(self.fd, raw.IOC.DQBUF, buf)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:
+                raise LastBufferDequeued from None
+            raise
+        return Dequeued(index=int(buf.index), flags=int(buf.flags),
+                        bytesused=int(plane.bytesused),
+                        timestamp=timeval_to_timestamp(int(buf.timestamp.secs),
+                                                       int(buf.timestamp.usecs)),
+                        sequence=int(buf.sequence))
+
+    def streamon(self) -> None:
+        _ioctl(self.fd, raw.IOC.STREAMON, ctypes.c_int(self.type))
+        self.streaming = True
+
+    def streamoff(self) -> None:
+        _ioctl(self.fd, raw.IOC.STREAMOFF, ctypes.c_int(self.type))
+        self.streaming = False
+
+    def close(self) -> None:
+        """STREAMOFF and free the buffers, ignoring errors (cleanup paths)."""
+        try:
+            if self.streaming:
+                self.streamoff()
+        except OSError:
+            pass
+        try:
+            self.release()
+        except OSError:
+            pass
+
+
+class M2MNode(VideoNode):
+    """Phase 8.1's VideoNode plus the ioctls of a stateful decoder."""
+
+    def __enter__(self) -> M2MNode:
+        return self
+
+    def check_m2m(self) -> None:
+        caps = self.querycap()
+        if not caps.device_caps & CAP_M2M_MPLANE:
+            raise DecodeError(f"{self.path} ({caps.card}) is not a multi-planar "
+                              "memory-to-memory device")
+
+    def set_output_format(self, code: str, width: int, height: int,
+                          sizeimage: int = 0) -> PixFormat:
+        fmt = raw.v4l2_format()
+        fmt.type = OUTPUT
+        pix = fmt.fmt.pix_mp
+        pix.pixelformat = fourcc(code)
+        pix.width = width
+        pix.height = height
+        pix.num_planes = 1
+        pix.plane_fmt[0].sizeimage = sizeimage
+        _ioctl(self.fd, raw.IOC.S_FMT, fmt)
+        return self._pix(fmt)
+
+    def visible_rect(self) -> tuple[int, int, int, int]:
+        """G_SELECTION(CAPTURE, COMPOSE): left, top, width, height."""
+        sel = raw.v4l2_selection()
+        sel.type = CAPTURE  # the core hands drivers the single-planar type
+        sel.target = raw.SelectionTarget.COMPOSE
+        _ioctl(self.fd, raw.IOC.G_SELECTION, sel)
+        return int(sel.r.left), int(sel.r.top), int(sel.r.width), int(sel.r.height)
+
+    def subscribe(self, event_type: int) -> None:
+        sub = raw.v4l2_event_subscription()
+        sub.type = event_type
+        _ioctl(self.fd, raw.IOC.SUBSCRIBE_EVENT, sub)
+
+    def dequeue_event(self) -> tuple[int, int] | None:
+        """DQEVENT: (type, source-change flags), or None when none is pending."""
+        ev = raw.v4l2_event()
+        try:
+            _ioctl(self.fd, raw.IOC.DQEVENT, ev)
+        except OSError as exc:
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        changes = int(ev.u.src_change.changes) if ev.type == EVENT_SOURCE_CHANGE else 0
+        return int(ev.type), changes
+
+    def decoder_cmd(self, cmd: int) -> None:
+        dc = raw.v4l2_decoder_cmd()
+        dc.cmd = cmd
+        _ioctl(self.fd, raw.IOC.DECODER_CMD, dc)
+
+    def poll(self, timeout: float) -> int:
+        """poll(2) for POLLIN | POLLOUT | POLLPRI; the returned events (0 on timeout)."""
+        poller = select.poll()
+        poller.register(self.fd, select.POLLIN | select.POLLOUT | select.POLLPRI)
+        ready = poller.poll(max(0, int(timeout * 1000)))
+        return ready[0][1] if ready else 0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A decoded picture, tightly packed NV12, as the decode wrote it."""
+
+    width: int
+    height: int
+    timestamp: int
+    key: bool
+    data: bytes
+
+
+@dataclass
+class Stats:
+    frames: int = 0
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # each distinct size, in order
+    frame_sizes: list[tuple[int, int]] = field(default_factory=list)  # per frame
+    timestamps: list[int] = field(default_factory=list)
+    packets: int = 0               # packets queued on OUTPUT
+    output_errors: list[int] = field(default_factory=list)   # packet indexes
+    capture_errors: list[int] = field(default_factory=list)  # CAPTURE sequence numbers
+    skipped: list[int] = field(default_factory=list)         # packets too large to queue
+    source_changes: int = 0
+    epipe_after_last: bool = False
+    seconds: float = 0.0
+
+    @property
+    def errors(self) -> int:
+        return len(self.output_errors) + len(self.capture_errors) + len(self.skipped)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class _Capture:
+    fmt: PixFormat
+    visible: Geometry
+    queue: BufferQueue
+
+
+class StatefulDecode:
+    """One decode of a packet stream through a stateful m2m node (see the module doc).
+
+    *packets* yields (timestamp, bytes); *on_frame* gets every decoded
+    picture in the order the node returns them. *log* gets the steps (debug),
+    *warn* every buffer in error and every packet skipped."""
+
+    def __init__(self, node: M2MNode, code: str, packets: Iterator[tuple[int, bytes]],
+                 on_frame: Callable[[Frame], None], *, buffers: int = DEFAULT_BUFFERS,
+                 timeout: float = DEFAULT_TIMEOUT, width: int = 0, height: int = 0,
+                 log: Callable[[str], None] | None = None,
+                 warn: Callable[[str], None] | None = None) -> None:
+        self.node = node
+        self.code = code
+        self.packets = packets
+        self.on_frame = on_frame
+        self.buffers = buffers
+        self.timeout = timeout
+        self.width = width
+        self.height = height
+        self.log = log or (lambda text: None)
+        self.warn = warn or self.log
+        self.stats = Stats()
+        self.output = BufferQueue(node.fd, OUTPUT)
+        self.capture: _Capture | None = None
+        self.free_output: list[int] = []
+        self.eof = False
+        self.stop_sent = False
+        self.change_pending = False
+        self.eos = False
+        self.last_at: float | None = None  # when the LAST buffer came, awaiting its event
+        self.done = False
+        self.output_returned = 0
+
+    # -- set-up -------------------------------------------------------------------
+
+    def _start(self) -> None:
+        self.node.check_m2m()
+        offered = self.node.formats(OUTPUT)
+        if self.code not in offered:
+            raise DecodeError(f"{self.node.path} does not offer the coded format "
+                              f"{self.code} (it offers {', '.join(offered) or 'none'})")
+        fmt = self.node.set_output_format(self.code, self.width or 320, self.height or 240)
+        if fmt.pixelformat != self.code:
+            raise DecodeError(f"S_FMT(OUTPUT, {self.code}) gave {fmt.pixelformat}")
+        count = self.output.request(self.buffers)
+        if count < 1:
+            raise DecodeError("REQBUFS(OUTPUT) granted no buffers")
+        self.free_output = list(range(count))
+        self.node.subscribe(EVENT_SOURCE_CHANGE)
+        self.node.subscribe(EVENT_EOS)
+        self.output.streamon()
+        self.log(f"OUTPUT: {fmt.pixelformat}, {count} buffers of {fmt.sizeimage} bytes")
+
+    def _setup_capture(self) -> None:
+        """CAPTURE for the stream's current geometry (first time or after a change)."""
+        if self.capture is not None:
+            self.capture.queue.close()  # STREAMOFF, REQBUFS 0
+        fmt = self.node.g_fmt(CAPTURE)
+        left, top, width, height = self.node.visible_rect()
+        if fmt.pixelformat != "NV12":
+            raise DecodeError(f"CAPTURE format is {fmt.pixelformat}; this client writes NV12")
+        if (left, top) != (0, 0) or left + width > fmt.width or top + height > fmt.height:
+            raise DecodeError(f"visible rectangle {width}x{height}+{left}+{top} is not "
+                              f"within the {fmt.width}x{fmt.height} CAPTURE format")
+        queue = self.capture.queue if self.capture is not None else BufferQueue(
+            self.node.fd, CAPTURE)
+        count = queue.request(self.buffers)
+        if count < 1:
+            raise DecodeError("REQBUFS(CAPTURE) granted no buffers")
+        for index in range(count):
+            queue.queue(index)
+        queue.streamon()
+        self.capture = _Capture(fmt, Geometry(width, height), queue)
+        self.change_pending = False
+        self.last_at = None
+        self.stats.source_changes += 1
+        self.log(f"CAPTURE: {fmt.pixelformat} {fmt.width}x{fmt.height}, bytesperline "
+                 f"{fmt.bytesperline}, visible {width}x{height}, {count} buffers")
+
+    # -- the loop -----------------------------------------------------------------
+
+    def run(self) -> Stats:
+        start = time.monotonic()
+        try:
+            self._start()
+            self._refill()
+            progress_at = time.monotonic()
+            while not self.done:
+                events = self.node.poll(0.1)
+                moved = self._events()
+                moved |= self._output()
+                moved |= self._capture()
+                moved |= self._after_last()
+                now = time.monotonic()
+                if moved:
+                    progress_at = now
+                elif now - progress_at > self.timeout:
+                    raise DecodeError(f"nothing happened for {self.timeout:g} s while "
+                                      f"{self._waiting_for()}{daemon_hint()}")
+                elif events:
+                    # poll(2) reports something we cannot act on yet (POLLERR while no
+                    # buffer is queued, POLLIN for the LAST buffer we wait behind): a
+                    # short nap instead of spinning
+                    time.sleep(0.005)
+            self._check_epipe()
+        finally:
+            self.stats.seconds = time.monotonic() - start
+            if self.capture is not None:
+                self.capture.queue.close()
+            self.output.close()
+        return self.stats
+
+    def _waiting_for(self) -> str:
+        if self.capture is None:
+            return (f"waiting for the first decoded frame (SOURCE_CHANGE); "
+                    f"{self.stats.packets} packets queued, {self.output_returned} returned")
+        if self.change_pending:
+            return "waiting for the LAST buffer of the old resolution"
+        if self.last_at is not None:
+            return "waiting for the event that follows the LAST buffer"
+        if self.stop_sent:
+            return f"draining (DECODER_CMD STOP sent), {self.stats.frames} frames so far"
+        return f"decoding, {self.stats.frames} frames so far"
+
+    def _events(self) -> bool:
+        moved = False
+        while (event := self.node.dequeue_event()) is not None:
+            moved = True
+            kind, changes = event
+            if kind == EVENT_SOURCE_CHANGE:
+                self.log(f"event SOURCE_CHANGE (changes {changes:#x})")
+                self.change_pending = True
+            elif kind == EVENT_EOS:
+                self.log("event EOS")
+                self.eos = True
+        if self.change_pending and (self.capture is None or not self.capture.queue.streaming):
+            self._setup_capture()
+            moved = True
+        return moved
+
+    def _refill(self) -> bool:
+        moved = False
+        while self.free_output and not self.eof:
+            try:
+                timestamp, data = next(self.packets)
+            except StopIteration:
+                self.eof = True
+                break
+            index = self.free_output[-1]
+            if len(data) > self.output.lengths[index]:
+                self.stats.skipped.append(timestamp)
+                self.warn(f"packet {timestamp}: {len(data)} bytes exceed the OUTPUT buffer's "
+                          f"{self.output.lengths[index]}; skipped")
+                continue
+            self.free_output.pop()
+            self.output.queue(index, data, timestamp)
+            self.stats.packets += 1
+            moved = True
+        if self.eof and not self.stop_sent:
+            self.node.decoder_cmd(V4L2_DEC_CMD_STOP)
+            self.stop_sent = True
+            self.log(f"end of file after {self.stats.packets} packets: DECODER_CMD STOP")
+            moved = True
+        return moved
+
+    def _output(self) -> bool:
+        moved = False
+        while (buf := self.output.dequeue()) is not None:
+            moved = True
+            self.output_returned += 1
+            if buf.error:
+                self.stats.output_errors.append(buf.timestamp)
+                self.warn(f"packet {buf.timestamp}: OUTPUT buffer returned with ERROR "
+                          "(the decoder rejected it)")
+            self.free_output.append(buf.index)
+        if (self.stats.frames == 0 and self.capture is None
+                and self.output_returned >= min(FAIL_FAST, max(1, self.stats.packets))
+                and len(self.stats.output_errors) == self.output_returned):
+            raise DecodeError(f"the decoder returned all {self.output_returned} OUTPUT "
+                              f"buffers so far with ERROR and decoded nothing{daemon_hint()}")
+        return self._refill() or moved
+
+    def _capture(self) -> bool:
+        cap = self.capture
+        if cap is None or not cap.queue.streaming or self.last_at is not None:
+            return False
+        moved = False
+        while True:
+            try:
+                buf = cap.queue.dequeue()
+            except LastBufferDequeued:
+                raise DecodeError("DQBUF(CAPTURE) failed with EPIPE before a LAST buffer "
+                                  "was seen") from None
+            if buf is None:
+                return moved
+            moved = True
+            if buf.error:
+                self.stats.capture_errors.append(buf.sequence)
+                self.warn(f"CAPTURE buffer {buf.sequence} (timestamp {buf.timestamp}) "
+                          "returned with ERROR; skipped")
+            elif buf.bytesused:
+                self._write(cap, buf)
+            if buf.last:
+                self.last_at = time.monotonic()
+                self.log(f"LAST buffer (bytesused {buf.bytesused})")
+                return True
+            cap.queue.queue(buf.index)
+
+    def _write(self, cap: _Capture, buf: Dequeued) -> None:
+        with memoryview(cap.queue.maps[buf.index]) as view:  # released before any munmap
+            picture = crop(view, cap.fmt.bytesperline, cap.fmt.height, cap.visible)
+        size = (cap.visible.width, cap.visible.height)
+        if size not in self.stats.sizes:
+            self.stats.sizes.append(size)
+        self.stats.frames += 1
+        self.stats.frame_sizes.append(size)
+        self.stats.timestamps.append(buf.timestamp)
+        self.on_frame(Frame(size[0], size[1], buf.timestamp, buf.key, picture))
+
+    def _after_last(self) -> bool:
+        """After a LAST buffer: a resolution change (set CAPTURE up again) or
+        the end of the drain (done)."""
+        if self.last_at is None:
+            return False
+        if self.change_pending:
+            self._setup_capture()
+            return True
+        if self.eos or (self.stop_sent and time.monotonic() - self.last_at > EVENT_GRACE):
+            if not self.eos:
+                self.log("no EOS event after the LAST buffer; the drain is over all the same")
+            self.done = True
+            return True
+        return False
+
+    def _check_epipe(self) -> None:
+        """dev-decoder.rst: after the LAST buffer DQBUF(CAPTURE) fails with EPIPE."""
+        if self.capture is None:
+            return
+        try:
+            buf = self.capture.queue.dequeue()
+        except LastBufferDequeued:
+            self.stats.epipe_after_last = True
+            return
+        self.log(f"DQBUF(CAPTURE) after the LAST buffer gave {buf} instead of EPIPE")
+
+
+def packets_of(path: str | os.PathLike[str]) -> tuple[str, int, int, Iterator[tuple[int, bytes]]]:
+    """(codec, width, height, (index, bytes) per packet) of a file, with phase 8.3's readers."""
+    from daedalus.parse.readers import open_stream
+
+    info, packets = open_stream(path)
+    return info.codec, info.width, info.height, ((p.index, p.data) for p in packets)

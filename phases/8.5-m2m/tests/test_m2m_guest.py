@@ -1,0 +1,236 @@
+"""Phase 8.5 in the guest: the stateful m2m decoder, driven like any V4L2 application.
+
+Runs inside a booted guest with the phase 8.5 module loaded and the real
+daedalusd (FEED / FETCH / CLOSE_STREAM handlers) connected. The client is
+``daedalus-v4l2 decode`` (daedalus.m2m.v4l2: dev-decoder.rst's sequence on
+the node, MMAP buffers, multi-planar API), run as a separate process as an
+application would be; the drain test drives the node directly.
+
+The reference is Debian's ffmpeg decoding the same file to raw NV12
+(daedalus.m2m.reference: ``-pix_fmt nv12 -f rawvideo``, every frame at its
+own size), compared byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from daedalus.m2m.layout import Geometry
+from daedalus.m2m.reference import reference_output
+from daedalus.m2m.v4l2 import (
+    EVENT_EOS,
+    V4L2_DEC_CMD_STOP,
+    BufferQueue,
+    LastBufferDequeued,
+    M2MNode,
+)
+from daedalus.parse import corpus
+from daedalus.parse.corpus import concat_ivf
+from daedalus.parse.readers import read_all
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, find_node
+from daedalus.testbed.guestctl import daemon_state, daemon_stopped, tool
+
+pytestmark = pytest.mark.guest
+
+T = TypeVar("T")
+
+TIMEOUT = 600  # one decode under TCG, generously
+SUMMARY = re.compile(r"^decode: (?P<file>.+): (?P<frames>\d+) frames, (?P<sizes>.*), "
+                     r"(?P<fps>[\d.]+) fps, (?P<errors>\d+) errors")
+VP9 = "vp9-320x240"
+H264 = "h264-high-320x240"
+RESIZE = "vp9-resize-320x240-174x98"
+
+
+@dataclass(frozen=True)
+class Summary:
+    frames: int
+    sizes: list[str]
+    errors: int
+
+
+def summary(stdout: str) -> Summary:
+    for line in stdout.splitlines():
+        m = SUMMARY.match(line)
+        if m:
+            sizes = [] if m["sizes"] == "no picture" else m["sizes"].split(", ")
+            return Summary(int(m["frames"]), sizes, int(m["errors"]))
+    raise AssertionError(f"no summary line in {stdout!r}")
+
+
+def decode_argv(path: Path, out: Path, *extra: str) -> list[str]:
+    return [tool("daedalus-v4l2"), "decode", str(path), "-o", str(out), *extra]
+
+
+def decode(path: Path, out: Path, *extra: str,
+           timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(decode_argv(path, out, *extra), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def split(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
+    frames, pos = [], 0
+    for width, height in sizes:
+        size = Geometry(width, height).packed_size
+        frames.append(data[pos:pos + size])
+        pos += size
+    assert pos == len(data), f"{len(sizes)} frames make {pos} bytes, not {len(data)}"
+    return frames
+
+
+@pytest.mark.parametrize("name", [VP9, H264])
+def test_decode_is_byte_exact(name: str, tmp_path: Path) -> None:
+    path = corpus.path(name)
+    out = tmp_path / "out.yuv"
+    proc = decode(path, out, "--compare")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "byte-exact: yes" in proc.stdout.splitlines()
+    got = summary(proc.stdout)
+    assert (got.frames, got.sizes, got.errors) == (30, ["320x240"], 0)
+    assert out.read_bytes() == reference_output(path)  # once more, outside the tool
+
+
+def test_resolution_change_frames_at_their_own_sizes(tmp_path: Path) -> None:
+    """320x240 then 174x98 from a keyframe: the implicit drain (LAST buffer),
+    SOURCE_CHANGE, CAPTURE set up again, frames written at their own size."""
+    path = corpus.path(RESIZE)
+    out = tmp_path / "out.yuv"
+    proc = decode(path, out, "--compare")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "byte-exact: yes" in proc.stdout.splitlines()
+    got = summary(proc.stdout)
+    assert (got.frames, got.sizes, got.errors) == (20, ["320x240", "174x98"], 0)
+    sizes = [(320, 240)] * 10 + [(174, 98)] * 10
+    assert split(out.read_bytes(), sizes) == split(reference_output(path), sizes)
+
+
+def test_two_decodes_at_once(tmp_path: Path) -> None:
+    jobs = {"a": corpus.path(VP9), "b": corpus.path(H264)}
+    procs = {key: subprocess.Popen(decode_argv(path, tmp_path / f"{key}.yuv", "--compare"),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for key, path in jobs.items()}
+    results = {}
+    try:
+        for key, proc in procs.items():
+            stdout, stderr = proc.communicate(timeout=TIMEOUT)
+            results[key] = (proc.returncode, stdout, stderr)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    for key, (status, stdout, stderr) in results.items():
+        assert status == 0, f"{key}: {stdout}{stderr}"
+        assert "byte-exact: yes" in stdout.splitlines(), key
+        assert (tmp_path / f"{key}.yuv").read_bytes() == reference_output(jobs[key])
+
+
+def test_corrupt_stream_has_error_buffers_and_recovers_at_the_next_keyframe(
+        tmp_path: Path) -> None:
+    """vp9-320x240 twice in one IVF (keyframes at packets 0 and 30), the
+    first byte of packet 5 flipped: its OUTPUT buffer comes back with ERROR,
+    the decode goes on, and every frame from packet 30 on is ffmpeg's."""
+    clean_path = corpus.path(VP9)
+    data = bytearray(concat_ivf([clean_path.read_bytes()] * 2))
+    twice = tmp_path / "twice.ivf"
+    twice.write_bytes(bytes(data))
+    _, packets = read_all(twice)
+    assert len(packets) == 60
+    data[packets[5].offset + 12] ^= 0xFF  # after the 12-byte IVF frame header
+    corrupt = tmp_path / "corrupt.ivf"
+    corrupt.write_bytes(bytes(data))
+
+    out = tmp_path / "out.yuv"
+    start = time.monotonic()
+    proc = decode(corrupt, out)
+    assert time.monotonic() - start < TIMEOUT
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # errors: not all decoded
+    got = summary(proc.stdout)
+    assert got.errors >= 1 and "ERROR" in proc.stderr
+    assert "packet 5" in proc.stderr
+    assert 30 < got.frames < 60
+    frames = split(out.read_bytes(), [(320, 240)] * got.frames)
+    clean = split(reference_output(clean_path), [(320, 240)] * 30)
+    assert frames[:5] == clean[:5]
+    assert frames[-30:] == clean  # from the second keyframe on
+    assert daemon_state() == "ready"  # the daemon survived
+
+
+def test_without_daedalusd_the_decode_fails_cleanly(tmp_path: Path) -> None:
+    path = corpus.path(VP9)
+    start = time.monotonic()  # what starting the command costs here (slow under TCG)
+    subprocess.run([tool("daedalus-v4l2"), "decode", "--help"], capture_output=True, check=True,
+                   timeout=120)
+    startup = time.monotonic() - start
+    with daemon_stopped():
+        start = time.monotonic()
+        proc = decode(path, tmp_path / "out.yuv", timeout=120 + startup)
+        elapsed = time.monotonic() - start - startup
+        assert proc.returncode != 0, proc.stdout + proc.stderr
+        assert elapsed < 15, f"took {elapsed:.1f} s besides {startup:.1f} s to start"
+        assert "daedalusd" in proc.stderr and "ERROR" in proc.stderr
+        # format negotiation needs no daemon
+        with M2MNode(find_node()) as node:
+            assert {"VP90", "H264"} <= set(node.formats(OUTPUT))
+            assert "NV12" in node.formats(CAPTURE)
+    proc = decode(path, tmp_path / "again.yuv", "--compare")  # the daemon is back
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _wait(what: str, poll: Callable[[], T | None], timeout: float = 10.0) -> T:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = poll()
+        if value is not None:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"no {what} within {timeout:g} s")
+
+
+def test_drain_with_nothing_queued_gives_one_empty_last_buffer() -> None:
+    with M2MNode(find_node()) as node:
+        node.set_output_format("VP90", 320, 240)
+        output = BufferQueue(node.fd, OUTPUT)
+        capture = BufferQueue(node.fd, CAPTURE)
+        try:
+            assert output.request(2) >= 1
+            node.subscribe(EVENT_EOS)
+            count = capture.request(2)
+            for index in range(count):
+                capture.queue(index)
+            output.streamon()
+            capture.streamon()
+            node.decoder_cmd(V4L2_DEC_CMD_STOP)
+            buf = _wait("CAPTURE buffer", capture.dequeue)
+            assert buf.last and buf.bytesused == 0 and not buf.error
+            with pytest.raises(LastBufferDequeued):  # EPIPE from now on
+                capture.dequeue()
+            event = _wait("EOS event", node.dequeue_event)
+            assert event == (EVENT_EOS, 0)
+            assert output.dequeue() is None  # nothing was queued, nothing comes back
+        finally:
+            capture.close()
+            output.close()
+
+
+@pytest.mark.parametrize("name,decoder", [("vp9-320x240", "vp9_v4l2m2m"),
+                                          ("h264-high-320x240", "h264_v4l2m2m")])
+def test_ffmpeg_v4l2m2m_client_is_byte_exact(name: str, decoder: str, tmp_path: Path) -> None:
+    """An unmodified client: Debian's ffmpeg decoding through the device."""
+    clip = corpus.path(name)
+    through = tmp_path / "v4l2m2m.yuv"
+    software = tmp_path / "software.yuv"
+    subprocess.run(["/usr/bin/ffmpeg", "-hide_banner", "-loglevel", "error", "-c:v", decoder,
+                    "-i", str(clip), "-pix_fmt", "nv12", "-f", "rawvideo", str(through)],
+                   check=True, timeout=600)
+    subprocess.run(["/usr/bin/ffmpeg", "-hide_banner", "-loglevel", "error", "-i", str(clip),
+                    "-pix_fmt", "nv12", "-f", "rawvideo", str(software)], check=True, timeout=600)
+    assert through.stat().st_size == software.stat().st_size == 320 * 240 * 3 // 2 * 30
+    assert through.read_bytes() == software.read_bytes()

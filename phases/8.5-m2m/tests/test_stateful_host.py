@@ -1,0 +1,851 @@
+"""Phase 8.5 on the host: the FEED / FETCH handler in-process, against Debian's ffmpeg.
+
+The handler is driven the way the kernel drives it (daedalus-m2m.c): one FEED
+per OUTPUT buffer, a FEED with DAEDALUS_DECODE_FLUSH for the drain, then
+one FETCH per reported frame with the CAPTURE geometry (64-byte aligned
+stride). Every answer is checked the way the kernel checks it
+(validate_frame_resp; a FETCH answer's frame must be the FEED answer's entry
+and carry exactly bytesperline * height * 3 / 2 bytes). The fetched pictures,
+cropped to the visible rectangle, are compared byte for byte with what
+``/usr/bin/ffmpeg -i FILE -pix_fmt nv12 -f rawvideo -`` decodes (Debian's
+build, not PyAV's), and their digests with a pure-Python FNV-1a 64.
+
+Streams are phase 8.3's corpus: vp9-320x240.ivf one frame per buffer,
+h264-high-320x240.h264 cut into 1000-byte slices and into random slices (a
+continuous byte stream knows no frame boundaries). Expected H.264 timestamps
+come from ffprobe: the byte position of the packet each frame was decoded
+from, looked up among the slices.
+
+The last tests run the real daemon core (``daedalus.dispatch.daemon.serve``)
+over a SOCK_SEQPACKET socket pair with the handlers the installed entry points
+register. No kernel here: that is test_m2m_guest.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import random
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from av.video.codeccontext import VideoCodecContext
+
+from daedalus.dispatch import daemon
+from daedalus.dispatch.registry import Registry
+from daedalus.m2m import layout
+from daedalus.m2m.cli import DecodeCommand, format_summary
+from daedalus.m2m.layout import Geometry, buffer_size, crop, fits, lay_out
+from daedalus.m2m.reference import compare, first_difference, frame_at, reference_output
+from daedalus.m2m.stateful import MAX_KEPT, ByteTimeline, StatefulHandler
+from daedalus.m2m.v4l2 import Stats, timestamp_to_timeval, timeval_to_timestamp
+from daedalus.parse import corpus
+from daedalus.parse.corpus import concat_ivf
+from daedalus.parse.readers import read_all
+from daedalus.parse.reference import ffprobe
+from daedalus.proto import (
+    DECODE_FLUSH,
+    DECODE_RESET,
+    FETCH_DISCARD,
+    FETCH_RESP_SIZE,
+    HDR_SIZE,
+    MAGIC,
+    MAX_FRAMES,
+    MAX_MSG,
+    MAX_PAYLOAD,
+    RESPONSE,
+    VERSION,
+    Codec,
+    DecodeStatus,
+    FrameInfo,
+    FrameResp,
+    Header,
+    MsgType,
+    PixFmt,
+    fnv1a64,
+    pack_decode_req,
+    pack_fetch_req,
+    pack_header,
+    pack_hello,
+    pack_stream,
+    parse_fetch_resp,
+    parse_frame_resp,
+    parse_header,
+    parse_hello,
+    validate_fetch_resp,
+    validate_frame_resp,
+)
+from daedalus.roundtrip import decode as decode_mod
+from daedalus.roundtrip.decode import DecodeHandler
+
+VP9 = "vp9-320x240"
+H264 = "h264-high-320x240"
+VP9_10BIT = "vp9-p2-10bit-320x240"
+RESIZE = "vp9-resize-320x240-174x98"
+
+
+def fnv1a64_reference(data: bytes) -> int:
+    """FNV-1a 64 by its definition (independent of the C one in daedalus.proto)."""
+    h = 0xCBF29CE484222325
+    for byte in data:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+# --- corpus and the reference ----------------------------------------------------
+
+
+def corpus_path(name: str) -> Path:
+    return corpus.path(name)
+
+
+def packets(name: str) -> list[bytes]:
+    return [p.data for p in read_all(corpus_path(name))[1]]
+
+
+def slices(data: bytes, sizes: Callable[[], int]) -> list[bytes]:
+    out = []
+    pos = 0
+    while pos < len(data):
+        n = sizes()
+        out.append(data[pos:pos + n])
+        pos += n
+    return out
+
+
+_reference_cache: dict[tuple[str, str], bytes] = {}
+
+
+def reference(path: Path, pix_fmt: str = "nv12") -> bytes:
+    key = (str(path), pix_fmt)
+    if key not in _reference_cache:
+        _reference_cache[key] = reference_output(path, pix_fmt)
+    return _reference_cache[key]
+
+
+def reference_frames(path: Path, sizes: Sequence[tuple[int, int]],
+                     pixfmt: PixFmt = PixFmt.NV12) -> list[bytes]:
+    """Debian ffmpeg's frames of *path*, cut at the given sizes; every byte used."""
+    data = reference(path, "p010le" if pixfmt == PixFmt.P010 else "nv12")
+    frames, pos = [], 0
+    for width, height in sizes:
+        size = Geometry(width, height, pixfmt).packed_size
+        frames.append(data[pos:pos + size])
+        pos += size
+    assert pos == len(data), f"{len(sizes)} frames make {pos} bytes, ffmpeg wrote {len(data)}"
+    return frames
+
+
+def frame_positions(path: Path) -> list[int]:
+    """ffprobe: the byte position of the packet each frame (output order) came from."""
+    frames = ffprobe(path, "-show_frames", "-show_entries", "frame=pkt_pos")["frames"]
+    return [int(f["pkt_pos"]) for f in frames]
+
+
+# --- a kernel-like client of the handler -----------------------------------------------
+
+_cookies = iter(range(1, 1 << 62))
+
+
+def header(type_: int, payload: bytes) -> Header:
+    return Header(magic=MAGIC, version=VERSION, type=type_, cookie=next(_cookies),
+                  payload_len=len(payload), flags=0, status=0)
+
+
+@dataclass
+class Fetched:
+    frame: FrameInfo
+    pixels: bytes          # as the answer carries them (bytesperline x height layout)
+    picture: bytes         # cropped to the visible rectangle, tightly packed
+
+
+@dataclass
+class Kernel:
+    """What daedalus-m2m.c does with the handler, checked at every step."""
+
+    handler: StatefulHandler
+    stream_id: int
+    codec: Codec
+    pending: list[FrameInfo] = field(default_factory=list)  # reported, not fetched
+    errors: dict[int, FrameResp] = field(default_factory=dict)  # FEED timestamp -> answer
+    early: list[Fetched] = field(default_factory=list)  # fetched to make room
+    auto_fetch: bool = True
+
+    def feed(self, data: bytes = b"", timestamp: int = 0, flags: int = 0) -> FrameResp:
+        # daedalus_feed_one(): no FEED while more than 32 - 16 frames are pending
+        while self.auto_fetch and len(self.pending) > 16:
+            self.early.append(self.fetch())
+        payload = pack_decode_req(self.codec, data, stream_id=self.stream_id, flags=flags,
+                                  timestamp=timestamp)
+        status, answer = self.handler.handle(header(MsgType.FEED, payload), payload)
+        assert status == 0, answer
+        resp = parse_frame_resp(answer)
+        validate_frame_resp(resp)  # the kernel's daedalus_resp_valid
+        assert len(resp.message) <= MAX_MSG
+        resp.message.decode("utf-8")
+        if resp.ok:
+            self.pending += resp.frames
+        else:
+            assert resp.error and not resp.frames and resp.text
+            self.errors[timestamp] = resp
+        return resp
+
+    def feed_all(self, chunks: Sequence[bytes], timestamps: Sequence[int] | None = None
+                 ) -> None:
+        for index, chunk in enumerate(chunks):
+            self.feed(chunk, index if timestamps is None else timestamps[index])
+        self.feed(flags=DECODE_FLUSH, timestamp=2**64 - 1)
+
+    def fetch_raw(self, bytesperline: int, height: int, max_bytes: int | None = None,
+                  flags: int = 0) -> tuple[int, bytes]:
+        payload = pack_fetch_req(self.stream_id, flags=flags, bytesperline=bytesperline,
+                                 height=height,
+                                 max_bytes=buffer_size(bytesperline, height)
+                                 if max_bytes is None else max_bytes)
+        return self.handler.handle(header(MsgType.FETCH, payload), payload)
+
+    def fetch(self, bytesperline: int | None = None, height: int | None = None) -> Fetched:
+        """FETCH the oldest pending frame into a CAPTURE-like buffer: stride
+        aligned to 64, height to 16 (rows past the picture)."""
+        want = self.pending.pop(0)
+        geometry = Geometry(want.width, want.height, PixFmt(want.pixfmt))
+        bpl = align(geometry.min_bytesperline, 64) if bytesperline is None else bytesperline
+        rows = align(want.height, 16) if height is None else height
+        status, answer = self.fetch_raw(bpl, rows)
+        assert status == 0, answer
+        resp, pixels = parse_fetch_resp(answer)  # exact length
+        validate_fetch_resp(resp)
+        assert resp.frame == want  # identical to the FEED answer's entry
+        assert resp.bytes == bpl * rows * 3 // 2 == len(pixels)
+        data = bytes(pixels)
+        return Fetched(resp.frame, data, crop(data, bpl, rows, geometry))
+
+    def fetch_all(self) -> list[Fetched]:
+        """Every frame fetched since the last call, the ones fetched to make room first."""
+        out, self.early = self.early, []
+        while self.pending:
+            out.append(self.fetch())
+        status, answer = self.fetch_raw(64, 16)
+        assert (status, answer) == (errno.ENOENT, b"")  # nothing kept behind our back
+        return out
+
+
+# --- VP9: one frame per buffer ------------------------------------------------------
+
+
+def test_vp9_frame_per_buffer_is_byte_exact() -> None:
+    path = corpus_path(VP9)
+    chunks = packets(VP9)
+    timestamps = [1_000_000_000 + 33_333_333 * i for i in range(len(chunks))]  # ns, 64-bit
+    kernel = Kernel(StatefulHandler(), 7, Codec.VP9)
+    kernel.feed_all(chunks, timestamps)
+    assert not kernel.errors
+    got = kernel.fetch_all()
+    assert len(got) == len(chunks) == 30
+    assert [f.frame.timestamp for f in got] == timestamps  # each buffer's own
+    assert [f.frame.key for f in got] == [True] + [False] * 29
+    assert {(f.frame.width, f.frame.height, f.frame.pixfmt) for f in got} == {
+        (320, 240, PixFmt.NV12)}
+    want = reference_frames(path, [(320, 240)] * 30)
+    assert [f.picture for f in got] == want
+    for fetched in got[:3]:  # the slow pure-Python digest on a few
+        assert fetched.frame.digest == fnv1a64_reference(fetched.picture)
+    assert [f.frame.digest for f in got] == [fnv1a64(w) for w in want]
+
+
+def test_fetch_pads_rows_and_zero_fills_past_the_picture() -> None:
+    kernel = Kernel(StatefulHandler(), 1, Codec.VP9)
+    kernel.feed(packets(VP9)[0], 5)
+    fetched = kernel.fetch(bytesperline=384, height=256)
+    buf = np.frombuffer(fetched.pixels, np.uint8)
+    y = buf[:384 * 256].reshape(256, 384)
+    c = buf[384 * 256:].reshape(128, 384)
+    assert not y[:, 320:].any() and not y[240:].any()
+    assert not c[:, 320:].any() and not c[120:].any()
+    assert y[:240, :320].any() and c[:120, :320].any()
+    want = reference_frames(corpus_path(VP9), [(320, 240)] * 30)[0]
+    assert fetched.picture == want
+    # the tightest layout the picture fits (what ffmpeg writes) is the picture itself
+    kernel.feed(packets(VP9)[1], 6)
+    tight = kernel.fetch(bytesperline=320, height=240)
+    assert tight.pixels == tight.picture == reference_frames(
+        corpus_path(VP9), [(320, 240)] * 30)[1]
+
+
+# --- H.264: a continuous byte stream in arbitrary slices ----------------------------
+
+
+@pytest.mark.parametrize("cut", ["1000", "random", "tiny-then-huge"])
+def test_h264_slices_are_byte_exact_and_timestamps_follow_their_buffers(cut: str) -> None:
+    path = corpus_path(H264)
+    data = path.read_bytes()
+    rng = random.Random(85)
+    sizes: Callable[[], int] = {
+        "1000": lambda: 1000,
+        "random": lambda: rng.randint(1, 6000),
+        "tiny-then-huge": lambda: rng.choice([1, 2, 3, 7, 20000]),
+    }[cut]
+    chunks = slices(data, sizes)
+    timestamps = [10 * i + 3 for i in range(len(chunks))]
+    kernel = Kernel(StatefulHandler(), 2, Codec.H264)
+    kernel.feed_all(chunks, timestamps)
+    assert not kernel.errors
+    got = kernel.fetch_all()
+    assert len(got) == 30
+    assert [f.picture for f in got] == reference_frames(path, [(320, 240)] * 30)
+    # timestamp: the buffer holding the first byte of the frame's access unit
+    starts = np.cumsum([0] + [len(c) for c in chunks[:-1]])
+    expected = [timestamps[int(np.searchsorted(starts, pos, side="right")) - 1]
+                for pos in frame_positions(path)]
+    assert [f.frame.timestamp for f in got] == expected
+    assert [f.frame.key for f in got] == [True] + [False] * 29
+
+
+def test_h264_frames_come_as_soon_as_the_parser_closes_their_access_unit() -> None:
+    """One access unit per buffer: the parser only sees an access unit end when
+    the next one starts, and B-frames reorder; the FLUSH brings the rest."""
+    units = packets(H264)
+    kernel = Kernel(StatefulHandler(), 3, Codec.H264)
+    reported = [len(kernel.feed(unit, i).frames) for i, unit in enumerate(units)]
+    assert reported[0] == 0  # the IDR is still in the parser
+    flushed = kernel.feed(flags=DECODE_FLUSH, timestamp=99)
+    assert flushed.ok and flushed.frames and sum(reported) + len(flushed.frames) == 30
+    assert all(f.timestamp != 99 for f in flushed.frames)  # their own buffers' stamps
+    got = kernel.fetch_all()
+    assert [f.picture for f in got] == reference_frames(corpus_path(H264), [(320, 240)] * 30)
+    assert sorted(f.frame.timestamp for f in got) == list(range(30))
+
+
+def test_flush_with_the_last_bytes_and_a_new_sequence_after_it() -> None:
+    chunks = slices(corpus_path(H264).read_bytes(), lambda: 4000)
+    kernel = Kernel(StatefulHandler(), 4, Codec.H264)
+    for i, chunk in enumerate(chunks[:-1]):
+        kernel.feed(chunk, i)
+    kernel.feed(chunks[-1], len(chunks) - 1, flags=DECODE_FLUSH)
+    first = kernel.fetch_all()
+    stream = kernel.handler.stream(4)
+    assert stream is not None and stream.decoder is None and stream.parser is None
+    kernel.feed_all(chunks)  # the stream again from its IDR: a fresh decoder and parser
+    second = kernel.fetch_all()
+    want = reference_frames(corpus_path(H264), [(320, 240)] * 30)
+    assert [f.picture for f in first] == [f.picture for f in second] == want
+
+
+def test_too_many_frames_for_one_answer_is_eoverflow_and_none_are_kept() -> None:
+    kernel = Kernel(StatefulHandler(), 5, Codec.H264)
+    resp = kernel.feed(corpus_path(H264).read_bytes(), 1, flags=DECODE_FLUSH)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EOVERFLOW)
+    assert f"at most {MAX_FRAMES}" in resp.text
+    assert kernel.fetch_raw(320, 240) == (errno.ENOENT, b"")
+
+
+# --- RESET, errors --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", [Codec.VP9, Codec.H264])
+def test_reset_mid_stream_then_feeding_from_a_keyframe(codec: Codec) -> None:
+    name = VP9 if codec == Codec.VP9 else H264
+    chunks = packets(name) if codec == Codec.VP9 else slices(
+        corpus_path(name).read_bytes(), lambda: 1500)
+    kernel = Kernel(StatefulHandler(), 6, codec)
+    for i, chunk in enumerate(chunks[:12]):
+        kernel.feed(chunk, 1000 + i)
+    assert len(kernel.pending) >= 4
+    kernel.fetch()
+    kernel.fetch()
+    stream = kernel.handler.stream(6)
+    assert stream is not None and len(stream.kept) == len(kernel.pending) > 0
+    # STREAMOFF(OUTPUT) in the kernel: its pending frames are forgotten, the next FEED resets
+    kernel.pending.clear()
+    kernel.feed(chunks[0], 0, flags=DECODE_RESET)
+    assert stream.resets == 1 and all(k.info.timestamp < 1000 for k in stream.kept)
+    for i, chunk in enumerate(chunks[1:], 1):
+        kernel.feed(chunk, i)
+    kernel.feed(flags=DECODE_FLUSH, timestamp=10**6)
+    assert not kernel.errors
+    got = kernel.fetch_all()
+    assert [f.picture for f in got] == reference_frames(corpus_path(name), [(320, 240)] * 30)
+    assert all(f.frame.timestamp < 1000 for f in got)
+
+
+def test_corrupt_buffer_is_eilseq_and_the_stream_goes_on() -> None:
+    """vp9-320x240 twice (a keyframe at 0 and at 30), packet 5 broken: that
+    FEED is DECODE_ERROR / EILSEQ; the others decode; from packet 30 on every
+    frame is exactly ffmpeg's again."""
+    chunks = packets(VP9) * 2
+    broken = bytearray(chunks[5])
+    broken[0] ^= 0xFF  # the VP9 frame marker
+    chunks[5] = bytes(broken)
+    kernel = Kernel(StatefulHandler(), 8, Codec.VP9)
+    kernel.feed_all(chunks)
+    assert list(kernel.errors) == [5]
+    assert (kernel.errors[5].error, kernel.errors[5].status) == (errno.EILSEQ,
+                                                                DecodeStatus.ERROR)
+    assert "invalid" in kernel.errors[5].text.lower()
+    got = kernel.fetch_all()
+    stamps = [f.frame.timestamp for f in got]
+    assert 5 not in stamps and stamps == sorted(stamps)
+    clean = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in got if f.frame.timestamp < 5] == clean[:5]
+    assert [f.picture for f in got if f.frame.timestamp >= 30] == clean
+
+
+def test_garbage_on_a_fresh_stream_then_a_keyframe() -> None:
+    kernel = Kernel(StatefulHandler(), 9, Codec.VP9)
+    resp = kernel.feed(b"\x00" * 64, 1)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EILSEQ)
+    assert kernel.feed(packets(VP9)[0], 2).frames[0].key
+    assert kernel.fetch().frame.timestamp == 2
+
+
+class Wedging:
+    """A real decoder that breaks for good at packet *at* (pts = packet number)."""
+
+    def __init__(self, codec: Codec, at: int) -> None:
+        self.real = decode_mod.create_decoder(codec)
+        self.at = at
+
+    def decode(self, packet: av.Packet[Any] | None = None) -> list[av.VideoFrame]:
+        if packet is not None and packet.pts is not None and packet.pts >= self.at:
+            raise av.error.InvalidDataError(-1094995529, "Invalid data found when "
+                                                         "processing input")
+        return list(self.real.decode(packet))
+
+
+def test_wedged_decoder_is_replaced_at_the_next_keyframe() -> None:
+    made: list[object] = []
+
+    def factory(codec: Codec) -> VideoCodecContext:
+        made.append(Wedging(codec, 5) if not made else decode_mod.create_decoder(codec))
+        return made[-1]  # type: ignore[return-value]
+
+    chunks = packets(VP9) * 2
+    kernel = Kernel(StatefulHandler(decoder_factory=factory), 10, Codec.VP9)
+    kernel.feed_all(chunks)
+    assert sorted(kernel.errors) == list(range(5, 30))  # until the keyframe
+    got = kernel.fetch_all()
+    clean = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in got if f.frame.timestamp >= 30] == clean
+    stream = kernel.handler.stream(10)
+    assert stream is not None and stream.restarts == 1
+
+
+def test_kept_frames_are_bounded_enospc() -> None:
+    kernel = Kernel(StatefulHandler(max_kept=MAX_FRAMES + 4), 11, Codec.VP9, auto_fetch=False)
+    chunks = packets(VP9)
+    for i in range(5):  # 4 kept + 16 more possible: still within 20
+        assert kernel.feed(chunks[i], i).ok
+    resp = kernel.feed(chunks[5], 5)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.ENOSPC)
+    assert "FETCH" in resp.text
+    stream = kernel.handler.stream(11)
+    assert stream is not None and len(stream.kept) == 5  # not decoded
+    kernel.fetch()
+    assert kernel.feed(chunks[5], 5).ok  # room again
+    assert MAX_KEPT >= 2 * MAX_FRAMES  # the default: the kernel stops at 16 pending
+
+
+@pytest.mark.parametrize(("make", "match"), [
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x4), "flags 0x4"),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 0, 0, 0, 1]),
+     "reserved"),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, bitstream_len=4), "bitstream_len"),
+    (lambda: pack_decode_req(9, b"abc", stream_id=1), "unknown codec 9"),
+    (lambda: pack_decode_req(Codec.VP9, stream_id=1)[:-1], "shorter"),
+])
+def test_malformed_feed_is_einval(make: Callable[[], bytes], match: str) -> None:
+    handler = StatefulHandler()
+    payload = make()
+    status, answer = handler.handle(header(MsgType.FEED, payload), payload)
+    resp = parse_frame_resp(answer)
+    assert status == 0 and (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EINVAL)
+    assert match in resp.text
+    assert handler.stream_ids() == [] or match == "unknown codec 9"
+
+
+def test_codec_is_fixed_per_stream() -> None:
+    kernel = Kernel(StatefulHandler(), 12, Codec.VP9)
+    assert kernel.feed(packets(VP9)[0], 0).ok
+    kernel.codec = Codec.H264
+    resp = kernel.feed(b"\x00\x00\x01\x09", 1)
+    assert resp.error == errno.EINVAL and "fixed per stream" in resp.text
+
+
+def test_unknown_opcode_is_eopnotsupp() -> None:
+    status, _ = StatefulHandler().handle(header(MsgType.PING, b"x"), b"x")
+    assert status == errno.EOPNOTSUPP
+
+
+# --- FETCH ----------------------------------------------------------------------------
+
+
+def test_fetch_with_nothing_kept_is_enoent() -> None:
+    kernel = Kernel(StatefulHandler(), 13, Codec.VP9)
+    assert kernel.fetch_raw(384, 240) == (errno.ENOENT, b"")  # unknown stream
+    kernel.feed(packets(VP9)[0], 0)
+    kernel.fetch()
+    assert kernel.fetch_raw(384, 240) == (errno.ENOENT, b"")  # known, nothing kept
+
+
+@pytest.mark.parametrize(("bytesperline", "height", "max_bytes", "match"), [
+    (319, 240, None, "bytesperline 319 is shorter"),
+    (320, 239, None, "height 239 is less"),
+    (384, 240, 384 * 240 * 3 // 2 - 1, "more than max_bytes"),
+    (0, 0, None, "bytesperline 0"),
+])
+def test_bad_fetch_geometry_is_einval_and_consumes_the_frame(bytesperline: int, height: int,
+                                                             max_bytes: int | None,
+                                                             match: str) -> None:
+    kernel = Kernel(StatefulHandler(), 14, Codec.VP9)
+    for i, chunk in enumerate(packets(VP9)[:3]):
+        kernel.feed(chunk, i)
+    status, answer = kernel.fetch_raw(bytesperline, height, max_bytes)
+    assert status == errno.EINVAL and match in answer.decode()
+    kernel.pending.pop(0)  # the kernel pops its pending frame whatever the answer
+    assert kernel.fetch().frame.timestamp == 1  # the next one, in step
+
+
+def test_fetch_too_large_for_one_message_is_emsgsize() -> None:
+    kernel = Kernel(StatefulHandler(), 15, Codec.VP9)
+    kernel.feed(packets(VP9)[0], 0)
+    status, answer = kernel.fetch_raw(4096, 240, max_bytes=2**32 - 1)
+    assert status == errno.EMSGSIZE and b"one message" in answer
+    assert 4096 * 360 + FETCH_RESP_SIZE > MAX_PAYLOAD
+
+
+@pytest.mark.parametrize(("payload", "match"), [
+    (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6)[:-1], "expected 32"),
+    (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6, reserved=[0, 0, 5]),
+     "reserved"),
+    (pack_fetch_req(1, flags=2, bytesperline=384, height=240, max_bytes=10**6), "flags 0x2"),
+])
+def test_malformed_fetch_is_einval_and_consumes_nothing(payload: bytes, match: str) -> None:
+    kernel = Kernel(StatefulHandler(), 1, Codec.VP9)
+    kernel.feed(packets(VP9)[0], 0)
+    status, answer = kernel.handler.handle(header(MsgType.FETCH, payload), payload)
+    assert status == errno.EINVAL and match in answer.decode()
+    assert kernel.fetch().frame.timestamp == 0
+
+
+def test_discard_drops_the_oldest_frame_without_pixels() -> None:
+    kernel = Kernel(StatefulHandler(), 16, Codec.VP9)
+    for i, chunk in enumerate(packets(VP9)[:2]):
+        kernel.feed(chunk, i)
+    want = kernel.pending.pop(0)
+    status, answer = kernel.fetch_raw(0, 0, 0, flags=FETCH_DISCARD)  # geometry not looked at
+    assert status == 0
+    resp, pixels = parse_fetch_resp(answer)
+    assert resp.frame == want and resp.bytes == 0 and not pixels
+    assert kernel.fetch().frame.timestamp == 1
+
+
+def test_p010_frames_need_a_p010_stride() -> None:
+    path = corpus_path(VP9_10BIT)
+    kernel = Kernel(StatefulHandler(), 17, Codec.VP9)
+    kernel.feed_all(packets(VP9_10BIT))
+    assert {f.pixfmt for f in kernel.pending} == {PixFmt.P010}
+    status, answer = kernel.fetch_raw(384, 240)  # an NV12 stride: rows of 640 bytes do not fit
+    assert status == errno.EINVAL and b"shorter than the picture's rows (640" in answer
+    kernel.pending.pop(0)
+    got = kernel.fetch_all()
+    want = reference_frames(path, [(320, 240)] * 10, PixFmt.P010)
+    assert [f.picture for f in got] == want[1:]
+
+
+def test_resolution_change_reports_each_frame_at_its_size() -> None:
+    path = corpus_path(RESIZE)
+    kernel = Kernel(StatefulHandler(), 18, Codec.VP9)
+    kernel.feed_all(packets(RESIZE))
+    assert not kernel.errors
+    got = kernel.fetch_all()
+    sizes = [(f.frame.width, f.frame.height) for f in got]
+    assert sizes == [(320, 240)] * 10 + [(174, 98)] * 10
+    assert [f.picture for f in got] == reference_frames(path, sizes)
+
+
+# --- streams, threads, CLOSE_STREAM ------------------------------------------------------
+
+
+def test_streams_decode_in_parallel_threads() -> None:
+    handler = StatefulHandler()
+    results: dict[int, list[bytes]] = {}
+    errors: list[BaseException] = []
+
+    def run(stream_id: int, codec: Codec, chunks: list[bytes]) -> None:
+        try:
+            kernel = Kernel(handler, stream_id, codec)
+            kernel.feed_all(chunks)
+            results[stream_id] = [f.picture for f in kernel.fetch_all()]
+        except BaseException as exc:
+            errors.append(exc)
+
+    h264 = slices(corpus_path(H264).read_bytes(), lambda: 777)
+    threads = [threading.Thread(target=run, args=(21, Codec.VP9, packets(VP9))),
+               threading.Thread(target=run, args=(22, Codec.H264, h264)),
+               threading.Thread(target=run, args=(23, Codec.VP9, packets(VP9)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors
+    vp9 = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert results == {21: vp9, 22: reference_frames(corpus_path(H264), [(320, 240)] * 30),
+                       23: vp9}
+
+
+def test_close_stream_through_the_decode_handler_drops_feed_state() -> None:
+    stateful, decode = StatefulHandler(), DecodeHandler()
+    kernel = Kernel(stateful, 30, Codec.VP9)
+    for i, chunk in enumerate(packets(VP9)[:3]):
+        kernel.feed(chunk, i)
+    other = Kernel(stateful, 31, Codec.VP9)
+    other.feed(packets(VP9)[0], 0)
+    assert stateful.stream_ids() == [30, 31]
+    payload = pack_stream(30)
+    assert decode.handle(header(MsgType.CLOSE_STREAM, payload), payload) == (0, b"")
+    assert stateful.stream_ids() == [31]
+    assert kernel.fetch_raw(384, 240) == (errno.ENOENT, b"")
+    assert other.fetch().frame.timestamp == 0  # the other stream is untouched
+    # the stream id may come back (the kernel never reuses one, but nothing breaks)
+    assert kernel.feed(packets(VP9)[0], 7).frames[0].timestamp == 7
+
+
+def test_close_hook_goes_away_with_its_handler() -> None:
+    calls: list[int] = []
+
+    class Probe(StatefulHandler):
+        def drop_stream(self, stream_id: int) -> None:
+            calls.append(stream_id)
+            super().drop_stream(stream_id)
+
+    probe = Probe()
+    payload = pack_stream(44)
+    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
+    assert calls == [44]
+    del probe
+    gc.collect()
+    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
+    assert calls == [44]
+    unregister = decode_mod.register_close_hook(calls.append)  # a plain function: strong
+    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
+    unregister()
+    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
+    assert calls == [44, 44]
+
+
+def test_a_failing_close_hook_does_not_fail_the_close() -> None:
+    def boom(stream_id: int) -> None:
+        raise RuntimeError("hook bug")
+
+    unregister = decode_mod.register_close_hook(boom)
+    try:
+        payload = pack_stream(45)
+        assert DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload) == (
+            0, b"")
+    finally:
+        unregister()
+
+
+# --- building blocks --------------------------------------------------------------------
+
+
+def test_byte_timeline() -> None:
+    timeline = ByteTimeline()
+    for size, stamp in [(10, 100), (0, 999), (5, 200), (20, 300)]:
+        timeline.feed(size, stamp)
+    assert [timeline.take(n) for n in (3, 7, 1, 4, 12, 8)] == [100, 100, 200, 200, 300, 300]
+    assert timeline.pending == 0 and timeline.take(1) is None
+
+
+@pytest.mark.parametrize(("width", "height", "pixfmt"), [
+    (320, 240, PixFmt.NV12), (33, 17, PixFmt.NV12), (1, 1, PixFmt.NV12), (34, 18, PixFmt.P010),
+    (17, 5, PixFmt.P010)])
+def test_lay_out_and_crop_are_inverse(width: int, height: int, pixfmt: PixFmt) -> None:
+    geometry = Geometry(width, height, pixfmt)
+    rng = np.random.default_rng(width)
+    luma = rng.integers(1, 256, (height, geometry.luma_row), dtype=np.uint8)
+    chroma = rng.integers(1, 256, (geometry.chroma_rows, geometry.chroma_row), dtype=np.uint8)
+    bpl = align(geometry.min_bytesperline, 64)
+    rows = align(height + 1, 2)
+    assert fits(geometry, bpl, rows) is None
+    out = lay_out(luma, chroma, bpl, rows)
+    assert out.size == buffer_size(bpl, rows) == bpl * rows * 3 // 2
+    assert crop(out.tobytes(), bpl, rows, geometry) == luma.tobytes() + chroma.tobytes()
+    assert int(out.astype(np.int64).sum()) == int(luma.sum()) + int(chroma.sum())  # zeros
+    assert geometry.packed_size == len(luma.tobytes() + chroma.tobytes())
+
+
+def test_fits_explains() -> None:
+    odd = Geometry(33, 17)
+    assert "shorter" in (fits(odd, 33, 18) or "")  # chroma rows are 34 bytes
+    assert fits(odd, 34, 18) is None
+    assert "chroma rows" in (fits(odd, 34, 17) or "")  # 17 // 2 < 9
+    assert layout.buffer_size(64, 17) == 64 * 25
+
+
+def test_compare_reports_the_first_difference_and_its_frame() -> None:
+    a = bytes(range(200))
+    assert first_difference(a, a) is None
+    b = bytearray(a)
+    b[150] ^= 1
+    assert first_difference(a, bytes(b)) == 150
+    assert first_difference(a, a[:120]) == 120
+    assert frame_at(150, [100, 100]) == 1 and frame_at(200, [100, 100]) == 2
+    assert compare(a, a, [100, 100]).describe() == "byte-exact: yes"
+    assert compare(a, bytes(b), [100, 100]).describe() == (
+        "byte-exact: no (first difference at byte 150, frame 1)")
+    assert "100 bytes decoded, ffmpeg wrote 200" in compare(a[:100], a, [100]).describe()
+
+
+def test_timestamps_survive_the_timeval_round_trip() -> None:
+    for value in (0, 1, 29, 999_999, 1_000_000, 123_456_789):
+        assert timeval_to_timestamp(*timestamp_to_timeval(value)) == value
+
+
+def test_summary_line() -> None:
+    stats = Stats(frames=20, sizes=[(320, 240), (174, 98)], output_errors=[5],
+                  capture_errors=[], seconds=2.0)
+    assert format_summary("in.ivf", "out.yuv", stats) == (
+        "decode: in.ivf: 20 frames, 320x240, 174x98, 10.0 fps, 1 errors (1 OUTPUT) "
+        "-> out.yuv")
+
+
+def test_decode_command_without_a_node_fails_cleanly(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    cmd = DecodeCommand()
+    parser = argparse.ArgumentParser()
+    cmd.add_arguments(parser)
+    args = parser.parse_args([str(corpus_path(VP9)), "-o", str(tmp_path / "out.yuv"),
+                              "--device", str(tmp_path / "video99")])
+    assert cmd.run(args) == 1
+    assert "cannot open" in capsys.readouterr().err
+    args = parser.parse_args([str(tmp_path / "missing.ivf"), "-o", str(tmp_path / "o.yuv")])
+    assert cmd.run(args) == 1
+
+
+def test_decode_command_is_registered() -> None:
+    from importlib.metadata import entry_points
+
+    commands = {ep.name: ep for ep in entry_points(group="daedalus.commands")}
+    assert commands["decode"].load() is DecodeCommand
+    proc = subprocess.run(["daedalus-v4l2", "decode", "--help"], capture_output=True,
+                          text=True, timeout=120, check=False)
+    assert proc.returncode == 0 and "--compare" in proc.stdout
+
+
+# --- through daedalusd's core, handlers from the entry points -----------------------------
+
+
+def test_handlers_are_registered_by_entry_points() -> None:
+    registry = Registry.from_entry_points()
+    for opcode in (MsgType.FEED, MsgType.FETCH):
+        registration = registry.lookup(opcode)
+        assert registration is not None and registration.name == "stateful"
+        assert registration.phase == (8, 5)
+        assert isinstance(registration.handler, StatefulHandler)
+    close = registry.lookup(MsgType.CLOSE_STREAM)
+    assert close is not None and isinstance(close.handler, DecodeHandler)
+    assert registry.hello_phase() == 85
+
+
+def test_through_daedalusd_with_the_installed_handlers() -> None:
+    """serve() over a SOCK_SEQPACKET pair (one message per read like the chardev):
+    HELLO, a VP9 stream fed and fetched, an H.264 stream interleaved with it,
+    CLOSE_STREAM, then a FETCH that finds nothing."""
+    vp9, h264 = packets(VP9), slices(corpus_path(H264).read_bytes(), lambda: 2500)
+    registry = Registry.from_entry_points()
+
+    async def kernel(sock: socket.socket) -> dict[int, list[bytes]]:
+        loop = asyncio.get_running_loop()
+        cookies = iter(range(1, 1 << 30))
+
+        async def call(type_: int, payload: bytes) -> tuple[Header, bytes]:
+            cookie = next(cookies)
+            await loop.sock_sendall(sock, pack_header(type_, cookie, len(payload)) + payload)
+            data = await asyncio.wait_for(loop.sock_recv(sock, HDR_SIZE + MAX_PAYLOAD), 60)
+            answer = parse_header(data)
+            assert (answer.type, answer.cookie) == (type_ | RESPONSE, cookie)
+            assert answer.payload_len == len(data) - HDR_SIZE
+            return answer, data[HDR_SIZE:]
+
+        hello, payload = await call(MsgType.HELLO, pack_hello(phase=85))
+        assert hello.status == 0 and parse_hello(payload).phase == 85
+        pending: dict[int, list[FrameInfo]] = {1: [], 2: []}
+        pictures: dict[int, list[bytes]] = {1: [], 2: []}
+
+        async def feed(stream_id: int, codec: Codec, data: bytes, ts: int, flags: int = 0
+                       ) -> None:
+            answer, body = await call(MsgType.FEED, pack_decode_req(
+                codec, data, stream_id=stream_id, timestamp=ts, flags=flags))
+            resp = parse_frame_resp(body)
+            validate_frame_resp(resp)
+            assert answer.status == 0 and resp.ok, resp.text
+            pending[stream_id] += resp.frames
+
+        async def fetch_all(stream_id: int) -> None:
+            while pending[stream_id]:
+                want = pending[stream_id].pop(0)
+                answer, body = await call(MsgType.FETCH, pack_fetch_req(
+                    stream_id, bytesperline=384, height=240, max_bytes=384 * 360))
+                resp, pixels = parse_fetch_resp(body)
+                assert answer.status == 0 and resp.frame == want and resp.bytes == 384 * 360
+                pictures[stream_id].append(crop(pixels, 384, 240, Geometry(320, 240)))
+
+        for i in range(max(len(vp9), len(h264))):
+            if i < len(vp9):
+                await feed(1, Codec.VP9, vp9[i], i)
+            if i < len(h264):
+                await feed(2, Codec.H264, h264[i], i)
+            await fetch_all(1)
+        await feed(1, Codec.VP9, b"", 0, DECODE_FLUSH)
+        await feed(2, Codec.H264, b"", 0, DECODE_FLUSH)
+        await fetch_all(1)
+        await fetch_all(2)
+        closed, body = await call(MsgType.CLOSE_STREAM, pack_stream(1))
+        assert (closed.status, body) == (0, b"")
+        gone, body = await call(MsgType.FETCH, pack_fetch_req(1, bytesperline=384, height=240,
+                                                              max_bytes=384 * 360))
+        assert (gone.status, body) == (errno.ENOENT, b"")
+        return pictures
+
+    async def main() -> dict[int, list[bytes]]:
+        daemon_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with daemon_end, kernel_end:
+            kernel_end.setblocking(False)
+            stop = asyncio.Event()
+            served = asyncio.create_task(daemon.serve(daemon_end.fileno(), registry,
+                                                      stop=stop))
+            try:
+                return await asyncio.wait_for(kernel(kernel_end), 300)
+            finally:
+                stop.set()
+                assert await asyncio.wait_for(served, 10) == 0
+
+    pictures = asyncio.run(main())
+    assert pictures[1] == reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert pictures[2] == reference_frames(corpus_path(H264), [(320, 240)] * 30)
+
+
+def test_concat_helper_makes_a_second_keyframe(tmp_path: Path) -> None:
+    """The guest's corrupt-stream test decodes vp9-320x240 twice in one IVF."""
+    data = corpus_path(VP9).read_bytes()
+    twice = tmp_path / "twice.ivf"
+    twice.write_bytes(concat_ivf([data, data]))
+    info, got = read_all(twice)
+    assert info.codec == "vp9" and [p.data for p in got] == packets(VP9) * 2
+    assert reference(twice) == reference(corpus_path(VP9)) * 2
