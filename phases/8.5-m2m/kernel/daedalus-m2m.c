@@ -115,6 +115,8 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 {
 	struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
 	struct daedalus_dev *dev = daedalus_m2m_dev(ctx);
+	struct v4l2_pix_format_mplane old = *cap;
+	bool initial = !ctx->have_geometry;
 
 	cap->width = f->width;
 	cap->height = f->height;
@@ -123,7 +125,18 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 	ctx->visible_width = f->width;
 	ctx->visible_height = f->height;
 	ctx->have_geometry = true;
-	ctx->src_change = true;
+	/*
+	 * The application must set CAPTURE up again, unless this is the
+	 * stream's first picture size and CAPTURE already streams with
+	 * exactly this format (clients may set CAPTURE up before the header
+	 * is parsed; FFmpeg's v4l2m2m decoders do).
+	 */
+	ctx->src_change = !(initial &&
+			    vb2_is_streaming(v4l2_m2m_get_dst_vq(daedalus_m2m_ctx(ctx))) &&
+			    old.width == cap->width && old.height == cap->height &&
+			    old.plane_fmt[0].bytesperline ==
+			    cap->plane_fmt[0].bytesperline &&
+			    old.plane_fmt[0].sizeimage == cap->plane_fmt[0].sizeimage);
 	ctx->failed = cap->plane_fmt[0].sizeimage > DAEDALUS_INLINE_MAX;
 	if (ctx->failed)
 		dev_err(&dev->pdev->dev,
