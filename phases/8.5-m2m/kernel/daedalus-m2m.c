@@ -109,6 +109,13 @@ static void daedalus_queue_event(struct daedalus_m2m_ctx *ctx, u32 type)
  * The stream's picture size is now @f's: set the CAPTURE format from it and
  * tell the application, which sets CAPTURE up again (dev-decoder.rst,
  * "Initialization" and "Dynamic resolution change").
+ *
+ * One exception: the stream's first picture size when CAPTURE already
+ * streams with exactly the format it needs. Clients that set CAPTURE up
+ * before the header is parsed (FFmpeg's and GStreamer 1.22's v4l2 decoders)
+ * then just get their frames; FFmpeg ignores an event that changes nothing
+ * and would wait forever for a re-setup, and GStreamer answers any event by
+ * tearing CAPTURE down, losing the frames already in it.
  */
 static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 				  const struct daedalus_frame_info *f)
@@ -125,14 +132,9 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 	ctx->visible_width = f->width;
 	ctx->visible_height = f->height;
 	ctx->have_geometry = true;
-	/*
-	 * The application must set CAPTURE up again, unless this is the
-	 * stream's first picture size and CAPTURE already streams with
-	 * exactly this format (clients may set CAPTURE up before the header
-	 * is parsed; FFmpeg's v4l2m2m decoders do).
-	 */
 	ctx->src_change = !(initial &&
 			    vb2_is_streaming(v4l2_m2m_get_dst_vq(daedalus_m2m_ctx(ctx))) &&
+			    old.pixelformat == cap->pixelformat &&
 			    old.width == cap->width && old.height == cap->height &&
 			    old.plane_fmt[0].bytesperline ==
 			    cap->plane_fmt[0].bytesperline &&
@@ -143,7 +145,8 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 			"%ux%u frames need %u bytes; the inline transport carries at most %zu (phase 8.6 lifts this)\n",
 			f->width, f->height, cap->plane_fmt[0].sizeimage,
 			DAEDALUS_INLINE_MAX);
-	daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
+	if (ctx->src_change)
+		daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
 }
 
 static bool daedalus_same_geometry(struct daedalus_m2m_ctx *ctx,

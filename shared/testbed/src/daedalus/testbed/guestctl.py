@@ -62,6 +62,20 @@ def stop_daemon(timeout: float = 10.0) -> bool:
     return True
 
 
+def kill_daemon(timeout: float = 10.0) -> None:
+    """SIGKILL daedalusd (a crash: no goodbye, requests in flight) and wait
+    until the kernel sees it gone."""
+    pid = _pid()
+    if pid is None:
+        raise RuntimeError("no daedalusd to kill (no pid file)")
+    PIDFILE.unlink(missing_ok=True)
+    os.kill(pid, signal.SIGKILL)
+    state = _wait_state({"disconnected", "absent"}, timeout)
+    if state not in ("disconnected", "absent"):
+        raise RuntimeError(f"the kernel still sees daedalusd {state} {timeout:.0f} s after "
+                           "SIGKILL")
+
+
 def start_daemon(timeout: float = 30.0) -> None:
     """Start daedalusd as the testbed did and wait for the handshake."""
     script = OUT / "daemon.sh"

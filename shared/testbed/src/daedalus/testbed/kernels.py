@@ -35,6 +35,7 @@ HOST_PACKAGES = [
     "qemu-system-x86", "v4l-utils", "ffmpeg", "busybox-static", "build-essential",
     "bc", "kmod", "cpio", "xz-utils", "perl", "libelf-dev",
     "gstreamer1.0-tools", "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-base",
+    "gstreamer1.0-plugins-bad",  # h264parse, which v4l2h264dec needs in front of it
 ]
 
 # Files taken out of linux-source-X.Y: the m2m helper and checkpatch.
