@@ -210,6 +210,8 @@ static int daedalus_fetch(struct daedalus_m2m_ctx *ctx,
 	};
 	struct daedalus_fetch_req req = {
 		.stream_id	= ctx->stream.id,
+		.timestamp	= head->timestamp,
+		.digest		= head->digest,
 		.bytesperline	= cap->plane_fmt[0].bytesperline,
 		.height		= cap->height,
 		.max_bytes	= cap->plane_fmt[0].sizeimage,

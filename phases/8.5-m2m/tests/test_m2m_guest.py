@@ -13,8 +13,11 @@ own size), compared byte for byte.
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +43,7 @@ from daedalus.parse.corpus import concat_ivf
 from daedalus.parse.readers import read_all
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, find_node
 from daedalus.testbed.guestctl import (
+    daemon_pid,
     daemon_state,
     daemon_stopped,
     kill_daemon,
@@ -361,3 +365,61 @@ def test_daemon_killed_mid_decode_errors_buffers_and_nothing_hangs(tmp_path: Pat
     again = decode(path, tmp_path / "again.yuv", "--compare")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "byte-exact: yes" in again.stdout.splitlines()
+
+
+TIMEOUT_PARAM = Path("/sys/module/daedalus_v4l2/parameters/daemon_timeout_ms")
+
+
+def test_watchdog_errors_what_a_stalled_daemon_holds_and_the_stream_goes_on() -> None:
+    """daedalusd stopped (SIGSTOP) for 3 s mid-decode with the bridge timeout
+    at 1 s: the requests it does not answer end in ERROR, nothing hangs, and
+    once it runs again the stream continues: frames before the stall and
+    every frame from the next keyframe on are ffmpeg's, at their timestamps
+    (the kernel and the daemon agree again on which frame is which)."""
+    path = corpus.path(VP9)
+    _, _, _, stream = packets_of(path)
+    data = [chunk for _, chunk in stream]
+    want = split(reference_output(path), [(320, 240)] * 30) * 4
+    packets = list(enumerate(data * 4))  # keyframes at 0, 30, 60 and 90
+    pid = daemon_pid()
+    assert pid is not None
+    frames: list[Frame] = []
+    resumed = threading.Event()
+
+    def resume() -> None:
+        os.kill(pid, signal.SIGCONT)
+        resumed.set()
+
+    def got(frame: Frame) -> None:
+        frames.append(frame)
+        if len(frames) == 5:
+            os.kill(pid, signal.SIGSTOP)
+            threading.Timer(3.0, resume).start()
+
+    saved = TIMEOUT_PARAM.read_text().strip()
+    TIMEOUT_PARAM.write_text("1000")
+    try:
+        with M2MNode(find_node()) as node:
+            stats = StatefulDecode(node, "VP90", iter(packets), got, width=320, height=240,
+                                   timeout=30).run()
+    finally:
+        resumed.wait(10)
+        os.kill(pid, signal.SIGCONT)
+        TIMEOUT_PARAM.write_text(saved)
+    assert resumed.is_set()
+    assert stats.errors >= 1, "the stall cost no buffer: it was not a stall"
+    stamps = [f.timestamp for f in frames]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    lost = [ts for ts in range(120) if ts not in stamps]
+    assert lost, "no frame lost: the stall was not one"
+    assert all(f.data == want[f.timestamp] for f in frames if f.timestamp < lost[0])
+    # after the stall, a packet the daemon never saw leaves its successors
+    # without references until the next keyframe; from there, all is intact
+    key = (lost[-1] // 30 + 1) * 30
+    assert key <= 90, f"frames lost up to {lost[-1]}: the stream did not recover ({stamps})"
+    recovered = [f for f in frames if f.timestamp >= key]
+    assert [f.timestamp for f in recovered] == list(range(key, 120)), stamps
+    assert all(f.data == want[f.timestamp] for f in recovered)
+    print(f"lost {len(lost)} frames ({lost[0]}...{lost[-1]}), {stats.errors} buffers in "
+          f"error; intact again from keyframe {key}")
+    assert daemon_state() == "ready"

@@ -24,6 +24,7 @@ register. No kernel here: that is test_m2m_guest.py.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import gc
 import random
@@ -157,6 +158,12 @@ def frame_positions(path: Path) -> list[int]:
 
 # --- a kernel-like client of the handler -----------------------------------------------
 
+
+def kept_none(answer: tuple[int, bytes]) -> bool:
+    """A FETCH answer saying the stream keeps no frame at all."""
+    status, message = answer
+    return status == errno.ENOENT and message.decode().endswith("(0 kept)")
+
 _cookies = iter(range(1, 1 << 62))
 
 
@@ -210,11 +217,17 @@ class Kernel:
         self.feed(flags=DECODE_FLUSH, timestamp=2**64 - 1)
 
     def fetch_raw(self, bytesperline: int, height: int, max_bytes: int | None = None,
-                  flags: int = 0) -> tuple[int, bytes]:
+                  flags: int = 0, want: FrameInfo | None = None) -> tuple[int, bytes]:
+        """FETCH of *want* (default: the oldest pending frame, or a frame that
+        does not exist when nothing is pending)."""
+        if want is None and self.pending:
+            want = self.pending[0]
         payload = pack_fetch_req(self.stream_id, flags=flags, bytesperline=bytesperline,
                                  height=height,
                                  max_bytes=buffer_size(bytesperline, height)
-                                 if max_bytes is None else max_bytes)
+                                 if max_bytes is None else max_bytes,
+                                 timestamp=0 if want is None else want.timestamp,
+                                 digest=0 if want is None else want.digest)
         return self.handler.handle(header(MsgType.FETCH, payload), payload)
 
     def fetch(self, bytesperline: int | None = None, height: int | None = None) -> Fetched:
@@ -224,7 +237,7 @@ class Kernel:
         geometry = Geometry(want.width, want.height, PixFmt(want.pixfmt))
         bpl = align(geometry.min_bytesperline, 64) if bytesperline is None else bytesperline
         rows = align(want.height, 16) if height is None else height
-        status, answer = self.fetch_raw(bpl, rows)
+        status, answer = self.fetch_raw(bpl, rows, want=want)
         assert status == 0, answer
         resp, pixels = parse_fetch_resp(answer)  # exact length
         validate_fetch_resp(resp)
@@ -238,8 +251,7 @@ class Kernel:
         out, self.early = self.early, []
         while self.pending:
             out.append(self.fetch())
-        status, answer = self.fetch_raw(64, 16)
-        assert (status, answer) == (errno.ENOENT, b"")  # nothing kept behind our back
+        assert kept_none(self.fetch_raw(64, 16))  # nothing kept behind our back
         return out
 
 
@@ -349,7 +361,7 @@ def test_too_many_frames_for_one_answer_is_eoverflow_and_none_are_kept() -> None
     resp = kernel.feed(corpus_path(H264).read_bytes(), 1, flags=DECODE_FLUSH)
     assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EOVERFLOW)
     assert f"at most {MAX_FRAMES}" in resp.text
-    assert kernel.fetch_raw(320, 240) == (errno.ENOENT, b"")
+    assert kept_none(kernel.fetch_raw(320, 240))
 
 
 # --- RESET, errors --------------------------------------------------------------------
@@ -494,10 +506,45 @@ def test_unknown_opcode_is_eopnotsupp() -> None:
 
 def test_fetch_with_nothing_kept_is_enoent() -> None:
     kernel = Kernel(StatefulHandler(), 13, Codec.VP9)
-    assert kernel.fetch_raw(384, 240) == (errno.ENOENT, b"")  # unknown stream
+    status, answer = kernel.fetch_raw(384, 240)  # unknown stream
+    assert (status, answer.decode()) == (errno.ENOENT, "no stream 13")
     kernel.feed(packets(VP9)[0], 0)
     kernel.fetch()
-    assert kernel.fetch_raw(384, 240) == (errno.ENOENT, b"")  # known, nothing kept
+    assert kept_none(kernel.fetch_raw(384, 240))  # known, nothing kept
+
+
+def test_fetch_drops_the_frames_of_a_feed_whose_answer_the_kernel_lost() -> None:
+    """A FEED the kernel gave up on (its bridge timeout fired while the daemon
+    was stalled) was still decoded here: its frame is kept, but the kernel
+    never lists it. The next FETCH names the frame the kernel expects, and
+    the unknown one goes instead of being handed out in its place."""
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 16, Codec.VP9)
+    chunks = packets(VP9)
+    for i in range(3):
+        kernel.feed(chunks[i], i)
+    payload = pack_decode_req(Codec.VP9, chunks[3], stream_id=16, timestamp=3)
+    status, _ = handler.handle(header(MsgType.FEED, payload), payload)  # answer lost
+    assert status == 0
+    for i in range(4, 6):
+        kernel.feed(chunks[i], i)
+    got = kernel.fetch_all()
+    assert [f.frame.timestamp for f in got] == [0, 1, 2, 4, 5]
+    want = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in got] == [want[i] for i in (0, 1, 2, 4, 5)]
+    stream = handler.stream(16)
+    assert stream is not None and stream.orphans == 1
+
+
+def test_fetch_of_a_frame_not_kept_is_enoent_and_drops_nothing() -> None:
+    kernel = Kernel(StatefulHandler(), 17, Codec.VP9)
+    for i, chunk in enumerate(packets(VP9)[:2]):
+        kernel.feed(chunk, i)
+    first = kernel.pending[0]
+    wrong = dataclasses.replace(first, digest=first.digest ^ 1)
+    status, answer = kernel.fetch_raw(384, 240, want=wrong)
+    assert status == errno.ENOENT and answer.decode().endswith("(2 kept)")
+    assert [f.frame.timestamp for f in kernel.fetch_all()] == [0, 1]
 
 
 @pytest.mark.parametrize(("bytesperline", "height", "max_bytes", "match"), [
@@ -527,7 +574,7 @@ def test_fetch_too_large_for_one_message_is_emsgsize() -> None:
 
 
 @pytest.mark.parametrize(("payload", "match"), [
-    (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6)[:-1], "expected 32"),
+    (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6)[:-1], "expected 48"),
     (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6, reserved=[0, 0, 5]),
      "reserved"),
     (pack_fetch_req(1, flags=2, bytesperline=384, height=240, max_bytes=10**6), "flags 0x2"),
@@ -545,7 +592,7 @@ def test_discard_drops_the_oldest_frame_without_pixels() -> None:
     for i, chunk in enumerate(packets(VP9)[:2]):
         kernel.feed(chunk, i)
     want = kernel.pending.pop(0)
-    status, answer = kernel.fetch_raw(0, 0, 0, flags=FETCH_DISCARD)  # geometry not looked at
+    status, answer = kernel.fetch_raw(0, 0, 0, flags=FETCH_DISCARD, want=want)  # no geometry
     assert status == 0
     resp, pixels = parse_fetch_resp(answer)
     assert resp.frame == want and resp.bytes == 0 and not pixels
@@ -617,7 +664,8 @@ def test_close_stream_through_the_decode_handler_drops_feed_state() -> None:
     payload = pack_stream(30)
     assert decode.handle(header(MsgType.CLOSE_STREAM, payload), payload) == (0, b"")
     assert stateful.stream_ids() == [31]
-    assert kernel.fetch_raw(384, 240) == (errno.ENOENT, b"")
+    status, answer = kernel.fetch_raw(384, 240)
+    assert (status, answer.decode()) == (errno.ENOENT, "no stream 30")
     assert other.fetch().frame.timestamp == 0  # the other stream is untouched
     # the stream id may come back (the kernel never reuses one, but nothing breaks)
     assert kernel.feed(packets(VP9)[0], 7).frames[0].timestamp == 7
@@ -801,7 +849,8 @@ def test_through_daedalusd_with_the_installed_handlers() -> None:
             while pending[stream_id]:
                 want = pending[stream_id].pop(0)
                 answer, body = await call(MsgType.FETCH, pack_fetch_req(
-                    stream_id, bytesperline=384, height=240, max_bytes=384 * 360))
+                    stream_id, bytesperline=384, height=240, max_bytes=384 * 360,
+                    timestamp=want.timestamp, digest=want.digest))
                 resp, pixels = parse_fetch_resp(body)
                 assert answer.status == 0 and resp.frame == want and resp.bytes == 384 * 360
                 pictures[stream_id].append(crop(pixels, 384, 240, Geometry(320, 240)))
@@ -820,7 +869,7 @@ def test_through_daedalusd_with_the_installed_handlers() -> None:
         assert (closed.status, body) == (0, b"")
         gone, body = await call(MsgType.FETCH, pack_fetch_req(1, bytesperline=384, height=240,
                                                               max_bytes=384 * 360))
-        assert (gone.status, body) == (errno.ENOENT, b"")
+        assert (gone.status, body) == (errno.ENOENT, b"no stream 1")
         return pictures
 
     async def main() -> dict[int, list[bytes]]:

@@ -35,7 +35,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		3
+#define DAEDALUS_PROTO_VERSION		4
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -64,12 +64,14 @@
  *	decodes it and keeps the frames it completes, oldest first, for FETCH.
  *	The answer is a RESP_FRAME listing those frames (their digests are
  *	those of the pixels FETCH will return, tightly packed).
- * @DAEDALUS_MSG_FETCH: kernel -> daemon; payload struct daedalus_fetch_req.
- *	The answer is struct daedalus_fetch_resp followed by the oldest kept
- *	frame's pixels laid out as the request says; the daemon then drops it.
+ * @DAEDALUS_MSG_FETCH: kernel -> daemon; payload struct daedalus_fetch_req,
+ *	which names the frame wanted. The answer is struct daedalus_fetch_resp
+ *	followed by that frame's pixels laid out as the request says; the
+ *	daemon then drops it and every frame it kept before it.
  *
  * Version history: 1 = HELLO, PING (phase 8.2); 2 = DECODE, CLOSE_STREAM
- * (phase 8.4); 3 = FEED, FETCH (phase 8.5).
+ * (phase 8.4); 3 = FEED, FETCH (phase 8.5); 4 = FETCH names its frame, so
+ * frames of a FEED whose answer the kernel never took are dropped (phase 8.5).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -233,18 +235,26 @@ struct daedalus_stream {
 };
 
 /* daedalus_fetch_req.flags */
-#define DAEDALUS_FETCH_DISCARD	0x1	/* drop the oldest frame; no pixels in the answer */
+#define DAEDALUS_FETCH_DISCARD	0x1	/* drop the frame; no pixels in the answer */
 
 /**
  * struct daedalus_fetch_req - payload of FETCH
- * @stream_id: the stream whose oldest kept frame is wanted.
+ * @stream_id: the stream whose kept frame is wanted.
  * @flags: DAEDALUS_FETCH_* flags.
+ * @timestamp: the wanted frame's timestamp, as the FEED answer listed it.
+ * @digest: the wanted frame's digest, as the FEED answer listed it.
  * @bytesperline: bytes per row of both planes in the destination buffer.
  * @height: rows of the luma plane in the destination buffer (at least the
  *	frame's height); the chroma plane starts at bytesperline * height and
  *	has height / 2 rows.
  * @max_bytes: size of the destination buffer.
  * @reserved: must be zero.
+ *
+ * The daemon answers with the oldest kept frame that has @timestamp and
+ * @digest and drops the frames kept before it: frames of a FEED whose
+ * answer the kernel did not take (it timed out or was malformed), which the
+ * kernel never fetches. If no kept frame matches, the answer is ENOENT and
+ * nothing is dropped.
  *
  * The pixels are NV12 or P010 as in struct daedalus_frame_info, each row
  * padded with zeros to bytesperline and the rows past the frame's height
@@ -254,6 +264,8 @@ struct daedalus_stream {
 struct daedalus_fetch_req {
 	__u32 stream_id;
 	__u32 flags;
+	__u64 timestamp;
+	__u64 digest;
 	__u32 bytesperline;
 	__u32 height;
 	__u32 max_bytes;

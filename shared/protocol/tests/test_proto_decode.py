@@ -256,21 +256,22 @@ def test_feed_allows_reset_where_decode_does_not() -> None:
 
 def test_pack_fetch_req_layout_and_round_trip() -> None:
     data = proto.pack_fetch_req(9, flags=proto.FETCH_DISCARD, bytesperline=384, height=256,
-                                max_bytes=147456)
-    assert len(data) == proto.FETCH_REQ_SIZE == 32
-    assert [_u(data, o, 4) for o in (0, 4, 8, 12, 16)] == [9, 1, 384, 256, 147456]
-    assert data[20:] == bytes(12)
+                                max_bytes=147456, timestamp=2**40 + 7, digest=2**64 - 2)
+    assert len(data) == proto.FETCH_REQ_SIZE == 48
+    assert [_u(data, o, 4) for o in (0, 4, 24, 28, 32)] == [9, 1, 384, 256, 147456]
+    assert (_u(data, 8, 8), _u(data, 16, 8)) == (2**40 + 7, 2**64 - 2)
+    assert data[36:] == bytes(12)
     req = proto.parse_fetch_req(data)
     assert req == proto.FetchReq(stream_id=9, flags=1, bytesperline=384, height=256,
-                                 max_bytes=147456)
+                                 max_bytes=147456, timestamp=2**40 + 7, digest=2**64 - 2)
     assert req.discard and req.pixel_bytes == 384 * 256 * 3 // 2
     proto.validate_fetch_req(req)
     assert proto.parse_fetch_req(memoryview(b"?" + data)[1:]) == req  # unaligned
 
 
 @pytest.mark.parametrize(("data", "match"), [
-    (bytes(31), "FETCH payload of 31 bytes, expected 32"),
-    (bytes(33), "FETCH payload of 33 bytes"),
+    (bytes(47), "FETCH payload of 47 bytes, expected 48"),
+    (bytes(49), "FETCH payload of 49 bytes"),
 ])
 def test_parse_fetch_req_wants_exactly_one_struct(data: bytes, match: str) -> None:
     with pytest.raises(proto.ProtocolError, match=match):

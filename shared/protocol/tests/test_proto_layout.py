@@ -11,8 +11,9 @@
    daedalus_frame_info is four __u32s, digest and timestamp (__u64, at 16 and
    24) and reserved[2] at 32..39 (40 bytes, a multiple of 8); struct
    daedalus_frame_resp is eight __u32s (32 bytes) and struct daedalus_stream
-   four (16 bytes). Phase 8.5: struct daedalus_fetch_req is eight __u32s
-   (32 bytes); struct daedalus_fetch_resp is a struct daedalus_frame_info
+   four (16 bytes). Phase 8.5: struct daedalus_fetch_req is two __u32s, the
+   __u64 timestamp and digest at 8 and 16, three __u32s and reserved[3] at
+   24..47 (48 bytes, a multiple of 8); struct daedalus_fetch_resp is a struct daedalus_frame_info
    (40 bytes, 8-aligned) then bytes at 40 and reserved[3] at 44..55 (56
    bytes, a multiple of 8).
 2. The same numbers from gcc, compiling a tiny program against the header
@@ -64,11 +65,12 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_frame_resp": (32, {"status": (0, 4), "error": (4, 4), "nr_frames": (8, 4),
                                  "msg_len": (12, 4), "reserved": (16, 16)}),
     "daedalus_stream": (16, {"stream_id": (0, 4), "reserved": (4, 12)}),
-    "daedalus_fetch_req": (32, {"stream_id": (0, 4), "flags": (4, 4), "bytesperline": (8, 4),
-                                "height": (12, 4), "max_bytes": (16, 4), "reserved": (20, 12)}),
+    "daedalus_fetch_req": (48, {"stream_id": (0, 4), "flags": (4, 4), "timestamp": (8, 8),
+                                "digest": (16, 8), "bytesperline": (24, 4), "height": (28, 4),
+                                "max_bytes": (32, 4), "reserved": (36, 12)}),
     "daedalus_fetch_resp": (56, {"frame": (0, 40), "bytes": (40, 4), "reserved": (44, 12)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 3,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 4,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
@@ -95,7 +97,7 @@ def test_golden_sizes_match_cffi() -> None:
         size for size, _ in LAYOUTS.values()]
     assert (proto.DECODE_REQ_SIZE, proto.FRAME_INFO_SIZE, proto.FRAME_RESP_SIZE,
             proto.STREAM_SIZE, proto.FETCH_REQ_SIZE, proto.FETCH_RESP_SIZE) == (
-                48, 40, 32, 16, 32, 56)
+                48, 40, 32, 16, 48, 56)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
@@ -125,7 +127,7 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 3, 1024 * 1024, 0x8000)
+        0x4C345644, 4, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
@@ -183,6 +185,7 @@ int main(void)
     printf("sizeof.daedalus_fetch_req %zu\n", sizeof(struct daedalus_fetch_req));
     printf("sizeof.daedalus_fetch_resp %zu\n", sizeof(struct daedalus_fetch_resp));
     OFF(daedalus_fetch_req, stream_id); OFF(daedalus_fetch_req, flags);
+    OFF(daedalus_fetch_req, timestamp); OFF(daedalus_fetch_req, digest);
     OFF(daedalus_fetch_req, bytesperline); OFF(daedalus_fetch_req, height);
     OFF(daedalus_fetch_req, max_bytes); OFF(daedalus_fetch_req, reserved);
     OFF(daedalus_fetch_resp, frame); OFF(daedalus_fetch_resp, bytes);

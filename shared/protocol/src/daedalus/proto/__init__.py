@@ -631,6 +631,8 @@ class FetchReq:
     bytesperline: int
     height: int
     max_bytes: int
+    timestamp: int = 0
+    digest: int = 0
     reserved: tuple[int, ...] = (0, 0, 0)
 
     @property
@@ -655,12 +657,12 @@ class FetchResp:
 
 
 def pack_fetch_req(stream_id: int = 0, *, flags: int = 0, bytesperline: int = 0,
-                   height: int = 0, max_bytes: int = 0,
+                   height: int = 0, max_bytes: int = 0, timestamp: int = 0, digest: int = 0,
                    reserved: Sequence[int] | None = None) -> bytes:
     """A FETCH payload (every field may be set, for tests)."""
     return _pack(FETCH_REQ_STRUCT, {
         "stream_id": stream_id, "flags": flags, "bytesperline": bytesperline,
-        "height": height, "max_bytes": max_bytes,
+        "height": height, "max_bytes": max_bytes, "timestamp": timestamp, "digest": digest,
         "reserved": _reserved(FETCH_REQ_STRUCT, reserved),
     })
 
@@ -672,8 +674,8 @@ def parse_fetch_req(data: bytes | bytearray | memoryview) -> FetchReq:
     req = _unpack(FETCH_REQ_STRUCT, FETCH_REQ_SIZE, data)
     return FetchReq(stream_id=int(req.stream_id), flags=int(req.flags),
                     bytesperline=int(req.bytesperline), height=int(req.height),
-                    max_bytes=int(req.max_bytes),
-                    reserved=tuple(int(w) for w in req.reserved))
+                    max_bytes=int(req.max_bytes), timestamp=int(req.timestamp),
+                    digest=int(req.digest), reserved=tuple(int(w) for w in req.reserved))
 
 
 def validate_fetch_req(req: FetchReq) -> None:

@@ -119,6 +119,8 @@ struct daedalus_stream {
 struct daedalus_fetch_req {
     __u32 stream_id;
     __u32 flags;
+    __u64 timestamp;
+    __u64 digest;
     __u32 bytesperline;
     __u32 height;
     __u32 max_bytes;

@@ -38,6 +38,11 @@ def _wait_state(want: set[str], timeout: float) -> str:
     return state
 
 
+def daemon_pid() -> int | None:
+    """The pid of the daedalusd the testbed (or start_daemon) started."""
+    return _pid()
+
+
 def _pid() -> int | None:
     try:
         return int(PIDFILE.read_text().strip())

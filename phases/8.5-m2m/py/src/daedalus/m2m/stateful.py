@@ -44,17 +44,22 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
   invalid data is recreated. A frame FFmpeg flags as decoded with errors
   (concealed) is dropped, not kept: the protocol has no per-frame error flag.
 
-FETCH (struct daedalus_fetch_req): the oldest kept frame, laid out in the
-requested geometry (layout.py): luma rows at stride ``bytesperline``, the
-chroma plane at ``bytesperline * height``, rows zero-padded, rows past the
-picture zero, ``bytesperline * height * 3 / 2`` bytes after struct
-daedalus_fetch_resp (whose frame is the FEED answer's entry, unchanged);
-with DAEDALUS_FETCH_DISCARD no pixels. Header status instead of an answer:
-ENOENT when nothing is kept; EINVAL for a malformed request, or a geometry
-that cannot hold the frame (rows too short, too few rows, more than
-``max_bytes``); EMSGSIZE when the pixels exceed what one message carries.
-The kernel forgets its oldest pending frame whatever a FETCH's answer, so a
-FETCH with a bad geometry consumes the frame too: both sides stay in step.
+FETCH (struct daedalus_fetch_req): the kept frame it names (timestamp and
+digest, as the FEED answer listed it), laid out in the requested geometry
+(layout.py): luma rows at stride ``bytesperline``, the chroma plane at
+``bytesperline * height``, rows zero-padded, rows past the picture zero,
+``bytesperline * height * 3 / 2`` bytes after struct daedalus_fetch_resp
+(whose frame is the FEED answer's entry, unchanged); with
+DAEDALUS_FETCH_DISCARD no pixels. Header status instead of an answer: ENOENT
+when no kept frame matches (nothing is dropped then); EINVAL for a malformed
+request, or a geometry that cannot hold the frame (rows too short, too few
+rows, more than ``max_bytes``); EMSGSIZE when the pixels exceed what one
+message carries. The kernel forgets its oldest pending frame whatever a
+FETCH's answer, so a FETCH with a bad geometry consumes the frame too: both
+sides stay in step.
+Frames kept before the named one are dropped with it: they came from a FEED
+whose answer the kernel did not take (it timed out while the daemon was
+stalled, or was malformed), so the kernel will never ask for them.
 
 CLOSE_STREAM belongs to phase 8.4's DecodeHandler; this handler registers a
 close hook with it (``register_close_hook``) and drops the stream's state
@@ -200,6 +205,7 @@ class FeedStream:
     kept: deque[KeptFrame] = field(default_factory=deque)
     feeds: int = 0
     fetches: int = 0
+    orphans: int = 0             # kept frames dropped because the kernel never listed them
     frames: int = 0
     errors: int = 0
     decoders_created: int = 0
@@ -380,8 +386,20 @@ class FeedStream:
     def fetch(self, req: FetchReq) -> tuple[int, bytes]:
         """The answer (header status, payload) to a FETCH of this stream."""
         with self.lock:
-            if not self.kept:
-                return errno.ENOENT, b""
+            wanted = next((i for i, k in enumerate(self.kept)
+                           if (k.info.timestamp, k.info.digest) == (req.timestamp, req.digest)),
+                          None)
+            if wanted is None:
+                return errno.ENOENT, encode_message(
+                    f"stream {self.stream_id}: no kept frame has timestamp {req.timestamp} "
+                    f"and digest {req.digest:#018x} ({len(self.kept)} kept)")
+            if wanted:
+                # frames of a FEED whose answer the kernel did not take: never fetched
+                self.orphans += wanted
+                log.warning("stream %d: dropping %d kept frame(s) the kernel does not know "
+                            "(their FEED's answer was not taken)", self.stream_id, wanted)
+                for _ in range(wanted):
+                    self.kept.popleft()
             frame = self.kept.popleft()
             self.fetches += 1
             if req.discard:
@@ -500,7 +518,7 @@ class StatefulHandler:
             return errno.EINVAL, encode_message(str(exc))
         stream = self.stream(req.stream_id)
         if stream is None:
-            return errno.ENOENT, b""
+            return errno.ENOENT, encode_message(f"no stream {req.stream_id}")
         return stream.fetch(req)
 
     # -- CLOSE_STREAM (through phase 8.4's hook) ------------------------------
@@ -514,8 +532,8 @@ class StatefulHandler:
             unfetched = len(stream.kept)
             stream.reset()
         log.info("stream %d closed: %d FEEDs, %d frames, %d FETCHes, %d errors, %d frames "
-                 "never fetched", stream_id, stream.feeds, stream.frames, stream.fetches,
-                 stream.errors, unfetched)
+                 "never fetched, %d dropped unknown to the kernel", stream_id, stream.feeds,
+                 stream.frames, stream.fetches, stream.errors, unfetched, stream.orphans)
 
     def close(self) -> None:
         """Stop listening to CLOSE_STREAM and drop every stream."""
