@@ -26,12 +26,15 @@ from typing import TypeVar
 
 import pytest
 
-from daedalus.m2m.layout import Geometry
+from daedalus.m2m.layout import Geometry, crop
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.v4l2 import (
     EVENT_EOS,
+    EVENT_SOURCE_CHANGE,
+    V4L2_DEC_CMD_START,
     V4L2_DEC_CMD_STOP,
     BufferQueue,
+    Dequeued,
     Frame,
     LastBufferDequeued,
     M2MNode,
@@ -231,6 +234,95 @@ def test_drain_with_nothing_queued_gives_one_empty_last_buffer() -> None:
         finally:
             capture.close()
             output.close()
+
+
+def test_stop_drains_and_start_resumes_with_capture_set_up_early() -> None:
+    """CAPTURE set up from G_FMT before the stream's header is parsed (as
+    FFmpeg and GStreamer 1.22 do): frames arrive without a SOURCE_CHANGE.
+    DECODER_CMD STOP ends the first pass with a LAST buffer, EPIPE and EOS;
+    START and the clip again from its keyframe give a second pass, drained
+    the same way. Both passes are ffmpeg's frames, at their own timestamps."""
+    path = corpus.path(VP9)
+    _, _, _, stream = packets_of(path)
+    data = [chunk for _, chunk in stream]
+    want = split(reference_output(path), [(320, 240)] * 30)
+    with M2MNode(find_node()) as node:
+        node.set_output_format("VP90", 320, 240)
+        output = BufferQueue(node.fd, OUTPUT)
+        capture = BufferQueue(node.fd, CAPTURE)
+        try:
+            count = output.request(4)
+            node.subscribe(EVENT_SOURCE_CHANGE)
+            node.subscribe(EVENT_EOS)
+            fmt = node.g_fmt(CAPTURE)
+            assert (fmt.pixelformat, fmt.width, fmt.height) == ("NV12", 320, 240)
+            for index in range(capture.request(6)):
+                capture.queue(index)
+            output.streamon()
+            capture.streamon()
+            last: Dequeued | None = None
+            for run in (0, 1):
+                if last is not None:
+                    node.decoder_cmd(V4L2_DEC_CMD_START)
+                    capture.queue(last.index)  # the LAST buffer of the first pass
+                free, todo = list(range(count)), [(run * 100 + i, c) for i, c in enumerate(data)]
+                frames: list[tuple[int, bytes]] = []
+                stop_sent, last = False, None
+                deadline = time.monotonic() + TIMEOUT
+                while last is None:
+                    assert time.monotonic() < deadline, f"run {run}: {len(frames)} frames"
+                    while (buf := output.dequeue()) is not None:
+                        assert not buf.error, buf
+                        free.append(buf.index)
+                    while free and todo:
+                        timestamp, chunk = todo.pop(0)
+                        output.queue(free.pop(), chunk, timestamp)
+                    if not todo and not stop_sent:
+                        node.decoder_cmd(V4L2_DEC_CMD_STOP)
+                        stop_sent = True
+                    buf = capture.dequeue()
+                    if buf is None:
+                        time.sleep(0.005)
+                        continue
+                    assert not buf.error, buf
+                    if buf.bytesused:
+                        with memoryview(capture.maps[buf.index]) as view:
+                            picture = crop(view, fmt.bytesperline, fmt.height,
+                                           Geometry(320, 240))
+                        frames.append((buf.timestamp, picture))
+                    if buf.last:
+                        last = buf
+                    else:
+                        capture.queue(buf.index)
+                with pytest.raises(LastBufferDequeued):
+                    capture.dequeue()
+                assert _wait("EOS event", node.dequeue_event) == (EVENT_EOS, 0)
+                assert node.dequeue_event() is None  # and no SOURCE_CHANGE, ever
+                assert [t for t, _ in frames] == [run * 100 + i for i in range(30)]
+                assert [f for _, f in frames] == want
+        finally:
+            capture.close()
+            output.close()
+
+
+def test_frames_beyond_the_inline_transport_are_refused_clearly(tmp_path: Path) -> None:
+    """1280x720 NV12 (1,382,400 bytes) does not fit one FETCH answer: the
+    kernel says so in its log and the CAPTURE buffers come back in error;
+    the decode ends, nothing hangs (phase 8.6 lifts the limit)."""
+    clip = tmp_path / "720p.h264"
+    subprocess.run(["/usr/bin/ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+                    "-i", "testsrc2=size=1280x720:rate=30", "-frames:v", "3", "-c:v",
+                    "libx264", "-preset", "ultrafast", str(clip)], check=True, timeout=300)
+    proc = decode(clip, tmp_path / "out.yuv")
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    got = summary(proc.stdout)
+    assert got.frames == 0 and got.errors >= 1, proc.stdout
+    assert "ERROR" in proc.stderr
+    log = subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+    assert ("1280x720 frames need 1382400 bytes; the inline transport carries at most "
+            "1048520 (phase 8.6 lifts this)") in log
+    again = decode(corpus.path(VP9), tmp_path / "again.yuv", "--compare")
+    assert again.returncode == 0, again.stdout + again.stderr  # the next stream is fine
 
 
 @pytest.mark.parametrize("name,decoder,options", [
