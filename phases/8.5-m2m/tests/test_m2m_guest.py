@@ -515,3 +515,37 @@ def test_watchdog_errors_what_a_stalled_daemon_holds_and_the_stream_goes_on() ->
     print(f"lost {len(lost)} frames ({lost[0]}...{lost[-1]}), {stats.errors} buffers in "
           f"error; intact again from keyframe {key}")
     assert daemon_state() == "ready"
+
+
+# v4l2-compliance 1.22 (Debian 12) failures whose cause is not this driver; each
+# is explained on the 8.5 closure page. Any other failure fails the test.
+COMPLIANCE_EXPLAINED = {
+    # the V4L2 core names NV12 "Y/UV 4:2:0" since 6.0; compliance 1.22 expects
+    # the old name, then misses NV12 in its format list (the next three)
+    "fmtdesc.description mismatch: was 'Y/UV 4:2:0', expected 'Y/CbCr 4:2:0'",
+    "pixelformat 3231564e (NV12) for buftype 9 not reported by ENUM_FMT",
+    # DECODER_CMD is checked against the media controller entity of phase 8.7
+    "node->function != MEDIA_ENT_F_PROC_VIDEO_DECODER",
+    # 6.8+ fills struct v4l2_create_buffers.max_num_buffers, reserved in 1.22
+    "check_0(crbufs.reserved, sizeof(crbufs.reserved))",
+}
+
+
+def test_v4l2_compliance_streams_and_fails_only_for_explained_causes() -> None:
+    clip = corpus.path(H264)
+    proc = subprocess.run(["v4l2-compliance", "-d", str(find_node()), "-s", "10",
+                           "--stream-from", str(clip)], capture_output=True, text=True,
+                          timeout=900)
+    out = proc.stdout
+    total = re.search(r"^Total for daedalus_v4l2 device \S+: (\d+), Succeeded: (\d+), "
+                      r"Failed: (\d+), Warnings: (\d+)$", out, re.M)
+    assert total, out[-3000:]
+    print(total[0])
+    for test in ("blocking wait", "MMAP (select)", "MMAP (epoll)"):
+        assert f"test {test}: OK" in out, f"streaming test {test!r} did not pass"
+    failures = re.findall(r"^\s+fail: [\w.-]+\(\d+\): (.*)$", out, re.M)
+    assert int(total[3]) == len([line for line in out.splitlines()
+                                 if line.rstrip().endswith(": FAIL")])
+    unexplained = [f for f in failures if f not in COMPLIANCE_EXPLAINED]
+    assert not unexplained, "\n".join(unexplained)
+    assert int(total[4]) == 0, out[-3000:]
