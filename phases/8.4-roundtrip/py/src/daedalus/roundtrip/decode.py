@@ -55,12 +55,13 @@ import threading
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import av
 from av.video.codeccontext import VideoCodecContext
 
 from daedalus.proto import (
+    DECODE_FLAGS,
     MAX_FRAMES,
     Codec,
     DecodeReq,
@@ -151,6 +152,58 @@ class DecodeFailure(Exception):
 
 def error_response(error: int, message: str) -> bytes:
     return pack_frame_resp(DecodeStatus.ERROR, error, (), encode_message(message))
+
+
+class DecodingStream(Protocol):
+    """What answer_decode_req needs of a handler's per-stream state."""
+
+    lock: threading.Lock
+    errors: int
+
+
+StreamT = TypeVar("StreamT", bound=DecodingStream)
+
+
+def answer_decode_req(payload: bytes | bytearray | memoryview, kind: str,
+                      stream_for: Callable[[DecodeReq], StreamT],
+                      run: Callable[[StreamT, DecodeReq, memoryview], list[FrameInfo]],
+                      recover: Callable[[StreamT], None], logger: logging.Logger, *,
+                      allowed_flags: int = DECODE_FLAGS,
+                      detail: Callable[[StreamT], str] = lambda stream: "") -> bytes:
+    """A struct daedalus_decode_req payload (REQ_DECODE, or phase 8.5's FEED)
+    in, its RESP_FRAME payload out; never raises for anything the request or
+    the bitstream holds. *stream_for* finds or makes the request's stream
+    (DecodeFailure refuses it), *run* decodes under the stream's lock, and
+    *recover* resets a stream after an internal error (a bug here or in PyAV:
+    reported as EIO, the daemon keeps serving). *detail* adds to the debug line."""
+    try:
+        req, bitstream = parse_decode_req(payload)
+        validate_decode_req(req, len(bitstream), allowed_flags=allowed_flags)
+        stream = stream_for(req)
+    except ProtocolError as exc:
+        logger.warning("malformed %s: %s", kind, exc)
+        return error_response(errno.EINVAL, str(exc))
+    except DecodeFailure as exc:
+        logger.warning("%s refused: %s", kind, exc.message)
+        return error_response(exc.error, exc.message)
+    with stream.lock:
+        try:
+            frames = run(stream, req, bitstream)
+        except DecodeFailure as exc:
+            logger.warning("stream %d, timestamp %d: %s", req.stream_id, req.timestamp,
+                           exc.message)
+            return error_response(exc.error, exc.message)
+        except Exception as exc:  # a bug here or in PyAV: report it, keep serving
+            recover(stream)
+            stream.errors += 1
+            logger.exception("stream %d, timestamp %d: internal error", req.stream_id,
+                             req.timestamp)
+            return error_response(errno.EIO, f"internal error: {exc!r}")
+        extra = detail(stream)
+    logger.debug("stream %d, timestamp %d: %d bytes%s%s -> %d frames%s", req.stream_id,
+                 req.timestamp, len(bitstream), " + reset" if req.reset else "",
+                 " + flush" if req.flush else "", len(frames), extra)
+    return pack_frame_resp(DecodeStatus.OK, 0, frames)
 
 
 def _ffmpeg_text(exc: Exception) -> str:
@@ -324,33 +377,10 @@ class DecodeHandler:
     def decode(self, payload: bytes | bytearray | memoryview) -> bytes:
         """A REQ_DECODE payload in, its RESP_FRAME payload out (never raises for
         anything the request or the bitstream holds)."""
-        try:
-            req, bitstream = parse_decode_req(payload)
-            validate_decode_req(req, len(bitstream))
-            state = self._stream_for(req)
-        except ProtocolError as exc:
-            log.warning("malformed REQ_DECODE: %s", exc)
-            return error_response(errno.EINVAL, str(exc))
-        except DecodeFailure as exc:
-            log.warning("REQ_DECODE refused: %s", exc.message)
-            return error_response(exc.error, exc.message)
-        with state.lock:
-            try:
-                frames = state.run(req, bitstream, self._factory)
-            except DecodeFailure as exc:
-                log.warning("stream %d, timestamp %d: %s", req.stream_id, req.timestamp,
-                            exc.message)
-                return error_response(exc.error, exc.message)
-            except Exception as exc:  # a bug here or in PyAV: report it, keep serving
-                state.drop_decoder()
-                state.errors += 1
-                log.exception("stream %d, timestamp %d: internal error", req.stream_id,
-                              req.timestamp)
-                return error_response(errno.EIO, f"internal error: {exc!r}")
-        log.debug("stream %d, timestamp %d: %d bitstream bytes%s -> %d frames",
-                  req.stream_id, req.timestamp, len(bitstream), " + flush" if req.flush else "",
-                  len(frames))
-        return pack_frame_resp(DecodeStatus.OK, 0, frames)
+        return answer_decode_req(
+            payload, "REQ_DECODE", self._stream_for,
+            lambda state, req, bitstream: state.run(req, bitstream, self._factory),
+            StreamState.drop_decoder, log)
 
     def _stream_for(self, req: DecodeReq) -> StreamState:
         codec = Codec(req.codec)

@@ -93,7 +93,6 @@ from daedalus.proto import (
     MAX_PAYLOAD,
     Codec,
     DecodeReq,
-    DecodeStatus,
     FetchReq,
     FrameInfo,
     Header,
@@ -102,10 +101,7 @@ from daedalus.proto import (
     ProtocolError,
     encode_message,
     pack_fetch_resp,
-    pack_frame_resp,
-    parse_decode_req,
     parse_fetch_req,
-    validate_decode_req,
     validate_fetch_req,
 )
 from daedalus.roundtrip.decode import (
@@ -115,8 +111,8 @@ from daedalus.roundtrip.decode import (
     MAX_WIDTH,
     TIMESTAMP_WINDOW,
     DecodeFailure,
+    answer_decode_req,
     create_decoder,
-    error_response,
     register_close_hook,
 )
 from daedalus.roundtrip.frames import PackedFrame, pack
@@ -460,34 +456,11 @@ class StatefulHandler:
     def feed(self, payload: bytes | bytearray | memoryview) -> bytes:
         """A FEED payload in, its RESP_FRAME payload out (never raises for
         anything the request or the bitstream holds)."""
-        try:
-            req, bitstream = parse_decode_req(payload)
-            validate_decode_req(req, len(bitstream), allowed_flags=FEED_FLAGS)
-            stream = self._stream_for(req)
-        except ProtocolError as exc:
-            log.warning("malformed FEED: %s", exc)
-            return error_response(errno.EINVAL, str(exc))
-        except DecodeFailure as exc:
-            log.warning("FEED refused: %s", exc.message)
-            return error_response(exc.error, exc.message)
-        with stream.lock:
-            try:
-                frames = stream.feed(req, bitstream, self._factory)
-            except DecodeFailure as exc:
-                log.warning("stream %d, timestamp %d: %s", req.stream_id, req.timestamp,
-                            exc.message)
-                return error_response(exc.error, exc.message)
-            except Exception as exc:  # a bug here or in PyAV: report it, keep serving
-                stream.end_sequence()
-                stream.errors += 1
-                log.exception("stream %d, timestamp %d: internal error", req.stream_id,
-                              req.timestamp)
-                return error_response(errno.EIO, f"internal error: {exc!r}")
-            kept = len(stream.kept)
-        log.debug("stream %d, timestamp %d: %d bytes%s%s -> %d frames (%d kept)",
-                  req.stream_id, req.timestamp, len(bitstream), " + reset" if req.reset else "",
-                  " + flush" if req.flush else "", len(frames), kept)
-        return pack_frame_resp(DecodeStatus.OK, 0, frames)
+        return answer_decode_req(
+            payload, "FEED", self._stream_for,
+            lambda stream, req, bitstream: stream.feed(req, bitstream, self._factory),
+            FeedStream.end_sequence, log, allowed_flags=FEED_FLAGS,
+            detail=lambda stream: f" ({len(stream.kept)} kept)")
 
     def _stream_for(self, req: DecodeReq) -> FeedStream:
         codec = Codec(req.codec)
