@@ -125,6 +125,7 @@ static int daedalus_m2m_decoder_cmd(struct file *file, void *priv,
 		}
 		ctx->stopped = false;
 		ctx->flushed = false;
+		ctx->last_owed = false;
 		vb2_clear_last_buffer_dequeued(dst_vq);
 		break;
 	}

@@ -12,7 +12,9 @@
  *  - feed: send an OUTPUT buffer's bytes as FEED; the answer lists the frames
  *    it completed, which the kernel queues in ctx->pending;
  *  - drain: after DECODER_CMD STOP, FLUSH the daemon, then mark the last
- *    CAPTURE buffer with V4L2_BUF_FLAG_LAST and signal V4L2_EVENT_EOS.
+ *    CAPTURE buffer with V4L2_BUF_FLAG_LAST and signal V4L2_EVENT_EOS
+ *    (when CAPTURE is not streaming yet: the event now, and LAST on the
+ *    first CAPTURE buffer queued later).
  *
  * v4l2-mem2mem provides the two vb2 queues and their ioctls; its job
  * scheduler is not used (a stateful decoder consumes OUTPUT before CAPTURE
@@ -376,12 +378,34 @@ static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 					     ctx->stream.id, ret);
 		return true;
 	}
-	if (ctx->nr_pending || ctx->src_change || !daedalus_cap_ready(ctx))
+	if (ctx->nr_pending || ctx->src_change)
 		return false;
-	daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
+	if (!vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m))) {
+		/*
+		 * Nothing decoded is left and CAPTURE is not set up (no frame
+		 * came, so no SOURCE_CHANGE told the client to set it up): the
+		 * drain ends now with the event; the first CAPTURE buffer
+		 * queued later carries LAST.
+		 */
+		ctx->last_owed = true;
+	} else if (daedalus_cap_ready(ctx)) {
+		daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
+	} else {
+		return false;
+	}
 	ctx->draining = false;
 	ctx->stopped = true;
 	daedalus_queue_event(ctx, V4L2_EVENT_EOS);
+	return true;
+}
+
+/* Step 0: the LAST buffer of a drain that ended before CAPTURE streamed. */
+static bool daedalus_pay_last(struct daedalus_m2m_ctx *ctx)
+{
+	if (!ctx->last_owed || !daedalus_cap_ready(ctx))
+		return false;
+	ctx->last_owed = false;
+	daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(daedalus_m2m_ctx(ctx)));
 	return true;
 }
 
@@ -391,8 +415,8 @@ static void daedalus_m2m_pump(struct work_struct *work)
 		container_of(work, struct daedalus_m2m_ctx, work);
 
 	mutex_lock(&ctx->lock);
-	while (daedalus_deliver(ctx) || daedalus_feed_one(ctx) ||
-	       daedalus_drain(ctx))
+	while (daedalus_pay_last(ctx) || daedalus_deliver(ctx) ||
+	       daedalus_feed_one(ctx) || daedalus_drain(ctx))
 		;
 	mutex_unlock(&ctx->lock);
 }
@@ -488,6 +512,7 @@ static void daedalus_stop_streaming(struct vb2_queue *vq)
 		ctx->draining = false;
 		ctx->flushed = false;
 		ctx->stopped = false;
+		ctx->last_owed = false;
 		mutex_unlock(&ctx->lock);
 	} else {
 		while ((vbuf = v4l2_m2m_dst_buf_remove(m2m)))

@@ -50,6 +50,8 @@ struct daedalus_m2m_codec {
  * @draining: DECODER_CMD STOP received; the drain is in progress.
  * @flushed: the drain's FLUSH was sent to the daemon.
  * @stopped: the drain completed (LAST delivered) and no START came yet.
+ * @last_owed: a drain completed while CAPTURE was not streaming; the first
+ *	CAPTURE buffer queued later is returned empty with LAST.
  * @reset: the next FEED starts a new stream position (after a seek).
  * @aborting: a queue is stopping; the pump must not take buffers.
  * @failed: the stream exceeds what this transport carries; every buffer
@@ -74,6 +76,7 @@ struct daedalus_m2m_ctx {
 	bool draining;
 	bool flushed;
 	bool stopped;
+	bool last_owed;
 	bool reset;
 	bool aborting;
 	bool failed;

@@ -19,7 +19,8 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -211,30 +212,83 @@ def _wait(what: str, poll: Callable[[], T | None], timeout: float = 10.0) -> T:
     raise AssertionError(f"no {what} within {timeout:g} s")
 
 
-def test_drain_with_nothing_queued_gives_one_empty_last_buffer() -> None:
+@contextmanager
+def _vp9_queues() -> Iterator[tuple[M2MNode, BufferQueue, BufferQueue]]:
+    """The decoder node with VP9 320x240 on OUTPUT and its two queues, driven
+    by the test itself; both queues are released at the end."""
     with M2MNode(find_node()) as node:
         node.set_output_format("VP90", 320, 240)
         output = BufferQueue(node.fd, OUTPUT)
         capture = BufferQueue(node.fd, CAPTURE)
         try:
-            assert output.request(2) >= 1
-            node.subscribe(EVENT_EOS)
-            count = capture.request(2)
-            for index in range(count):
-                capture.queue(index)
-            output.streamon()
-            capture.streamon()
-            node.decoder_cmd(V4L2_DEC_CMD_STOP)
-            buf = _wait("CAPTURE buffer", capture.dequeue)
-            assert buf.last and buf.bytesused == 0 and not buf.error
-            with pytest.raises(LastBufferDequeued):  # EPIPE from now on
-                capture.dequeue()
-            event = _wait("EOS event", node.dequeue_event)
-            assert event == (EVENT_EOS, 0)
-            assert output.dequeue() is None  # nothing was queued, nothing comes back
+            yield node, output, capture
         finally:
             capture.close()
             output.close()
+
+
+def test_drain_with_nothing_queued_gives_one_empty_last_buffer() -> None:
+    with _vp9_queues() as (node, output, capture):
+        assert output.request(2) >= 1
+        node.subscribe(EVENT_EOS)
+        count = capture.request(2)
+        for index in range(count):
+            capture.queue(index)
+        output.streamon()
+        capture.streamon()
+        node.decoder_cmd(V4L2_DEC_CMD_STOP)
+        buf = _wait("CAPTURE buffer", capture.dequeue)
+        assert buf.last and buf.bytesused == 0 and not buf.error
+        with pytest.raises(LastBufferDequeued):  # EPIPE from now on
+            capture.dequeue()
+        event = _wait("EOS event", node.dequeue_event)
+        assert event == (EVENT_EOS, 0)
+        assert output.dequeue() is None  # nothing was queued, nothing comes back
+
+
+def test_drain_before_capture_is_set_up_ends_with_eos_then_a_last_buffer() -> None:
+    """A stream with no decodable frame gives no SOURCE_CHANGE, so a client
+    that sets CAPTURE up on that event never does. DECODER_CMD STOP must still
+    end: EOS at once, and the first CAPTURE buffer queued later is an empty
+    LAST buffer (then EPIPE), as dev-decoder.rst's drain ends."""
+    with _vp9_queues() as (node, output, capture):
+        assert output.request(2) >= 1
+        node.subscribe(EVENT_SOURCE_CHANGE)
+        node.subscribe(EVENT_EOS)
+        output.streamon()
+        output.queue(0, bytes(256), 7)  # frame marker 0, not VP9: the daemon refuses it
+        node.decoder_cmd(V4L2_DEC_CMD_STOP)
+        buf = _wait("OUTPUT buffer", output.dequeue)
+        assert buf.index == 0 and buf.error
+        assert _wait("EOS event", node.dequeue_event) == (EVENT_EOS, 0)
+        assert node.dequeue_event() is None  # no SOURCE_CHANGE: nothing was decoded
+        for index in range(capture.request(2)):
+            capture.queue(index)
+        capture.streamon()
+        buf = _wait("CAPTURE buffer", capture.dequeue)
+        assert buf.last and buf.bytesused == 0 and not buf.error
+        with pytest.raises(LastBufferDequeued):
+            capture.dequeue()
+
+
+def test_decode_of_a_stream_without_a_picture_ends_at_eos(tmp_path: Path) -> None:
+    """Every packet of vp9-320x240 zeroed: each OUTPUT buffer comes back with
+    ERROR, no frame and no SOURCE_CHANGE ever come, and the decode tool (which
+    sets CAPTURE up on SOURCE_CHANGE) ends on the drain's EOS event with "no
+    picture" instead of running into its own timeout."""
+    data = bytearray(corpus.path(VP9).read_bytes())
+    _, packets = read_all(corpus.path(VP9))
+    for packet in packets:
+        start = packet.offset + 12  # after the 12-byte IVF frame header
+        data[start:start + len(packet.data)] = bytes(len(packet.data))
+    blank = tmp_path / "blank.ivf"
+    blank.write_bytes(bytes(data))
+    proc = decode(blank, tmp_path / "out.yuv", "--timeout", "300")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # nothing decoded is a failure
+    got = summary(proc.stdout)
+    assert (got.frames, got.sizes, got.errors) == (0, [], len(packets)), proc.stdout
+    assert "nothing happened" not in proc.stderr, proc.stderr
+    assert (tmp_path / "out.yuv").read_bytes() == b""
 
 
 def test_stop_drains_and_start_resumes_with_capture_set_up_early() -> None:
@@ -247,63 +301,56 @@ def test_stop_drains_and_start_resumes_with_capture_set_up_early() -> None:
     _, _, _, stream = packets_of(path)
     data = [chunk for _, chunk in stream]
     want = split(reference_output(path), [(320, 240)] * 30)
-    with M2MNode(find_node()) as node:
-        node.set_output_format("VP90", 320, 240)
-        output = BufferQueue(node.fd, OUTPUT)
-        capture = BufferQueue(node.fd, CAPTURE)
-        try:
-            count = output.request(4)
-            node.subscribe(EVENT_SOURCE_CHANGE)
-            node.subscribe(EVENT_EOS)
-            fmt = node.g_fmt(CAPTURE)
-            assert (fmt.pixelformat, fmt.width, fmt.height) == ("NV12", 320, 240)
-            for index in range(capture.request(6)):
-                capture.queue(index)
-            output.streamon()
-            capture.streamon()
-            last: Dequeued | None = None
-            for run in (0, 1):
-                if last is not None:
-                    node.decoder_cmd(V4L2_DEC_CMD_START)
-                    capture.queue(last.index)  # the LAST buffer of the first pass
-                free, todo = list(range(count)), [(run * 100 + i, c) for i, c in enumerate(data)]
-                frames: list[tuple[int, bytes]] = []
-                stop_sent, last = False, None
-                deadline = time.monotonic() + TIMEOUT
-                while last is None:
-                    assert time.monotonic() < deadline, f"run {run}: {len(frames)} frames"
-                    while (buf := output.dequeue()) is not None:
-                        assert not buf.error, buf
-                        free.append(buf.index)
-                    while free and todo:
-                        timestamp, chunk = todo.pop(0)
-                        output.queue(free.pop(), chunk, timestamp)
-                    if not todo and not stop_sent:
-                        node.decoder_cmd(V4L2_DEC_CMD_STOP)
-                        stop_sent = True
-                    buf = capture.dequeue()
-                    if buf is None:
-                        time.sleep(0.005)
-                        continue
+    with _vp9_queues() as (node, output, capture):
+        count = output.request(4)
+        node.subscribe(EVENT_SOURCE_CHANGE)
+        node.subscribe(EVENT_EOS)
+        fmt = node.g_fmt(CAPTURE)
+        assert (fmt.pixelformat, fmt.width, fmt.height) == ("NV12", 320, 240)
+        for index in range(capture.request(6)):
+            capture.queue(index)
+        output.streamon()
+        capture.streamon()
+        last: Dequeued | None = None
+        for run in (0, 1):
+            if last is not None:
+                node.decoder_cmd(V4L2_DEC_CMD_START)
+                capture.queue(last.index)  # the LAST buffer of the first pass
+            free, todo = list(range(count)), [(run * 100 + i, c) for i, c in enumerate(data)]
+            frames: list[tuple[int, bytes]] = []
+            stop_sent, last = False, None
+            deadline = time.monotonic() + TIMEOUT
+            while last is None:
+                assert time.monotonic() < deadline, f"run {run}: {len(frames)} frames"
+                while (buf := output.dequeue()) is not None:
                     assert not buf.error, buf
-                    if buf.bytesused:
-                        with memoryview(capture.maps[buf.index]) as view:
-                            picture = crop(view, fmt.bytesperline, fmt.height,
-                                           Geometry(320, 240))
-                        frames.append((buf.timestamp, picture))
-                    if buf.last:
-                        last = buf
-                    else:
-                        capture.queue(buf.index)
-                with pytest.raises(LastBufferDequeued):
-                    capture.dequeue()
-                assert _wait("EOS event", node.dequeue_event) == (EVENT_EOS, 0)
-                assert node.dequeue_event() is None  # and no SOURCE_CHANGE, ever
-                assert [t for t, _ in frames] == [run * 100 + i for i in range(30)]
-                assert [f for _, f in frames] == want
-        finally:
-            capture.close()
-            output.close()
+                    free.append(buf.index)
+                while free and todo:
+                    timestamp, chunk = todo.pop(0)
+                    output.queue(free.pop(), chunk, timestamp)
+                if not todo and not stop_sent:
+                    node.decoder_cmd(V4L2_DEC_CMD_STOP)
+                    stop_sent = True
+                buf = capture.dequeue()
+                if buf is None:
+                    time.sleep(0.005)
+                    continue
+                assert not buf.error, buf
+                if buf.bytesused:
+                    with memoryview(capture.maps[buf.index]) as view:
+                        picture = crop(view, fmt.bytesperline, fmt.height,
+                                       Geometry(320, 240))
+                    frames.append((buf.timestamp, picture))
+                if buf.last:
+                    last = buf
+                else:
+                    capture.queue(buf.index)
+            with pytest.raises(LastBufferDequeued):
+                capture.dequeue()
+            assert _wait("EOS event", node.dequeue_event) == (EVENT_EOS, 0)
+            assert node.dequeue_event() is None  # and no SOURCE_CHANGE, ever
+            assert [t for t, _ in frames] == [run * 100 + i for i in range(30)]
+            assert [f for _, f in frames] == want
 
 
 def test_frames_beyond_the_inline_transport_are_refused_clearly(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ multi-planar API, MMAP memory, one plane per buffer:
    are refilled. Buffers flagged V4L2_BUF_FLAG_ERROR are counted and skipped.
 4. At the end of the file: DECODER_CMD(STOP); the drain ends with a CAPTURE
    buffer flagged V4L2_BUF_FLAG_LAST (and V4L2_EVENT_EOS), after which
-   DQBUF(CAPTURE) fails with EPIPE.
+   DQBUF(CAPTURE) fails with EPIPE. If no frame was decoded at all, CAPTURE
+   was never set up and the EOS event alone ends the drain.
 5. A SOURCE_CHANGE while CAPTURE streams (dynamic resolution change): the
    frames of the old size end with a LAST buffer; then STREAMOFF(CAPTURE),
    REQBUFS(0), G_FMT and new buffers as in step 2, and decoding goes on.
@@ -550,7 +551,13 @@ class StatefulDecode:
 
     def _after_last(self) -> bool:
         """After a LAST buffer: a resolution change (set CAPTURE up again) or
-        the end of the drain (done)."""
+        the end of the drain (done). A drain that ends before any frame was
+        decoded (CAPTURE never set up) has no LAST buffer to wait for: its EOS
+        event ends the decode."""
+        if self.capture is None and self.eos and self.stop_sent and not self.change_pending:
+            self.log("EOS before any decoded frame: the stream gave no picture")
+            self.done = True
+            return True
         if self.last_at is None:
             return False
         if self.change_pending:
