@@ -555,7 +555,7 @@ class StatefulDecode:
         decoded (CAPTURE never set up) has no LAST buffer to wait for: its EOS
         event ends the decode."""
         if self.capture is None and self.eos and self.stop_sent and not self.change_pending:
-            self.log("EOS before any decoded frame: the stream gave no picture")
+            self.warn("the drain ended (EOS) before any frame was decoded: no picture")
             self.done = True
             return True
         if self.last_at is None:
