@@ -532,33 +532,32 @@ static const struct vb2_ops daedalus_qops = {
 	.wait_finish		= vb2_ops_wait_finish,
 };
 
+/* Both queues: vmalloc memory, MMAP and DMABUF, timestamps copied. */
+static int daedalus_queue_init_one(struct daedalus_m2m_ctx *ctx,
+				   struct vb2_queue *vq, enum v4l2_buf_type type)
+{
+	vq->type = type;
+	vq->io_modes = VB2_MMAP | VB2_DMABUF;
+	vq->drv_priv = ctx;
+	vq->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
+	vq->ops = &daedalus_qops;
+	vq->mem_ops = &vb2_vmalloc_memops;
+	vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
+	vq->lock = &ctx->base.dev->vdev_lock;
+	return vb2_queue_init(vq);
+}
+
 static int daedalus_queue_init(void *priv, struct vb2_queue *src_vq,
 			       struct vb2_queue *dst_vq)
 {
-	struct daedalus_m2m_ctx *ctx = priv;
 	int ret;
 
-	src_vq->type = V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE;
-	src_vq->io_modes = VB2_MMAP | VB2_DMABUF;
-	src_vq->drv_priv = ctx;
-	src_vq->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
-	src_vq->ops = &daedalus_qops;
-	src_vq->mem_ops = &vb2_vmalloc_memops;
-	src_vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
-	src_vq->lock = &ctx->base.dev->vdev_lock;
-	ret = vb2_queue_init(src_vq);
+	ret = daedalus_queue_init_one(priv, src_vq,
+				      V4L2_BUF_TYPE_VIDEO_OUTPUT_MPLANE);
 	if (ret)
 		return ret;
-
-	dst_vq->type = V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE;
-	dst_vq->io_modes = VB2_MMAP | VB2_DMABUF;
-	dst_vq->drv_priv = ctx;
-	dst_vq->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
-	dst_vq->ops = &daedalus_qops;
-	dst_vq->mem_ops = &vb2_vmalloc_memops;
-	dst_vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
-	dst_vq->lock = &ctx->base.dev->vdev_lock;
-	return vb2_queue_init(dst_vq);
+	return daedalus_queue_init_one(priv, dst_vq,
+				       V4L2_BUF_TYPE_VIDEO_CAPTURE_MPLANE);
 }
 
 static int daedalus_m2m_open(struct file *file)
