@@ -155,13 +155,37 @@ def error_response(error: int, message: str) -> bytes:
 
 
 class DecodingStream(Protocol):
-    """What answer_decode_req needs of a handler's per-stream state."""
+    """What answer_decode_req and open_stream need of a handler's per-stream state."""
 
+    codec: Codec
     lock: threading.Lock
     errors: int
 
 
 StreamT = TypeVar("StreamT", bound=DecodingStream)
+
+
+def open_stream(streams: dict[int, StreamT], lock: threading.Lock, req: DecodeReq,
+                kind: str, make: Callable[[int, Codec], StreamT], *, max_streams: int,
+                logger: logging.Logger) -> StreamT:
+    """The stream *req* names, from *streams* (guarded by *lock*), made with
+    *make* on its first request. At most *max_streams* are open (DecodeFailure
+    EMFILE beyond); a stream's codec never changes (ProtocolError)."""
+    codec = Codec(req.codec)
+    with lock:
+        stream = streams.get(req.stream_id)
+        if stream is None:
+            if len(streams) >= max_streams:
+                raise DecodeFailure(errno.EMFILE, f"too many streams: {len(streams)} "
+                                    "open (CLOSE_STREAM frees them)")
+            stream = make(req.stream_id, codec)
+            streams[req.stream_id] = stream
+            logger.info("stream %d opened for %s (%s, decoder %s)", req.stream_id, kind,
+                        codec.name, DECODERS[codec])
+        elif stream.codec != codec:
+            raise ProtocolError(f"stream {req.stream_id} is {stream.codec.name}, the "
+                                f"{kind} says {codec.name}: the codec is fixed per stream")
+        return stream
 
 
 def answer_decode_req(payload: bytes | bytearray | memoryview, kind: str,
@@ -383,21 +407,10 @@ class DecodeHandler:
             StreamState.drop_decoder, log)
 
     def _stream_for(self, req: DecodeReq) -> StreamState:
-        codec = Codec(req.codec)
-        with self._lock:
-            state = self._streams.get(req.stream_id)
-            if state is None:
-                if len(self._streams) >= self._max_streams:
-                    raise DecodeFailure(errno.EMFILE, f"too many streams: {len(self._streams)} "
-                                        "open (CLOSE_STREAM frees them)")
-                state = StreamState(stream_id=req.stream_id, codec=codec)
-                self._streams[req.stream_id] = state
-                log.info("stream %d opened (%s, decoder %s)", req.stream_id, codec.name,
-                         DECODERS[codec])
-            elif state.codec != codec:
-                raise ProtocolError(f"stream {req.stream_id} is {state.codec.name}, the "
-                                    f"request says {codec.name}: the codec is fixed per stream")
-            return state
+        return open_stream(self._streams, self._lock, req, "REQ_DECODE",
+                           lambda stream_id, codec: StreamState(stream_id=stream_id,
+                                                                codec=codec),
+                           max_streams=self._max_streams, logger=log)
 
     # -- CLOSE_STREAM ---------------------------------------------------------
 

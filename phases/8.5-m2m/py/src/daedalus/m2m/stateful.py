@@ -105,7 +105,6 @@ from daedalus.proto import (
     validate_fetch_req,
 )
 from daedalus.roundtrip.decode import (
-    DECODERS,
     MAX_HEIGHT,
     MAX_STREAMS,
     MAX_WIDTH,
@@ -113,6 +112,7 @@ from daedalus.roundtrip.decode import (
     DecodeFailure,
     answer_decode_req,
     create_decoder,
+    open_stream,
     register_close_hook,
 )
 from daedalus.roundtrip.frames import PackedFrame, pack
@@ -463,22 +463,10 @@ class StatefulHandler:
             detail=lambda stream: f" ({len(stream.kept)} kept)")
 
     def _stream_for(self, req: DecodeReq) -> FeedStream:
-        codec = Codec(req.codec)
-        with self._lock:
-            stream = self._streams.get(req.stream_id)
-            if stream is None:
-                if len(self._streams) >= self._max_streams:
-                    raise DecodeFailure(errno.EMFILE, f"too many streams: {len(self._streams)} "
-                                        "open (CLOSE_STREAM frees them)")
-                stream = FeedStream(stream_id=req.stream_id, codec=codec,
-                                    max_kept=self._max_kept)
-                self._streams[req.stream_id] = stream
-                log.info("stream %d opened for FEED (%s, decoder %s)", req.stream_id,
-                         codec.name, DECODERS[codec])
-            elif stream.codec != codec:
-                raise ProtocolError(f"stream {req.stream_id} is {stream.codec.name}, the "
-                                    f"FEED says {codec.name}: the codec is fixed per stream")
-            return stream
+        return open_stream(self._streams, self._lock, req, "FEED",
+                           lambda stream_id, codec: FeedStream(stream_id=stream_id, codec=codec,
+                                                               max_kept=self._max_kept),
+                           max_streams=self._max_streams, logger=log)
 
     # -- FETCH ------------------------------------------------------------------
 
