@@ -40,10 +40,6 @@ def _wait_state(want: set[str], timeout: float) -> str:
 
 def daemon_pid() -> int | None:
     """The pid of the daedalusd the testbed (or start_daemon) started."""
-    return _pid()
-
-
-def _pid() -> int | None:
     try:
         return int(PIDFILE.read_text().strip())
     except (OSError, ValueError):
@@ -52,7 +48,7 @@ def _pid() -> int | None:
 
 def stop_daemon(timeout: float = 10.0) -> bool:
     """SIGTERM daedalusd and wait until the kernel sees it gone; True if it ran."""
-    pid = _pid()
+    pid = daemon_pid()
     if pid is None:
         return False
     PIDFILE.unlink(missing_ok=True)
@@ -70,7 +66,7 @@ def stop_daemon(timeout: float = 10.0) -> bool:
 def kill_daemon(timeout: float = 10.0) -> None:
     """SIGKILL daedalusd (a crash: no goodbye, requests in flight) and wait
     until the kernel sees it gone."""
-    pid = _pid()
+    pid = daemon_pid()
     if pid is None:
         raise RuntimeError("no daedalusd to kill (no pid file)")
     PIDFILE.unlink(missing_ok=True)
