@@ -8,21 +8,31 @@
  * and daedalus_bridge_write() (the daemon's side), daedalus_bridge_release()
  * (what happens when the daemon goes away).
  *
- * A request lives on its caller's stack. It sits on bridge->pending until
- * the daemon reads it, then on bridge->inflight until the daemon answers,
- * the caller's timeout expires or the daemon closes the device; whichever
- * comes first takes it off the list under bridge->lock, so exactly one of
+ * A request is allocated with a copy of its payload. It sits on one of
+ * bridge->lanes (one FIFO per hash of the application's user, read in turn,
+ * so one user's many files cannot starve another user) until the daemon
+ * reads it, then on bridge->inflight until the daemon answers, the watchdog
+ * fires, the sender cancels it or the daemon closes the device; whichever
+ * comes first takes it off its list under bridge->lock, so exactly one of
  * them finishes it. The daemon is not trusted: every message it writes is
- * validated in full before it can touch a request.
+ * validated in full before it can touch a request, and no copy to or from
+ * its memory happens under the bridge lock.
  */
+#include <linux/completion.h>
+#include <linux/cred.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/jiffies.h>
 #include <linux/miscdevice.h>
+#include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
+#include <linux/overflow.h>
 #include <linux/poll.h>
+#include <linux/refcount.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/string.h>
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 
@@ -33,30 +43,58 @@
 static unsigned int daemon_timeout_ms = 5000;
 module_param(daemon_timeout_ms, uint, 0644);
 MODULE_PARM_DESC(daemon_timeout_ms,
-		 "how long a request waits for daedalusd before failing (ms)");
+		 "the watchdog: how long daedalusd may take to answer a request it has read, and to read anything while requests wait (ms)");
 
+/* Requests of different users are read in turn from this many lanes. */
+#define DAEDALUS_LANES		16
+/* Most requests sent without a waiter (posted) at a time. */
+#define DAEDALUS_MAX_POSTED	256
+
+enum daedalus_req_state {
+	DAEDALUS_REQ_PENDING,	/* on a lane, waiting for the daemon to read it */
+	DAEDALUS_REQ_INFLIGHT,	/* read, waiting for the answer */
+	DAEDALUS_REQ_DONE,	/* answered, failed or given up; on no list */
+};
+
+/*
+ * A request owns a copy of its payload, so the daemon's read() copies it to
+ * user space without the bridge lock (a faulting or stalled copy delays only
+ * that read). References: one for the sender (a waiting caller, or the bridge
+ * itself for a posted request, dropped when it is finished) and one for each
+ * read() copying it.
+ */
 struct daedalus_request {
 	struct list_head node;
+	refcount_t ref;
 	struct daedalus_msg_hdr hdr;
-	const void *payload;
+	struct daedalus_caller *caller;
+	unsigned int lane;
+	enum daedalus_req_state state;
+	bool posted;
+	unsigned long read_at;
 	struct daedalus_reply *reply;
+	struct daedalus_reply own_reply;
 	struct completion done;
 	int result;
-	void (*finish)(struct daedalus_request *req);
+	void (*finish)(struct daedalus_bridge *b, struct daedalus_request *req);
+	u8 payload[];
 };
 
 /**
  * struct daedalus_bridge - state of /dev/daedalus-v4l2
  * @misc: the character device.
  * @dev: the device this bridge serves.
- * @lock: protects every member below it.
- * @pending: requests queued for the daemon to read.
+ * @lock: protects every member below it and the state, lists and replies of
+ *	every request; never held while copying to or from user space.
+ * @lanes: requests queued for the daemon to read, one FIFO per user hash.
+ * @next_lane: the lane read() looks at first.
+ * @nr_pending: requests on @lanes.
  * @inflight: requests read by the daemon and waiting for an answer.
+ * @nr_posted: posted requests not finished yet.
  * @connected: a daemon has the device open.
  * @ready: the daemon answered HELLO with our protocol version.
+ * @last_read: jiffies of the daemon's last read (or of the handshake).
  * @next_cookie: the last cookie handed out; cookies are never reused.
- * @hello: the HELLO request queued at open.
- * @hello_out: HELLO payload sent to the daemon.
  * @hello_in: HELLO payload received from the daemon.
  * @hello_reply: where @hello_in is described.
  * @readq: the daemon waits here for requests.
@@ -65,14 +103,16 @@ struct daedalus_request {
 struct daedalus_bridge {
 	struct miscdevice misc;
 	struct daedalus_dev *dev;
-	struct mutex lock; /* protects the lists, state and cookies below */
-	struct list_head pending;
+	struct mutex lock; /* protects the lists, state, cookies and requests */
+	struct list_head lanes[DAEDALUS_LANES];
+	unsigned int next_lane;
+	unsigned int nr_pending;
 	struct list_head inflight;
+	unsigned int nr_posted;
 	bool connected;
 	bool ready;
+	unsigned long last_read;
 	u64 next_cookie;
-	struct daedalus_request hello;
-	struct daedalus_hello hello_out;
 	struct daedalus_hello hello_in;
 	struct daedalus_reply hello_reply;
 	wait_queue_head_t readq;
@@ -84,30 +124,58 @@ static struct daedalus_bridge *daedalus_file_to_bridge(struct file *file)
 	return container_of(file->private_data, struct daedalus_bridge, misc);
 }
 
-static void daedalus_req_init(struct daedalus_request *req, u16 type,
-			      const void *payload, u32 len,
-			      struct daedalus_reply *reply)
+void daedalus_caller_init(struct daedalus_caller *caller, kuid_t uid)
 {
+	caller->uid = uid;
+	caller->cancelled = false;
+}
+
+static struct daedalus_request *daedalus_req_alloc(u16 type, const void *payload,
+						   u32 len, kuid_t uid)
+{
+	struct daedalus_request *req;
+
+	req = kvmalloc(struct_size(req, payload, len), GFP_KERNEL_ACCOUNT);
+	if (!req)
+		return NULL;
 	memset(req, 0, sizeof(*req));
 	INIT_LIST_HEAD(&req->node);
+	refcount_set(&req->ref, 1);
 	req->hdr.magic = DAEDALUS_PROTO_MAGIC;
 	req->hdr.version = DAEDALUS_PROTO_VERSION;
 	req->hdr.type = type;
 	req->hdr.payload_len = len;
-	req->payload = payload;
-	req->reply = reply;
+	req->lane = from_kuid_munged(&init_user_ns, uid) % DAEDALUS_LANES;
+	req->reply = &req->own_reply;
 	init_completion(&req->done);
+	if (len)
+		memcpy(req->payload, payload, len);
+	return req;
 }
 
-/* Called with bridge->lock held, once per request. */
-static void daedalus_req_finish(struct daedalus_request *req, int result)
+static void daedalus_req_put(struct daedalus_request *req)
 {
+	if (refcount_dec_and_test(&req->ref))
+		kvfree(req);
+}
+
+/* Called with bridge->lock held, once per request: takes it off its list. */
+static void daedalus_req_finish(struct daedalus_bridge *b,
+				struct daedalus_request *req, int result)
+{
+	if (req->state == DAEDALUS_REQ_PENDING)
+		b->nr_pending--;
 	list_del_init(&req->node);
+	req->state = DAEDALUS_REQ_DONE;
 	req->result = result;
 	if (req->finish)
-		req->finish(req);
-	else
+		req->finish(b, req);
+	if (req->posted) {
+		b->nr_posted--;
+		daedalus_req_put(req);
+	} else {
 		complete(&req->done);
+	}
 }
 
 /* Called with bridge->lock held. */
@@ -115,61 +183,221 @@ static void daedalus_req_queue(struct daedalus_bridge *b,
 			       struct daedalus_request *req)
 {
 	req->hdr.cookie = ++b->next_cookie;
-	list_add_tail(&req->node, &b->pending);
+	req->state = DAEDALUS_REQ_PENDING;
+	list_add_tail(&req->node, &b->lanes[req->lane]);
+	b->nr_pending++;
 	wake_up_interruptible(&b->readq);
 }
 
+/*
+ * Finishes the queued and in-flight requests of @caller (every request when
+ * @caller is NULL) with @result; called with bridge->lock held.
+ */
+static void daedalus_fail_requests(struct daedalus_bridge *b,
+				   struct daedalus_caller *caller, int result)
+{
+	struct daedalus_request *req, *tmp;
+	unsigned int i;
+
+	for (i = 0; i < DAEDALUS_LANES; i++)
+		list_for_each_entry_safe(req, tmp, &b->lanes[i], node)
+			if (!caller || req->caller == caller)
+				daedalus_req_finish(b, req, result);
+	list_for_each_entry_safe(req, tmp, &b->inflight, node)
+		if (!caller || req->caller == caller)
+			daedalus_req_finish(b, req, result);
+}
+
+/*
+ * Waits for @req's answer. The watchdog: a request the daemon has read must
+ * be answered within daemon_timeout_ms; a request still queued waits as long
+ * as the daemon keeps reading (it is busy with other users' requests, which
+ * are read in turn), and fails once the daemon has read nothing for
+ * daemon_timeout_ms.
+ */
+static int daedalus_bridge_wait(struct daedalus_bridge *b,
+				struct daedalus_request *req)
+{
+	unsigned long timeout = msecs_to_jiffies(daemon_timeout_ms);
+	unsigned long wait = timeout, since;
+	long left;
+	int ret;
+
+	for (;;) {
+		left = wait_for_completion_killable_timeout(&req->done, wait);
+		mutex_lock(&b->lock);
+		if (req->state == DAEDALUS_REQ_DONE) {
+			ret = req->result;
+			break;
+		}
+		if (left < 0) {
+			ret = -EINTR;
+		} else {
+			since = req->state == DAEDALUS_REQ_INFLIGHT ?
+				req->read_at : b->last_read;
+			if (time_before(jiffies, since + timeout)) {
+				wait = since + timeout - jiffies;
+				mutex_unlock(&b->lock);
+				continue;
+			}
+			ret = -ETIMEDOUT;
+			dev_warn_ratelimited(&b->dev->pdev->dev,
+					     "daemon did not answer request %llu in %u ms\n",
+					     req->hdr.cookie, daemon_timeout_ms);
+		}
+		/* We give up: neither the daemon nor release finished it. */
+		if (req->state == DAEDALUS_REQ_PENDING)
+			b->nr_pending--;
+		list_del_init(&req->node);
+		req->state = DAEDALUS_REQ_DONE;
+		break;
+	}
+	mutex_unlock(&b->lock);
+	return ret;
+}
+
 /**
- * daedalus_bridge_call() - send a request to daedalusd and wait for the answer
+ * daedalus_bridge_call_as() - send a request to daedalusd and wait for the answer
  * @dev: the device.
+ * @caller: who the request is for (fairness lane, cancellation); may be NULL.
  * @type: enum daedalus_msg_type.
- * @payload: request payload; must stay valid until this returns.
+ * @payload: request payload (copied; the caller may reuse it at once).
  * @len: bytes of @payload, at most DAEDALUS_MAX_PAYLOAD.
  * @reply: where the answer goes (@reply->buf and @reply->max_len set).
  *
- * Context: process context; sleeps up to daemon_timeout_ms. A fatal signal
- * ends the wait early.
+ * Context: process context; sleeps until the daemon answers, the watchdog
+ * (see daedalus_bridge_wait()) fires or daedalus_bridge_cancel() is called
+ * for @caller. A fatal signal ends the wait early.
  * Return: 0 when the daemon answered (its own status is in @reply->status),
  * -ENOTCONN without a daemon or when it goes away, -ETIMEDOUT when it does not
- * answer in time, -EINTR on a fatal signal, -EINVAL for a bad request.
+ * answer in time, -ECANCELED when @caller was cancelled, -EINTR on a fatal
+ * signal, -ENOMEM, -EINVAL for a bad request.
  */
+int daedalus_bridge_call_as(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller, u16 type,
+			    const void *payload, u32 len,
+			    struct daedalus_reply *reply)
+{
+	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_request *req;
+	int ret = 0;
+
+	if (!b || len > DAEDALUS_MAX_PAYLOAD || type & DAEDALUS_MSG_RESPONSE)
+		return -EINVAL;
+	req = daedalus_req_alloc(type, payload, len,
+				 caller ? caller->uid : current_fsuid());
+	if (!req)
+		return -ENOMEM;
+	req->caller = caller;
+	req->reply = reply;
+
+	mutex_lock(&b->lock);
+	if (!b->ready)
+		ret = -ENOTCONN;
+	else if (caller && caller->cancelled)
+		ret = -ECANCELED;
+	else
+		daedalus_req_queue(b, req);
+	mutex_unlock(&b->lock);
+	if (!ret)
+		ret = daedalus_bridge_wait(b, req);
+	daedalus_req_put(req);
+	return ret;
+}
+
 int daedalus_bridge_call(struct daedalus_dev *dev, u16 type,
 			 const void *payload, u32 len,
 			 struct daedalus_reply *reply)
 {
+	return daedalus_bridge_call_as(dev, NULL, type, payload, len, reply);
+}
+
+/* Called with bridge->lock held: posted requests the daemon read and left. */
+static void daedalus_reap_posted(struct daedalus_bridge *b)
+{
+	unsigned long timeout = msecs_to_jiffies(daemon_timeout_ms);
+	struct daedalus_request *req, *tmp;
+
+	list_for_each_entry_safe(req, tmp, &b->inflight, node)
+		if (req->posted && time_after_eq(jiffies, req->read_at + timeout))
+			daedalus_req_finish(b, req, -ETIMEDOUT);
+}
+
+/**
+ * daedalus_bridge_post() - send a request to daedalusd without waiting
+ * @dev: the device.
+ * @type: enum daedalus_msg_type; its answer must carry no payload.
+ * @payload: request payload (copied).
+ * @len: bytes of @payload.
+ *
+ * For notices such as CLOSE_STREAM that nobody waits for: a closing file
+ * must not wait for the daemon. At most DAEDALUS_MAX_POSTED are outstanding.
+ * Return: 0 when queued, -ENOTCONN without a daemon, -EBUSY over the limit,
+ * -ENOMEM, -EINVAL.
+ */
+int daedalus_bridge_post(struct daedalus_dev *dev, u16 type,
+			 const void *payload, u32 len)
+{
 	struct daedalus_bridge *b = dev->bridge;
-	struct daedalus_request req;
-	long left;
+	struct daedalus_request *req;
+	int ret = 0;
 
 	if (!b || len > DAEDALUS_MAX_PAYLOAD || type & DAEDALUS_MSG_RESPONSE)
 		return -EINVAL;
+	req = daedalus_req_alloc(type, payload, len, GLOBAL_ROOT_UID);
+	if (!req)
+		return -ENOMEM;
+	req->posted = true;
 
-	daedalus_req_init(&req, type, payload, len, reply);
 	mutex_lock(&b->lock);
+	daedalus_reap_posted(b);
 	if (!b->ready) {
-		mutex_unlock(&b->lock);
-		return -ENOTCONN;
-	}
-	daedalus_req_queue(b, &req);
-	mutex_unlock(&b->lock);
-
-	left = wait_for_completion_killable_timeout(&req.done,
-						    msecs_to_jiffies(daemon_timeout_ms));
-
-	mutex_lock(&b->lock);
-	if (!list_empty(&req.node)) {
-		/* Not finished by the daemon or by release: we give up. */
-		list_del_init(&req.node);
-		req.result = left < 0 ? -EINTR : -ETIMEDOUT;
-		if (!left)
-			dev_warn_ratelimited(&dev->pdev->dev,
-					     "daemon did not answer request %llu in %u ms\n",
-					     req.hdr.cookie, daemon_timeout_ms);
+		ret = -ENOTCONN;
+	} else if (b->nr_posted >= DAEDALUS_MAX_POSTED) {
+		ret = -EBUSY;
+	} else {
+		b->nr_posted++;
+		daedalus_req_queue(b, req);
 	}
 	mutex_unlock(&b->lock);
-	return req.result;
+	if (ret)
+		daedalus_req_put(req);
+	return ret;
 }
-EXPORT_SYMBOL_GPL(daedalus_bridge_call);
+
+/**
+ * daedalus_bridge_cancel() - fail @caller's requests now, and later ones too
+ * @dev: the device.
+ * @caller: whose requests.
+ *
+ * Requests queued or in flight for @caller finish with -ECANCELED, as do new
+ * ones until daedalus_bridge_resume(). Used when a queue stops or a file
+ * closes, so that neither waits for the daemon.
+ */
+void daedalus_bridge_cancel(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller)
+{
+	struct daedalus_bridge *b = dev->bridge;
+
+	if (!b)
+		return;
+	mutex_lock(&b->lock);
+	caller->cancelled = true;
+	daedalus_fail_requests(b, caller, -ECANCELED);
+	mutex_unlock(&b->lock);
+}
+
+void daedalus_bridge_resume(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller)
+{
+	struct daedalus_bridge *b = dev->bridge;
+
+	if (!b)
+		return;
+	mutex_lock(&b->lock);
+	caller->cancelled = false;
+	mutex_unlock(&b->lock);
+}
 
 struct dentry *daedalus_debugfs_dir(struct daedalus_dev *dev)
 {
@@ -177,16 +405,15 @@ struct dentry *daedalus_debugfs_dir(struct daedalus_dev *dev)
 }
 
 /* HELLO answered (or failed): called with bridge->lock held. */
-static void daedalus_hello_finish(struct daedalus_request *req)
+static void daedalus_hello_finish(struct daedalus_bridge *b,
+				  struct daedalus_request *req)
 {
-	struct daedalus_bridge *b = container_of(req, struct daedalus_bridge,
-						 hello);
-
 	if (req->result || req->reply->status) {
 		dev_warn(&b->dev->pdev->dev, "daemon refused the handshake\n");
 		return;
 	}
 	b->ready = true;
+	b->last_read = jiffies;
 	dev_info(&b->dev->pdev->dev, "daemon connected (protocol v%u, phase %u.%u)\n",
 		 b->hello_in.proto_version, b->hello_in.phase / 10,
 		 b->hello_in.phase % 10);
@@ -195,52 +422,67 @@ static void daedalus_hello_finish(struct daedalus_request *req)
 static int daedalus_bridge_open(struct inode *inode, struct file *file)
 {
 	struct daedalus_bridge *b = daedalus_file_to_bridge(file);
-	int ret;
+	struct daedalus_hello hello = {
+		.proto_version	= DAEDALUS_PROTO_VERSION,
+		.max_payload	= DAEDALUS_MAX_PAYLOAD,
+		.phase		= daedalus_phase_id,
+	};
+	struct daedalus_request *req;
 
 	if (!capable(CAP_SYS_ADMIN))
 		return -EPERM;
+	req = daedalus_req_alloc(DAEDALUS_MSG_HELLO, &hello, sizeof(hello),
+				 GLOBAL_ROOT_UID);
+	if (!req)
+		return -ENOMEM;
+	req->posted = true;
+	req->finish = daedalus_hello_finish;
+	req->reply = &b->hello_reply;
 
 	mutex_lock(&b->lock);
 	if (b->connected) {
 		mutex_unlock(&b->lock);
+		daedalus_req_put(req);
 		return -EBUSY;
 	}
 	b->connected = true;
 	b->ready = false;
-
-	memset(&b->hello_out, 0, sizeof(b->hello_out));
-	b->hello_out.proto_version = DAEDALUS_PROTO_VERSION;
-	b->hello_out.max_payload = DAEDALUS_MAX_PAYLOAD;
-	b->hello_out.phase = daedalus_phase_id;
 	memset(&b->hello_in, 0, sizeof(b->hello_in));
 	b->hello_reply.buf = &b->hello_in;
 	b->hello_reply.max_len = sizeof(b->hello_in);
-	daedalus_req_init(&b->hello, DAEDALUS_MSG_HELLO, &b->hello_out,
-			  sizeof(b->hello_out), &b->hello_reply);
-	b->hello.finish = daedalus_hello_finish;
-	daedalus_req_queue(b, &b->hello);
+	b->nr_posted++;
+	daedalus_req_queue(b, req);
 	mutex_unlock(&b->lock);
 
-	ret = nonseekable_open(inode, file);
-	return ret;
+	return nonseekable_open(inode, file);
 }
 
 /* Fails every request at once: nobody is left to answer them. */
 static int daedalus_bridge_release(struct inode *inode, struct file *file)
 {
 	struct daedalus_bridge *b = daedalus_file_to_bridge(file);
-	struct daedalus_request *req, *tmp;
 
 	mutex_lock(&b->lock);
-	list_for_each_entry_safe(req, tmp, &b->pending, node)
-		daedalus_req_finish(req, -ENOTCONN);
-	list_for_each_entry_safe(req, tmp, &b->inflight, node)
-		daedalus_req_finish(req, -ENOTCONN);
 	b->connected = false;
 	b->ready = false;
+	daedalus_fail_requests(b, NULL, -ENOTCONN);
 	mutex_unlock(&b->lock);
 	dev_info(&b->dev->pdev->dev, "daemon disconnected\n");
 	return 0;
+}
+
+/* The next request to read, taking the lanes in turn; bridge->lock held. */
+static struct daedalus_request *daedalus_next_request(struct daedalus_bridge *b)
+{
+	unsigned int i, lane;
+
+	for (i = 0; i < DAEDALUS_LANES; i++) {
+		lane = (b->next_lane + i) % DAEDALUS_LANES;
+		if (!list_empty(&b->lanes[lane]))
+			return list_first_entry(&b->lanes[lane],
+						struct daedalus_request, node);
+	}
+	return NULL;
 }
 
 static ssize_t daedalus_bridge_read(struct file *file, char __user *buf,
@@ -253,36 +495,48 @@ static ssize_t daedalus_bridge_read(struct file *file, char __user *buf,
 
 	for (;;) {
 		mutex_lock(&b->lock);
-		req = list_first_entry_or_null(&b->pending,
-					       struct daedalus_request, node);
+		req = daedalus_next_request(b);
 		if (req)
 			break;
 		mutex_unlock(&b->lock);
 		if (file->f_flags & O_NONBLOCK)
 			return -EAGAIN;
-		ret = wait_event_interruptible(b->readq,
-					       !list_empty(&b->pending));
+		ret = wait_event_interruptible(b->readq, READ_ONCE(b->nr_pending));
 		if (ret)
 			return ret;
 	}
 
 	msg_len = sizeof(req->hdr) + req->hdr.payload_len;
 	if (count < msg_len) {
-		ret = -EINVAL;
-		goto out_unlock;
+		mutex_unlock(&b->lock);
+		return -EINVAL;
 	}
+	list_move_tail(&req->node, &b->inflight);
+	b->nr_pending--;
+	b->next_lane = (req->lane + 1) % DAEDALUS_LANES;
+	req->state = DAEDALUS_REQ_INFLIGHT;
+	req->read_at = jiffies;
+	b->last_read = req->read_at;
+	refcount_inc(&req->ref);
+	mutex_unlock(&b->lock);
+
+	/* The header and payload never change once queued: no lock needed. */
 	if (copy_to_user(buf, &req->hdr, sizeof(req->hdr)) ||
 	    copy_to_user(buf + sizeof(req->hdr), req->payload,
 			 req->hdr.payload_len)) {
-		ret = -EFAULT;
-		goto out_unlock;
+		/* Not delivered: queue it again, first in its lane. */
+		mutex_lock(&b->lock);
+		if (req->state == DAEDALUS_REQ_INFLIGHT) {
+			list_move(&req->node, &b->lanes[req->lane]);
+			req->state = DAEDALUS_REQ_PENDING;
+			b->nr_pending++;
+		}
+		mutex_unlock(&b->lock);
+		daedalus_req_put(req);
+		return -EFAULT;
 	}
-	list_move_tail(&req->node, &b->inflight);
-	ret = msg_len;
-
-out_unlock:
-	mutex_unlock(&b->lock);
-	return ret;
+	daedalus_req_put(req);
+	return msg_len;
 }
 
 static bool daedalus_hdr_valid(const struct daedalus_msg_hdr *hdr, size_t count)
@@ -343,7 +597,7 @@ static ssize_t daedalus_bridge_write(struct file *file, const char __user *buf,
 	if (!daedalus_hdr_valid(&hdr, count))
 		return -EINVAL;
 	if (hdr.payload_len) {
-		payload = memdup_user(buf + sizeof(hdr), hdr.payload_len);
+		payload = vmemdup_user(buf + sizeof(hdr), hdr.payload_len);
 		if (IS_ERR(payload))
 			return PTR_ERR(payload);
 	}
@@ -374,12 +628,12 @@ static ssize_t daedalus_bridge_write(struct file *file, const char __user *buf,
 	reply->len = min(hdr.payload_len, reply->max_len);
 	if (reply->len)
 		memcpy(reply->buf, payload, reply->len);
-	daedalus_req_finish(req, 0);
+	daedalus_req_finish(b, req, 0);
 	ret = count;
 
 out_unlock:
 	mutex_unlock(&b->lock);
-	kfree(payload);
+	kvfree(payload);
 	return ret;
 }
 
@@ -390,7 +644,7 @@ static __poll_t daedalus_bridge_poll(struct file *file, poll_table *wait)
 
 	poll_wait(file, &b->readq, wait);
 	mutex_lock(&b->lock);
-	if (!list_empty(&b->pending))
+	if (b->nr_pending)
 		mask |= EPOLLIN | EPOLLRDNORM;
 	mutex_unlock(&b->lock);
 	return mask;
@@ -422,13 +676,15 @@ DEFINE_SHOW_ATTRIBUTE(daedalus_daemon);
 static int daedalus_bridge_init(struct daedalus_dev *dev)
 {
 	struct daedalus_bridge *b;
+	unsigned int i;
 
 	b = kzalloc(sizeof(*b), GFP_KERNEL);
 	if (!b)
 		return -ENOMEM;
 	b->dev = dev;
 	mutex_init(&b->lock);
-	INIT_LIST_HEAD(&b->pending);
+	for (i = 0; i < DAEDALUS_LANES; i++)
+		INIT_LIST_HEAD(&b->lanes[i]);
 	INIT_LIST_HEAD(&b->inflight);
 	init_waitqueue_head(&b->readq);
 	b->misc.minor = MISC_DYNAMIC_MINOR;

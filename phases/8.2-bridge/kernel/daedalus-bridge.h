@@ -2,13 +2,15 @@
 /*
  * daedalus-v4l2: the kernel side of the bridge to daedalusd (phase 8.2).
  *
- * Later layers send requests with daedalus_bridge_call(); the wire format is
+ * Later layers send requests with daedalus_bridge_call() (or, on behalf of an
+ * application's file, daedalus_bridge_call_as()); the wire format is
  * shared/proto/include/daedalus_v4l2_proto.h.
  */
 #ifndef _DAEDALUS_BRIDGE_H
 #define _DAEDALUS_BRIDGE_H
 
 #include <linux/types.h>
+#include <linux/uidgid.h>
 
 struct daedalus_dev;
 struct dentry;
@@ -33,9 +35,36 @@ struct daedalus_reply {
 			 const void *payload, u32 len);
 };
 
+/**
+ * struct daedalus_caller - who a request is sent for
+ * @uid: the application's user; requests of different users are read by the
+ *	daemon in turn (round robin), so one user cannot starve another.
+ * @cancelled: daedalus_bridge_cancel() was called and no
+ *	daedalus_bridge_resume() since: requests fail with -ECANCELED at once.
+ *	Protected by the bridge lock.
+ *
+ * Initialize with daedalus_caller_init(); it must outlive every request sent
+ * for it.
+ */
+struct daedalus_caller {
+	kuid_t uid;
+	bool cancelled;
+};
+
+void daedalus_caller_init(struct daedalus_caller *caller, kuid_t uid);
+int daedalus_bridge_call_as(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller, u16 type,
+			    const void *payload, u32 len,
+			    struct daedalus_reply *reply);
 int daedalus_bridge_call(struct daedalus_dev *dev, u16 type,
 			 const void *payload, u32 len,
 			 struct daedalus_reply *reply);
+int daedalus_bridge_post(struct daedalus_dev *dev, u16 type,
+			 const void *payload, u32 len);
+void daedalus_bridge_cancel(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller);
+void daedalus_bridge_resume(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller);
 struct dentry *daedalus_debugfs_dir(struct daedalus_dev *dev);
 
 /* daedalus-ping.c */

@@ -16,7 +16,7 @@
 #include "daedalus-bridge.h"
 #include "daedalus-decode.h"
 
-static atomic_t daedalus_next_stream = ATOMIC_INIT(0);
+static atomic64_t daedalus_next_stream = ATOMIC64_INIT(0);
 
 static bool daedalus_zero(const u32 *words, unsigned int n)
 {
@@ -29,21 +29,23 @@ static bool daedalus_zero(const u32 *words, unsigned int n)
 void daedalus_stream_init(struct daedalus_dec_stream *stream)
 {
 	memset(stream, 0, sizeof(*stream));
-	stream->id = atomic_inc_return(&daedalus_next_stream);
+	stream->id = atomic64_inc_return(&daedalus_next_stream);
 }
 
-/* Tells the daemon to drop the stream's decoder; errors are not fatal. */
+/*
+ * Tells the daemon to drop the stream's decoder, without waiting for its
+ * answer: a closing file never waits for the daemon. Errors are not fatal
+ * (without a daemon there is no decoder to drop).
+ */
 void daedalus_stream_close(struct daedalus_dev *dev,
 			   struct daedalus_dec_stream *stream)
 {
 	struct daedalus_stream msg = { .stream_id = stream->id };
-	struct daedalus_reply reply = {};
 
 	if (!stream->used)
 		return;
 	stream->used = false;
-	daedalus_bridge_call(dev, DAEDALUS_MSG_CLOSE_STREAM, &msg, sizeof(msg),
-			     &reply);
+	daedalus_bridge_post(dev, DAEDALUS_MSG_CLOSE_STREAM, &msg, sizeof(msg));
 }
 
 /*
@@ -127,6 +129,7 @@ static bool daedalus_resp_valid(const struct daedalus_reply *reply, u32 status,
 /**
  * daedalus_decode_op() - one REQ_DECODE (or FEED) / RESP_FRAME round trip
  * @dev: the device.
+ * @caller: who the request is for (see daedalus_bridge_call_as()); or NULL.
  * @stream: the decoder context; fixes its codec on first use.
  * @type: DAEDALUS_MSG_DECODE, or DAEDALUS_MSG_FEED (phase 8.5).
  * @flags: the DAEDALUS_DECODE_* flags @type allows.
@@ -137,9 +140,11 @@ static bool daedalus_resp_valid(const struct daedalus_reply *reply, u32 status,
  * Context: process context; sleeps until the daemon answers or times out.
  * Return: 0 when the daemon answered (a decode error is reported in
  * @result->resp.status), -EINVAL for a bad request, -EIO when the daemon
- * refused to serve it, or a bridge error (-ENOTCONN, -ETIMEDOUT, -EINTR).
+ * refused to serve it, or a bridge error (-ENOTCONN, -ETIMEDOUT, -ECANCELED,
+ * -EINTR, -ENOMEM).
  */
 int daedalus_decode_op(struct daedalus_dev *dev,
+		       struct daedalus_caller *caller,
 		       struct daedalus_dec_stream *stream, u16 type, u32 flags,
 		       struct daedalus_decode_req *msg, size_t len,
 		       struct daedalus_decode_result *result)
@@ -159,7 +164,7 @@ int daedalus_decode_op(struct daedalus_dev *dev,
 	stream->codec = msg->codec;
 	stream->used = true;
 
-	ret = daedalus_bridge_call(dev, type, msg, len, &reply);
+	ret = daedalus_bridge_call_as(dev, caller, type, msg, len, &reply);
 	msg->stream_id = 0;
 	if (ret)
 		return ret;

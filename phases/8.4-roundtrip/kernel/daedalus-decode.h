@@ -15,6 +15,7 @@
 
 #include "daedalus_v4l2_proto.h"
 
+struct daedalus_caller;
 struct daedalus_dev;
 
 /* Largest RESP_FRAME payload. */
@@ -25,12 +26,13 @@ struct daedalus_dev;
 
 /**
  * struct daedalus_dec_stream - one decoder context
- * @id: stream id sent to the daemon; unique for the life of the module.
+ * @id: stream id sent to the daemon; never reused while the module is
+ *	loaded (64 bits).
  * @codec: enum daedalus_codec, fixed by the first request (0 before).
  * @used: a request was sent, so the daemon may hold a decoder for @id.
  */
 struct daedalus_dec_stream {
-	u32 id;
+	u64 id;
 	u32 codec;
 	bool used;
 };
@@ -58,6 +60,7 @@ int daedalus_decode_check_req(struct daedalus_dec_stream *stream,
 			      const struct daedalus_decode_req *req,
 			      size_t len, u32 flags);
 int daedalus_decode_op(struct daedalus_dev *dev,
+		       struct daedalus_caller *caller,
 		       struct daedalus_dec_stream *stream, u16 type, u32 flags,
 		       struct daedalus_decode_req *msg, size_t len,
 		       struct daedalus_decode_result *result);
@@ -67,7 +70,7 @@ static inline int daedalus_decode(struct daedalus_dev *dev,
 				  struct daedalus_decode_req *msg, size_t len,
 				  struct daedalus_decode_result *result)
 {
-	return daedalus_decode_op(dev, stream, DAEDALUS_MSG_DECODE,
+	return daedalus_decode_op(dev, NULL, stream, DAEDALUS_MSG_DECODE,
 				  DAEDALUS_DECODE_FLUSH, msg, len, result);
 }
 

@@ -341,7 +341,7 @@ def test_fuzzed_bitstream_never_breaks_the_handler(clips: dict[str, Clip],
 @pytest.mark.parametrize(("make", "match"), [
     (lambda: pack_decode_req(Codec.VP9, b"abc")[:DECODE_REQ_SIZE - 1], "shorter than"),
     (lambda: b"", "shorter than"),
-    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 7, 0, 0, 0]),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 7, 0, 0]),
      "reserved"),
     (lambda: pack_decode_req(0, b"abc", stream_id=1), "unknown codec 0"),
     (lambda: pack_decode_req(9, b"abc", stream_id=1), "unknown codec 9"),
@@ -444,7 +444,7 @@ def test_close_stream(packets: dict[str, list[bytes]]) -> None:
     assert close(handler, 4) == (0, b"")  # unknown (already closed) stream: fine
     # the id may come back as a new stream, of another codec
     assert request(handler, 4, Codec.H264, packets["h264"][0]).ok
-    for bad in (pack_stream(4)[:-1], pack_stream(4) + b"\0", pack_stream(4, reserved=[0, 1, 0])):
+    for bad in (pack_stream(4)[:-1], pack_stream(4) + b"\0", pack_stream(4, reserved=[0, 1])):
         status, message = handler.handle(header(MsgType.CLOSE_STREAM, bad), bad)
         assert status == errno.EINVAL and message
     assert handler.stream_ids() == [4]

@@ -5,8 +5,10 @@
  * Format negotiation is phase 8.1's (daedalus-video.c), guarded here against
  * changes while buffers exist; queue ioctls are v4l2-mem2mem's. What is ours:
  * the coded formats' capability flags, the visible rectangle
- * (G_SELECTION), DECODER_CMD and the events. All run with dev->vdev_lock
- * held.
+ * (G_SELECTION), DECODER_CMD and the events. Non-queue ioctls run with
+ * dev->vdev_lock held, queue ioctls with the file's ctx->q_lock; handlers
+ * that touch the CAPTURE format also take ctx->lock (the pump changes it).
+ * None of these locks is ever held across a daemon round trip.
  */
 #include <media/v4l2-event.h>
 #include <media/v4l2-mem2mem.h>
@@ -28,28 +30,63 @@ static int daedalus_m2m_enum_fmt_out(struct file *file, void *priv,
 	return 0;
 }
 
+static int daedalus_m2m_g_fmt_cap(struct file *file, void *priv,
+				  struct v4l2_format *f)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	int ret;
+
+	mutex_lock(&ctx->lock);
+	ret = daedalus_g_fmt_cap(file, priv, f);
+	mutex_unlock(&ctx->lock);
+	return ret;
+}
+
+static int daedalus_m2m_try_fmt_cap(struct file *file, void *priv,
+				    struct v4l2_format *f)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	int ret;
+
+	mutex_lock(&ctx->lock);
+	ret = daedalus_try_fmt_cap(file, priv, f);
+	mutex_unlock(&ctx->lock);
+	return ret;
+}
+
 static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 				  struct v4l2_format *f)
 {
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	struct v4l2_m2m_ctx *m2m = ctx->base.fh.m2m_ctx;
+	int ret = -EBUSY;
 
-	if (vb2_is_busy(v4l2_m2m_get_src_vq(m2m)))
-		return -EBUSY;
+	mutex_lock(&ctx->q_lock);
 	/* dev-decoder.rst: changing OUTPUT resets CAPTURE, which must be idle. */
-	if (vb2_is_busy(v4l2_m2m_get_dst_vq(m2m)))
-		return -EBUSY;
-	return daedalus_s_fmt_out(file, priv, f);
+	if (!vb2_is_busy(v4l2_m2m_get_src_vq(m2m)) &&
+	    !vb2_is_busy(v4l2_m2m_get_dst_vq(m2m))) {
+		mutex_lock(&ctx->lock);
+		ret = daedalus_s_fmt_out(file, priv, f);
+		mutex_unlock(&ctx->lock);
+	}
+	mutex_unlock(&ctx->q_lock);
+	return ret;
 }
 
 static int daedalus_m2m_s_fmt_cap(struct file *file, void *priv,
 				  struct v4l2_format *f)
 {
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	int ret = -EBUSY;
 
-	if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->base.fh.m2m_ctx)))
-		return -EBUSY;
-	return daedalus_s_fmt_cap(file, priv, f);
+	mutex_lock(&ctx->q_lock);
+	if (!vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->base.fh.m2m_ctx))) {
+		mutex_lock(&ctx->lock);
+		ret = daedalus_s_fmt_cap(file, priv, f);
+		mutex_unlock(&ctx->lock);
+	}
+	mutex_unlock(&ctx->q_lock);
+	return ret;
 }
 
 /* The visible picture within the decoded (CAPTURE) buffers. */
@@ -58,7 +95,7 @@ static int daedalus_m2m_g_selection(struct file *file, void *priv,
 {
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	const struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
-	u32 width = cap->width, height = cap->height;
+	bool visible;
 
 	if (s->type != V4L2_BUF_TYPE_VIDEO_CAPTURE)
 		return -EINVAL;
@@ -66,24 +103,39 @@ static int daedalus_m2m_g_selection(struct file *file, void *priv,
 	case V4L2_SEL_TGT_COMPOSE:
 	case V4L2_SEL_TGT_COMPOSE_DEFAULT:
 		/* The picture the stream codes (before that, the format). */
-		mutex_lock(&ctx->lock);
-		if (ctx->have_geometry) {
-			width = ctx->visible_width;
-			height = ctx->visible_height;
-		}
-		mutex_unlock(&ctx->lock);
+		visible = true;
 		break;
 	case V4L2_SEL_TGT_COMPOSE_BOUNDS:
 	case V4L2_SEL_TGT_COMPOSE_PADDED:
+		visible = false;
 		break;
 	default:
 		return -EINVAL;
 	}
 	s->r.left = 0;
 	s->r.top = 0;
-	s->r.width = width;
-	s->r.height = height;
+	mutex_lock(&ctx->lock);
+	if (visible && ctx->have_geometry) {
+		s->r.width = ctx->visible_width;
+		s->r.height = ctx->visible_height;
+	} else {
+		s->r.width = cap->width;
+		s->r.height = cap->height;
+	}
+	mutex_unlock(&ctx->lock);
 	return 0;
+}
+
+/* STREAMON, then a look for work (buffers queued before it now count). */
+static int daedalus_m2m_streamon(struct file *file, void *priv,
+				 enum v4l2_buf_type type)
+{
+	int ret;
+
+	ret = v4l2_m2m_ioctl_streamon(file, priv, type);
+	if (!ret)
+		daedalus_m2m_kick(daedalus_file_to_m2m(file));
+	return ret;
 }
 
 static int daedalus_m2m_try_decoder_cmd(struct file *file, void *priv,
@@ -157,8 +209,8 @@ const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops = {
 	.vidioc_s_fmt_vid_out_mplane	= daedalus_m2m_s_fmt_out,
 
 	.vidioc_enum_fmt_vid_cap	= daedalus_enum_fmt_cap,
-	.vidioc_g_fmt_vid_cap_mplane	= daedalus_g_fmt_cap,
-	.vidioc_try_fmt_vid_cap_mplane	= daedalus_try_fmt_cap,
+	.vidioc_g_fmt_vid_cap_mplane	= daedalus_m2m_g_fmt_cap,
+	.vidioc_try_fmt_vid_cap_mplane	= daedalus_m2m_try_fmt_cap,
 	.vidioc_s_fmt_vid_cap_mplane	= daedalus_m2m_s_fmt_cap,
 
 	.vidioc_g_selection		= daedalus_m2m_g_selection,
@@ -170,7 +222,7 @@ const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops = {
 	.vidioc_prepare_buf		= v4l2_m2m_ioctl_prepare_buf,
 	.vidioc_create_bufs		= v4l2_m2m_ioctl_create_bufs,
 	.vidioc_expbuf			= v4l2_m2m_ioctl_expbuf,
-	.vidioc_streamon		= v4l2_m2m_ioctl_streamon,
+	.vidioc_streamon		= daedalus_m2m_streamon,
 	.vidioc_streamoff		= v4l2_m2m_ioctl_streamoff,
 
 	.vidioc_try_decoder_cmd		= daedalus_m2m_try_decoder_cmd,

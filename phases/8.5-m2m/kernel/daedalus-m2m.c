@@ -18,9 +18,18 @@
  *
  * v4l2-mem2mem provides the two vb2 queues and their ioctls; its job
  * scheduler is not used (a stateful decoder consumes OUTPUT before CAPTURE
- * exists). Every bridge call is bounded by the bridge's timeout, which is the
- * watchdog: a job the daemon does not answer ends with its buffer in error.
+ * exists). Every bridge call is bounded by the bridge's watchdog: a job the
+ * daemon does not answer ends with its buffer in error.
+ *
+ * Locking: ctx->q_lock is the vb2 queues' lock (this file's queue ioctls);
+ * ctx->lock guards the pump's state and the CAPTURE format and is never held
+ * across a daemon round trip; the pump takes it around each decision. A
+ * stopping queue or a closing file cancels its bridge requests, so neither
+ * STREAMOFF nor close() waits for the daemon. Lock order: the video device's
+ * lock (non-queue ioctls), then ctx->q_lock, then ctx->lock.
  */
+#include <linux/atomic.h>
+#include <linux/cred.h>
 #include <linux/module.h>
 #include <linux/slab.h>
 #include <media/v4l2-event.h>
@@ -62,6 +71,19 @@ const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc)
 #define DAEDALUS_INLINE_MAX	(DAEDALUS_MAX_PAYLOAD - \
 				 sizeof(struct daedalus_fetch_resp))
 
+static unsigned int max_contexts = 32;
+module_param(max_contexts, uint, 0644);
+MODULE_PARM_DESC(max_contexts,
+		 "most open files of the decoder node at once; open() beyond gets EBUSY");
+
+static unsigned int max_buffer_mib = 1024;
+module_param(max_buffer_mib, uint, 0644);
+MODULE_PARM_DESC(max_buffer_mib,
+		 "most MMAP buffer memory (MiB) all files of the node may hold; REQBUFS/CREATE_BUFS beyond get fewer buffers or ENOMEM");
+
+static atomic_t daedalus_m2m_nr_ctx = ATOMIC_INIT(0);
+static atomic_long_t daedalus_m2m_buffer_bytes = ATOMIC_LONG_INIT(0);
+
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx)
 {
 	queue_work(system_unbound_wq, &ctx->work);
@@ -77,6 +99,7 @@ static struct v4l2_m2m_ctx *daedalus_m2m_ctx(struct daedalus_m2m_ctx *ctx)
 	return ctx->base.fh.m2m_ctx;
 }
 
+/* The pending ring; called with ctx->lock held. */
 static struct daedalus_frame_info *daedalus_pending_head(struct daedalus_m2m_ctx *ctx)
 {
 	return ctx->nr_pending ? &ctx->pending[ctx->pending_head] : NULL;
@@ -86,6 +109,12 @@ static void daedalus_pending_pop(struct daedalus_m2m_ctx *ctx)
 {
 	ctx->pending_head = (ctx->pending_head + 1) % DAEDALUS_M2M_MAX_PENDING;
 	ctx->nr_pending--;
+}
+
+/* Room for one more FEED answer (at most DAEDALUS_MAX_FRAMES frames). */
+static bool daedalus_pending_room(struct daedalus_m2m_ctx *ctx)
+{
+	return ctx->nr_pending <= DAEDALUS_M2M_MAX_PENDING - DAEDALUS_MAX_FRAMES;
 }
 
 static void daedalus_pending_push(struct daedalus_m2m_ctx *ctx,
@@ -110,7 +139,8 @@ static void daedalus_queue_event(struct daedalus_m2m_ctx *ctx, u32 type)
 /*
  * The stream's picture size is now @f's: set the CAPTURE format from it and
  * tell the application, which sets CAPTURE up again (dev-decoder.rst,
- * "Initialization" and "Dynamic resolution change").
+ * "Initialization" and "Dynamic resolution change"). Called with ctx->lock
+ * held.
  *
  * One exception: the stream's first picture size when CAPTURE already
  * streams with exactly the format it needs. Clients that set CAPTURE up
@@ -143,10 +173,10 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 			    old.plane_fmt[0].sizeimage == cap->plane_fmt[0].sizeimage);
 	ctx->failed = cap->plane_fmt[0].sizeimage > DAEDALUS_INLINE_MAX;
 	if (ctx->failed)
-		dev_err(&dev->pdev->dev,
-			"%ux%u frames need %u bytes; the inline transport carries at most %zu (phase 8.6 lifts this)\n",
-			f->width, f->height, cap->plane_fmt[0].sizeimage,
-			DAEDALUS_INLINE_MAX);
+		dev_err_ratelimited(&dev->pdev->dev,
+				    "%ux%u frames need %u bytes; the inline transport carries at most %zu (phase 8.6 lifts this)\n",
+				    f->width, f->height,
+				    cap->plane_fmt[0].sizeimage, DAEDALUS_INLINE_MAX);
 	if (ctx->src_change)
 		daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
 }
@@ -158,7 +188,7 @@ static bool daedalus_same_geometry(struct daedalus_m2m_ctx *ctx,
 	       f->height == ctx->visible_height;
 }
 
-/* Hands out a CAPTURE buffer with no picture, flagged LAST. */
+/* Hands out a CAPTURE buffer with no picture, flagged LAST; ctx->lock held. */
 static void daedalus_cap_last(struct daedalus_m2m_ctx *ctx,
 			      struct vb2_v4l2_buffer *dst)
 {
@@ -198,144 +228,234 @@ static bool daedalus_fetch_valid(const struct daedalus_reply *reply, u32 status,
 	return resp->bytes == fr->bytes && len == sizeof(*resp) + resp->bytes;
 }
 
-/* FETCH the oldest pending frame into @dst (or drop it when @dst is NULL). */
+/* Where a FETCH puts a frame: the CAPTURE format when the pump took it. */
+struct daedalus_fetch_dst {
+	struct vb2_v4l2_buffer *buf;	/* NULL: drop the frame */
+	u32 bytesperline;
+	u32 height;
+	u32 sizeimage;
+};
+
+/*
+ * FETCH frame @want into @dst. Runs in the pump without ctx->lock. The
+ * destination was checked against the size written (daedalus_deliver()).
+ */
 static int daedalus_fetch(struct daedalus_m2m_ctx *ctx,
-			  struct vb2_v4l2_buffer *dst)
+			  const struct daedalus_frame_info *want,
+			  const struct daedalus_fetch_dst *dst)
 {
-	const struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
-	struct daedalus_frame_info *head = daedalus_pending_head(ctx);
 	struct daedalus_fetch_reply fr = {
-		.reply.buf	= ctx->fetch,
 		.reply.max_len	= DAEDALUS_MAX_PAYLOAD,
 		.reply.validate	= daedalus_fetch_valid,
-		.want		= *head,
+		.want		= *want,
+		.bytes		= dst->buf ? dst->sizeimage : 0,
 	};
 	struct daedalus_fetch_req req = {
 		.stream_id	= ctx->stream.id,
-		.timestamp	= head->timestamp,
-		.digest		= head->digest,
-		.bytesperline	= cap->plane_fmt[0].bytesperline,
-		.height		= cap->height,
-		.max_bytes	= cap->plane_fmt[0].sizeimage,
+		.timestamp	= want->timestamp,
+		.digest		= want->digest,
+		.flags		= dst->buf ? 0 : DAEDALUS_FETCH_DISCARD,
+		.bytesperline	= dst->bytesperline,
+		.height		= dst->height,
+		.max_bytes	= dst->sizeimage,
 	};
 	int ret;
 
-	if (!dst)
-		req.flags = DAEDALUS_FETCH_DISCARD;
-	fr.bytes = dst ? cap->plane_fmt[0].sizeimage : 0;
-	ret = daedalus_bridge_call(daedalus_m2m_dev(ctx), DAEDALUS_MSG_FETCH,
-				   &req, sizeof(req), &fr.reply);
-	daedalus_pending_pop(ctx);
+	if (!ctx->fetch) {
+		ctx->fetch = kvmalloc(DAEDALUS_MAX_PAYLOAD, GFP_KERNEL_ACCOUNT);
+		if (!ctx->fetch)
+			return -ENOMEM;
+	}
+	fr.reply.buf = ctx->fetch;
+	ret = daedalus_bridge_call_as(daedalus_m2m_dev(ctx), &ctx->cap_caller,
+				      DAEDALUS_MSG_FETCH, &req, sizeof(req),
+				      &fr.reply);
 	if (ret)
 		return ret;
 	if (fr.reply.status)
 		return -EIO;
-	if (dst)
-		memcpy(vb2_plane_vaddr(&dst->vb2_buf, 0),
+	if (dst->buf)
+		memcpy(vb2_plane_vaddr(&dst->buf->vb2_buf, 0),
 		       (u8 *)ctx->fetch + sizeof(struct daedalus_fetch_resp),
 		       fr.bytes);
 	return 0;
 }
 
+/* CAPTURE buffers may be taken; ctx->lock held. */
 static bool daedalus_cap_ready(struct daedalus_m2m_ctx *ctx)
 {
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
 
-	return !ctx->aborting && vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m)) &&
+	return !ctx->closing && !ctx->out_stopping && !ctx->cap_stopping &&
+	       vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m)) &&
 	       v4l2_m2m_num_dst_bufs_ready(m2m);
 }
 
-/* Step 1: a decoded frame into a CAPTURE buffer. */
+/* The pump lets go of its CAPTURE buffer; ctx->lock held. */
+static void daedalus_cap_release(struct daedalus_m2m_ctx *ctx)
+{
+	WRITE_ONCE(ctx->cap_busy, false);
+	wake_up(&ctx->pump_wq);
+}
+
+/*
+ * Step 1: a decoded frame into a CAPTURE buffer. The buffer's size is
+ * checked against the frame being written, now: buffers queued before a
+ * SOURCE_CHANGE were checked against the format of that moment only. A
+ * buffer too small is returned with an error and the frame waits for one
+ * that fits (the application must set CAPTURE up again).
+ */
 static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 {
+	const struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
-	struct daedalus_frame_info *head = daedalus_pending_head(ctx);
-	struct vb2_v4l2_buffer *dst;
+	struct daedalus_fetch_dst dst = {};
+	struct daedalus_frame_info *head, want;
+	struct vb2_v4l2_buffer *buf;
+	bool fits, last = false;
 	int ret;
 
+	mutex_lock(&ctx->lock);
+	head = daedalus_pending_head(ctx);
 	if (!head || ctx->src_change)
-		return false;
+		goto idle;
 	if (!daedalus_same_geometry(ctx, head)) {
 		/* Implicit drain: LAST on the old geometry, then the event. */
-		if (!ctx->have_geometry) {
-			daedalus_new_geometry(ctx, head);
-			return true;
+		if (ctx->have_geometry) {
+			if (!daedalus_cap_ready(ctx))
+				goto idle;
+			daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
 		}
-		if (!daedalus_cap_ready(ctx))
-			return false;
-		daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
 		daedalus_new_geometry(ctx, head);
+		mutex_unlock(&ctx->lock);
 		return true;
 	}
 	if (!daedalus_cap_ready(ctx))
-		return false;
+		goto idle;
 
-	dst = v4l2_m2m_dst_buf_remove(m2m);
-	if (ctx->failed) {
-		daedalus_fetch(ctx, NULL);
-		v4l2_m2m_buf_done(dst, VB2_BUF_STATE_ERROR);
+	buf = v4l2_m2m_dst_buf_remove(m2m);
+	want = *head;
+	dst.bytesperline = cap->plane_fmt[0].bytesperline;
+	dst.height = cap->height;
+	dst.sizeimage = cap->plane_fmt[0].sizeimage;
+	fits = ctx->failed ||
+	       (vb2_plane_size(&buf->vb2_buf, 0) >= dst.sizeimage &&
+		vb2_plane_vaddr(&buf->vb2_buf, 0));
+	if (!fits) {
+		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
+				     "stream %llu: CAPTURE buffer %u holds %lu bytes, the frame needs %u\n",
+				     ctx->stream.id, buf->vb2_buf.index,
+				     vb2_plane_size(&buf->vb2_buf, 0),
+				     dst.sizeimage);
+		buf->sequence = ctx->cap_sequence++;
+		vb2_set_plane_payload(&buf->vb2_buf, 0, 0);
+		mutex_unlock(&ctx->lock);
+		v4l2_m2m_buf_done(buf, VB2_BUF_STATE_ERROR);
 		return true;
 	}
-	dst->vb2_buf.timestamp = head->timestamp;
-	dst->field = V4L2_FIELD_NONE;
-	dst->flags &= ~(V4L2_BUF_FLAG_KEYFRAME | V4L2_BUF_FLAG_LAST);
-	if (head->flags & DAEDALUS_FRAME_KEY)
-		dst->flags |= V4L2_BUF_FLAG_KEYFRAME;
-	ret = daedalus_fetch(ctx, dst);
-	dst->sequence = ctx->cap_sequence++;
-	vb2_set_plane_payload(&dst->vb2_buf, 0,
-			      ret ? 0 : ctx->base.cap_fmt.plane_fmt[0].sizeimage);
+	if (!ctx->failed)
+		dst.buf = buf;
+	WRITE_ONCE(ctx->cap_busy, true);
+	mutex_unlock(&ctx->lock);
+
+	ret = daedalus_fetch(ctx, &want, &dst);
+	if (!ret && !dst.buf)
+		ret = -E2BIG; /* dropped: the frame does not fit the transport */
+
+	mutex_lock(&ctx->lock);
+	if (ret == -ECANCELED) {
+		/* CAPTURE or OUTPUT is stopping: the buffer goes back. */
+		v4l2_m2m_buf_queue(m2m, buf);
+		daedalus_cap_release(ctx);
+		mutex_unlock(&ctx->lock);
+		return true;
+	}
+	daedalus_pending_pop(ctx);
+	buf->vb2_buf.timestamp = want.timestamp;
+	buf->field = V4L2_FIELD_NONE;
+	buf->flags &= ~(V4L2_BUF_FLAG_KEYFRAME | V4L2_BUF_FLAG_LAST);
+	if (want.flags & DAEDALUS_FRAME_KEY)
+		buf->flags |= V4L2_BUF_FLAG_KEYFRAME;
+	buf->sequence = ctx->cap_sequence++;
+	vb2_set_plane_payload(&buf->vb2_buf, 0, ret ? 0 : dst.sizeimage);
 	if (!ret && ctx->draining && ctx->flushed && !ctx->nr_pending) {
 		/* The drain's last frame carries LAST itself. */
-		dst->flags |= V4L2_BUF_FLAG_LAST;
+		buf->flags |= V4L2_BUF_FLAG_LAST;
 		ctx->draining = false;
 		ctx->stopped = true;
-		daedalus_queue_event(ctx, V4L2_EVENT_EOS);
+		last = true;
 	}
-	v4l2_m2m_buf_done(dst, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
+	daedalus_cap_release(ctx);
+	mutex_unlock(&ctx->lock);
+	v4l2_m2m_buf_done(buf, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
+	if (last)
+		daedalus_queue_event(ctx, V4L2_EVENT_EOS);
 	return true;
+
+idle:
+	mutex_unlock(&ctx->lock);
+	return false;
 }
 
-/* Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL). */
+/*
+ * Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL) and
+ * queues the frames it completed. Runs in the pump without ctx->lock; the
+ * caller made sure the pending ring has room for one answer.
+ */
 static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
-			 struct vb2_v4l2_buffer *src)
+			 struct vb2_v4l2_buffer *src, bool reset)
 {
 	const struct daedalus_m2m_codec *codec =
 		daedalus_m2m_codec(ctx->base.out_fmt.pixelformat);
-	u32 bytes = src ? vb2_get_plane_payload(&src->vb2_buf, 0) : 0;
 	struct daedalus_decode_req *msg;
+	u32 bytes = 0, offset = 0;
 	unsigned int i;
+	u8 *vaddr = NULL;
 	int ret;
 
 	if (!codec)
 		return -EINVAL;
+	if (src) {
+		bytes = vb2_get_plane_payload(&src->vb2_buf, 0);
+		offset = min(src->vb2_buf.planes[0].data_offset, bytes);
+		bytes -= offset;
+		vaddr = vb2_plane_vaddr(&src->vb2_buf, 0);
+		if (!vaddr)
+			return -EFAULT;
+	}
 	if (bytes > DAEDALUS_MAX_PAYLOAD - sizeof(*msg))
 		return -E2BIG;
-	msg = kvzalloc(sizeof(*msg) + bytes, GFP_KERNEL);
+	msg = kvzalloc(sizeof(*msg) + bytes, GFP_KERNEL_ACCOUNT);
 	if (!msg)
 		return -ENOMEM;
 	msg->codec = codec->codec;
 	msg->bitstream_len = bytes;
 	if (src) {
 		msg->timestamp = src->vb2_buf.timestamp;
-		memcpy(msg + 1, vb2_plane_vaddr(&src->vb2_buf, 0), bytes);
+		memcpy(msg + 1, vaddr + offset, bytes);
 	} else {
 		msg->flags |= DAEDALUS_DECODE_FLUSH;
 	}
-	if (ctx->reset) {
+	if (reset)
 		msg->flags |= DAEDALUS_DECODE_RESET;
-		ctx->reset = false;
-	}
-	ret = daedalus_decode_op(daedalus_m2m_dev(ctx), &ctx->stream,
-				 DAEDALUS_MSG_FEED,
+	ret = daedalus_decode_op(daedalus_m2m_dev(ctx), &ctx->out_caller,
+				 &ctx->stream, DAEDALUS_MSG_FEED,
 				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET,
 				 msg, sizeof(*msg) + bytes, &ctx->result);
 	kvfree(msg);
 	if (ret)
 		return ret;
+	mutex_lock(&ctx->lock);
 	for (i = 0; i < ctx->result.resp.nr_frames; i++)
 		daedalus_pending_push(ctx, &ctx->result.frames[i]);
+	mutex_unlock(&ctx->lock);
 	return ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
+}
+
+/* The pump may talk to the daemon at all; ctx->lock held. */
+static bool daedalus_pump_may_run(struct daedalus_m2m_ctx *ctx)
+{
+	return !ctx->closing && !ctx->out_stopping;
 }
 
 /* Step 2: an OUTPUT buffer to the daemon. */
@@ -343,43 +463,60 @@ static bool daedalus_feed_one(struct daedalus_m2m_ctx *ctx)
 {
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
 	struct vb2_v4l2_buffer *src;
+	bool reset;
 	int ret;
 
-	if (ctx->aborting || ctx->stopped ||
+	mutex_lock(&ctx->lock);
+	if (!daedalus_pump_may_run(ctx) || ctx->stopped ||
 	    !vb2_is_streaming(v4l2_m2m_get_src_vq(m2m)) ||
-	    !v4l2_m2m_num_src_bufs_ready(m2m) ||
-	    ctx->nr_pending > DAEDALUS_M2M_MAX_PENDING - DAEDALUS_MAX_FRAMES)
+	    !v4l2_m2m_num_src_bufs_ready(m2m) || !daedalus_pending_room(ctx)) {
+		mutex_unlock(&ctx->lock);
 		return false;
-
+	}
 	src = v4l2_m2m_src_buf_remove(m2m);
-	ret = daedalus_feed(ctx, src);
-	if (ret && ret != -EILSEQ)
+	reset = ctx->reset;
+	ctx->reset = false;
+	mutex_unlock(&ctx->lock);
+
+	ret = daedalus_feed(ctx, src, reset);
+	if (ret && ret != -EILSEQ && ret != -ECANCELED)
 		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
-				     "stream %u: OUTPUT buffer %u not decoded: %d\n",
+				     "stream %llu: OUTPUT buffer %u not decoded: %d\n",
 				     ctx->stream.id, src->vb2_buf.index, ret);
 	v4l2_m2m_buf_done(src, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
 	return true;
 }
 
-/* Step 3: the drain after DECODER_CMD STOP, once OUTPUT is consumed. */
+/*
+ * Step 3: the drain after DECODER_CMD STOP, once OUTPUT is consumed. The
+ * FLUSH waits for room in the pending ring like a FEED does.
+ */
 static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 {
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+	bool reset;
 	int ret;
 
-	if (!ctx->draining || ctx->aborting || v4l2_m2m_num_src_bufs_ready(m2m))
-		return false;
+	mutex_lock(&ctx->lock);
+	if (!ctx->draining || !daedalus_pump_may_run(ctx) ||
+	    v4l2_m2m_num_src_bufs_ready(m2m))
+		goto idle;
 	if (!ctx->flushed) {
+		if (!daedalus_pending_room(ctx))
+			goto idle;
 		ctx->flushed = true;
-		ret = daedalus_feed(ctx, NULL);
-		if (ret && ret != -EILSEQ)
+		reset = ctx->reset;
+		ctx->reset = false;
+		mutex_unlock(&ctx->lock);
+		ret = daedalus_feed(ctx, NULL, reset);
+		if (ret && ret != -EILSEQ && ret != -ECANCELED)
 			dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
-					     "stream %u: drain failed: %d\n",
+					     "stream %llu: drain failed: %d\n",
 					     ctx->stream.id, ret);
 		return true;
 	}
 	if (ctx->nr_pending || ctx->src_change)
-		return false;
+		goto idle;
 	if (!vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m))) {
 		/*
 		 * Nothing decoded is left and CAPTURE is not set up (no frame
@@ -391,46 +528,60 @@ static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 	} else if (daedalus_cap_ready(ctx)) {
 		daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
 	} else {
-		return false;
+		goto idle;
 	}
 	ctx->draining = false;
 	ctx->stopped = true;
+	mutex_unlock(&ctx->lock);
 	daedalus_queue_event(ctx, V4L2_EVENT_EOS);
 	return true;
+
+idle:
+	mutex_unlock(&ctx->lock);
+	return false;
 }
 
 /* Step 0: the LAST buffer of a drain that ended before CAPTURE streamed. */
 static bool daedalus_pay_last(struct daedalus_m2m_ctx *ctx)
 {
-	if (!ctx->last_owed || !daedalus_cap_ready(ctx))
-		return false;
-	ctx->last_owed = false;
-	daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(daedalus_m2m_ctx(ctx)));
-	return true;
+	bool paid = false;
+
+	mutex_lock(&ctx->lock);
+	if (ctx->last_owed && daedalus_cap_ready(ctx)) {
+		ctx->last_owed = false;
+		daedalus_cap_last(ctx,
+				  v4l2_m2m_dst_buf_remove(daedalus_m2m_ctx(ctx)));
+		paid = true;
+	}
+	mutex_unlock(&ctx->lock);
+	return paid;
 }
 
+/* Each step takes ctx->lock for its decisions only, never for a round trip. */
 static void daedalus_m2m_pump(struct work_struct *work)
 {
 	struct daedalus_m2m_ctx *ctx =
 		container_of(work, struct daedalus_m2m_ctx, work);
 
-	mutex_lock(&ctx->lock);
 	while (daedalus_pay_last(ctx) || daedalus_deliver(ctx) ||
 	       daedalus_feed_one(ctx) || daedalus_drain(ctx))
 		;
-	mutex_unlock(&ctx->lock);
 }
 
-/* vb2 queue operations; called with dev->vdev_lock held. */
+/* vb2 queue operations; called with ctx->q_lock held. */
 
 static int daedalus_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
 				unsigned int *nplanes, unsigned int sizes[],
 				struct device *alloc_devs[])
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
-	const struct v4l2_pix_format_mplane *pix = V4L2_TYPE_IS_OUTPUT(vq->type) ?
-		&ctx->base.out_fmt : &ctx->base.cap_fmt;
-	u32 size = pix->plane_fmt[0].sizeimage;
+	u32 size;
+
+	mutex_lock(&ctx->lock);
+	size = V4L2_TYPE_IS_OUTPUT(vq->type) ?
+		ctx->base.out_fmt.plane_fmt[0].sizeimage :
+		ctx->base.cap_fmt.plane_fmt[0].sizeimage;
+	mutex_unlock(&ctx->lock);
 
 	if (*nplanes)
 		return *nplanes == 1 && sizes[0] >= size ? 0 : -EINVAL;
@@ -439,17 +590,40 @@ static int daedalus_queue_setup(struct vb2_queue *vq, unsigned int *nbuffers,
 	return 0;
 }
 
+/* MMAP buffer memory is charged to the device's budget (max_buffer_mib). */
+static int daedalus_buf_init(struct vb2_buffer *vb)
+{
+	long size = vb2_plane_size(vb, 0);
+	long limit = (long)max_buffer_mib << 20;
+
+	if (vb->memory != VB2_MEMORY_MMAP)
+		return 0;
+	if (atomic_long_add_return(size, &daedalus_m2m_buffer_bytes) > limit) {
+		atomic_long_sub(size, &daedalus_m2m_buffer_bytes);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void daedalus_buf_cleanup(struct vb2_buffer *vb)
+{
+	if (vb->memory == VB2_MEMORY_MMAP)
+		atomic_long_sub(vb2_plane_size(vb, 0),
+				&daedalus_m2m_buffer_bytes);
+}
+
 static int daedalus_buf_prepare(struct vb2_buffer *vb)
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
-	const struct v4l2_pix_format_mplane *pix;
+	int ret = 0;
 
 	if (V4L2_TYPE_IS_OUTPUT(vb->vb2_queue->type))
 		return 0;
-	pix = &ctx->base.cap_fmt;
-	if (vb2_plane_size(vb, 0) < pix->plane_fmt[0].sizeimage)
-		return -EINVAL;
-	return 0;
+	mutex_lock(&ctx->lock);
+	if (vb2_plane_size(vb, 0) < ctx->base.cap_fmt.plane_fmt[0].sizeimage)
+		ret = -EINVAL;
+	mutex_unlock(&ctx->lock);
+	return ret;
 }
 
 static int daedalus_buf_out_validate(struct vb2_buffer *vb)
@@ -468,44 +642,63 @@ static void daedalus_buf_queue(struct vb2_buffer *vb)
 	daedalus_m2m_kick(ctx);
 }
 
+/* Every queued CAPTURE buffer holds a frame of the current format. */
+static bool daedalus_cap_bufs_fit(struct daedalus_m2m_ctx *ctx)
+{
+	struct v4l2_m2m_buffer *b;
+
+	v4l2_m2m_for_each_dst_buf(daedalus_m2m_ctx(ctx), b)
+		if (vb2_plane_size(&b->vb.vb2_buf, 0) <
+		    ctx->base.cap_fmt.plane_fmt[0].sizeimage)
+			return false;
+	return true;
+}
+
 static int daedalus_start_streaming(struct vb2_queue *vq, unsigned int count)
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
+	struct vb2_v4l2_buffer *vbuf;
 
 	mutex_lock(&ctx->lock);
-	if (V4L2_TYPE_IS_OUTPUT(vq->type)) {
-		ctx->stopped = false;
-	} else {
+	if (!V4L2_TYPE_IS_OUTPUT(vq->type)) {
+		/*
+		 * dev-decoder.rst: after a source change the client must
+		 * reallocate CAPTURE buffers that are too small for the new
+		 * format; buffers it queued earlier were checked only against
+		 * the format of that moment.
+		 */
+		if (!daedalus_cap_bufs_fit(ctx)) {
+			mutex_unlock(&ctx->lock);
+			while ((vbuf = v4l2_m2m_dst_buf_remove(daedalus_m2m_ctx(ctx))))
+				v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_QUEUED);
+			return -EINVAL;
+		}
 		ctx->cap_sequence = 0;
 		ctx->src_change = false;
-		ctx->stopped = false;
 	}
+	ctx->stopped = false;
 	mutex_unlock(&ctx->lock);
 	daedalus_m2m_kick(ctx);
 	return 0;
 }
 
-/* Stops the pump for the duration of @fn's buffer returns. */
-static void daedalus_m2m_quiesce(struct daedalus_m2m_ctx *ctx, bool on)
-{
-	mutex_lock(&ctx->lock);
-	ctx->aborting = on;
-	mutex_unlock(&ctx->lock);
-	if (on)
-		flush_work(&ctx->work);
-}
-
 static void daedalus_stop_streaming(struct vb2_queue *vq)
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
+	struct daedalus_dev *dev = daedalus_m2m_dev(ctx);
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
 	struct vb2_v4l2_buffer *vbuf;
 
-	daedalus_m2m_quiesce(ctx, true);
 	if (V4L2_TYPE_IS_OUTPUT(vq->type)) {
+		/* A seek: the pump stops, the daemon starts over. */
+		mutex_lock(&ctx->lock);
+		ctx->out_stopping = true;
+		mutex_unlock(&ctx->lock);
+		daedalus_bridge_cancel(dev, &ctx->out_caller);
+		daedalus_bridge_cancel(dev, &ctx->cap_caller);
+		flush_work(&ctx->work);
 		while ((vbuf = v4l2_m2m_src_buf_remove(m2m)))
 			v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_ERROR);
-		/* A seek: the daemon starts over at the next FEED. */
 		mutex_lock(&ctx->lock);
 		ctx->reset = true;
 		ctx->nr_pending = 0;
@@ -513,16 +706,31 @@ static void daedalus_stop_streaming(struct vb2_queue *vq)
 		ctx->flushed = false;
 		ctx->stopped = false;
 		ctx->last_owed = false;
+		ctx->out_stopping = false;
 		mutex_unlock(&ctx->lock);
+		daedalus_bridge_resume(dev, &ctx->out_caller);
+		daedalus_bridge_resume(dev, &ctx->cap_caller);
 	} else {
+		/* Decoding goes on; only CAPTURE buffers are given back. */
+		mutex_lock(&ctx->lock);
+		ctx->cap_stopping = true;
+		mutex_unlock(&ctx->lock);
+		daedalus_bridge_cancel(dev, &ctx->cap_caller);
+		wait_event(ctx->pump_wq, !READ_ONCE(ctx->cap_busy));
 		while ((vbuf = v4l2_m2m_dst_buf_remove(m2m)))
 			v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_ERROR);
+		mutex_lock(&ctx->lock);
+		ctx->cap_stopping = false;
+		mutex_unlock(&ctx->lock);
+		daedalus_bridge_resume(dev, &ctx->cap_caller);
 	}
-	daedalus_m2m_quiesce(ctx, false);
+	daedalus_m2m_kick(ctx);
 }
 
 static const struct vb2_ops daedalus_qops = {
 	.queue_setup		= daedalus_queue_setup,
+	.buf_init		= daedalus_buf_init,
+	.buf_cleanup		= daedalus_buf_cleanup,
 	.buf_out_validate	= daedalus_buf_out_validate,
 	.buf_prepare		= daedalus_buf_prepare,
 	.buf_queue		= daedalus_buf_queue,
@@ -543,7 +751,7 @@ static int daedalus_queue_init_one(struct daedalus_m2m_ctx *ctx,
 	vq->ops = &daedalus_qops;
 	vq->mem_ops = &vb2_vmalloc_memops;
 	vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
-	vq->lock = &ctx->base.dev->vdev_lock;
+	vq->lock = &ctx->q_lock;
 	return vb2_queue_init(vq);
 }
 
@@ -566,20 +774,25 @@ static int daedalus_m2m_open(struct file *file)
 	struct daedalus_m2m_ctx *ctx;
 	int ret;
 
+	if (atomic_inc_return(&daedalus_m2m_nr_ctx) > max_contexts) {
+		ret = -EBUSY;
+		goto err_count;
+	}
 	/*
 	 * No device lock needed: the context is private to this file until
-	 * daedalus_fh_add() links it.
+	 * daedalus_fh_add() links it. Memory is charged to the opener.
 	 */
-	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL);
-	if (!ctx)
-		return -ENOMEM;
-	ctx->fetch = kvmalloc(DAEDALUS_MAX_PAYLOAD, GFP_KERNEL);
-	if (!ctx->fetch) {
+	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
+	if (!ctx) {
 		ret = -ENOMEM;
-		goto err_free_ctx;
+		goto err_count;
 	}
 	ctx->base.dev = dev;
+	mutex_init(&ctx->q_lock);
 	mutex_init(&ctx->lock);
+	init_waitqueue_head(&ctx->pump_wq);
+	daedalus_caller_init(&ctx->out_caller, file->f_cred->fsuid);
+	daedalus_caller_init(&ctx->cap_caller, file->f_cred->fsuid);
 	INIT_WORK(&ctx->work, daedalus_m2m_pump);
 	daedalus_stream_init(&ctx->stream);
 	v4l2_fh_init(&ctx->base.fh, video_devdata(file));
@@ -600,6 +813,7 @@ static int daedalus_m2m_open(struct file *file)
 		ret = PTR_ERR(ctx->base.fh.m2m_ctx);
 		goto err_free_ctrls;
 	}
+	ctx->base.fh.m2m_ctx->q_lock = &ctx->q_lock;
 	daedalus_fh_add(&ctx->base.fh, file);
 	return 0;
 
@@ -607,32 +821,38 @@ err_free_ctrls:
 	v4l2_ctrl_handler_free(&ctx->ctrls);
 	v4l2_fh_exit(&ctx->base.fh);
 	mutex_destroy(&ctx->lock);
-	kvfree(ctx->fetch);
-err_free_ctx:
+	mutex_destroy(&ctx->q_lock);
 	kvfree(ctx);
+err_count:
+	atomic_dec(&daedalus_m2m_nr_ctx);
 	return ret;
 }
 
+/* Never waits for the daemon: requests in flight are cancelled. */
 static int daedalus_m2m_release(struct file *file)
 {
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	struct daedalus_dev *dev = ctx->base.dev;
 
 	mutex_lock(&ctx->lock);
-	ctx->aborting = true;
+	ctx->closing = true;
 	mutex_unlock(&ctx->lock);
+	daedalus_bridge_cancel(dev, &ctx->out_caller);
+	daedalus_bridge_cancel(dev, &ctx->cap_caller);
 	cancel_work_sync(&ctx->work);
-	mutex_lock(&dev->vdev_lock);
+	mutex_lock(&ctx->q_lock);
 	v4l2_m2m_ctx_release(ctx->base.fh.m2m_ctx);
-	mutex_unlock(&dev->vdev_lock);
+	mutex_unlock(&ctx->q_lock);
 	cancel_work_sync(&ctx->work);
 	daedalus_stream_close(dev, &ctx->stream);
 	daedalus_fh_del(&ctx->base.fh, file);
 	v4l2_fh_exit(&ctx->base.fh);
 	v4l2_ctrl_handler_free(&ctx->ctrls);
 	mutex_destroy(&ctx->lock);
+	mutex_destroy(&ctx->q_lock);
 	kvfree(ctx->fetch);
 	kvfree(ctx);
+	atomic_dec(&daedalus_m2m_nr_ctx);
 	return 0;
 }
 

@@ -10,11 +10,13 @@
 #define _DAEDALUS_M2M_H
 
 #include <linux/mutex.h>
+#include <linux/wait.h>
 #include <linux/workqueue.h>
 #include <media/v4l2-ctrls.h>
 #include <media/v4l2-mem2mem.h>
 
 #include "daedalus.h"
+#include "daedalus-bridge.h"
 #include "daedalus-decode.h"
 
 /* Decoded frames the kernel tracks in the daemon per stream. */
@@ -36,9 +38,19 @@ struct daedalus_m2m_codec {
  * struct daedalus_m2m_ctx - one open file of the decoder
  * @base: formats and the V4L2 file handle; must stay first.
  * @ctrls: control handler (V4L2_CID_MIN_BUFFERS_FOR_CAPTURE).
- * @work: runs daedalus_m2m_pump().
- * @lock: serializes the pump; protects every member below it.
- * @stream: this context's decoder in the daemon.
+ * @work: runs daedalus_m2m_pump(); one instance at a time (a work item
+ *	never runs concurrently with itself).
+ * @q_lock: the lock of both vb2 queues (and of v4l2-mem2mem's queue
+ *	ioctls) of this file only.
+ * @out_caller: the bridge's view of this file for FEED (cancelled when
+ *	OUTPUT stops or the file closes).
+ * @cap_caller: the bridge's view of this file for FETCH (cancelled when
+ *	CAPTURE stops or the file closes).
+ * @pump_wq: woken when the pump lets go of a CAPTURE buffer.
+ * @lock: protects every member from here to @cap_sequence, and
+ *	@base.cap_fmt (the pump rewrites it when the stream's size changes).
+ *	Never held across a daemon round trip, so no ioctl waits for the
+ *	daemon.
  * @pending: frames decoded by the daemon and not yet fetched, oldest first.
  * @pending_head: index of the oldest entry of @pending.
  * @nr_pending: entries in @pending.
@@ -53,19 +65,28 @@ struct daedalus_m2m_codec {
  * @last_owed: a drain completed while CAPTURE was not streaming; the first
  *	CAPTURE buffer queued later is returned empty with LAST.
  * @reset: the next FEED starts a new stream position (after a seek).
- * @aborting: a queue is stopping; the pump must not take buffers.
+ * @out_stopping: OUTPUT is stopping (a seek): the pump stays idle.
+ * @cap_stopping: CAPTURE is stopping: the pump takes no CAPTURE buffer.
+ * @closing: the file is being released: the pump stays idle for good.
+ * @cap_busy: the pump holds a CAPTURE buffer (a FETCH is in flight).
  * @failed: the stream exceeds what this transport carries; every buffer
  *	is returned with an error until a new stream starts.
  * @cap_sequence: sequence number of the next CAPTURE buffer.
- * @fetch: bounce buffer for FETCH answers (DAEDALUS_MAX_PAYLOAD bytes).
- * @result: the last FEED answer.
+ * @stream: this file's decoder in the daemon; used by the pump only (and by
+ *	release once the pump is stopped for good).
+ * @fetch: bounce buffer for FETCH answers, allocated at the first FETCH;
+ *	used by the pump only.
+ * @result: the last FEED answer; used by the pump only.
  */
 struct daedalus_m2m_ctx {
 	struct daedalus_ctx base;
 	struct v4l2_ctrl_handler ctrls;
 	struct work_struct work;
-	struct mutex lock; /* serializes the pump; protects the fields below */
-	struct daedalus_dec_stream stream;
+	struct mutex q_lock; /* the vb2 queues of this file */
+	struct daedalus_caller out_caller;
+	struct daedalus_caller cap_caller;
+	wait_queue_head_t pump_wq;
+	struct mutex lock; /* pump state below and base.cap_fmt; never across a round trip */
 	struct daedalus_frame_info pending[DAEDALUS_M2M_MAX_PENDING];
 	unsigned int pending_head;
 	unsigned int nr_pending;
@@ -78,9 +99,13 @@ struct daedalus_m2m_ctx {
 	bool stopped;
 	bool last_owed;
 	bool reset;
-	bool aborting;
+	bool out_stopping;
+	bool cap_stopping;
+	bool closing;
+	bool cap_busy;
 	bool failed;
 	u32 cap_sequence;
+	struct daedalus_dec_stream stream;
 	void *fetch;
 	struct daedalus_decode_result result;
 };

@@ -35,7 +35,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		4
+#define DAEDALUS_PROTO_VERSION		5
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -71,7 +71,8 @@
  *
  * Version history: 1 = HELLO, PING (phase 8.2); 2 = DECODE, CLOSE_STREAM
  * (phase 8.4); 3 = FEED, FETCH (phase 8.5); 4 = FETCH names its frame, so
- * frames of a FEED whose answer the kernel never took are dropped (phase 8.5).
+ * frames of a FEED whose answer the kernel never took are dropped (phase 8.5);
+ * 5 = stream ids are 64 bits wide, so they are never reused (phase 8.5).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -156,19 +157,20 @@ enum daedalus_pixfmt {
  * struct daedalus_decode_req - payload of REQ_DECODE, before the bitstream
  * @stream_id: the kernel's stream (decoder context); the daemon keeps one
  *	decoder per stream id, with its reference frames, until CLOSE_STREAM.
+ *	Stream ids are never reused while the module is loaded (64 bits).
+ * @timestamp: opaque, copied to the frames this request produces.
  * @codec: enum daedalus_codec; fixed for the life of a stream.
  * @flags: DAEDALUS_DECODE_* flags.
  * @bitstream_len: bytes of bitstream following this struct.
- * @timestamp: opaque, copied to the frames this request produces.
  * @reserved: must be zero.
  */
 struct daedalus_decode_req {
-	__u32 stream_id;
+	__u64 stream_id;
+	__u64 timestamp;
 	__u32 codec;
 	__u32 flags;
 	__u32 bitstream_len;
-	__u64 timestamp;
-	__u32 reserved[6];
+	__u32 reserved[5];
 };
 
 /* Most frames one RESP_FRAME reports. */
@@ -230,8 +232,8 @@ struct daedalus_frame_resp {
  * @reserved: must be zero.
  */
 struct daedalus_stream {
-	__u32 stream_id;
-	__u32 reserved[3];
+	__u64 stream_id;
+	__u32 reserved[2];
 };
 
 /* daedalus_fetch_req.flags */
@@ -240,9 +242,9 @@ struct daedalus_stream {
 /**
  * struct daedalus_fetch_req - payload of FETCH
  * @stream_id: the stream whose kept frame is wanted.
- * @flags: DAEDALUS_FETCH_* flags.
  * @timestamp: the wanted frame's timestamp, as the FEED answer listed it.
  * @digest: the wanted frame's digest, as the FEED answer listed it.
+ * @flags: DAEDALUS_FETCH_* flags.
  * @bytesperline: bytes per row of both planes in the destination buffer.
  * @height: rows of the luma plane in the destination buffer (at least the
  *	frame's height); the chroma plane starts at bytesperline * height and
@@ -262,14 +264,14 @@ struct daedalus_stream {
  * answer's struct daedalus_fetch_resp (none with DAEDALUS_FETCH_DISCARD).
  */
 struct daedalus_fetch_req {
-	__u32 stream_id;
-	__u32 flags;
+	__u64 stream_id;
 	__u64 timestamp;
 	__u64 digest;
+	__u32 flags;
 	__u32 bytesperline;
 	__u32 height;
 	__u32 max_bytes;
-	__u32 reserved[3];
+	__u32 reserved[2];
 };
 
 /**

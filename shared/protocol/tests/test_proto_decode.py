@@ -98,9 +98,9 @@ def test_pack_decode_req_layout() -> None:
     data = proto.pack_decode_req(proto.Codec.H264, b"\x00\x00\x01bits", stream_id=7,
                                  flags=proto.DECODE_FLUSH, timestamp=2**64 - 2)
     assert len(data) == proto.DECODE_REQ_SIZE + 7
-    assert [_u(data, o, w) for o, w in ((0, 4), (4, 4), (8, 4), (12, 4), (16, 8))] == [
-        7, 2, 1, 7, 2**64 - 2]
-    assert data[24:48] == bytes(24)
+    assert [_u(data, o, w) for o, w in ((0, 8), (8, 8), (16, 4), (20, 4), (24, 4))] == [
+        7, 2**64 - 2, 2, 1, 7]
+    assert data[28:48] == bytes(20)
     assert data[48:] == b"\x00\x00\x01bits"
 
 
@@ -120,7 +120,7 @@ def test_parse_decode_req_rejects_short_payload() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "extra", "match"), [
-    ({"reserved": [0, 0, 0, 0, 0, 1]}, 0, "reserved"),
+    ({"reserved": [0, 0, 0, 0, 1]}, 0, "reserved"),
     ({"codec": 0}, 0, "unknown codec 0"),
     ({"codec": 4}, 0, "unknown codec 4"),
     ({"flags": 2}, 0, "unknown decode flags 0x2"),
@@ -232,7 +232,7 @@ def test_stream_round_trip() -> None:
     assert len(data) == proto.STREAM_SIZE == 16
     assert _u(data, 0, 4) == 0xDEADBEEF and data[4:] == bytes(12)
     assert proto.parse_stream(data) == proto.Stream(stream_id=0xDEADBEEF)
-    assert proto.parse_stream(proto.pack_stream(1, reserved=[0, 2, 0])).reserved == (0, 2, 0)
+    assert proto.parse_stream(proto.pack_stream(1, reserved=[0, 2])).reserved == (0, 2)
     for size in (0, 15, 17):
         with pytest.raises(proto.ProtocolError, match="CLOSE_STREAM payload"):
             proto.parse_stream(bytes(size))
@@ -255,14 +255,15 @@ def test_feed_allows_reset_where_decode_does_not() -> None:
 
 
 def test_pack_fetch_req_layout_and_round_trip() -> None:
-    data = proto.pack_fetch_req(9, flags=proto.FETCH_DISCARD, bytesperline=384, height=256,
-                                max_bytes=147456, timestamp=2**40 + 7, digest=2**64 - 2)
+    data = proto.pack_fetch_req(2**40 + 9, flags=proto.FETCH_DISCARD, bytesperline=384,
+                                height=256, max_bytes=147456, timestamp=2**40 + 7,
+                                digest=2**64 - 2)
     assert len(data) == proto.FETCH_REQ_SIZE == 48
-    assert [_u(data, o, 4) for o in (0, 4, 24, 28, 32)] == [9, 1, 384, 256, 147456]
-    assert (_u(data, 8, 8), _u(data, 16, 8)) == (2**40 + 7, 2**64 - 2)
-    assert data[36:] == bytes(12)
+    assert [_u(data, o, 8) for o in (0, 8, 16)] == [2**40 + 9, 2**40 + 7, 2**64 - 2]
+    assert [_u(data, o, 4) for o in (24, 28, 32, 36)] == [1, 384, 256, 147456]
+    assert data[40:] == bytes(8)
     req = proto.parse_fetch_req(data)
-    assert req == proto.FetchReq(stream_id=9, flags=1, bytesperline=384, height=256,
+    assert req == proto.FetchReq(stream_id=2**40 + 9, flags=1, bytesperline=384, height=256,
                                  max_bytes=147456, timestamp=2**40 + 7, digest=2**64 - 2)
     assert req.discard and req.pixel_bytes == 384 * 256 * 3 // 2
     proto.validate_fetch_req(req)
@@ -279,7 +280,7 @@ def test_parse_fetch_req_wants_exactly_one_struct(data: bytes, match: str) -> No
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [
-    ({"reserved": [0, 1, 0]}, "reserved"),
+    ({"reserved": [0, 1]}, "reserved"),
     ({"flags": 2}, "unknown fetch flags 0x2"),
 ])
 def test_validate_fetch_req_rejects(kwargs: dict[str, Any], match: str) -> None:

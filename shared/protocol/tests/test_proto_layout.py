@@ -6,14 +6,15 @@
    cookie lands at 8 right after magic (4) + version (2) + type (2), and
    payload_len, flags, status and reserved[5] (20 bytes) follow at 16..47,
    48 bytes in all, a multiple of 8. struct daedalus_hello is eight __u32s.
-   Phase 8.4: struct daedalus_decode_req is four __u32s, the __u64
-   timestamp at 16 and reserved[6] at 24..47 (48 bytes); struct
+   Phase 8.4 (protocol v5): struct daedalus_decode_req is the __u64
+   stream_id and timestamp at 0 and 8, three __u32s at 16..27 and reserved[5]
+   at 28..47 (48 bytes); struct
    daedalus_frame_info is four __u32s, digest and timestamp (__u64, at 16 and
    24) and reserved[2] at 32..39 (40 bytes, a multiple of 8); struct
    daedalus_frame_resp is eight __u32s (32 bytes) and struct daedalus_stream
-   four (16 bytes). Phase 8.5: struct daedalus_fetch_req is two __u32s, the
-   __u64 timestamp and digest at 8 and 16, three __u32s and reserved[3] at
-   24..47 (48 bytes, a multiple of 8); struct daedalus_fetch_resp is a struct daedalus_frame_info
+   a __u64 and reserved[2] (16 bytes). Phase 8.5: struct daedalus_fetch_req
+   is the __u64 stream_id, timestamp and digest at 0, 8 and 16, four __u32s
+   and reserved[2] at 24..47 (48 bytes, a multiple of 8); struct daedalus_fetch_resp is a struct daedalus_frame_info
    (40 bytes, 8-aligned) then bytes at 40 and reserved[3] at 44..55 (56
    bytes, a multiple of 8).
 2. The same numbers from gcc, compiling a tiny program against the header
@@ -56,21 +57,21 @@ HELLO_OFFSETS = {"proto_version": 0, "max_payload": 4, "phase": 8, "reserved": 1
 HELLO_WIDTHS = {"proto_version": 4, "max_payload": 4, "phase": 4, "reserved": 20}
 # Phase 8.4 and 8.5 structs: size, then {field: (offset, width)}.
 LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
-    "daedalus_decode_req": (48, {"stream_id": (0, 4), "codec": (4, 4), "flags": (8, 4),
-                                 "bitstream_len": (12, 4), "timestamp": (16, 8),
-                                 "reserved": (24, 24)}),
+    "daedalus_decode_req": (48, {"stream_id": (0, 8), "timestamp": (8, 8), "codec": (16, 4),
+                                 "flags": (20, 4), "bitstream_len": (24, 4),
+                                 "reserved": (28, 20)}),
     "daedalus_frame_info": (40, {"width": (0, 4), "height": (4, 4), "pixfmt": (8, 4),
                                  "flags": (12, 4), "digest": (16, 8), "timestamp": (24, 8),
                                  "reserved": (32, 8)}),
     "daedalus_frame_resp": (32, {"status": (0, 4), "error": (4, 4), "nr_frames": (8, 4),
                                  "msg_len": (12, 4), "reserved": (16, 16)}),
-    "daedalus_stream": (16, {"stream_id": (0, 4), "reserved": (4, 12)}),
-    "daedalus_fetch_req": (48, {"stream_id": (0, 4), "flags": (4, 4), "timestamp": (8, 8),
-                                "digest": (16, 8), "bytesperline": (24, 4), "height": (28, 4),
-                                "max_bytes": (32, 4), "reserved": (36, 12)}),
+    "daedalus_stream": (16, {"stream_id": (0, 8), "reserved": (8, 8)}),
+    "daedalus_fetch_req": (48, {"stream_id": (0, 8), "timestamp": (8, 8), "digest": (16, 8),
+                                "flags": (24, 4), "bytesperline": (28, 4), "height": (32, 4),
+                                "max_bytes": (36, 4), "reserved": (40, 8)}),
     "daedalus_fetch_resp": (56, {"frame": (0, 40), "bytes": (40, 4), "reserved": (44, 12)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 4,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 5,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
@@ -127,7 +128,7 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 4, 1024 * 1024, 0x8000)
+        0x4C345644, 5, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
@@ -398,8 +399,8 @@ def _compile_drifted(tmp_path: Path, name: str, old: str, new: str) -> ModuleTyp
     ("cookie", "__u64 cookie;", "__u32 cookie;", "struct daedalus_msg_hdr", "wrong"),
     ("phase", "    __u32 phase;\n", "", "struct daedalus_hello", "wrong"),
     ("digest", "__u64 digest;", "__u32 digest;", "struct daedalus_frame_info", "wrong"),
-    ("timestamp", "__u64 timestamp;\n    __u32 reserved[6];",
-     "__u32 timestamp;\n    __u32 reserved[6];", "struct daedalus_decode_req", "wrong"),
+    ("timestamp", "__u64 timestamp;\n    __u32 codec;",
+     "__u32 timestamp;\n    __u32 codec;", "struct daedalus_decode_req", "wrong"),
     ("fetch_bytes", "__u32 bytes;", "__u64 bytes;", "struct daedalus_fetch_resp", "wrong"),
     ("fetch_height", "__u32 height;\n    __u32 max_bytes;", "__u16 height;\n    __u32 max_bytes;",
      "struct daedalus_fetch_req", "wrong"),
@@ -416,7 +417,8 @@ def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str
     ("reserved", "__u32 reserved[5];\n};\n\nstruct daedalus_hello",  # array length
      "__u32 reserved[4];\n};\n\nstruct daedalus_hello"),
     ("constant", "#define DAEDALUS_MAX_PAYLOAD ...", "#define DAEDALUS_MAX_PAYLOADS ..."),
-    ("req_reserved", "__u32 reserved[6];", "__u32 reserved[5];"),
+    ("req_reserved", "__u32 bitstream_len;\n    __u32 reserved[5];",
+     "__u32 bitstream_len;\n    __u32 reserved[4];"),
     ("nr_frames", "__u32 nr_frames;", "__u32 nframes;"),
     ("enum", "DAEDALUS_CODEC_AV1,", "DAEDALUS_CODEC_AV2,"),
     ("feed", "DAEDALUS_MSG_FEED,", "DAEDALUS_MSG_FED,"),

@@ -386,7 +386,7 @@ class DecodeReq:
     flags: int
     bitstream_len: int
     timestamp: int
-    reserved: tuple[int, ...] = (0,) * 6
+    reserved: tuple[int, ...] = (0,) * 5
 
     @property
     def flush(self) -> bool:
@@ -448,7 +448,7 @@ class Stream:
     """struct daedalus_stream: the payload of CLOSE_STREAM."""
 
     stream_id: int
-    reserved: tuple[int, ...] = (0, 0, 0)
+    reserved: tuple[int, ...] = (0, 0)
 
 
 def encode_message(text: str, limit: int = MAX_MSG) -> bytes:
@@ -633,7 +633,7 @@ class FetchReq:
     max_bytes: int
     timestamp: int = 0
     digest: int = 0
-    reserved: tuple[int, ...] = (0, 0, 0)
+    reserved: tuple[int, ...] = (0, 0)
 
     @property
     def discard(self) -> bool:

@@ -77,12 +77,12 @@ enum daedalus_pixfmt {
 #define DAEDALUS_DECODE_RESET ...
 
 struct daedalus_decode_req {
-    __u32 stream_id;
+    __u64 stream_id;
+    __u64 timestamp;
     __u32 codec;
     __u32 flags;
     __u32 bitstream_len;
-    __u64 timestamp;
-    __u32 reserved[6];
+    __u32 reserved[5];
 };
 
 #define DAEDALUS_MAX_FRAMES ...
@@ -110,21 +110,21 @@ struct daedalus_frame_resp {
 };
 
 struct daedalus_stream {
-    __u32 stream_id;
-    __u32 reserved[3];
+    __u64 stream_id;
+    __u32 reserved[2];
 };
 
 #define DAEDALUS_FETCH_DISCARD ...
 
 struct daedalus_fetch_req {
-    __u32 stream_id;
-    __u32 flags;
+    __u64 stream_id;
     __u64 timestamp;
     __u64 digest;
+    __u32 flags;
     __u32 bytesperline;
     __u32 height;
     __u32 max_bytes;
-    __u32 reserved[3];
+    __u32 reserved[2];
 };
 
 struct daedalus_fetch_resp {
