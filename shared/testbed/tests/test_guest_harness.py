@@ -5,13 +5,21 @@ Each test boots a real guest (TCG) through the public command line.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from daedalus.testbed import kernels
-from daedalus.testbed.guest import EXIT_CRASH, EXIT_DMESG, EXIT_TIMEOUT
+from daedalus.testbed.guest import (
+    DAEMON_WAIT,
+    EXIT_CRASH,
+    EXIT_DMESG,
+    EXIT_SETUP,
+    EXIT_TIMEOUT,
+)
 
 pytestmark = pytest.mark.boots
 
@@ -74,3 +82,21 @@ def test_kernel_warning_fails_a_successful_command() -> None:
                  "echo 'WARNING: CPU: 0 PID: 1 at injected-by-test' > /dev/kmsg")
     assert proc.returncode == EXIT_DMESG
     assert "injected-by-test" in proc.stderr
+
+
+def test_a_daemon_that_exits_fails_the_run_at_once(tmp_path: Path) -> None:
+    """The handshake wait is on state: a daedalusd that dies is not waited
+    for (the wait for a running one is 300 s). Made to die by a
+    sitecustomize that exits in the guest's daedalusd only."""
+    (tmp_path / "sitecustomize.py").write_text(
+        "import os, sys\n"
+        "if os.environ.get('DAEDALUS_IN_GUEST') == '1' and sys.argv[0].endswith('daedalusd'):\n"
+        "    raise SystemExit(3)\n")
+    start = time.monotonic()
+    proc = subprocess.run(["daedalus-v4l2", "guest", "--phase", "8.2", "--", "true"],
+                          capture_output=True, text=True, timeout=900, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(tmp_path)})
+    elapsed = time.monotonic() - start
+    assert proc.returncode == EXIT_SETUP, proc.stderr
+    assert "daedalusd exited (status 3) before the handshake" in proc.stderr
+    assert elapsed < DAEMON_WAIT, f"{elapsed:.0f} s: waited for a dead daemon"

@@ -127,8 +127,10 @@ class GuestCommand:
         for problem in result.problems:
             eprint(f"daedalus-v4l2 guest: {problem}")
         boot = f"{result.boot_seconds:.2f} s" if result.boot_seconds is not None else "?"
+        daemon = (f"daemon {result.daemon_seconds:.1f} s, "
+                  if result.daemon_seconds is not None else "")
         eprint(f"daedalus-v4l2 guest: kernel {config.kernel.release}, phase {config.phase}, "
-               f"boot {boot}, wall {result.wall_seconds:.1f} s, exit {result.status}")
+               f"boot {boot}, {daemon}wall {result.wall_seconds:.1f} s, exit {result.status}")
         return result.status
 
 
