@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from importlib.metadata import EntryPoint, distributions
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -152,3 +152,37 @@ def test_entry_point_that_does_not_import(tmp_path: Path) -> None:
     _fake_dist(tmp_path, "fake-broken", {"gone": "daedalus_no_such_module:Handler"})
     with pytest.raises(RegistryError, match=r"'gone' of fake-broken.*failed to load"):
         Registry.from_entry_points(_entry_points(tmp_path))
+
+
+@pytest.mark.parametrize("group", [GROUP, "daedalus.commands", "console_scripts",
+                                   "pytest11"])
+def test_cheap_entry_points_agree_with_importlib_metadata(group: str) -> None:
+    """entrypoints.py against the standard library's reader, on this environment."""
+    from importlib.metadata import entry_points as stdlib_entry_points
+
+    from daedalus.dispatch.entrypoints import entry_points
+
+    def key(ep: Any) -> tuple[str, str, str]:
+        return ep.name, ep.value, ep.dist.name if ep.dist else ""
+
+    ours = sorted(key(ep) for ep in entry_points(group))
+    want = sorted(key(ep) for ep in stdlib_entry_points(group=group))
+    assert ours == want
+    if group == GROUP:  # the handlers load to the very same classes
+        loaded = {ep.name: ep.load() for ep in stdlib_entry_points(group=group)}
+        assert {ep.name: ep.load() for ep in entry_points(group)} == loaded
+
+
+def test_cheap_entry_points_of_fake_distributions(tmp_path: Path) -> None:
+    from daedalus.dispatch.entrypoints import entry_points
+
+    _fake_dist(tmp_path, "fake-phase-a", {"echo": f"{__name__}:Echo"})
+    _fake_dist(tmp_path, "fake-phase-b", {"later": f"{__name__}:Later"})
+    found = entry_points(GROUP, [str(tmp_path)])
+    assert sorted((ep.name, ep.dist.name if ep.dist else "") for ep in found) == [
+        ("echo", "fake-phase-a"), ("later", "fake-phase-b")]
+    assert {ep.load() for ep in found} == {Echo, Later}
+    registry = Registry.from_entry_points(found)
+    assert [r.name for r in registry.registrations] == ["echo", "later"]
+    # the first of two copies on the path wins, as with importlib.metadata
+    assert entry_points(GROUP, [str(tmp_path), str(tmp_path)]) == found

@@ -23,9 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import EntryPoint, entry_points
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
+from daedalus.dispatch.entrypoints import entry_points
 from daedalus.proto import RESPONSE, Header, MsgType
 
 GROUP = "daedalus.handlers"
@@ -37,6 +37,26 @@ HandlerResult = tuple[int, bytes]
 
 class RegistryError(Exception):
     """The handlers cannot be registered (fatal at daemon start)."""
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class EntryPointLike(Protocol):
+    """An importlib.metadata.EntryPoint, or daedalus.dispatch.entrypoints' own."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def value(self) -> str: ...
+
+    @property
+    def dist(self) -> _Named | None: ...
+
+    def load(self) -> Any: ...
 
 
 class Handler(Protocol):
@@ -129,9 +149,10 @@ class Registry:
         return cls(Registration.of(c) for c in handler_classes)
 
     @classmethod
-    def from_entry_points(cls, eps: Iterable[EntryPoint] | None = None) -> Registry:
-        """Load every handler installed in the ``daedalus.handlers`` group."""
-        found = entry_points(group=GROUP) if eps is None else eps
+    def from_entry_points(cls, eps: Iterable[EntryPointLike] | None = None) -> Registry:
+        """Load every handler installed in the ``daedalus.handlers`` group (read
+        by entrypoints.py: importlib.metadata costs seconds under emulation)."""
+        found = entry_points(GROUP) if eps is None else eps
         registrations = []
         for ep in found:
             dist = ep.dist.name if ep.dist else "unknown distribution"
