@@ -1,17 +1,26 @@
 """Phase-aware test selection shared by every test directory.
 
-``pytest --phase 8.N`` (default: the newest phase in the checkout) collects
-the tests of shared/ and of phases 8.1...8.N only, so phase N can be tested
-alone when bisecting. Tests marked ``guest`` run only inside a booted guest
-(DAEDALUS_IN_GUEST=1, set by the testbed); on the host they are skipped and
-the host-side driver in shared/testbed/tests/test_guest_tier.py boots a guest
-to run them.
+``pytest --phase 8.N`` collects the tests of phases 8.1...8.N only, so phase
+N can be tested alone when bisecting; later phase directories are not even
+imported. The default is the newest phase whose distribution (and those of
+every phase below it) is installed, so in a ``phase-8-N`` environment it is
+8.N. The tests of a shared distribution (shared/NAME/tests) are collected
+only when that distribution is installed: the phase-8-1 environment has no
+protocol or daemon. Asking for a phase whose distributions are missing is a
+usage error rather than a pile of import errors.
+
+Tests marked ``guest`` run only inside a booted guest (DAEDALUS_IN_GUEST=1,
+set by the testbed); on the host they are skipped and the host-side driver
+in shared/testbed/tests/test_guest_tier.py boots a guest to run them.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tomllib
+from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -20,19 +29,56 @@ ROOT = Path(__file__).resolve().parent
 PHASE_DIR_RE = re.compile(r"^(\d+)\.(\d+)-")
 
 
-def _phases() -> list[tuple[tuple[int, int], str]]:
+def _phases() -> list[tuple[tuple[int, int], str, Path]]:
     out = []
     for entry in (ROOT / "phases").iterdir():
         m = PHASE_DIR_RE.match(entry.name)
         if m and entry.is_dir():
-            out.append(((int(m[1]), int(m[2])), f"{m[1]}.{m[2]}"))
+            out.append(((int(m[1]), int(m[2])), f"{m[1]}.{m[2]}", entry))
     return sorted(out)
 
 
+@cache
+def _dist_name(project: Path) -> str | None:
+    """The distribution name in *project*/pyproject.toml, if there is one."""
+    try:
+        with open(project / "pyproject.toml", "rb") as f:
+            name = tomllib.load(f)["project"]["name"]
+    except (FileNotFoundError, KeyError):
+        return None
+    return str(name)
+
+
+@cache
+def _installed(name: str) -> bool:
+    try:
+        metadata.distribution(name)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _missing(number: str) -> list[str]:
+    """Distributions of phases up to *number* that this environment lacks."""
+    top = _phase_key(number)
+    names = [_dist_name(path / "py") for key, _, path in _phases() if key <= top]
+    return [n for n in names if n is not None and not _installed(n)]
+
+
+def _newest_installed() -> str:
+    newest = _phases()[0][1]
+    for _, number, _ in _phases():
+        if _missing(number):
+            break
+        newest = number
+    return newest
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    newest = _phases()[-1][1]
-    parser.addoption("--phase", default=os.environ.get("DAEDALUS_PHASE", newest),
-                     help="test phases 8.1...PHASE against the PHASE build (default: %(default)s)")
+    default = os.environ.get("DAEDALUS_PHASE") or _newest_installed()
+    parser.addoption("--phase", default=default,
+                     help="test phases 8.1...PHASE against the PHASE build (default: the "
+                          "newest phase installed in this environment, %(default)s)")
     parser.addoption("--kernels", default=os.environ.get("DAEDALUS_KERNELS", "6.12,6.1"),
                      help="comma-separated guest kernels for guest tests (default: %(default)s)")
 
@@ -42,14 +88,47 @@ def _phase_key(number: str) -> tuple[int, int]:
     return int(major), int(minor)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    number = str(config.getoption("--phase"))
+    if number not in [n for _, n, _ in _phases()]:
+        raise pytest.UsageError(f"--phase {number}: no such phase in {ROOT / 'phases'}")
+    missing = _missing(number)
+    if missing:
+        env = "phase-" + number.replace(".", "-")
+        raise pytest.UsageError(
+            f"--phase {number} needs {', '.join(missing)}, which this environment lacks: "
+            f"run it in an environment that has them (hatch -e {env} run test --phase {number})")
+
+
+def _shared_left_out() -> list[str]:
+    """shared/NAME directories whose distribution is not installed here."""
+    out = []
+    for project in sorted((ROOT / "shared").iterdir()):
+        name = _dist_name(project)
+        if name is not None and not _installed(name):
+            out.append(project.name)
+    return out
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    left = ", ".join(f"shared/{d}" for d in _shared_left_out()) or "none"
+    return f"daedalus: phase {config.getoption('--phase')}; not installed, so not collected: {left}"
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    top = _phase_key(config.getoption("--phase"))
+    path = collection_path.resolve()
     try:
-        rel = collection_path.resolve().relative_to(ROOT / "phases")
+        rel = path.relative_to(ROOT / "shared")
+    except ValueError:
+        pass
+    else:
+        return True if rel.parts and rel.parts[0] in _shared_left_out() else None
+    try:
+        rel = path.relative_to(ROOT / "phases")
     except ValueError:
         return None
     m = PHASE_DIR_RE.match(rel.parts[0]) if rel.parts else None
-    if m and (int(m[1]), int(m[2])) > top:
+    if m and (int(m[1]), int(m[2])) > _phase_key(config.getoption("--phase")):
         return True
     return None
 
