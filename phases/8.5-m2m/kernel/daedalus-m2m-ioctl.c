@@ -54,6 +54,23 @@ static int daedalus_m2m_try_fmt_cap(struct file *file, void *priv,
 	return ret;
 }
 
+static void daedalus_m2m_clamp_out(struct v4l2_format *f)
+{
+	struct v4l2_plane_pix_format *plane = &f->fmt.pix_mp.plane_fmt[0];
+
+	plane->sizeimage = min_t(u32, plane->sizeimage, DAEDALUS_FEED_MAX);
+}
+
+static int daedalus_m2m_try_fmt_out(struct file *file, void *priv,
+				    struct v4l2_format *f)
+{
+	int ret;
+
+	ret = daedalus_try_fmt_out(file, priv, f);
+	daedalus_m2m_clamp_out(f);
+	return ret;
+}
+
 static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 				  struct v4l2_format *f)
 {
@@ -67,6 +84,9 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 	    !vb2_is_busy(v4l2_m2m_get_dst_vq(m2m))) {
 		mutex_lock(&ctx->lock);
 		ret = daedalus_s_fmt_out(file, priv, f);
+		daedalus_m2m_clamp_out(f);
+		ctx->base.out_fmt.plane_fmt[0].sizeimage =
+			f->fmt.pix_mp.plane_fmt[0].sizeimage;
 		mutex_unlock(&ctx->lock);
 	}
 	mutex_unlock(&ctx->q_lock);
@@ -205,7 +225,7 @@ const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops = {
 
 	.vidioc_enum_fmt_vid_out	= daedalus_m2m_enum_fmt_out,
 	.vidioc_g_fmt_vid_out_mplane	= daedalus_g_fmt_out,
-	.vidioc_try_fmt_vid_out_mplane	= daedalus_try_fmt_out,
+	.vidioc_try_fmt_vid_out_mplane	= daedalus_m2m_try_fmt_out,
 	.vidioc_s_fmt_vid_out_mplane	= daedalus_m2m_s_fmt_out,
 
 	.vidioc_enum_fmt_vid_cap	= daedalus_enum_fmt_cap,

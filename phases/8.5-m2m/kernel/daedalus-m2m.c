@@ -71,7 +71,7 @@ const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc)
 #define DAEDALUS_INLINE_MAX	(DAEDALUS_MAX_PAYLOAD - \
 				 sizeof(struct daedalus_fetch_resp))
 
-static unsigned int max_contexts = 32;
+static unsigned int max_contexts = 128;
 module_param(max_contexts, uint, 0644);
 MODULE_PARM_DESC(max_contexts,
 		 "most open files of the decoder node at once; open() beyond gets EBUSY");
@@ -423,7 +423,7 @@ static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 		if (!vaddr)
 			return -EFAULT;
 	}
-	if (bytes > DAEDALUS_MAX_PAYLOAD - sizeof(*msg))
+	if (bytes > DAEDALUS_FEED_MAX)
 		return -E2BIG;
 	msg = kvzalloc(sizeof(*msg) + bytes, GFP_KERNEL_ACCOUNT);
 	if (!msg)
@@ -798,6 +798,9 @@ static int daedalus_m2m_open(struct file *file)
 	v4l2_fh_init(&ctx->base.fh, video_devdata(file));
 	file->private_data = &ctx->base.fh;
 	daedalus_default_fmts(&ctx->base);
+	ctx->base.out_fmt.plane_fmt[0].sizeimage =
+		min_t(u32, ctx->base.out_fmt.plane_fmt[0].sizeimage,
+		      DAEDALUS_FEED_MAX);
 
 	v4l2_ctrl_handler_init(&ctx->ctrls, 1);
 	v4l2_ctrl_new_std(&ctx->ctrls, NULL, V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,

@@ -19,6 +19,13 @@
 #include "daedalus-bridge.h"
 #include "daedalus-decode.h"
 
+/*
+ * Largest OUTPUT buffer: it crosses to the daemon inside one FEED message, so
+ * a larger one could never be sent and the OUTPUT format does not offer it.
+ */
+#define DAEDALUS_FEED_MAX	(DAEDALUS_MAX_PAYLOAD - \
+				 sizeof(struct daedalus_decode_req))
+
 /* Decoded frames the kernel tracks in the daemon per stream. */
 #define DAEDALUS_M2M_MAX_PENDING	32
 
