@@ -4,10 +4,11 @@ Isolation is checked statically here, in any environment: every ``daedalus.X``
 that a distribution's code imports comes from a distribution it depends on,
 and every one that the tests of phase 8.N import comes from phase 8.N's
 environment. So a test of phase 8.2 cannot come to need phase 8.4's code
-without this failing, even where every phase is installed. The harness, shared/testbed, is in every
-environment and may be imported anywhere. (An import inside
-``try: ... except ImportError`` is optional and allowed.) CI additionally
-makes every phase-8-N environment and collects its tests (``./daedalus test``).
+without this failing, even where every phase is installed. The harness,
+shared/testbed, is in every environment and may be imported anywhere. (An
+import inside ``try: ... except ImportError`` is optional and allowed.) CI
+additionally makes every phase-8-N environment and collects its tests
+(``./daedalus test``).
 """
 
 from __future__ import annotations
