@@ -48,6 +48,7 @@ from daedalus.m2m.cli import DecodeCommand, format_summary
 from daedalus.m2m.layout import Geometry, buffer_size, crop, fits, lay_out
 from daedalus.m2m.reference import compare, first_difference, frame_at, reference_output
 from daedalus.m2m.stateful import MAX_KEPT, ByteTimeline, StatefulHandler
+from daedalus.m2m.status import DecodeExit
 from daedalus.m2m.v4l2 import Stats, timestamp_to_timeval, timeval_to_timestamp
 from daedalus.parse import corpus
 from daedalus.parse.corpus import concat_ivf
@@ -780,10 +781,10 @@ def test_decode_command_without_a_node_fails_cleanly(tmp_path: Path,
     cmd.add_arguments(parser)
     args = parser.parse_args([str(corpus_path(VP9)), "-o", str(tmp_path / "out.yuv"),
                               "--device", str(tmp_path / "video99")])
-    assert cmd.run(args) == 1
+    assert cmd.run(args) == DecodeExit.NO_DEVICE
     assert "cannot open" in capsys.readouterr().err
     args = parser.parse_args([str(tmp_path / "missing.ivf"), "-o", str(tmp_path / "o.yuv")])
-    assert cmd.run(args) == 1
+    assert cmd.run(args) == DecodeExit.UNREADABLE
 
 
 def test_decode_command_is_registered() -> None:

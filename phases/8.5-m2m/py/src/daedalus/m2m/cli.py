@@ -16,10 +16,12 @@ Buffers in error are reported on stderr as they come. ``--compare`` then
 decodes FILE with Debian's ffmpeg (reference.py) and prints
 ``byte-exact: yes`` or ``byte-exact: no (first difference at byte N, frame F)``.
 
-Exit status: 0 when frames were decoded, no buffer came back in error, no
-packet was skipped (and, with --compare, the output is byte-exact); 1
-otherwise, including every failure to set up or to make progress (each wait
-is bounded by ``--timeout``).
+Exit status: one per outcome (status.py: DecodeExit, listed in --help):
+0 when every packet was decoded without a buffer in error (and, with
+--compare, byte-exact); otherwise what went wrong, most specific first: an
+unreadable FILE, no device or no daemon, a refused stream, a timeout (each
+wait is bounded by ``--timeout``), buffers in error, a mismatch. Each
+failure is one line on stderr.
 """
 
 from __future__ import annotations
@@ -31,15 +33,20 @@ import sys
 from pathlib import Path
 from typing import BinaryIO
 
+from daedalus.m2m.status import DecodeExit, epilog
 from daedalus.m2m.v4l2 import (
     CODED_FOURCCS,
     DEFAULT_BUFFERS,
     DEFAULT_TIMEOUT,
     DecodeError,
+    DecodeTimeout,
     Frame,
     M2MNode,
+    NotADecoder,
     StatefulDecode,
     Stats,
+    StreamRefused,
+    daemon_connected,
     packets_of,
 )
 
@@ -95,6 +102,8 @@ class DecodeCommand:
             "(optionally compared with ffmpeg byte for byte)")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = epilog()
         parser.add_argument("file", metavar="FILE", help="VP9 in IVF or H.264 Annex-B")
         parser.add_argument("-o", "--output", required=True, metavar="OUT.yuv",
                             help="where the decoded frames go (tightly packed NV12)")
@@ -110,31 +119,37 @@ class DecodeCommand:
                             help="compare OUT byte for byte with /usr/bin/ffmpeg's decode")
 
     def run(self, args: argparse.Namespace) -> int:
+        status, message = self._run(args)
+        if message:
+            print(f"{PROG}: {message}", file=sys.stderr)
+        return int(status)
+
+    def _run(self, args: argparse.Namespace) -> tuple[DecodeExit, str | None]:
+        """The exit status and the one line that explains a failure."""
         from daedalus.parse.readers import ReaderError
         from daedalus.skeleton.v4l2dev import find_node
 
         path: str = args.file
         try:
             codec, width, height, packets = packets_of(path)
-        except (ReaderError, OSError) as exc:
-            print(f"{PROG}: {path}: {exc}", file=sys.stderr)
-            return 1
+        except ReaderError as exc:
+            return DecodeExit.UNREADABLE, str(exc)  # names the file
+        except OSError as exc:
+            return DecodeExit.UNREADABLE, f"{path}: {exc.strerror or exc}"
         code = CODED_FOURCCS.get(codec)
         if code is None:
-            print(f"{PROG}: {path}: codec {codec!r} is not decoded here", file=sys.stderr)
-            return 1
+            return DecodeExit.REFUSED, f"{path}: codec {codec!r} is not decoded here"
         try:
             device = Path(args.device) if args.device else find_node()
             node = M2MNode(device)
         except OSError as exc:
             where = args.device or "the daedalus-v4l2 node"
-            print(f"{PROG}: cannot open {where}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            return DecodeExit.NO_DEVICE, f"cannot open {where}: {exc.strerror or exc}"
 
         def warn(text: str) -> None:
             print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
-        failed: str | None = None
+        failure: tuple[DecodeExit, str | None] | None = None
         try:
             with node, open(args.output, "wb") as out:
                 writer = _Writer(out)
@@ -143,31 +158,46 @@ class DecodeCommand:
                                         log=log.debug, warn=warn)
                 try:
                     decode.run()
+                except NotADecoder as exc:
+                    failure = DecodeExit.NO_DEVICE, str(exc)
+                except StreamRefused as exc:
+                    failure = DecodeExit.REFUSED, f"{device}: {exc}"
+                except DecodeTimeout as exc:
+                    failure = DecodeExit.TIMEOUT, f"{device}: {exc}"
                 except DecodeError as exc:
-                    failed = str(exc)
+                    failure = DecodeExit.FAILED, f"{device}: {exc}"
                 except ReaderError as exc:
-                    failed = f"{path}: {exc}"
+                    failure = DecodeExit.UNREADABLE, str(exc)
                 except OSError as exc:
-                    failed = (f"V4L2 call failed: {exc.strerror or exc} "
-                              f"({errno_name(exc.errno)})")
+                    failure = DecodeExit.FAILED, (
+                        f"{device}: V4L2 call failed: {exc.strerror or exc} "
+                        f"({errno_name(exc.errno)})")
         except OSError as exc:
-            print(f"{PROG}: {args.output}: {exc.strerror or exc}", file=sys.stderr)
-            return 1
+            return DecodeExit.FAILED, f"{args.output}: {exc.strerror or exc}"
         stats = decode.stats
         print(format_summary(path, args.output, stats), flush=True)
-        if failed is not None:
-            print(f"{PROG}: {device}: {failed}", file=sys.stderr)
-            return 1
-        ok = stats.frames > 0 and stats.errors == 0
+        if failure is None and stats.frames == 0:
+            failure = DecodeExit.REFUSED, None  # said by the warnings and the summary
+        elif failure is None and stats.errors:
+            failure = DecodeExit.ERRORS, None
+        if failure is not None:
+            status, message = failure
+            if (status in (DecodeExit.REFUSED, DecodeExit.ERRORS, DecodeExit.TIMEOUT)
+                    and daemon_connected() is False):
+                # the buffers in error (or the silence) are daedalusd's absence
+                if message is None or "daedalusd" not in message:
+                    message = f"{device}: daedalusd is not connected: start it"
+                return DecodeExit.NO_DEVICE, message
+            return status, message
         if args.compare:
             from daedalus.m2m.reference import ReferenceError, compare, reference_output
 
             try:
                 want = reference_output(path)
             except ReferenceError as exc:
-                print(f"{PROG}: {exc}", file=sys.stderr)
-                return 1
+                return DecodeExit.FAILED, str(exc)
             result = compare(Path(args.output).read_bytes(), want, writer.frame_bytes)
             print(result.describe(), flush=True)
-            ok = ok and result.equal
-        return 0 if ok else 1
+            if not result.equal:
+                return DecodeExit.MISMATCH, None  # said by the byte-exact line
+        return DecodeExit.OK, None

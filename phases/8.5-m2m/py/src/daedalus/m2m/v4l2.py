@@ -69,6 +69,19 @@ class DecodeError(Exception):
     """The decode cannot go on; one line for the user."""
 
 
+class DecodeTimeout(DecodeError):
+    """Nothing moved for the decode's timeout."""
+
+
+class StreamRefused(DecodeError):
+    """The node refuses the stream: its coded format is not offered, or every
+    OUTPUT buffer came back in error before anything was decoded."""
+
+
+class NotADecoder(DecodeError):
+    """The node is not a multi-planar memory-to-memory device (or not V4L2 at all)."""
+
+
 def _ioctl(fd: int, request: int, arg: ctypes.Structure | ctypes.c_int) -> None:
     fcntl.ioctl(fd, request, arg)  # OSError(errno) on failure
 
@@ -81,6 +94,16 @@ def timestamp_to_timeval(value: int) -> tuple[int, int]:
 
 def timeval_to_timestamp(secs: int, usecs: int) -> int:
     return secs * 1_000_000 + usecs
+
+
+def daemon_connected() -> bool | None:
+    """Whether daedalusd is connected, as the module's debugfs says; None when
+    it cannot tell (debugfs not mounted or readable: not root, or no module)."""
+    try:
+        state = DAEMON_STATE.read_text().strip()
+    except OSError:
+        return None
+    return state != "disconnected"
 
 
 def daemon_hint() -> str:
@@ -232,9 +255,13 @@ class M2MNode(VideoNode):
         return self
 
     def check_m2m(self) -> None:
-        caps = self.querycap()
+        try:
+            caps = self.querycap()
+        except OSError as exc:
+            raise NotADecoder(f"{self.path} is not a V4L2 device (QUERYCAP: "
+                              f"{exc.strerror or exc})") from None
         if not caps.device_caps & CAP_M2M_MPLANE:
-            raise DecodeError(f"{self.path} ({caps.card}) is not a multi-planar "
+            raise NotADecoder(f"{self.path} ({caps.card}) is not a multi-planar "
                               "memory-to-memory device")
 
     def set_output_format(self, code: str, width: int, height: int,
@@ -369,7 +396,7 @@ class StatefulDecode:
         self.node.check_m2m()
         offered = self.node.formats(OUTPUT)
         if self.code not in offered:
-            raise DecodeError(f"{self.node.path} does not offer the coded format "
+            raise StreamRefused(f"{self.node.path} does not offer the coded format "
                               f"{self.code} (it offers {', '.join(offered) or 'none'})")
         fmt = self.node.set_output_format(self.code, self.width or 320, self.height or 240)
         if fmt.pixelformat != self.code:
@@ -427,7 +454,7 @@ class StatefulDecode:
                 if moved:
                     progress_at = now
                 elif now - progress_at > self.timeout:
-                    raise DecodeError(f"nothing happened for {self.timeout:g} s while "
+                    raise DecodeTimeout(f"nothing happened for {self.timeout:g} s while "
                                       f"{self._waiting_for()}{daemon_hint()}")
                 elif events:
                     # poll(2) reports something we cannot act on yet (POLLERR while no
@@ -508,7 +535,7 @@ class StatefulDecode:
         if (self.stats.frames == 0 and self.capture is None
                 and self.output_returned >= min(FAIL_FAST, max(1, self.stats.packets))
                 and len(self.stats.output_errors) == self.output_returned):
-            raise DecodeError(f"the decoder returned all {self.output_returned} OUTPUT "
+            raise StreamRefused(f"the decoder returned all {self.output_returned} OUTPUT "
                               f"buffers so far with ERROR and decoded nothing{daemon_hint()}")
         return self._refill() or moved
 
