@@ -361,14 +361,19 @@ class StatefulDecode:
 
     *packets* yields (timestamp, bytes); *on_frame* gets every decoded
     picture in the order the node returns them. *log* gets the steps (debug),
-    *warn* every buffer in error and every packet skipped."""
+    *warn* every buffer in error and every packet skipped. *fail_fast*: give
+    up (StreamRefused) when the first that many OUTPUT buffers all come back
+    in error before any frame; None decodes to the end whatever comes back
+    (a fuzzing campaign wants to see the clean part after a bad one)."""
 
     def __init__(self, node: M2MNode, code: str, packets: Iterator[tuple[int, bytes]],
                  on_frame: Callable[[Frame], None], *, buffers: int = DEFAULT_BUFFERS,
                  timeout: float = DEFAULT_TIMEOUT, width: int = 0, height: int = 0,
                  log: Callable[[str], None] | None = None,
-                 warn: Callable[[str], None] | None = None) -> None:
+                 warn: Callable[[str], None] | None = None,
+                 fail_fast: int | None = FAIL_FAST) -> None:
         self.node = node
+        self.fail_fast = fail_fast
         self.code = code
         self.packets = packets
         self.on_frame = on_frame
@@ -532,8 +537,8 @@ class StatefulDecode:
                 self.warn(f"packet {buf.timestamp}: OUTPUT buffer returned with ERROR "
                           "(the decoder rejected it)")
             self.free_output.append(buf.index)
-        if (self.stats.frames == 0 and self.capture is None
-                and self.output_returned >= min(FAIL_FAST, max(1, self.stats.packets))
+        if (self.fail_fast is not None and self.stats.frames == 0 and self.capture is None
+                and self.output_returned >= min(self.fail_fast, max(1, self.stats.packets))
                 and len(self.stats.output_errors) == self.output_returned):
             raise StreamRefused(f"the decoder returned all {self.output_returned} OUTPUT "
                               f"buffers so far with ERROR and decoded nothing{daemon_hint()}")
