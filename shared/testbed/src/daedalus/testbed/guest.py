@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from daedalus.testbed import reaper
 from daedalus.testbed.build import MODULE_NAME, build
 from daedalus.testbed.kernels import Kernel, build_helper
 from daedalus.testbed.paths import cache_dir, phase_by_number, repo_root
@@ -363,19 +364,16 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
         ]
         log.debug("qemu: %s", " ".join(shlex.quote(a) for a in qemu))
         problems: list[str] = []
-        proc = subprocess.Popen(qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
         timed_out = False
-        try:
-            qemu_out, _ = proc.communicate(timeout=config.timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            os.killpg(proc.pid, signal.SIGKILL)
-            qemu_out, _ = proc.communicate()
-        finally:
-            if proc.poll() is None:
+        # QEMU ends with this process, however it ends (reaper.child).
+        with reaper.child(qemu, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT) as proc:
+            try:
+                qemu_out, _ = proc.communicate(timeout=config.timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
                 os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                qemu_out, _ = proc.communicate()
         wall = time.monotonic() - start
         console_text = _read(console)
         dmesg = _read(out / "dmesg") or console_text
