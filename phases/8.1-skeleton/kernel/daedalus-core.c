@@ -5,8 +5,9 @@
  * Reading order: daedalus_init() registers a platform driver and a platform
  * device; daedalus_probe() allocates struct daedalus_dev and brings up every
  * layer (daedalus_layers_up()); daedalus_remove() takes them down again in
- * reverse order. The structure itself is freed by the v4l2_device release
- * callback once the last user of the video node has gone.
+ * reverse order: unpublish at once, exit (freeing each layer's state) in
+ * the v4l2_device release callback once the last user has gone, as the
+ * kernel's m2m drivers do. The structure itself is freed there too.
  */
 #include <linux/module.h>
 #include <linux/platform_device.h>
@@ -14,7 +15,7 @@
 
 #include "daedalus.h"
 
-static void daedalus_layers_down(struct daedalus_dev *dev)
+static void daedalus_layers_unpublish(struct daedalus_dev *dev)
 {
 	const struct daedalus_layer *layer;
 
@@ -23,11 +24,23 @@ static void daedalus_layers_down(struct daedalus_dev *dev)
 		if (layer->unpublish)
 			layer->unpublish(dev);
 	}
+}
+
+static void daedalus_layers_exit(struct daedalus_dev *dev)
+{
+	const struct daedalus_layer *layer;
+
 	while (dev->layers_inited) {
 		layer = daedalus_layers[--dev->layers_inited];
 		if (layer->exit)
 			layer->exit(dev);
 	}
+}
+
+static void daedalus_layers_down(struct daedalus_dev *dev)
+{
+	daedalus_layers_unpublish(dev);
+	daedalus_layers_exit(dev);
 }
 
 static int daedalus_layers_up(struct daedalus_dev *dev)
@@ -61,11 +74,17 @@ err_down:
 	return ret;
 }
 
+/*
+ * The last user is gone (the device was removed and every file of the video
+ * node and of later layers' devices is closed): only now do the layers free
+ * their state, which open files may still use after an unbind.
+ */
 static void daedalus_v4l2_release(struct v4l2_device *v4l2_dev)
 {
 	struct daedalus_dev *dev =
 		container_of(v4l2_dev, struct daedalus_dev, v4l2_dev);
 
+	daedalus_layers_exit(dev);
 	v4l2_device_unregister(&dev->v4l2_dev);
 	mutex_destroy(&dev->vdev_lock);
 	kfree(dev);
@@ -107,11 +126,15 @@ err_free:
 	return ret;
 }
 
+/*
+ * Unbind: the nodes disappear now; open files keep the device (and the
+ * layers' state) until they close, see daedalus_v4l2_release().
+ */
 static void daedalus_remove(struct platform_device *pdev)
 {
 	struct daedalus_dev *dev = platform_get_drvdata(pdev);
 
-	daedalus_layers_down(dev);
+	daedalus_layers_unpublish(dev);
 	v4l2_device_put(&dev->v4l2_dev);
 }
 

@@ -454,6 +454,8 @@ static int daedalus_bridge_open(struct inode *inode, struct file *file)
 	daedalus_req_queue(b, req);
 	mutex_unlock(&b->lock);
 
+	/* The bridge lives until its daemon is gone, even past an unbind. */
+	v4l2_device_get(&b->dev->v4l2_dev);
 	return nonseekable_open(inode, file);
 }
 
@@ -468,6 +470,7 @@ static int daedalus_bridge_release(struct inode *inode, struct file *file)
 	daedalus_fail_requests(b, NULL, -ENOTCONN);
 	mutex_unlock(&b->lock);
 	dev_info(&b->dev->pdev->dev, "daemon disconnected\n");
+	v4l2_device_put(&b->dev->v4l2_dev); /* may free b */
 	return 0;
 }
 
