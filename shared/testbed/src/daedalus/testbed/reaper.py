@@ -122,11 +122,17 @@ def hatch_ancestor() -> tuple[int, str] | None:
 
 
 def _watch(ancestor: tuple[int, str], stop: threading.Event) -> None:
+    # Signals to the process must reach the main thread: one taken by this
+    # thread would run the handler only when the main thread next wakes up,
+    # not interrupt its wait for the child.
+    signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
     pid, start = ancestor
     while not stop.wait(WATCH_INTERVAL):
         stat = _stat(pid)
         if stat is None or stat[0] == "Z" or stat[2] != start:
-            os.kill(os.getpid(), signal.SIGHUP)
+            main = threading.main_thread().ident
+            if main is not None:
+                signal.pthread_kill(main, signal.SIGHUP)
             return
 
 
