@@ -14,9 +14,9 @@
    daedalus_frame_resp is eight __u32s (32 bytes) and struct daedalus_stream
    a __u64 and reserved[2] (16 bytes). Phase 8.5: struct daedalus_fetch_req
    is the __u64 stream_id, timestamp and digest at 0, 8 and 16, four __u32s
-   and reserved[2] at 24..47 (48 bytes, a multiple of 8); struct daedalus_fetch_resp is a struct daedalus_frame_info
-   (40 bytes, 8-aligned) then bytes at 40 and reserved[3] at 44..55 (56
-   bytes, a multiple of 8).
+   and reserved[2] at 24..47 (48 bytes, a multiple of 8); struct
+   daedalus_fetch_resp is a struct daedalus_frame_info (40 bytes, 8-aligned)
+   then bytes at 40 and reserved[3] at 44..55 (56 bytes, a multiple of 8).
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
