@@ -1050,9 +1050,10 @@ def _keyframe(opts: Options, name: str, barrier: threading.Barrier | None = None
         out.queue(0, opts.vp9[0], 0)
         frame: Dequeued | None = None
         done: Dequeued | None = None
-        while (frame is None or done is None) and time.monotonic() - start < opts.wait:
-            if done is None:
-                done = out.dequeue()
+        end = start + opts.wait
+        while (frame is None or done is None) and time.monotonic() < end:
+            if done is None and (done := out.dequeue()) is not None and done.error:
+                end = min(end, time.monotonic() + 2.0)  # refused: no frame is coming
             if frame is None and (frame := cap.dequeue()) is not None:
                 result["seconds"] = round(time.monotonic() - start, 3)
                 result["capture"] = _buffer(frame)
@@ -1707,7 +1708,7 @@ def fake_daemon() -> Iterator[FakeDaemon]:
     finally:
         fake.close()
         if was_running:
-            guestctl.start_daemon(timeout=300)
+            guestctl.start_daemon()
 
 
 def main(argv: list[str] | None = None) -> int:
