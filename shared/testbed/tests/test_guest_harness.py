@@ -91,7 +91,7 @@ def test_a_daemon_that_exits_fails_the_run_at_once(tmp_path: Path) -> None:
     (tmp_path / "sitecustomize.py").write_text(
         "import os, sys\n"
         "if os.environ.get('DAEDALUS_IN_GUEST') == '1' and sys.argv[0].endswith('daedalusd'):\n"
-        "    raise SystemExit(3)\n")
+        "    os._exit(3)\n")
     start = time.monotonic()
     proc = subprocess.run(["daedalus-v4l2", "guest", "--phase", "8.2", "--", "true"],
                           capture_output=True, text=True, timeout=900, cwd=tmp_path,
