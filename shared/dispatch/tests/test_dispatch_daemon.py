@@ -175,7 +175,7 @@ def _restore_logging() -> Iterator[None]:
 
 
 def run(scenario: Scenario, handlers: Iterable[object] | Registry = ALL,
-        *, timeout: float = 20.0) -> int:
+        *, timeout: float = 20.0, max_in_flight: int = daemon.DEFAULT_IN_FLIGHT) -> int:
     """Run serve() against *scenario*; stop it when the scenario returns.
     Returns serve's exit status."""
 
@@ -184,7 +184,8 @@ def run(scenario: Scenario, handlers: Iterable[object] | Registry = ALL,
         with daemon_end, kernel_end:
             kernel_end.setblocking(False)
             stop = asyncio.Event()
-            served = asyncio.create_task(daemon.serve(daemon_end.fileno(), handlers, stop=stop))
+            served = asyncio.create_task(daemon.serve(daemon_end.fileno(), handlers, stop=stop,
+                                                      max_in_flight=max_in_flight))
             try:
                 await asyncio.wait_for(scenario(FakeKernel(kernel_end)), timeout)
             finally:
@@ -328,6 +329,35 @@ def test_slow_handler_does_not_block_the_reader() -> None:
 
     try:
         assert run(scenario) == 0
+    finally:
+        Slow.release.set()
+
+
+def test_requests_beyond_the_workers_stay_unread_until_one_is_answered() -> None:
+    """With max_in_flight requests running, the daemon reads no more: the rest
+    wait in the kernel's fair queue, where their watchdog time has not begun."""
+    Slow.release.clear()
+
+    async def scenario(kernel: FakeKernel) -> None:
+        await kernel.handshake()
+        slow = [kernel.cookie() for _ in range(2)]
+        for cookie in slow:
+            await kernel.send(SLOW, cookie)
+        ping = kernel.cookie()
+        await kernel.send(MsgType.PING, ping, b"queued")
+        assert await kernel.silent(0.5), "a third request was read with two in flight"
+        Slow.release.set()
+        answers = {}
+        for _ in range(3):
+            header, payload = await kernel.recv()
+            answers[header.cookie] = (header.status, payload)
+        assert answers == {slow[0]: (0, b"slow done"), slow[1]: (0, b"slow done"),
+                           ping: (0, b"queued")}
+        header, payload = await kernel.request(MsgType.PING, b"reading again")
+        assert payload == b"reading again"
+
+    try:
+        assert run(scenario, max_in_flight=2) == 0
     finally:
         Slow.release.set()
 

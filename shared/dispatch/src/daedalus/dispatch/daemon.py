@@ -8,8 +8,13 @@ opens the device non-blocking, watches it with the asyncio loop's
 - answers HELLO itself (same cookie, status 0, its struct daedalus_hello); a
   kernel speaking another protocol version is a fatal error (exit 1);
 - hands every other request to the handler registered for its type (see
-  registry.py), in the loop's default executor so a slow handler never stops
+  registry.py), in a pool of worker threads so a slow handler never stops
   the reading, and writes the handler's answer (type | RESPONSE, same cookie);
+- reads no more requests than it has workers: with as many requests in
+  flight it stops reading until one is answered. The kernel counts a read
+  request's time from the read and queues the unread ones fairly per user,
+  so a burst of requests waits in the kernel's fair queue, not in ours where
+  the last of them would outlive the kernel's watchdog;
 - answers a type nobody handles with EOPNOTSUPP, a handler's exception with
   EIO and the exception's text, a malformed request with EPROTO;
 - logs and survives a write the kernel refuses (EINVAL: e.g. the request
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import errno
 import inspect
 import logging
@@ -64,6 +70,9 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 READ_SIZE = HDR_SIZE + MAX_PAYLOAD
 READS_PER_WAKEUP = 32  # then let the answers be written before reading on
+# Requests read but not yet answered, and the worker threads running them:
+# ThreadPoolExecutor's own default, one per CPU + 4 (decoders release the GIL).
+DEFAULT_IN_FLIGHT = min(32, (os.cpu_count() or 1) + 4)
 
 
 class DaemonError(Exception):
@@ -116,10 +125,17 @@ def _check_result(result: object) -> HandlerResult:
 class Session:
     """One open device: reads requests from *fd* and answers them."""
 
-    def __init__(self, fd: int, registry: Registry, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, fd: int, registry: Registry, loop: asyncio.AbstractEventLoop,
+                 *, max_in_flight: int = DEFAULT_IN_FLIGHT) -> None:
         self.fd = fd
         self.registry = registry
         self.loop = loop
+        self.max_in_flight = max(1, max_in_flight)
+        self.in_flight = 0  # handler requests read and not yet answered
+        self.reading = False  # the loop watches fd for requests
+        self.closing = False  # close() began: never read again
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            self.max_in_flight, thread_name_prefix="daedalusd")
         self.connected = False  # the kernel's HELLO was answered
         self.kernel_max_payload = MAX_PAYLOAD
         self.done: asyncio.Future[int] = loop.create_future()
@@ -137,9 +153,22 @@ class Session:
         if not self.done.done():
             self.done.set_result(code)
 
+    def start_reading(self) -> None:
+        if not self.reading and not self.closing and not self.done.done():
+            self.loop.add_reader(self.fd, self.on_readable)
+            self.reading = True
+
+    def stop_reading(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.fd)
+            self.reading = False
+
     def on_readable(self) -> None:
         for _ in range(READS_PER_WAKEUP):
             if self.done.done():
+                return
+            if self.in_flight >= self.max_in_flight:
+                self.stop_reading()  # resumed when an answer is written
                 return
             try:
                 size = os.readv(self.fd, [self._buffer])
@@ -191,6 +220,7 @@ class Session:
                         describe_type(header.type), header.cookie)
             self.spawn(self.reply(header, errno.EOPNOTSUPP, b""))
             return
+        self.in_flight += 1
         self.spawn(self.dispatch(registration, header, payload))
 
     def on_hello(self, header: Header, payload: bytes) -> None:
@@ -227,17 +257,22 @@ class Session:
         if inspect.iscoroutinefunction(handle):  # async def: runs on the loop
             result = handle(header, payload)
             return await result if inspect.isawaitable(result) else result
-        return await self.loop.run_in_executor(None, handle, header, payload)
+        return await self.loop.run_in_executor(self.executor, handle, header, payload)
 
     async def dispatch(self, registration: Registration, header: Header, payload: bytes) -> None:
         try:
-            status, body = _check_result(await self._call(registration, header, payload))
-        except Exception as exc:
-            log.error("handler %s failed on %s cookie %d: %r", registration.name,
-                      describe_type(header.type), header.cookie, exc,
-                      exc_info=log.isEnabledFor(logging.DEBUG))
-            status, body = errno.EIO, (str(exc) or type(exc).__name__).encode(errors="replace")
-        await self.reply(header, status, body)
+            try:
+                status, body = _check_result(await self._call(registration, header, payload))
+            except Exception as exc:
+                log.error("handler %s failed on %s cookie %d: %r", registration.name,
+                          describe_type(header.type), header.cookie, exc,
+                          exc_info=log.isEnabledFor(logging.DEBUG))
+                status, body = errno.EIO, (str(exc) or type(exc).__name__).encode(
+                    errors="replace")
+            await self.reply(header, status, body)
+        finally:
+            self.in_flight -= 1
+            self.start_reading()
 
     async def reply(self, header: Header, status: int, body: bytes) -> bool:
         """Write the answer to *header*'s request; False if it could not be written."""
@@ -287,24 +322,29 @@ class Session:
     async def close(self) -> None:
         """Cancel the answers still in flight (the kernel fails their requests
         with ENOTCONN once the device is closed)."""
+        self.closing = True
+        self.stop_reading()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
 
 async def serve(fd: int, handlers: Registry | Iterable[object], *,
-                stop: asyncio.Event | None = None) -> int:
+                stop: asyncio.Event | None = None,
+                max_in_flight: int = DEFAULT_IN_FLIGHT) -> int:
     """Serve the requests read from *fd* until *stop* is set (exit status 0) or
     the session fails (1: version mismatch, invalid HELLO, read error, EOF).
 
     *handlers* is a Registry or handler classes to register. *fd* is switched
-    to non-blocking; it stays open (the caller owns it).
+    to non-blocking; it stays open (the caller owns it). At most
+    *max_in_flight* handler requests are read and not yet answered.
     """
     registry = handlers if isinstance(handlers, Registry) else Registry.from_classes(handlers)
     loop = asyncio.get_running_loop()
     os.set_blocking(fd, False)
-    session = Session(fd, registry, loop)
+    session = Session(fd, registry, loop, max_in_flight=max_in_flight)
     if registry.registrations:
         log.info("handlers: %s", registry.describe())
     else:
@@ -314,12 +354,11 @@ async def serve(fd: int, handlers: Registry | Iterable[object], *,
     stopped = loop.create_task(stop.wait()) if stop is not None else None
     if stopped is not None:
         waiters.add(stopped)
-    loop.add_reader(fd, session.on_readable)
+    session.start_reading()
     try:
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         return session.done.result() if session.done.done() else EXIT_OK
     finally:
-        loop.remove_reader(fd)
         if stopped is not None:
             stopped.cancel()
         await session.close()
