@@ -40,6 +40,7 @@ import hashlib
 import os
 import re
 import statistics
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -321,6 +322,49 @@ def test_many_contexts_feeding_at_once_all_get_their_frame(suite: Suite,
     assert seconds[-1] <= deadline
     unanswered = [line for line in kernel_log.read() if NO_ANSWER in line]
     assert not unanswered, unanswered[:5]
+
+
+OTHER_USER = 65533  # another unprivileged user: another of the bridge's lanes
+
+
+def test_another_user_is_served_in_turn_while_one_user_floods(suite: Suite) -> None:
+    """nobody queues 32 keyframes at once; another user's keyframe, queued
+    just after, is read in turn (the bridge reads its per-user queues round
+    robin; the daemon reads no more than it has workers), not after the
+    flood: its frame comes before half of the flood's."""
+    contexts = min(suite.opts.max_contexts or MAX_BUFFERS, 32)
+    deadline = 3 * contexts * suite.keyframe + 30
+    other: dict[str, Any] = {}
+
+    def other_user() -> None:
+        other["outcome"] = run_unprivileged("keyframe", replace(suite.opts, wait=deadline),
+                                            timeout=deadline + 60, uid=OTHER_USER,
+                                            gid=OTHER_USER)
+
+    def on_event(event: dict[str, Any]) -> str | None:
+        if event.get("event") == "flood" and "thread" not in other:
+            other["thread"] = threading.Thread(target=other_user, daemon=True)
+            other["thread"].start()
+        return None
+
+    flood = run_unprivileged("fairness", replace(suite.opts, contexts=contexts, wait=deadline),
+                             timeout=6 * deadline + 120, on_event=on_event)
+    assert_ran(flood)
+    assert "thread" in other, flood.describe()
+    other["thread"].join(deadline + 90)
+    theirs: Outcome = other["outcome"]
+    assert theirs.ok, theirs.describe()
+    assert theirs["start"]["uid"] == OTHER_USER
+    one = theirs["keyframe"]
+    assert one.get("sha256") == suite.reference[0], theirs.describe()
+    done = sorted(r["done_at"] for r in flood["fairness"]["results"] if r and "done_at" in r)
+    assert len(done) == contexts, flood.describe()
+    rank = sum(1 for t in done if t < one["done_at"])
+    print(f"{contexts} keyframes of nobody queued at once, one of uid {OTHER_USER} "
+          f"{one['queued_at'] - flood['flood']['at']:.2f} s later: its frame came after "
+          f"{rank} of theirs, {one['seconds']:.2f} s after its QBUF (the flood took "
+          f"{done[-1] - flood['flood']['at']:.2f} s)")
+    assert rank <= contexts // 2, "the other user waited behind the flood"
 
 
 # --- 6 ---------------------------------------------------------------------------------------

@@ -1048,6 +1048,7 @@ def _keyframe(opts: Options, name: str, barrier: threading.Barrier | None = None
             return result
         start = time.monotonic()
         out.queue(0, opts.vp9[0], 0)
+        result["queued_at"] = start  # CLOCK_MONOTONIC: comparable across processes
         frame: Dequeued | None = None
         done: Dequeued | None = None
         end = start + opts.wait
@@ -1055,7 +1056,8 @@ def _keyframe(opts: Options, name: str, barrier: threading.Barrier | None = None
             if done is None and (done := out.dequeue()) is not None and done.error:
                 end = min(end, time.monotonic() + 2.0)  # refused: no frame is coming
             if frame is None and (frame := cap.dequeue()) is not None:
-                result["seconds"] = round(time.monotonic() - start, 3)
+                result["done_at"] = time.monotonic()
+                result["seconds"] = round(result["done_at"] - start, 3)
                 result["capture"] = _buffer(frame)
                 if frame.bytesused and not frame.error:
                     result["sha256"] = digest(_picture(cap, frame, fmt, Geometry(320, 240)))
@@ -1099,6 +1101,7 @@ def fairness(opts: Options, report: Reporter, control: Control) -> None:
     except threading.BrokenBarrierError:
         report("barrier", broken=True)
     start = time.monotonic()
+    report("flood", at=start)  # every context is queueing its keyframe now
     for t in threads:
         t.join(max(0.0, 4 * opts.wait - (time.monotonic() - start)))
     report("fairness", contexts=opts.contexts, seconds=round(time.monotonic() - start, 3),
