@@ -50,6 +50,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
+from daedalus.m2m.cli import positive, seconds
 from daedalus.m2m.layout import Geometry
 from daedalus.m2m.mutate import Mutation, digest, mutate, stream_rng
 from daedalus.m2m.v4l2 import (
@@ -253,6 +254,13 @@ class KernelLog:
             if self.fd is not None:
                 os.close(self.fd)
             self.fd = None
+
+    def report(self, findings: Findings, prefix: str = "") -> int:
+        """How many new problem records; the first one becomes a finding."""
+        problems = self.problems()
+        if problems:
+            findings.add(f"{prefix}kernel log: {problems[0]}")
+        return len(problems)
 
     def problems(self) -> list[str]:
         found: list[str] = []
@@ -468,10 +476,7 @@ def fuzz(device: Path, clips: Sequence[Clip], *, seed: int, first: int, count: i
             break
         crashed, pid = _check_daemon(pid, counts.findings, what)
         counts.crashes += crashed
-        problems = klog.problems()
-        if problems:
-            counts.kernel_warnings += len(problems)
-            counts.findings.add(f"{what}: kernel log: {problems[0]}")
+        counts.kernel_warnings += klog.report(counts.findings, f"{what}: ")
         if verbose:
             say(f"{what}: {describe_stats(stats)}, clean copy "
                 f"{'intact' if not (lost or wrong) else 'NOT intact'}")
@@ -600,10 +605,7 @@ def kill(device: Path, clips: Sequence[Clip], *, seed: int, count: int, timeout:
         else:
             counts.findings.add(f"{what}: the next daemon's decode is not byte-exact "
                                    f"({describe_stats(check.stats)})")
-        problems = klog.problems()
-        if problems:
-            counts.kernel_warnings += len(problems)
-            counts.findings.add(f"{what}: kernel log: {problems[0]}")
+        counts.kernel_warnings += klog.report(counts.findings, f"{what}: ")
         if verbose:
             say(f"{what}: client ended {ended:.2f} s after SIGKILL, daemon back in "
                 f"{counts.start_s[-1]:.1f} s, next decode "
@@ -700,10 +702,7 @@ def soak(device: Path, clip: Clip, *, frames: int, every: int, timeout: float,
     if daemon_process() != pid or daemon_state() != "ready":
         counts.crashed = True
         counts.findings.add("daedalusd crashed during the soak")
-    problems = klog.problems()
-    counts.kernel_warnings = len(problems)
-    if problems:
-        counts.findings.add(f"kernel log: {problems[0]}")
+    counts.kernel_warnings = klog.report(counts.findings)
     # steady state: the first sample at or after the first --every frames, to the
     # last one taken while decoding; and before the decode to after it
     during = [s for s in counts.samples[1:-1] if s.frames >= every]
@@ -742,20 +741,6 @@ def print_soak(counts: SoakCounts) -> None:
 # --- the command -------------------------------------------------------------------
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
-    return value
-
-
 class CampaignCommand:
     NAME = "campaign"
     HELP = ("standing reliability campaigns against the decoder node (in a guest, as root): "
@@ -779,26 +764,26 @@ class CampaignCommand:
                            help="corpus clip(s) to use, 8-bit, one size (default, for each "
                                 "codec the node offers: fuzz every such clip, kill and "
                                 "soak the 320x240 one)")
-            p.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+            p.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                            metavar="SECONDS", help="no progress for this long is a hang "
                            "(default: %(default)g)")
-            p.add_argument("--bridge-timeout-ms", type=_positive, metavar="MS",
+            p.add_argument("--bridge-timeout-ms", type=positive, metavar="MS",
                            help="set the module's daemon_timeout_ms (the watchdog) for the "
                                 "campaign (default: leave it)")
             p.add_argument("--json", metavar="FILE", help="also write the counts as JSON")
         for p in (fuzz_p, kill_p):
             p.add_argument("--seed", type=int, default=1, help="default: %(default)s")
-            p.add_argument("--count", type=_positive, default=100 if p is fuzz_p else 10,
+            p.add_argument("--count", type=positive, default=100 if p is fuzz_p else 10,
                            metavar="N", help="streams / kills (default: %(default)s)")
         fuzz_p.add_argument("--start", type=int, default=0, metavar="INDEX",
                             help="first stream index (reproduce one: --start I --count 1)")
-        kill_p.add_argument("--fail-within", type=_seconds, default=2.0, metavar="SECONDS",
+        kill_p.add_argument("--fail-within", type=seconds, default=2.0, metavar="SECONDS",
                             help="a client slower than this to finish after the SIGKILL is a "
                                  "finding (default: %(default)g)")
-        soak_p.add_argument("--frames", type=_positive, default=10_000, metavar="N",
+        soak_p.add_argument("--frames", type=positive, default=10_000, metavar="N",
                             help="frames to decode, rounded up to whole clips "
                                  "(default: %(default)s)")
-        soak_p.add_argument("--every", type=_positive, default=500, metavar="K",
+        soak_p.add_argument("--every", type=positive, default=500, metavar="K",
                             help="sample memory every K frames (default: %(default)s)")
         soak_p.add_argument("--max-rss-growth", type=int, default=8192, metavar="KIB",
                             help="daedalusd VmRSS growth limit (default: %(default)s)")

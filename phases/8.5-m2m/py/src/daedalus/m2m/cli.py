@@ -82,14 +82,16 @@ class _Writer:
         self.frame_bytes.append(len(frame.data))
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """argparse type: a whole number >= 1."""
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
     return value
 
 
-def _seconds(text: str) -> float:
+def seconds(text: str) -> float:
+    """argparse type: a number of seconds > 0."""
     value = float(text)
     if not value > 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
@@ -109,9 +111,9 @@ class DecodeCommand:
                             help="where the decoded frames go (tightly packed NV12)")
         parser.add_argument("--device", metavar="/dev/videoN",
                             help="the decoder node (default: the daedalus-v4l2 node)")
-        parser.add_argument("--buffers", type=_positive, default=DEFAULT_BUFFERS, metavar="N",
+        parser.add_argument("--buffers", type=positive, default=DEFAULT_BUFFERS, metavar="N",
                             help="buffers per queue (default: %(default)s)")
-        parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+        parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                             metavar="SECONDS",
                             help="give up when nothing moves for this long "
                                  "(default: %(default)g)")

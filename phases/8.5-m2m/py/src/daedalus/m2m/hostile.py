@@ -588,19 +588,26 @@ def overflow(opts: Options, report: Reporter, control: Control) -> None:
 # --- scenario 2: a stalled daemon ----------------------------------------------------------
 
 
+def _feeding(opts: Options, buffers: int) -> tuple[Client, BufferQueue, int]:
+    """A new context streaming OUTPUT with up to *buffers* VP9 packets queued
+    (how many REQBUFS granted is the third value)."""
+    c = _open(opts.node)
+    c.set_output_format("VP90", 320, 240)
+    out = BufferQueue(c.fd, OUTPUT)
+    granted = out.request(buffers)
+    out.streamon()
+    for index in range(granted):
+        out.queue(index, opts.vp9[index % len(opts.vp9)], index)
+    return c, out, granted
+
+
 def _stall_victim(opts: Options, inherited: list[int], go: int, status: int) -> NoReturn:
     """The forked client that the caller SIGKILLs while it closes a stalled context."""
     code = 1
     try:
         for fd in inherited:
             os.close(fd)
-        v = _open(opts.node)
-        v.set_output_format("VP90", 320, 240)
-        out = BufferQueue(v.fd, OUTPUT)
-        count = out.request(opts.stall_buffers)
-        out.streamon()
-        for index in range(count):
-            out.queue(index, opts.vp9[index % len(opts.vp9)], index)
+        v, out, _ = _feeding(opts, opts.stall_buffers)
         os.read(go, 1)
         for m in out.maps:
             m.close()  # a mapping keeps the file open: close() must be the release
@@ -629,13 +636,7 @@ def stall_client(opts: Options, report: Reporter, control: Control) -> None:
     os.close(go_r)
     os.close(st_w)
 
-    a = _open(opts.node)
-    a.set_output_format("VP90", 320, 240)
-    a_out = BufferQueue(a.fd, OUTPUT)
-    granted = a_out.request(opts.stall_buffers)
-    a_out.streamon()
-    for index in range(granted):
-        a_out.queue(index, opts.vp9[index % len(opts.vp9)], index)
+    a, a_out, granted = _feeding(opts, opts.stall_buffers)
     report("a_queued", buffers=granted)
 
     d = _open(opts.node)
