@@ -20,11 +20,13 @@ from daedalus.m2m.campaign import (
     default_clips,
     fuzz_clips,
     fuzz_plan,
+    judge_clean_copy,
     load_clip,
     meminfo,
 )
 from daedalus.m2m.mutate import KINDS, MAX_GARBAGE, MAX_SPAN, _one, digest, mutate, stream_rng
 from daedalus.m2m.reference import reference_output
+from daedalus.m2m.v4l2 import Frame
 from daedalus.parse import corpus
 from daedalus.parse.readers import read_all
 
@@ -152,3 +154,31 @@ def test_fuzz_takes_every_usable_clip_of_each_codec_interleaved() -> None:
     codecs = [corpus.entry(n).codec for n in names]
     assert codecs[:2] in (["vp9", "h264"], ["h264", "vp9"])  # the first two: both codecs
     assert default_clips(["vp9", "h264"]) == ["vp9-320x240", "h264-high-320x240"]
+
+
+def _frames(*stamped: tuple[int, bytes]) -> list[Frame]:
+    return [Frame(4, 4, ts, False, data) for ts, data in stamped]
+
+
+def test_the_clean_copy_is_judged_by_its_place_and_pixels() -> None:
+    want = [b"A", b"B", b"C"]
+    c = CLEAN_BASE
+    # intact, after two frames of the mutated part
+    assert judge_clean_copy(_frames((0, b"x"), (1, b"y"), (c, b"A"), (c + 2, b"B"),
+                                    (c + 1, b"C")), want) == (0, 0, 0)
+    # the key frame's access unit began in the mutated part's last buffer: the
+    # frame carries that buffer's timestamp (dev-decoder.rst), pixels intact
+    assert judge_clean_copy(_frames((0, b"A"), (c + 1, b"B"), (c + 2, b"C")), want) == (0, 0, 1)
+    # the first clean frame missing: the tail reaches into the mutated part
+    assert judge_clean_copy(_frames((0, b"x"), (c + 1, b"B"), (c + 2, b"C")), want) == (0, 1, 0)
+    # the same on a stream with nothing before the clean copy
+    assert judge_clean_copy(_frames((c + 1, b"B"), (c + 2, b"C")), want) == (1, 0, 0)
+    # a middle one missing
+    assert judge_clean_copy(_frames((c, b"A"), (c + 2, b"C")), want) == (1, 1, 0)
+    # a frame not byte-exact
+    assert judge_clean_copy(_frames((c, b"A"), (c + 1, b"b"), (c + 2, b"C")), want)[1] == 1
+    # a mutated-part frame delivered among the clean ones
+    assert judge_clean_copy(_frames((c, b"A"), (5, b"B"), (c + 2, b"C")), want)[1] == 1
+    # a clean-stamped frame before the tail: one frame too many
+    assert judge_clean_copy(_frames((c, b"A"), (c, b"A"), (c + 1, b"B"), (c + 2, b"C")),
+                            want)[1] == 1

@@ -327,6 +327,23 @@ def test_h264_slices_are_byte_exact_and_timestamps_follow_their_buffers(cut: str
     assert [f.frame.key for f in got] == [True] + [False] * 29
 
 
+def test_h264_a_cut_keyframe_then_the_stream_again_decodes_every_picture() -> None:
+    """The fuzz campaign's stream 821 (seed 1): the first access unit cut to its
+    first 299 bytes (SPS, PPS, the start of the IDR slice), then the whole
+    stream. The parser joins the cut bytes to the next access unit; every
+    picture of the stream comes out byte-exact, the first one with the
+    timestamp of the cut buffer (dev-decoder.rst: a frame made of several
+    OUTPUT buffers gets the timestamp of the one queued first)."""
+    path = corpus_path(H264)
+    units = packets(H264)
+    kernel = Kernel(StatefulHandler(), 14, Codec.H264)
+    kernel.feed_all([units[0][:299], *units], [7, *(1000 + i for i in range(len(units)))])
+    got = kernel.fetch_all()
+    assert [f.picture for f in got] == reference_frames(path, [(320, 240)] * 30)
+    assert got[0].frame.timestamp == 7 and got[0].frame.key
+    assert all(f.frame.timestamp >= 1000 for f in got[1:])
+
+
 def test_h264_frames_come_as_soon_as_the_parser_closes_their_access_unit() -> None:
     """One access unit per buffer: the parser only sees an access unit end when
     the next one starts, and B-frames reorder; the FLUSH brings the rest."""
