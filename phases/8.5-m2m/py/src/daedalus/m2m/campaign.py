@@ -487,7 +487,7 @@ def fuzz(device: Path, clips: Sequence[Clip], *, seed: int, first: int, count: i
         if lost or wrong:
             counts.lost_frames += lost
             counts.wrong_frames += wrong
-            counts.findings.add(f"{what}: did not resume: {len(clean)} of {len(want)} "
+            counts.findings.add(f"{what}: did not resume: {len(want) - lost} of {len(want)} "
                                    f"clean frames, {wrong} not byte-exact "
                                    f"({describe_stats(stats)})")
         else:
