@@ -810,8 +810,8 @@ static int daedalus_m2m_open(struct file *file)
 		goto err_free_ctrls;
 	ctx->base.fh.ctrl_handler = &ctx->ctrls;
 
-	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx,
-						 daedalus_queue_init);
+	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(daedalus_dev_m2m(dev)->m2m_dev,
+						 ctx, daedalus_queue_init);
 	if (IS_ERR(ctx->base.fh.m2m_ctx)) {
 		ret = PTR_ERR(ctx->base.fh.m2m_ctx);
 		goto err_free_ctrls;
@@ -859,15 +859,6 @@ static int daedalus_m2m_release(struct file *file)
 	return 0;
 }
 
-const struct v4l2_file_operations daedalus_m2m_fops = {
-	.owner		= THIS_MODULE,
-	.open		= daedalus_m2m_open,
-	.release	= daedalus_m2m_release,
-	.poll		= v4l2_m2m_fop_poll,
-	.unlocked_ioctl	= video_ioctl2,
-	.mmap		= v4l2_m2m_fop_mmap,
-};
-
 /* v4l2-mem2mem's scheduler is not used: no job is ever ready. */
 static int daedalus_job_ready(void *priv)
 {
@@ -883,24 +874,70 @@ static const struct v4l2_m2m_ops daedalus_m2m_ops = {
 	.job_ready	= daedalus_job_ready,
 };
 
+/*
+ * Extends the node that phase 8.1 registered: this layer's file operations
+ * and ioctl table are copies of the ones registered before it, with what
+ * the decoder changes replaced (open and release set up the vb2 queues;
+ * queue, format and decoder ioctls, see daedalus-m2m-ioctl.c).
+ */
 static int daedalus_m2m_init(struct daedalus_dev *dev)
 {
-	dev->m2m_dev = v4l2_m2m_init(&daedalus_m2m_ops);
-	if (IS_ERR(dev->m2m_dev)) {
-		int ret = PTR_ERR(dev->m2m_dev);
+	struct daedalus_m2m *m2m;
+	void *ioctl_ops;
+	int ret;
 
-		dev->m2m_dev = NULL;
-		return ret;
+	m2m = kzalloc(sizeof(*m2m), GFP_KERNEL);
+	if (!m2m)
+		return -ENOMEM;
+	m2m->m2m_dev = v4l2_m2m_init(&daedalus_m2m_ops);
+	if (IS_ERR(m2m->m2m_dev)) {
+		ret = PTR_ERR(m2m->m2m_dev);
+		goto err_free;
 	}
-	dev->fops = &daedalus_m2m_fops;
-	dev->ioctl_ops = &daedalus_m2m_ioctl_ops;
+
+	m2m->base_fops = dev->fops;
+	m2m->fops = *dev->fops;
+	m2m->fops.open = daedalus_m2m_open;
+	m2m->fops.release = daedalus_m2m_release;
+	m2m->fops.poll = v4l2_m2m_fop_poll;
+	m2m->fops.mmap = v4l2_m2m_fop_mmap;
+
+	m2m->base_ioctl_ops = dev->ioctl_ops;
+	ioctl_ops = kmemdup(dev->ioctl_ops, sizeof(*dev->ioctl_ops), GFP_KERNEL);
+	if (!ioctl_ops) {
+		ret = -ENOMEM;
+		goto err_release_m2m;
+	}
+	ret = daedalus_m2m_ioctl_ops_init(ioctl_ops, dev->ioctl_ops);
+	if (ret)
+		goto err_free_ioctl_ops;
+	m2m->ioctl_ops = ioctl_ops;
+
+	daedalus_layer_set_priv(dev, &daedalus_m2m_layer, m2m);
+	dev->fops = &m2m->fops;
+	dev->ioctl_ops = m2m->ioctl_ops;
 	return 0;
+
+err_free_ioctl_ops:
+	kfree(ioctl_ops);
+err_release_m2m:
+	v4l2_m2m_release(m2m->m2m_dev);
+err_free:
+	kfree(m2m);
+	return ret;
 }
 
+/* Runs once the last file of the node is closed (daedalus_v4l2_release()). */
 static void daedalus_m2m_exit(struct daedalus_dev *dev)
 {
-	v4l2_m2m_release(dev->m2m_dev);
-	dev->m2m_dev = NULL;
+	struct daedalus_m2m *m2m = daedalus_dev_m2m(dev);
+
+	dev->fops = m2m->base_fops;
+	dev->ioctl_ops = m2m->base_ioctl_ops;
+	daedalus_layer_set_priv(dev, &daedalus_m2m_layer, NULL);
+	kfree(m2m->ioctl_ops);
+	v4l2_m2m_release(m2m->m2m_dev);
+	kfree(m2m);
 }
 
 const struct daedalus_layer daedalus_m2m_layer = {
