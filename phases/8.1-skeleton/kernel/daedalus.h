@@ -18,6 +18,7 @@
 
 #include "compat.h"
 #include "daedalus-layer.h"
+#include "daedalus_v4l2_proto.h"
 
 #define DAEDALUS_NAME		"daedalus-v4l2"
 #define DAEDALUS_DRIVER_NAME	"daedalus_v4l2"
@@ -30,15 +31,25 @@
 #define DAEDALUS_SIZE_STEP	2
 
 /**
- * struct daedalus_coded_fmt - a compressed format accepted on OUTPUT
+ * struct daedalus_coded_fmt - a codec: a compressed format accepted on OUTPUT
  * @fourcc: V4L2 pixel format; 0 when the running kernel has no such format.
+ * @codec: enum daedalus_codec, how requests to the daemon name it.
  * @name: human-readable codec name.
  * @min_buffer_size: smallest OUTPUT buffer we hand out, in bytes.
+ * @fmt_flags: V4L2_FMT_FLAG_* besides COMPRESSED that describe how the
+ *	decoder takes this codec's bytestream (continuous bytestream, dynamic
+ *	resolution); reported by the layer that decodes (phase 8.5 on).
+ *
+ * The one table of codecs in the kernel (daedalus-formats.c): every fact a
+ * layer needs about a codec is a member here, and later layers read it
+ * through daedalus_find_coded_fmt() and daedalus_coded_fmt_by_index().
  */
 struct daedalus_coded_fmt {
 	u32 fourcc;
+	u32 codec;
 	const char *name;
 	u32 min_buffer_size;
+	u32 fmt_flags;
 };
 
 /**

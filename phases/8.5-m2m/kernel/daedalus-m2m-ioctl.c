@@ -7,7 +7,7 @@
  * changes. Format negotiation stays phase 8.1's (daedalus-video.c): the
  * handlers here wrap it (reached through daedalus_base_ops()), guarding it
  * against changes while buffers exist; queue ioctls are v4l2-mem2mem's. What
- * is ours: the coded formats' capability flags, the visible rectangle
+ * is ours: the coded formats' bytestream flags, the visible rectangle
  * (G_SELECTION), DECODER_CMD and the events. Non-queue ioctls run with
  * dev->vdev_lock held, queue ioctls with the file's ctx->q_lock; handlers
  * that touch the CAPTURE format also take ctx->lock (the pump changes it).
@@ -24,19 +24,20 @@ static const struct v4l2_ioctl_ops *daedalus_base_ops(struct file *file)
 	return daedalus_dev_m2m(daedalus_file_to_ctx(file)->dev)->base_ioctl_ops;
 }
 
+/* The decoder handles each codec's bytestream as its descriptor says. */
 static int daedalus_m2m_enum_fmt_out(struct file *file, void *priv,
 				     struct v4l2_fmtdesc *f)
 {
 	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
-	const struct daedalus_m2m_codec *codec;
+	const struct daedalus_coded_fmt *fmt;
 	int ret;
 
 	ret = base->vidioc_enum_fmt_vid_out(file, priv, f);
 	if (ret)
 		return ret;
-	codec = daedalus_m2m_codec(f->pixelformat);
-	if (codec)
-		f->flags |= codec->fmt_flags;
+	fmt = daedalus_find_coded_fmt(f->pixelformat);
+	if (fmt)
+		f->flags |= fmt->fmt_flags;
 	return 0;
 }
 

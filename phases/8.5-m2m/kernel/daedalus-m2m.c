@@ -38,35 +38,6 @@
 #include "daedalus-bridge.h"
 #include "daedalus-m2m.h"
 
-static const struct daedalus_m2m_codec daedalus_m2m_codecs[] = {
-	{
-		.fourcc		= V4L2_PIX_FMT_VP9,
-		.codec		= DAEDALUS_CODEC_VP9,
-		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION,
-	},
-	{
-		.fourcc		= V4L2_PIX_FMT_H264,
-		.codec		= DAEDALUS_CODEC_H264,
-		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION |
-				  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
-	},
-	{
-		.fourcc		= DAEDALUS_PIX_FMT_AV1,
-		.codec		= DAEDALUS_CODEC_AV1,
-		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION,
-	},
-};
-
-const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc)
-{
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(daedalus_m2m_codecs); i++)
-		if (fourcc && daedalus_m2m_codecs[i].fourcc == fourcc)
-			return &daedalus_m2m_codecs[i];
-	return NULL;
-}
-
 /* Most pixel bytes one FETCH answer carries (the inline transport's limit). */
 #define DAEDALUS_INLINE_MAX	(DAEDALUS_MAX_PAYLOAD - \
 				 sizeof(struct daedalus_fetch_resp))
@@ -405,8 +376,8 @@ idle:
 static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 			 struct vb2_v4l2_buffer *src, bool reset)
 {
-	const struct daedalus_m2m_codec *codec =
-		daedalus_m2m_codec(ctx->base.out_fmt.pixelformat);
+	const struct daedalus_coded_fmt *codec =
+		daedalus_find_coded_fmt(ctx->base.out_fmt.pixelformat);
 	struct daedalus_decode_req *msg;
 	u32 bytes = 0, offset = 0;
 	unsigned int i;

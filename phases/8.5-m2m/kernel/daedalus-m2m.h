@@ -30,18 +30,6 @@
 #define DAEDALUS_M2M_MAX_PENDING	32
 
 /**
- * struct daedalus_m2m_codec - how a coded OUTPUT format reaches the daemon
- * @fourcc: V4L2 coded format.
- * @codec: enum daedalus_codec.
- * @fmt_flags: V4L2_FMT_FLAG_* this codec's bytestream handling supports.
- */
-struct daedalus_m2m_codec {
-	u32 fourcc;
-	u32 codec;
-	u32 fmt_flags;
-};
-
-/**
  * struct daedalus_m2m - this layer's state of the device (its layer slot)
  * @m2m_dev: the mem2mem device.
  * @base_fops: the file operations registered before this layer (phase
@@ -148,7 +136,6 @@ static inline struct daedalus_m2m_ctx *daedalus_file_to_m2m(struct file *file)
 
 /* daedalus-m2m.c */
 extern const struct daedalus_layer daedalus_m2m_layer;
-const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc);
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
 
 /* This layer's state of @dev; NULL before its init and after its exit. */
