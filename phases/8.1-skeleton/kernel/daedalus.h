@@ -23,11 +23,13 @@
 #define DAEDALUS_NAME		"daedalus-v4l2"
 #define DAEDALUS_DRIVER_NAME	"daedalus_v4l2"
 
-/* Frame size limits advertised through ENUM_FRAMESIZES and TRY_FMT. */
+/*
+ * Frame size limits advertised through ENUM_FRAMESIZES and TRY_FMT. The
+ * largest size, DAEDALUS_MAX_WIDTH x DAEDALUS_MAX_HEIGHT, is the wire
+ * header's: the daemon refuses larger frames by the same numbers.
+ */
 #define DAEDALUS_MIN_WIDTH	16
 #define DAEDALUS_MIN_HEIGHT	16
-#define DAEDALUS_MAX_WIDTH	8192
-#define DAEDALUS_MAX_HEIGHT	4352
 #define DAEDALUS_SIZE_STEP	2
 
 /**

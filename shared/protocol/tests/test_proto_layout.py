@@ -79,7 +79,8 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 5,
              "DAEDALUS_DECODE_FLUSH": 1, "DAEDALUS_MAX_FRAMES": 16, "DAEDALUS_MAX_MSG": 256,
              "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1,
              "DAEDALUS_MSG_FEED": 5, "DAEDALUS_MSG_FETCH": 6, "DAEDALUS_DECODE_RESET": 2,
-             "DAEDALUS_FETCH_DISCARD": 1}
+             "DAEDALUS_FETCH_DISCARD": 1, "DAEDALUS_MAX_WIDTH": 8192,
+             "DAEDALUS_MAX_HEIGHT": 4352}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -138,6 +139,7 @@ def test_golden_constants_match_cffi() -> None:
         1, 16, 256, 1)
     assert (proto.DecodeStatus.OK, proto.DecodeStatus.ERROR) == (0, 1)
     assert (proto.DECODE_RESET, proto.FETCH_DISCARD) == (2, 1)
+    assert (proto.MAX_WIDTH, proto.MAX_HEIGHT) == (8192, 4352)  # no version bump: not layout
     assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 3)
 
 
@@ -199,7 +201,7 @@ int main(void)
     VAL(DAEDALUS_MAX_FRAMES); VAL(DAEDALUS_MAX_MSG); VAL(DAEDALUS_DECODE_OK);
     VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY);
     VAL(DAEDALUS_MSG_FEED); VAL(DAEDALUS_MSG_FETCH); VAL(DAEDALUS_DECODE_RESET);
-    VAL(DAEDALUS_FETCH_DISCARD);
+    VAL(DAEDALUS_FETCH_DISCARD); VAL(DAEDALUS_MAX_WIDTH); VAL(DAEDALUS_MAX_HEIGHT);
     return 0;
 }
 """
