@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 
 from daedalus import proto
-from daedalus.proto import _build
+from daedalus.proto import _build, _gencdef
 from daedalus.proto.cdef import CDEF
 
 INCLUDE = Path(__file__).resolve().parents[2] / "proto" / "include"
@@ -375,6 +375,45 @@ def test_describe_type() -> None:
     assert proto.describe_type(5) == "FEED"
     assert proto.describe_type(0x8006) == "FETCH|RESPONSE"
     assert proto.describe_type(77) == "77"
+
+
+# --- cdef.py is generated from the header -----------------------------------
+
+
+def test_cdef_is_what_gencdef_generates_from_the_header() -> None:
+    """Edited the header? Run: python shared/protocol/src/daedalus/proto/_gencdef.py"""
+    expected = _gencdef.generate((INCLUDE / _build.HEADER).read_text())
+    assert _gencdef.CDEF_PATH.read_text() == expected, (
+        f"cdef.py is stale; run: python {_gencdef.__file__}")
+    assert _gencdef.main(["--check"]) == 0
+
+
+def test_gencdef_check_fails_when_the_header_changed(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    header = tmp_path / _build.HEADER
+    header.write_text((INCLUDE / _build.HEADER).read_text().replace(
+        "\t__u32 bytes;\n", "\t__u32 bytes;\n\t__u32 more;\n"))
+    assert _gencdef.main(["--header", str(header), "--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    out = tmp_path / "cdef.py"
+    assert _gencdef.main(["--header", str(header), "--output", str(out)]) == 0
+    assert "    __u32 bytes;\n    __u32 more;\n" in out.read_text()
+    assert _gencdef.main(["--header", str(header), "--output", str(out), "--check"]) == 0
+
+
+def test_gencdef_rewrites_values_to_dots() -> None:
+    cdef = _gencdef.declarations(
+        "#ifndef G\n#define G\n#include <linux/types.h>\n/* c */\n#define A\t(1 << 2)\t/* x */\n"
+        "enum e {\n\tE_ONE\t= 1,\n\tE_TWO = 2,\n};\nstruct s {\n\t__u32 a; // y\n};\n#endif\n")
+    assert cdef == _gencdef.TYPEDEFS + (
+        "\n#define A ...\nenum e {\n    E_ONE,\n    E_TWO,\n    ...\n};\n"
+        "struct s {\n    __u32 a;\n};\n")
+
+
+@pytest.mark.parametrize("line", ["#define F(x) (x)", "#if X", "enum e {\n\tE_ONE,\n};"])
+def test_gencdef_refuses_what_it_cannot_rewrite(line: str) -> None:
+    with pytest.raises(_gencdef.HeaderError):
+        _gencdef.declarations(line + "\n")
 
 
 # --- drift: a cdef or an extension that disagrees with the header -----------
