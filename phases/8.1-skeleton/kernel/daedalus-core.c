@@ -10,10 +10,61 @@
  * kernel's m2m drivers do. The structure itself is freed there too.
  */
 #include <linux/module.h>
+#include <linux/overflow.h>
 #include <linux/platform_device.h>
 #include <linux/slab.h>
 
 #include "daedalus.h"
+
+/* @layer's slot in dev->layer_priv[]: same index as in daedalus_layers[]. */
+static void **daedalus_layer_slot(struct daedalus_dev *dev,
+				  const struct daedalus_layer *layer)
+{
+	unsigned int i;
+
+	for (i = 0; i < daedalus_nr_layers; i++)
+		if (daedalus_layers[i] == layer)
+			return &dev->layer_priv[i];
+	WARN_ONCE(1, "layer %s is not in this module's layer table\n",
+		  layer->name);
+	return NULL;
+}
+
+/**
+ * daedalus_layer_priv() - a layer's private state on @dev
+ * @dev: the device.
+ * @layer: the layer whose state is wanted (its struct daedalus_layer).
+ *
+ * Return: what @layer stored with daedalus_layer_set_priv(), or NULL (before
+ * its @init, after its @exit). No lock: a layer writes its slot only in its
+ * own @init and @exit, and nothing that reads it runs concurrently with
+ * those (@init precedes every @publish, @exit follows the last user).
+ * Called from any context.
+ */
+void *daedalus_layer_priv(struct daedalus_dev *dev,
+			  const struct daedalus_layer *layer)
+{
+	void **slot = daedalus_layer_slot(dev, layer);
+
+	return slot ? *slot : NULL;
+}
+
+/**
+ * daedalus_layer_set_priv() - store a layer's private state on @dev
+ * @dev: the device.
+ * @layer: the calling layer.
+ * @priv: its state; NULL clears the slot.
+ *
+ * Called by @layer itself from its @init and @exit only.
+ */
+void daedalus_layer_set_priv(struct daedalus_dev *dev,
+			     const struct daedalus_layer *layer, void *priv)
+{
+	void **slot = daedalus_layer_slot(dev, layer);
+
+	if (slot)
+		*slot = priv;
+}
 
 static void daedalus_layers_unpublish(struct daedalus_dev *dev)
 {
@@ -95,7 +146,8 @@ static int daedalus_probe(struct platform_device *pdev)
 	struct daedalus_dev *dev;
 	int ret;
 
-	dev = kzalloc(sizeof(*dev), GFP_KERNEL);
+	dev = kzalloc(struct_size(dev, layer_priv, daedalus_nr_layers),
+		      GFP_KERNEL);
 	if (!dev)
 		return -ENOMEM;
 	dev->pdev = pdev;

@@ -3,9 +3,11 @@
  * daedalus-v4l2: coded (OUTPUT) and decoded (CAPTURE) format tables.
  *
  * Codec specifics are data here, never switch statements: a codec is one
- * entry of daedalus_coded_fmts[]. An entry whose fourcc is 0 is not offered
- * by the running kernel (see DAEDALUS_PIX_FMT_AV1 in compat.h) and is
- * skipped by enumeration and lookup alike.
+ * entry of daedalus_coded_fmts[], the kernel's only table of codecs (its
+ * fourcc, wire codec id, name, buffer size and bytestream flags; later
+ * layers read it, they keep no table of their own). An entry whose fourcc
+ * is 0 is not offered by the running kernel (see DAEDALUS_PIX_FMT_AV1 in
+ * compat.h) and is skipped by enumeration and lookup alike.
  */
 #include <linux/kernel.h>
 #include <linux/minmax.h>
@@ -19,18 +21,25 @@
 static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 	{
 		.fourcc			= V4L2_PIX_FMT_VP9,
+		.codec			= DAEDALUS_CODEC_VP9,
 		.name			= "VP9",
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
+		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
 	},
 	{
 		.fourcc			= V4L2_PIX_FMT_H264,
+		.codec			= DAEDALUS_CODEC_H264,
 		.name			= "H.264",
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
+		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION |
+					  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
 	},
 	{
 		.fourcc			= DAEDALUS_PIX_FMT_AV1,
+		.codec			= DAEDALUS_CODEC_AV1,
 		.name			= "AV1",
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
+		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
 	},
 };
 

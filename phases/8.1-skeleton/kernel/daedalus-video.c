@@ -4,8 +4,8 @@
  *
  * The skeleton: a memory-to-memory video node that answers QUERYCAP, format
  * enumeration and negotiation, and accepts REQBUFS without allocating
- * anything (no queues exist yet; phase 8.5 brings vb2 and v4l2-mem2mem and
- * replaces dev->fops and dev->ioctl_ops in its init).
+ * anything (no queues exist yet). The handlers are this file's own; a later
+ * layer that changes them wraps the table registered in dev->ioctl_ops.
  *
  * Reading order: daedalus_skeleton_layer at the bottom, then the ioctl table
  * daedalus_skel_ioctl_ops, then the handlers.
@@ -15,8 +15,8 @@
 
 #include "daedalus.h"
 
-int daedalus_querycap(struct file *file, void *priv,
-		      struct v4l2_capability *cap)
+static int daedalus_querycap(struct file *file, void *priv,
+			     struct v4l2_capability *cap)
 {
 	strscpy(cap->driver, DAEDALUS_DRIVER_NAME, sizeof(cap->driver));
 	strscpy(cap->card, DAEDALUS_NAME, sizeof(cap->card));
@@ -25,8 +25,8 @@ int daedalus_querycap(struct file *file, void *priv,
 	return 0;
 }
 
-int daedalus_enum_fmt_out(struct file *file, void *priv,
-			  struct v4l2_fmtdesc *f)
+static int daedalus_enum_fmt_out(struct file *file, void *priv,
+				 struct v4l2_fmtdesc *f)
 {
 	const struct daedalus_coded_fmt *fmt;
 
@@ -38,8 +38,8 @@ int daedalus_enum_fmt_out(struct file *file, void *priv,
 	return 0;
 }
 
-int daedalus_enum_fmt_cap(struct file *file, void *priv,
-			  struct v4l2_fmtdesc *f)
+static int daedalus_enum_fmt_cap(struct file *file, void *priv,
+				 struct v4l2_fmtdesc *f)
 {
 	const struct daedalus_decoded_fmt *fmt;
 
@@ -50,8 +50,8 @@ int daedalus_enum_fmt_cap(struct file *file, void *priv,
 	return 0;
 }
 
-int daedalus_enum_framesizes(struct file *file, void *priv,
-			     struct v4l2_frmsizeenum *fsize)
+static int daedalus_enum_framesizes(struct file *file, void *priv,
+				    struct v4l2_frmsizeenum *fsize)
 {
 	if (fsize->index)
 		return -EINVAL;
@@ -69,22 +69,22 @@ int daedalus_enum_framesizes(struct file *file, void *priv,
 	return 0;
 }
 
-int daedalus_g_fmt_out(struct file *file, void *priv,
-		       struct v4l2_format *f)
+static int daedalus_g_fmt_out(struct file *file, void *priv,
+			      struct v4l2_format *f)
 {
 	f->fmt.pix_mp = daedalus_file_to_ctx(file)->out_fmt;
 	return 0;
 }
 
-int daedalus_g_fmt_cap(struct file *file, void *priv,
-		       struct v4l2_format *f)
+static int daedalus_g_fmt_cap(struct file *file, void *priv,
+			      struct v4l2_format *f)
 {
 	f->fmt.pix_mp = daedalus_file_to_ctx(file)->cap_fmt;
 	return 0;
 }
 
-int daedalus_try_fmt_out(struct file *file, void *priv,
-			 struct v4l2_format *f)
+static int daedalus_try_fmt_out(struct file *file, void *priv,
+				struct v4l2_format *f)
 {
 	daedalus_fill_coded_fmt(&f->fmt.pix_mp);
 	return 0;
@@ -95,8 +95,8 @@ int daedalus_try_fmt_out(struct file *file, void *priv,
  * and colorimetry set on OUTPUT are the decoder's (the client may only
  * choose among the decoded pixel formats).
  */
-int daedalus_try_fmt_cap(struct file *file, void *priv,
-			 struct v4l2_format *f)
+static int daedalus_try_fmt_cap(struct file *file, void *priv,
+				struct v4l2_format *f)
 {
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 	struct v4l2_pix_format_mplane *pix = &f->fmt.pix_mp;
@@ -111,8 +111,8 @@ int daedalus_try_fmt_cap(struct file *file, void *priv,
 	return 0;
 }
 
-int daedalus_s_fmt_out(struct file *file, void *priv,
-		       struct v4l2_format *f)
+static int daedalus_s_fmt_out(struct file *file, void *priv,
+			      struct v4l2_format *f)
 {
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 	struct v4l2_pix_format_mplane *cap = &ctx->cap_fmt;
@@ -131,8 +131,8 @@ int daedalus_s_fmt_out(struct file *file, void *priv,
 	return 0;
 }
 
-int daedalus_s_fmt_cap(struct file *file, void *priv,
-		       struct v4l2_format *f)
+static int daedalus_s_fmt_cap(struct file *file, void *priv,
+			      struct v4l2_format *f)
 {
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 

@@ -18,27 +18,40 @@
 
 #include "compat.h"
 #include "daedalus-layer.h"
+#include "daedalus_v4l2_proto.h"
 
 #define DAEDALUS_NAME		"daedalus-v4l2"
 #define DAEDALUS_DRIVER_NAME	"daedalus_v4l2"
 
-/* Frame size limits advertised through ENUM_FRAMESIZES and TRY_FMT. */
+/*
+ * Frame size limits advertised through ENUM_FRAMESIZES and TRY_FMT. The
+ * largest size, DAEDALUS_MAX_WIDTH x DAEDALUS_MAX_HEIGHT, is the wire
+ * header's: the daemon refuses larger frames by the same numbers.
+ */
 #define DAEDALUS_MIN_WIDTH	16
 #define DAEDALUS_MIN_HEIGHT	16
-#define DAEDALUS_MAX_WIDTH	8192
-#define DAEDALUS_MAX_HEIGHT	4352
 #define DAEDALUS_SIZE_STEP	2
 
 /**
- * struct daedalus_coded_fmt - a compressed format accepted on OUTPUT
+ * struct daedalus_coded_fmt - a codec: a compressed format accepted on OUTPUT
  * @fourcc: V4L2 pixel format; 0 when the running kernel has no such format.
+ * @codec: enum daedalus_codec, how requests to the daemon name it.
  * @name: human-readable codec name.
  * @min_buffer_size: smallest OUTPUT buffer we hand out, in bytes.
+ * @fmt_flags: V4L2_FMT_FLAG_* besides COMPRESSED that describe how the
+ *	decoder takes this codec's bytestream (continuous bytestream, dynamic
+ *	resolution); reported by the layer that decodes (phase 8.5 on).
+ *
+ * The one table of codecs in the kernel (daedalus-formats.c): every fact a
+ * layer needs about a codec is a member here, and later layers read it
+ * through daedalus_find_coded_fmt() and daedalus_coded_fmt_by_index().
  */
 struct daedalus_coded_fmt {
 	u32 fourcc;
+	u32 codec;
 	const char *name;
 	u32 min_buffer_size;
+	u32 fmt_flags;
 };
 
 /**
@@ -59,16 +72,15 @@ struct daedalus_decoded_fmt {
  * @vfd: the /dev/videoN node.
  * @pdev: the platform device we are bound to.
  * @vdev_lock: serializes ioctls on @vfd (it is @vfd.lock).
- * @fops: file operations for @vfd; a later layer may replace them in @init.
- * @ioctl_ops: ioctl table for @vfd; a later layer may replace it in @init.
+ * @fops: file operations for @vfd, registered by phase 8.1's @init; a later
+ *	layer's @init may point it at its own copy that wraps them.
+ * @ioctl_ops: ioctl table for @vfd, registered by phase 8.1's @init; a later
+ *	layer's @init may point it at its own copy that wraps it.
  * @layers_inited: how many layers' @init succeeded (for unwinding).
  * @layers_published: how many layers' @publish succeeded (for unwinding).
- * @bridge: the daemon bridge (phase 8.2 and later); NULL below 8.2.
- * @m2m_dev: the mem2mem device (phase 8.5 and later); NULL below 8.5.
+ * @layer_priv: one slot per entry of daedalus_layers[], at the same index:
+ *	that layer's private state (see daedalus_layer_priv()).
  */
-struct daedalus_bridge;
-struct v4l2_m2m_dev;
-
 struct daedalus_dev {
 	struct v4l2_device v4l2_dev;
 	struct video_device vfd;
@@ -78,8 +90,7 @@ struct daedalus_dev {
 	const struct v4l2_ioctl_ops *ioctl_ops;
 	unsigned int layers_inited;
 	unsigned int layers_published;
-	struct daedalus_bridge *bridge;
-	struct v4l2_m2m_dev *m2m_dev;
+	void *layer_priv[];
 };
 
 /**
@@ -111,21 +122,5 @@ const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc);
 void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix);
 void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
 void daedalus_default_fmts(struct daedalus_ctx *ctx);
-
-/*
- * daedalus-video.c: the 8.1 ioctl handlers, reused by later layers' tables.
- * Called with dev->vdev_lock held (the video device's ioctl lock).
- */
-int daedalus_querycap(struct file *file, void *priv, struct v4l2_capability *cap);
-int daedalus_enum_fmt_out(struct file *file, void *priv, struct v4l2_fmtdesc *f);
-int daedalus_enum_fmt_cap(struct file *file, void *priv, struct v4l2_fmtdesc *f);
-int daedalus_enum_framesizes(struct file *file, void *priv,
-			     struct v4l2_frmsizeenum *fsize);
-int daedalus_g_fmt_out(struct file *file, void *priv, struct v4l2_format *f);
-int daedalus_g_fmt_cap(struct file *file, void *priv, struct v4l2_format *f);
-int daedalus_try_fmt_out(struct file *file, void *priv, struct v4l2_format *f);
-int daedalus_try_fmt_cap(struct file *file, void *priv, struct v4l2_format *f);
-int daedalus_s_fmt_out(struct file *file, void *priv, struct v4l2_format *f);
-int daedalus_s_fmt_cap(struct file *file, void *priv, struct v4l2_format *f);
 
 #endif /* _DAEDALUS_H */

@@ -119,6 +119,15 @@ struct daedalus_bridge {
 	struct dentry *debugfs;
 };
 
+/*
+ * The bridge is this layer's state, kept in its slot of the device; NULL
+ * before its init and after its exit.
+ */
+struct daedalus_bridge *daedalus_dev_bridge(struct daedalus_dev *dev)
+{
+	return daedalus_layer_priv(dev, &daedalus_bridge_layer);
+}
+
 static struct daedalus_bridge *daedalus_file_to_bridge(struct file *file)
 {
 	return container_of(file->private_data, struct daedalus_bridge, misc);
@@ -278,7 +287,7 @@ int daedalus_bridge_call_as(struct daedalus_dev *dev,
 			    const void *payload, u32 len,
 			    struct daedalus_reply *reply)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 	struct daedalus_request *req;
 	int ret = 0;
 
@@ -338,7 +347,7 @@ static void daedalus_reap_posted(struct daedalus_bridge *b)
 int daedalus_bridge_post(struct daedalus_dev *dev, u16 type,
 			 const void *payload, u32 len)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 	struct daedalus_request *req;
 	int ret = 0;
 
@@ -377,7 +386,7 @@ int daedalus_bridge_post(struct daedalus_dev *dev, u16 type,
 void daedalus_bridge_cancel(struct daedalus_dev *dev,
 			    struct daedalus_caller *caller)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 
 	if (!b)
 		return;
@@ -390,7 +399,7 @@ void daedalus_bridge_cancel(struct daedalus_dev *dev,
 void daedalus_bridge_resume(struct daedalus_dev *dev,
 			    struct daedalus_caller *caller)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 
 	if (!b)
 		return;
@@ -401,7 +410,9 @@ void daedalus_bridge_resume(struct daedalus_dev *dev,
 
 struct dentry *daedalus_debugfs_dir(struct daedalus_dev *dev)
 {
-	return dev->bridge ? dev->bridge->debugfs : NULL;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
+
+	return b ? b->debugfs : NULL;
 }
 
 /* HELLO answered (or failed): called with bridge->lock held. */
@@ -694,13 +705,13 @@ static int daedalus_bridge_init(struct daedalus_dev *dev)
 	b->misc.name = "daedalus-v4l2";
 	b->misc.fops = &daedalus_bridge_fops;
 	b->misc.mode = 0600;
-	dev->bridge = b;
+	daedalus_layer_set_priv(dev, &daedalus_bridge_layer, b);
 	return 0;
 }
 
 static int daedalus_bridge_publish(struct daedalus_dev *dev)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 	int ret;
 
 	b->debugfs = debugfs_create_dir(DAEDALUS_NAME, NULL);
@@ -722,7 +733,7 @@ err_remove_debugfs:
 
 static void daedalus_bridge_unpublish(struct daedalus_dev *dev)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 
 	misc_deregister(&b->misc);
 	debugfs_remove_recursive(b->debugfs);
@@ -731,9 +742,9 @@ static void daedalus_bridge_unpublish(struct daedalus_dev *dev)
 
 static void daedalus_bridge_exit(struct daedalus_dev *dev)
 {
-	struct daedalus_bridge *b = dev->bridge;
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 
-	dev->bridge = NULL;
+	daedalus_layer_set_priv(dev, &daedalus_bridge_layer, NULL);
 	mutex_destroy(&b->lock);
 	kfree(b);
 }

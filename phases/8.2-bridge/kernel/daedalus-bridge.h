@@ -4,7 +4,9 @@
  *
  * Later layers send requests with daedalus_bridge_call() (or, on behalf of an
  * application's file, daedalus_bridge_call_as()); the wire format is
- * shared/proto/include/daedalus_v4l2_proto.h.
+ * shared/proto/include/daedalus_v4l2_proto.h. The bridge's state is this
+ * layer's own (its slot of the device); later layers that need the bridge
+ * itself reach it through daedalus_dev_bridge().
  */
 #ifndef _DAEDALUS_BRIDGE_H
 #define _DAEDALUS_BRIDGE_H
@@ -12,8 +14,13 @@
 #include <linux/types.h>
 #include <linux/uidgid.h>
 
+struct daedalus_bridge;
 struct daedalus_dev;
+struct daedalus_layer;
 struct dentry;
+
+/* This layer, for the layer table and for its slot of the device. */
+extern const struct daedalus_layer daedalus_bridge_layer;
 
 /**
  * struct daedalus_reply - what the daemon answered
@@ -51,6 +58,7 @@ struct daedalus_caller {
 	bool cancelled;
 };
 
+struct daedalus_bridge *daedalus_dev_bridge(struct daedalus_dev *dev);
 void daedalus_caller_init(struct daedalus_caller *caller, kuid_t uid);
 int daedalus_bridge_call_as(struct daedalus_dev *dev,
 			    struct daedalus_caller *caller, u16 type,

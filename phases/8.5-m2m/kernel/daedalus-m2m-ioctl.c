@@ -2,9 +2,12 @@
 /*
  * daedalus-v4l2: phase 8.5 ioctls of the stateful decoder.
  *
- * Format negotiation is phase 8.1's (daedalus-video.c), guarded here against
- * changes while buffers exist; queue ioctls are v4l2-mem2mem's. What is ours:
- * the coded formats' capability flags, the visible rectangle
+ * This layer extends the ioctl table phase 8.1 registered: its init copies
+ * that table and daedalus_m2m_ioctl_ops_init() replaces what the decoder
+ * changes. Format negotiation stays phase 8.1's (daedalus-video.c): the
+ * handlers here wrap it (reached through daedalus_base_ops()), guarding it
+ * against changes while buffers exist; queue ioctls are v4l2-mem2mem's. What
+ * is ours: the coded formats' bytestream flags, the visible rectangle
  * (G_SELECTION), DECODER_CMD and the events. Non-queue ioctls run with
  * dev->vdev_lock held, queue ioctls with the file's ctx->q_lock; handlers
  * that touch the CAPTURE format also take ctx->lock (the pump changes it).
@@ -15,29 +18,38 @@
 
 #include "daedalus-m2m.h"
 
+/* The ioctl table registered before this layer: the handlers wrapped here. */
+static const struct v4l2_ioctl_ops *daedalus_base_ops(struct file *file)
+{
+	return daedalus_dev_m2m(daedalus_file_to_ctx(file)->dev)->base_ioctl_ops;
+}
+
+/* The decoder handles each codec's bytestream as its descriptor says. */
 static int daedalus_m2m_enum_fmt_out(struct file *file, void *priv,
 				     struct v4l2_fmtdesc *f)
 {
-	const struct daedalus_m2m_codec *codec;
+	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
+	const struct daedalus_coded_fmt *fmt;
 	int ret;
 
-	ret = daedalus_enum_fmt_out(file, priv, f);
+	ret = base->vidioc_enum_fmt_vid_out(file, priv, f);
 	if (ret)
 		return ret;
-	codec = daedalus_m2m_codec(f->pixelformat);
-	if (codec)
-		f->flags |= codec->fmt_flags;
+	fmt = daedalus_find_coded_fmt(f->pixelformat);
+	if (fmt)
+		f->flags |= fmt->fmt_flags;
 	return 0;
 }
 
 static int daedalus_m2m_g_fmt_cap(struct file *file, void *priv,
 				  struct v4l2_format *f)
 {
+	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	int ret;
 
 	mutex_lock(&ctx->lock);
-	ret = daedalus_g_fmt_cap(file, priv, f);
+	ret = base->vidioc_g_fmt_vid_cap_mplane(file, priv, f);
 	mutex_unlock(&ctx->lock);
 	return ret;
 }
@@ -45,11 +57,12 @@ static int daedalus_m2m_g_fmt_cap(struct file *file, void *priv,
 static int daedalus_m2m_try_fmt_cap(struct file *file, void *priv,
 				    struct v4l2_format *f)
 {
+	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	int ret;
 
 	mutex_lock(&ctx->lock);
-	ret = daedalus_try_fmt_cap(file, priv, f);
+	ret = base->vidioc_try_fmt_vid_cap_mplane(file, priv, f);
 	mutex_unlock(&ctx->lock);
 	return ret;
 }
@@ -64,9 +77,10 @@ static void daedalus_m2m_clamp_out(struct v4l2_format *f)
 static int daedalus_m2m_try_fmt_out(struct file *file, void *priv,
 				    struct v4l2_format *f)
 {
+	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
 	int ret;
 
-	ret = daedalus_try_fmt_out(file, priv, f);
+	ret = base->vidioc_try_fmt_vid_out_mplane(file, priv, f);
 	daedalus_m2m_clamp_out(f);
 	return ret;
 }
@@ -74,6 +88,7 @@ static int daedalus_m2m_try_fmt_out(struct file *file, void *priv,
 static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 				  struct v4l2_format *f)
 {
+	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	struct v4l2_m2m_ctx *m2m = ctx->base.fh.m2m_ctx;
 	int ret = -EBUSY;
@@ -83,7 +98,7 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 	if (!vb2_is_busy(v4l2_m2m_get_src_vq(m2m)) &&
 	    !vb2_is_busy(v4l2_m2m_get_dst_vq(m2m))) {
 		mutex_lock(&ctx->lock);
-		ret = daedalus_s_fmt_out(file, priv, f);
+		ret = base->vidioc_s_fmt_vid_out_mplane(file, priv, f);
 		daedalus_m2m_clamp_out(f);
 		ctx->base.out_fmt.plane_fmt[0].sizeimage =
 			f->fmt.pix_mp.plane_fmt[0].sizeimage;
@@ -96,13 +111,14 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 static int daedalus_m2m_s_fmt_cap(struct file *file, void *priv,
 				  struct v4l2_format *f)
 {
+	const struct v4l2_ioctl_ops *base = daedalus_base_ops(file);
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	int ret = -EBUSY;
 
 	mutex_lock(&ctx->q_lock);
 	if (!vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->base.fh.m2m_ctx))) {
 		mutex_lock(&ctx->lock);
-		ret = daedalus_s_fmt_cap(file, priv, f);
+		ret = base->vidioc_s_fmt_vid_cap_mplane(file, priv, f);
 		mutex_unlock(&ctx->lock);
 	}
 	mutex_unlock(&ctx->q_lock);
@@ -219,35 +235,51 @@ static int daedalus_m2m_subscribe_event(struct v4l2_fh *fh,
 	}
 }
 
-const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops = {
-	.vidioc_querycap		= daedalus_querycap,
-	.vidioc_enum_framesizes		= daedalus_enum_framesizes,
+/**
+ * daedalus_m2m_ioctl_ops_init() - this layer's ioctl table
+ * @ops: a copy of @base, which it extends.
+ * @base: the table registered before this layer (phase 8.1's).
+ *
+ * QUERYCAP, ENUM_FRAMESIZES, ENUM_FMT on CAPTURE and G_FMT on OUTPUT stay
+ * phase 8.1's. Called from the layer's init, in process context.
+ *
+ * Return: 0, or -EINVAL when @base lacks a handler this layer wraps.
+ */
+int daedalus_m2m_ioctl_ops_init(struct v4l2_ioctl_ops *ops, const struct v4l2_ioctl_ops *base)
+{
+	if (!base->vidioc_enum_fmt_vid_out ||
+	    !base->vidioc_try_fmt_vid_out_mplane ||
+	    !base->vidioc_s_fmt_vid_out_mplane ||
+	    !base->vidioc_g_fmt_vid_cap_mplane ||
+	    !base->vidioc_try_fmt_vid_cap_mplane ||
+	    !base->vidioc_s_fmt_vid_cap_mplane)
+		return -EINVAL;
 
-	.vidioc_enum_fmt_vid_out	= daedalus_m2m_enum_fmt_out,
-	.vidioc_g_fmt_vid_out_mplane	= daedalus_g_fmt_out,
-	.vidioc_try_fmt_vid_out_mplane	= daedalus_m2m_try_fmt_out,
-	.vidioc_s_fmt_vid_out_mplane	= daedalus_m2m_s_fmt_out,
+	/* Wrapped: phase 8.1's handler with flags, clamps or locking. */
+	ops->vidioc_enum_fmt_vid_out = daedalus_m2m_enum_fmt_out;
+	ops->vidioc_try_fmt_vid_out_mplane = daedalus_m2m_try_fmt_out;
+	ops->vidioc_s_fmt_vid_out_mplane = daedalus_m2m_s_fmt_out;
+	ops->vidioc_g_fmt_vid_cap_mplane = daedalus_m2m_g_fmt_cap;
+	ops->vidioc_try_fmt_vid_cap_mplane = daedalus_m2m_try_fmt_cap;
+	ops->vidioc_s_fmt_vid_cap_mplane = daedalus_m2m_s_fmt_cap;
 
-	.vidioc_enum_fmt_vid_cap	= daedalus_enum_fmt_cap,
-	.vidioc_g_fmt_vid_cap_mplane	= daedalus_m2m_g_fmt_cap,
-	.vidioc_try_fmt_vid_cap_mplane	= daedalus_m2m_try_fmt_cap,
-	.vidioc_s_fmt_vid_cap_mplane	= daedalus_m2m_s_fmt_cap,
+	ops->vidioc_g_selection = daedalus_m2m_g_selection;
 
-	.vidioc_g_selection		= daedalus_m2m_g_selection,
+	/* The vb2 queues, which replace phase 8.1's empty REQBUFS. */
+	ops->vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs;
+	ops->vidioc_querybuf = v4l2_m2m_ioctl_querybuf;
+	ops->vidioc_qbuf = v4l2_m2m_ioctl_qbuf;
+	ops->vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf;
+	ops->vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf;
+	ops->vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs;
+	ops->vidioc_expbuf = v4l2_m2m_ioctl_expbuf;
+	ops->vidioc_streamon = daedalus_m2m_streamon;
+	ops->vidioc_streamoff = v4l2_m2m_ioctl_streamoff;
 
-	.vidioc_reqbufs			= v4l2_m2m_ioctl_reqbufs,
-	.vidioc_querybuf		= v4l2_m2m_ioctl_querybuf,
-	.vidioc_qbuf			= v4l2_m2m_ioctl_qbuf,
-	.vidioc_dqbuf			= v4l2_m2m_ioctl_dqbuf,
-	.vidioc_prepare_buf		= v4l2_m2m_ioctl_prepare_buf,
-	.vidioc_create_bufs		= v4l2_m2m_ioctl_create_bufs,
-	.vidioc_expbuf			= v4l2_m2m_ioctl_expbuf,
-	.vidioc_streamon		= daedalus_m2m_streamon,
-	.vidioc_streamoff		= v4l2_m2m_ioctl_streamoff,
+	ops->vidioc_try_decoder_cmd = daedalus_m2m_try_decoder_cmd;
+	ops->vidioc_decoder_cmd = daedalus_m2m_decoder_cmd;
 
-	.vidioc_try_decoder_cmd		= daedalus_m2m_try_decoder_cmd,
-	.vidioc_decoder_cmd		= daedalus_m2m_decoder_cmd,
-
-	.vidioc_subscribe_event		= daedalus_m2m_subscribe_event,
-	.vidioc_unsubscribe_event	= v4l2_event_unsubscribe,
-};
+	ops->vidioc_subscribe_event = daedalus_m2m_subscribe_event;
+	ops->vidioc_unsubscribe_event = v4l2_event_unsubscribe;
+	return 0;
+}

@@ -38,35 +38,6 @@
 #include "daedalus-bridge.h"
 #include "daedalus-m2m.h"
 
-static const struct daedalus_m2m_codec daedalus_m2m_codecs[] = {
-	{
-		.fourcc		= V4L2_PIX_FMT_VP9,
-		.codec		= DAEDALUS_CODEC_VP9,
-		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION,
-	},
-	{
-		.fourcc		= V4L2_PIX_FMT_H264,
-		.codec		= DAEDALUS_CODEC_H264,
-		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION |
-				  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
-	},
-	{
-		.fourcc		= DAEDALUS_PIX_FMT_AV1,
-		.codec		= DAEDALUS_CODEC_AV1,
-		.fmt_flags	= V4L2_FMT_FLAG_DYN_RESOLUTION,
-	},
-};
-
-const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc)
-{
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(daedalus_m2m_codecs); i++)
-		if (fourcc && daedalus_m2m_codecs[i].fourcc == fourcc)
-			return &daedalus_m2m_codecs[i];
-	return NULL;
-}
-
 /* Most pixel bytes one FETCH answer carries (the inline transport's limit). */
 #define DAEDALUS_INLINE_MAX	(DAEDALUS_MAX_PAYLOAD - \
 				 sizeof(struct daedalus_fetch_resp))
@@ -405,8 +376,8 @@ idle:
 static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 			 struct vb2_v4l2_buffer *src, bool reset)
 {
-	const struct daedalus_m2m_codec *codec =
-		daedalus_m2m_codec(ctx->base.out_fmt.pixelformat);
+	const struct daedalus_coded_fmt *codec =
+		daedalus_find_coded_fmt(ctx->base.out_fmt.pixelformat);
 	struct daedalus_decode_req *msg;
 	u32 bytes = 0, offset = 0;
 	unsigned int i;
@@ -810,8 +781,8 @@ static int daedalus_m2m_open(struct file *file)
 		goto err_free_ctrls;
 	ctx->base.fh.ctrl_handler = &ctx->ctrls;
 
-	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(dev->m2m_dev, ctx,
-						 daedalus_queue_init);
+	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(daedalus_dev_m2m(dev)->m2m_dev,
+						 ctx, daedalus_queue_init);
 	if (IS_ERR(ctx->base.fh.m2m_ctx)) {
 		ret = PTR_ERR(ctx->base.fh.m2m_ctx);
 		goto err_free_ctrls;
@@ -859,15 +830,6 @@ static int daedalus_m2m_release(struct file *file)
 	return 0;
 }
 
-const struct v4l2_file_operations daedalus_m2m_fops = {
-	.owner		= THIS_MODULE,
-	.open		= daedalus_m2m_open,
-	.release	= daedalus_m2m_release,
-	.poll		= v4l2_m2m_fop_poll,
-	.unlocked_ioctl	= video_ioctl2,
-	.mmap		= v4l2_m2m_fop_mmap,
-};
-
 /* v4l2-mem2mem's scheduler is not used: no job is ever ready. */
 static int daedalus_job_ready(void *priv)
 {
@@ -883,24 +845,70 @@ static const struct v4l2_m2m_ops daedalus_m2m_ops = {
 	.job_ready	= daedalus_job_ready,
 };
 
+/*
+ * Extends the node that phase 8.1 registered: this layer's file operations
+ * and ioctl table are copies of the ones registered before it, with what
+ * the decoder changes replaced (open and release set up the vb2 queues;
+ * queue, format and decoder ioctls, see daedalus-m2m-ioctl.c).
+ */
 static int daedalus_m2m_init(struct daedalus_dev *dev)
 {
-	dev->m2m_dev = v4l2_m2m_init(&daedalus_m2m_ops);
-	if (IS_ERR(dev->m2m_dev)) {
-		int ret = PTR_ERR(dev->m2m_dev);
+	struct daedalus_m2m *m2m;
+	void *ioctl_ops;
+	int ret;
 
-		dev->m2m_dev = NULL;
-		return ret;
+	m2m = kzalloc(sizeof(*m2m), GFP_KERNEL);
+	if (!m2m)
+		return -ENOMEM;
+	m2m->m2m_dev = v4l2_m2m_init(&daedalus_m2m_ops);
+	if (IS_ERR(m2m->m2m_dev)) {
+		ret = PTR_ERR(m2m->m2m_dev);
+		goto err_free;
 	}
-	dev->fops = &daedalus_m2m_fops;
-	dev->ioctl_ops = &daedalus_m2m_ioctl_ops;
+
+	m2m->base_fops = dev->fops;
+	m2m->fops = *dev->fops;
+	m2m->fops.open = daedalus_m2m_open;
+	m2m->fops.release = daedalus_m2m_release;
+	m2m->fops.poll = v4l2_m2m_fop_poll;
+	m2m->fops.mmap = v4l2_m2m_fop_mmap;
+
+	m2m->base_ioctl_ops = dev->ioctl_ops;
+	ioctl_ops = kmemdup(dev->ioctl_ops, sizeof(*dev->ioctl_ops), GFP_KERNEL);
+	if (!ioctl_ops) {
+		ret = -ENOMEM;
+		goto err_release_m2m;
+	}
+	ret = daedalus_m2m_ioctl_ops_init(ioctl_ops, dev->ioctl_ops);
+	if (ret)
+		goto err_free_ioctl_ops;
+	m2m->ioctl_ops = ioctl_ops;
+
+	daedalus_layer_set_priv(dev, &daedalus_m2m_layer, m2m);
+	dev->fops = &m2m->fops;
+	dev->ioctl_ops = m2m->ioctl_ops;
 	return 0;
+
+err_free_ioctl_ops:
+	kfree(ioctl_ops);
+err_release_m2m:
+	v4l2_m2m_release(m2m->m2m_dev);
+err_free:
+	kfree(m2m);
+	return ret;
 }
 
+/* Runs once the last file of the node is closed (daedalus_v4l2_release()). */
 static void daedalus_m2m_exit(struct daedalus_dev *dev)
 {
-	v4l2_m2m_release(dev->m2m_dev);
-	dev->m2m_dev = NULL;
+	struct daedalus_m2m *m2m = daedalus_dev_m2m(dev);
+
+	dev->fops = m2m->base_fops;
+	dev->ioctl_ops = m2m->base_ioctl_ops;
+	daedalus_layer_set_priv(dev, &daedalus_m2m_layer, NULL);
+	kfree(m2m->ioctl_ops);
+	v4l2_m2m_release(m2m->m2m_dev);
+	kfree(m2m);
 }
 
 const struct daedalus_layer daedalus_m2m_layer = {

@@ -30,15 +30,26 @@
 #define DAEDALUS_M2M_MAX_PENDING	32
 
 /**
- * struct daedalus_m2m_codec - how a coded OUTPUT format reaches the daemon
- * @fourcc: V4L2 coded format.
- * @codec: enum daedalus_codec.
- * @fmt_flags: V4L2_FMT_FLAG_* this codec's bytestream handling supports.
+ * struct daedalus_m2m - this layer's state of the device (its layer slot)
+ * @m2m_dev: the mem2mem device.
+ * @base_fops: the file operations registered before this layer (phase
+ *	8.1's).
+ * @base_ioctl_ops: the ioctl table registered before this layer (phase
+ *	8.1's); the handlers of @ioctl_ops that wrap an earlier one call it.
+ * @ioctl_ops: a copy of @base_ioctl_ops (allocated by init, freed by exit)
+ *	with what this layer changes replaced or wrapped
+ *	(daedalus_m2m_ioctl_ops_init()); registered on the node.
+ * @fops: @base_fops with open, release, poll and mmap replaced;
+ *	registered on the node.
+ *
+ * Written by the layer's init only and read-only afterwards: no lock.
  */
-struct daedalus_m2m_codec {
-	u32 fourcc;
-	u32 codec;
-	u32 fmt_flags;
+struct daedalus_m2m {
+	struct v4l2_m2m_dev *m2m_dev;
+	const struct v4l2_file_operations *base_fops;
+	const struct v4l2_ioctl_ops *base_ioctl_ops;
+	const struct v4l2_ioctl_ops *ioctl_ops;
+	struct v4l2_file_operations fops;
 };
 
 /**
@@ -124,11 +135,16 @@ static inline struct daedalus_m2m_ctx *daedalus_file_to_m2m(struct file *file)
 }
 
 /* daedalus-m2m.c */
-extern const struct v4l2_file_operations daedalus_m2m_fops;
-const struct daedalus_m2m_codec *daedalus_m2m_codec(u32 fourcc);
+extern const struct daedalus_layer daedalus_m2m_layer;
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
 
+/* This layer's state of @dev; NULL before its init and after its exit. */
+static inline struct daedalus_m2m *daedalus_dev_m2m(struct daedalus_dev *dev)
+{
+	return daedalus_layer_priv(dev, &daedalus_m2m_layer);
+}
+
 /* daedalus-m2m-ioctl.c */
-extern const struct v4l2_ioctl_ops daedalus_m2m_ioctl_ops;
+int daedalus_m2m_ioctl_ops_init(struct v4l2_ioctl_ops *ops, const struct v4l2_ioctl_ops *base);
 
 #endif /* _DAEDALUS_M2M_H */

@@ -65,6 +65,7 @@ from daedalus.m2m.hostile import (
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.v4l2 import M2MNode
 from daedalus.parse import corpus
+from daedalus.proto import MAX_HEIGHT, MAX_WIDTH
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, find_node
 from daedalus.testbed.guestctl import daemon_pid, daemon_state
 
@@ -397,7 +398,7 @@ def test_format_and_buffer_abuse_is_refused_or_clamped(suite: Suite) -> None:
             allowed = coded if "OUTPUT" in name else decoded
             if value["pixelformat"] not in allowed:
                 problems.append(f"{name}: format {value['pixelformat']}")
-            if not (16 <= value["width"] <= 8192 and 16 <= value["height"] <= 4352
+            if not (16 <= value["width"] <= MAX_WIDTH and 16 <= value["height"] <= MAX_HEIGHT
                     and value["width"] % 2 == 0 and value["height"] % 2 == 0):
                 problems.append(f"{name}: size {value['width']}x{value['height']}")
             if "OUTPUT" in name and not 0 < value["sizeimage"] <= MIB:

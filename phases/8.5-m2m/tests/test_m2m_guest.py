@@ -46,7 +46,7 @@ from daedalus.m2m.v4l2 import (
 from daedalus.parse import corpus
 from daedalus.parse.corpus import concat_ivf
 from daedalus.parse.readers import read_all
-from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, find_node
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, VideoNode, find_node
 from daedalus.testbed.guestctl import (
     daemon_pid,
     daemon_state,
@@ -67,6 +67,11 @@ VP9 = "vp9-320x240"
 H264 = "h264-high-320x240"
 RESIZE = "vp9-resize-320x240-174x98"
 TIMEOUT_PARAM = Path("/sys/module/daedalus_v4l2/parameters/daemon_timeout_ms")
+
+V4L2_BUF_CAP_SUPPORTS_MMAP = 0x00000001
+V4L2_FMT_FLAG_COMPRESSED = 0x0001
+V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM = 0x0004
+V4L2_FMT_FLAG_DYN_RESOLUTION = 0x0008
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,29 @@ def split(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
         pos += size
     assert pos == len(data), f"{len(sizes)} frames make {pos} bytes, not {len(data)}"
     return frames
+
+
+def test_reqbufs_allocates_mmap_buffers_on_both_queues() -> None:
+    """The vb2 queues replace the skeleton's empty REQBUFS."""
+    with VideoNode(find_node()) as v:
+        for buf_type in (OUTPUT, CAPTURE):
+            rb = v.request_buffers(buf_type, 4)
+            assert rb.capabilities & V4L2_BUF_CAP_SUPPORTS_MMAP
+            assert 1 <= rb.count <= 32
+            assert v.reqbufs(buf_type, 0) == 0
+
+
+def test_coded_formats_report_how_the_decoder_takes_their_bytestream() -> None:
+    """ENUM_FMT(OUTPUT) flags from the kernel's codec descriptors: every codec
+    changes resolution mid-stream; H.264 is a continuous bytestream (any
+    slice per buffer), VP9 and AV1 take one frame per buffer."""
+    dyn = V4L2_FMT_FLAG_COMPRESSED | V4L2_FMT_FLAG_DYN_RESOLUTION
+    expected = {"VP90": dyn, "H264": dyn | V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM, "AV01": dyn}
+    with VideoNode(find_node()) as v:
+        formats = v.formats(OUTPUT)
+        assert formats[:2] == ["VP90", "H264"]
+        for i, code in enumerate(formats):
+            assert v.format_flags(OUTPUT, i) == expected[code], code
 
 
 @pytest.mark.parametrize("name", [VP9, H264])

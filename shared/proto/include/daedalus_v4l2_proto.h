@@ -40,6 +40,15 @@
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
 
+/*
+ * Largest picture, in pixels. The kernel offers no larger format
+ * (ENUM_FRAMESIZES, TRY_FMT) and rejects a decoded frame beyond them in a
+ * RESP_FRAME (struct daedalus_frame_info); the daemon refuses such frames
+ * itself, so that they never become answers the kernel rejects.
+ */
+#define DAEDALUS_MAX_WIDTH		8192
+#define DAEDALUS_MAX_HEIGHT		4352
+
 /* Set in daedalus_msg_hdr.type on the daemon's answers. */
 #define DAEDALUS_MSG_RESPONSE		0x8000
 

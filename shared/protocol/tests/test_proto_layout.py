@@ -42,7 +42,7 @@ from typing import Any
 import pytest
 
 from daedalus import proto
-from daedalus.proto import _build
+from daedalus.proto import _build, _gencdef
 from daedalus.proto.cdef import CDEF
 
 INCLUDE = Path(__file__).resolve().parents[2] / "proto" / "include"
@@ -79,7 +79,8 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 5,
              "DAEDALUS_DECODE_FLUSH": 1, "DAEDALUS_MAX_FRAMES": 16, "DAEDALUS_MAX_MSG": 256,
              "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1,
              "DAEDALUS_MSG_FEED": 5, "DAEDALUS_MSG_FETCH": 6, "DAEDALUS_DECODE_RESET": 2,
-             "DAEDALUS_FETCH_DISCARD": 1}
+             "DAEDALUS_FETCH_DISCARD": 1, "DAEDALUS_MAX_WIDTH": 8192,
+             "DAEDALUS_MAX_HEIGHT": 4352}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -138,6 +139,7 @@ def test_golden_constants_match_cffi() -> None:
         1, 16, 256, 1)
     assert (proto.DecodeStatus.OK, proto.DecodeStatus.ERROR) == (0, 1)
     assert (proto.DECODE_RESET, proto.FETCH_DISCARD) == (2, 1)
+    assert (proto.MAX_WIDTH, proto.MAX_HEIGHT) == (8192, 4352)  # no version bump: not layout
     assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 3)
 
 
@@ -199,7 +201,7 @@ int main(void)
     VAL(DAEDALUS_MAX_FRAMES); VAL(DAEDALUS_MAX_MSG); VAL(DAEDALUS_DECODE_OK);
     VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY);
     VAL(DAEDALUS_MSG_FEED); VAL(DAEDALUS_MSG_FETCH); VAL(DAEDALUS_DECODE_RESET);
-    VAL(DAEDALUS_FETCH_DISCARD);
+    VAL(DAEDALUS_FETCH_DISCARD); VAL(DAEDALUS_MAX_WIDTH); VAL(DAEDALUS_MAX_HEIGHT);
     return 0;
 }
 """
@@ -373,6 +375,45 @@ def test_describe_type() -> None:
     assert proto.describe_type(5) == "FEED"
     assert proto.describe_type(0x8006) == "FETCH|RESPONSE"
     assert proto.describe_type(77) == "77"
+
+
+# --- cdef.py is generated from the header -----------------------------------
+
+
+def test_cdef_is_what_gencdef_generates_from_the_header() -> None:
+    """Edited the header? Run: python shared/protocol/src/daedalus/proto/_gencdef.py"""
+    expected = _gencdef.generate((INCLUDE / _build.HEADER).read_text())
+    assert _gencdef.CDEF_PATH.read_text() == expected, (
+        f"cdef.py is stale; run: python {_gencdef.__file__}")
+    assert _gencdef.main(["--check"]) == 0
+
+
+def test_gencdef_check_fails_when_the_header_changed(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    header = tmp_path / _build.HEADER
+    header.write_text((INCLUDE / _build.HEADER).read_text().replace(
+        "\t__u32 bytes;\n", "\t__u32 bytes;\n\t__u32 more;\n"))
+    assert _gencdef.main(["--header", str(header), "--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    out = tmp_path / "cdef.py"
+    assert _gencdef.main(["--header", str(header), "--output", str(out)]) == 0
+    assert "    __u32 bytes;\n    __u32 more;\n" in out.read_text()
+    assert _gencdef.main(["--header", str(header), "--output", str(out), "--check"]) == 0
+
+
+def test_gencdef_rewrites_values_to_dots() -> None:
+    cdef = _gencdef.declarations(
+        "#ifndef G\n#define G\n#include <linux/types.h>\n/* c */\n#define A\t(1 << 2)\t/* x */\n"
+        "enum e {\n\tE_ONE\t= 1,\n\tE_TWO = 2,\n};\nstruct s {\n\t__u32 a; // y\n};\n#endif\n")
+    assert cdef == _gencdef.TYPEDEFS + (
+        "\n#define A ...\nenum e {\n    E_ONE,\n    E_TWO,\n    ...\n};\n"
+        "struct s {\n    __u32 a;\n};\n")
+
+
+@pytest.mark.parametrize("line", ["#define F(x) (x)", "#if X", "enum e {\n\tE_ONE,\n};"])
+def test_gencdef_refuses_what_it_cannot_rewrite(line: str) -> None:
+    with pytest.raises(_gencdef.HeaderError):
+        _gencdef.declarations(line + "\n")
 
 
 # --- drift: a cdef or an extension that disagrees with the header -----------

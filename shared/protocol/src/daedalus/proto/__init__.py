@@ -48,8 +48,10 @@ __all__ = [
     "HELLO_SIZE",
     "MAGIC",
     "MAX_FRAMES",
+    "MAX_HEIGHT",
     "MAX_MSG",
     "MAX_PAYLOAD",
+    "MAX_WIDTH",
     "RESERVED_WORDS",
     "RESPONSE",
     "STREAM_SIZE",
@@ -159,6 +161,9 @@ FETCH_RESP_SIZE: Final = _SIZES[FETCH_RESP_STRUCT]
 MAGIC: Final = lib.DAEDALUS_PROTO_MAGIC
 VERSION: Final = lib.DAEDALUS_PROTO_VERSION
 MAX_PAYLOAD: Final = lib.DAEDALUS_MAX_PAYLOAD
+# Largest picture the kernel takes; the daemon refuses larger frames itself.
+MAX_WIDTH: Final = lib.DAEDALUS_MAX_WIDTH
+MAX_HEIGHT: Final = lib.DAEDALUS_MAX_HEIGHT
 RESPONSE: Final = lib.DAEDALUS_MSG_RESPONSE
 DECODE_FLUSH: Final = lib.DAEDALUS_DECODE_FLUSH
 DECODE_RESET: Final = lib.DAEDALUS_DECODE_RESET

@@ -1,7 +1,10 @@
 """Compile ``daedalus.proto._proto``: cffi in API (out-of-line) mode.
 
 The C compiler lays out the structs from shared/proto/include/daedalus_v4l2_proto.h
-and cffi checks the declarations of cdef.py against that layout. Used three
+and cffi checks the declarations of cdef.py against that layout. cdef.py is
+generated from the header by _gencdef.py (the header is the only hand-written
+copy of the wire format); the extension's own declarations, which are not
+wire format, are OWN_CDEF below, next to the C source they declare. Used three
 ways, none of which may import the ``daedalus.proto`` package (it cannot be
 imported before its extension exists):
 
@@ -62,6 +65,20 @@ static uint64_t daedalus_fnv1a64(uint64_t h, const uint8_t *p, size_t n)
 }
 """
 
+# cdef of C_SOURCE and of the build stamps make_ffibuilder() adds (appended to
+# cdef.py's declarations). daedalus_fnv1a64: FNV-1a 64 over n bytes at p,
+# continuing from h (start with DAEDALUS_FNV1A64_OFFSET_BASIS); called without
+# the GIL. The stamps: the SHA-256 of the header compiled in and of the cdef
+# and C source (source_sha256()).
+OWN_CDEF = """
+#define DAEDALUS_FNV1A64_OFFSET_BASIS ...
+#define DAEDALUS_FNV1A64_PRIME ...
+uint64_t daedalus_fnv1a64(uint64_t h, const uint8_t *p, size_t n);
+
+static const char *const daedalus_py_header_sha256;
+static const char *const daedalus_py_source_sha256;
+"""
+
 
 class BuildError(RuntimeError):
     """The extension cannot be built (header missing, compiler missing or failing)."""
@@ -99,9 +116,9 @@ def header_sha256(include: Path) -> str:
 
 def source_sha256(cdef: str) -> str:
     """The stamp of what the extension is compiled from besides the header:
-    the cdef and C_SOURCE. An editable install compiled before either changed
-    refuses to import (daedalus.proto._check_fresh)."""
-    return hashlib.sha256(f"{cdef}\0{C_SOURCE}".encode()).hexdigest()
+    the cdef, OWN_CDEF and C_SOURCE. An editable install compiled before any
+    changed refuses to import (daedalus.proto._check_fresh)."""
+    return hashlib.sha256(f"{cdef}\0{OWN_CDEF}\0{C_SOURCE}".encode()).hexdigest()
 
 
 def load_cdef() -> str:
@@ -120,7 +137,7 @@ def make_ffibuilder(*, cdef: str | None = None, module: str = MODULE,
     include = include or include_dir()
     cdef = load_cdef() if cdef is None else cdef
     ffibuilder = cffi.FFI()
-    ffibuilder.cdef(cdef)
+    ffibuilder.cdef(cdef + OWN_CDEF)
     ffibuilder.set_source(
         module,
         f'#include "{HEADER}"\n'

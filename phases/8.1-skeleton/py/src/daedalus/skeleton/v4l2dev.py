@@ -132,13 +132,17 @@ class VideoNode:
     def try_fmt(self, buf_type: int, code: str, width: int, height: int) -> PixFormat:
         return self._fmt_ioctl(raw.IOC.TRY_FMT, buf_type, code, width, height)
 
-    def reqbufs(self, buf_type: int, count: int, memory: int = raw.Memory.MMAP) -> int:
+    def request_buffers(self, buf_type: int, count: int,
+                        memory: int = raw.Memory.MMAP) -> raw.v4l2_requestbuffers:
+        """REQBUFS; the answer as the driver filled it in (count, capabilities)."""
         rb = raw.v4l2_requestbuffers()
         rb.type = buf_type
         rb.count = count
         rb.memory = memory
-        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
-        return int(rb.count)
+        return _ioctl(self.fd, raw.IOC.REQBUFS, rb)
+
+    def reqbufs(self, buf_type: int, count: int, memory: int = raw.Memory.MMAP) -> int:
+        return int(self.request_buffers(buf_type, count, memory).count)
 
 
 def find_nodes(card: str = CARD) -> Iterator[Path]:

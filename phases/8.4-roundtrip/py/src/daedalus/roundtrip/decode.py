@@ -63,6 +63,8 @@ from av.video.codeccontext import VideoCodecContext
 from daedalus.proto import (
     DECODE_FLAGS,
     MAX_FRAMES,
+    MAX_HEIGHT,
+    MAX_WIDTH,
     Codec,
     DecodeReq,
     DecodeStatus,
@@ -87,12 +89,10 @@ DECODERS: dict[Codec, str] = {Codec.VP9: "vp9", Codec.H264: "h264", Codec.AV1: "
 # its frame out is what a memory-to-memory decoder wants.
 DECODER_OPTIONS: dict[Codec, dict[str, str]] = {Codec.AV1: {"max_frame_delay": "1"}}
 
-# The kernel refuses frames beyond its CAPTURE limits (DAEDALUS_MAX_WIDTH /
-# DAEDALUS_MAX_HEIGHT in phases/8.1-skeleton/kernel/daedalus.h; not part of
-# the protocol header): a RESP_FRAME with such a frame would be rejected and
-# its request would time out, so they are reported as errors instead.
-MAX_WIDTH = 8192
-MAX_HEIGHT = 4352
+# The kernel refuses frames beyond the protocol header's DAEDALUS_MAX_WIDTH /
+# DAEDALUS_MAX_HEIGHT (proto.MAX_WIDTH / MAX_HEIGHT): a RESP_FRAME with such a
+# frame would be rejected and its request would time out, so they are
+# reported as errors instead.
 
 MAX_STREAMS = 64          # decoders alive at once (the kernel closes what it opens)
 TIMESTAMP_WINDOW = 1024   # packets whose timestamps are remembered for late frames

@@ -90,7 +90,9 @@ from daedalus.proto import (
     FEED_FLAGS,
     FETCH_RESP_SIZE,
     MAX_FRAMES,
+    MAX_HEIGHT,
     MAX_PAYLOAD,
+    MAX_WIDTH,
     Codec,
     DecodeReq,
     FetchReq,
@@ -105,9 +107,7 @@ from daedalus.proto import (
     validate_fetch_req,
 )
 from daedalus.roundtrip.decode import (
-    MAX_HEIGHT,
     MAX_STREAMS,
-    MAX_WIDTH,
     TIMESTAMP_WINDOW,
     DecodeFailure,
     answer_decode_req,
