@@ -45,7 +45,6 @@ from daedalus.proto import (
     MsgType,
     ProtocolError,
     pack_decode_req,
-    pack_stream,
     parse_decode_req,
     parse_frame_resp,
     validate_frame_resp,
@@ -149,8 +148,7 @@ class LocalTransport:
         return answer
 
     def close(self) -> None:
-        payload = pack_stream(self.STREAM_ID)
-        self.handler.handle(self._header(MsgType.CLOSE_STREAM, payload), payload)
+        self.handler.close_stream(self.STREAM_ID)  # what daedalusd does on CLOSE_STREAM
 
 
 @dataclass

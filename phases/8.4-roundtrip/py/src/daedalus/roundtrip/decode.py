@@ -1,7 +1,9 @@
 """The DECODE handler: one PyAV decoder per kernel stream.
 
 Registered in the ``daedalus.handlers`` entry-point group as ``decode``; it
-answers REQ_DECODE with RESP_FRAME and CLOSE_STREAM with an empty answer.
+answers REQ_DECODE with RESP_FRAME, and drops a stream's decoder on
+CLOSE_STREAM (``close_stream``: daedalusd answers CLOSE_STREAM itself after
+telling every handler that keeps per-stream state).
 
 Per stream (``stream_id`` of the requests) it keeps one FFmpeg decoder
 (``av.CodecContext``: the native ``vp9`` and ``h264`` decoders, ``libdav1d``
@@ -35,11 +37,6 @@ H.264 reordering reports each frame with its own request's timestamp, and
 any 64-bit timestamp survives). A frame without a known pts gets the current
 request's timestamp.
 
-CLOSE_STREAM is this handler's opcode for every stream, including those of
-later phases' requests (phase 8.5's FEED / FETCH): they keep their own
-per-stream state and have it dropped by registering a close hook
-(``register_close_hook``), which every CLOSE_STREAM calls with the stream id.
-
 The daemon calls ``handle`` from its executor threads: the table of streams
 has a lock and each stream has its own, so streams decode in parallel and one
 stream's requests one at a time (in the order the kernel sends them, one at a
@@ -49,10 +46,8 @@ time per stream).
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -73,7 +68,6 @@ from daedalus.proto import (
     encode_message,
     pack_frame_resp,
     parse_decode_req,
-    parse_stream,
     validate_decode_req,
 )
 from daedalus.roundtrip.frames import PackedFrame, pack
@@ -96,49 +90,6 @@ MAX_HEIGHT = 4352
 
 MAX_STREAMS = 64          # decoders alive at once (the kernel closes what it opens)
 TIMESTAMP_WINDOW = 1024   # packets whose timestamps are remembered for late frames
-
-
-# --- CLOSE_STREAM hooks ---------------------------------------------------------
-
-CloseHook = Callable[[int], None]
-_close_hooks_lock = threading.Lock()
-_close_hooks: list[Callable[[], CloseHook | None]] = []  # weak (bound methods) or strong
-
-
-def register_close_hook(hook: CloseHook) -> Callable[[], None]:
-    """Have *hook(stream_id)* called on every CLOSE_STREAM, after this handler
-    dropped its own decoder of the stream (if it had one): the way other
-    handlers with per-stream state (phase 8.5's FEED / FETCH) learn that a
-    stream is gone. A bound method is held weakly (the hook goes away with
-    its object); a plain function is held until the returned function
-    unregisters it. A hook that raises is logged; the stream is closed anyway.
-    """
-    ref: Callable[[], CloseHook | None]
-    if inspect.ismethod(hook):
-        ref = weakref.WeakMethod(hook)
-    else:
-        def ref() -> CloseHook | None:
-            return hook
-    with _close_hooks_lock:
-        _close_hooks.append(ref)
-
-    def unregister() -> None:
-        with _close_hooks_lock:
-            if ref in _close_hooks:
-                _close_hooks.remove(ref)
-
-    return unregister
-
-
-def _run_close_hooks(stream_id: int) -> None:
-    with _close_hooks_lock:
-        _close_hooks[:] = [ref for ref in _close_hooks if ref() is not None]
-        hooks = [hook for hook in (ref() for ref in _close_hooks) if hook is not None]
-    for hook in hooks:
-        try:
-            hook(stream_id)
-        except Exception:  # another handler's bug must not fail the close
-            log.exception("CLOSE_STREAM hook %r failed on stream %d", hook, stream_id)
 
 
 class DecodeFailure(Exception):
@@ -374,9 +325,9 @@ class StreamState:
 
 
 class DecodeHandler:
-    """REQ_DECODE -> RESP_FRAME and CLOSE_STREAM, one decoder per stream."""
+    """REQ_DECODE -> RESP_FRAME, one decoder per stream; a StreamOwner."""
 
-    OPCODES: ClassVar[tuple[int, ...]] = (MsgType.DECODE, MsgType.CLOSE_STREAM)
+    OPCODES: ClassVar[tuple[int, ...]] = (MsgType.DECODE,)
     PHASE: ClassVar[tuple[int, int]] = (8, 4)
     NAME: ClassVar[str] = "decode"
 
@@ -392,8 +343,6 @@ class DecodeHandler:
     def handle(self, header: Header, payload: bytes) -> tuple[int, bytes]:
         if header.opcode == MsgType.DECODE:
             return 0, self.decode(payload)
-        if header.opcode == MsgType.CLOSE_STREAM:
-            return self.close_stream(payload)
         return errno.EOPNOTSUPP, f"the decode handler does not serve type {header.type}".encode()
 
     # -- REQ_DECODE -----------------------------------------------------------
@@ -412,28 +361,20 @@ class DecodeHandler:
                                                                 codec=codec),
                            max_streams=self._max_streams, logger=log)
 
-    # -- CLOSE_STREAM ---------------------------------------------------------
+    # -- CLOSE_STREAM (daedalusd calls every handler's close_stream) -----------
 
-    def close_stream(self, payload: bytes | bytearray | memoryview) -> tuple[int, bytes]:
-        try:
-            stream = parse_stream(payload)
-            if any(stream.reserved):
-                raise ProtocolError(f"stream reserved words not zero: {list(stream.reserved)}")
-        except ProtocolError as exc:
-            log.warning("malformed CLOSE_STREAM: %s", exc)
-            return errno.EINVAL, encode_message(str(exc))
+    def close_stream(self, stream_id: int) -> None:
+        """Drop the stream's decoder (an unknown stream is not an error: the
+        kernel closes streams that never decoded anything)."""
         with self._lock:
-            state = self._streams.pop(stream.stream_id, None)
+            state = self._streams.pop(stream_id, None)
         if state is None:
-            log.debug("CLOSE_STREAM of stream %d, which has no DECODE decoder",
-                      stream.stream_id)
-        else:
-            with state.lock:  # waits for a request still decoding on it
-                state.drop_decoder()
-            log.info("stream %d closed: %d requests, %d frames, %d errors", stream.stream_id,
-                     state.requests, state.frames, state.errors)
-        _run_close_hooks(stream.stream_id)
-        return 0, b""
+            log.debug("CLOSE_STREAM of stream %d, which has no DECODE decoder", stream_id)
+            return
+        with state.lock:  # waits for a request still decoding on it
+            state.drop_decoder()
+        log.info("stream %d closed: %d requests, %d frames, %d errors", stream_id,
+                 state.requests, state.frames, state.errors)
 
     # -- introspection (tests, logs) ------------------------------------------
 

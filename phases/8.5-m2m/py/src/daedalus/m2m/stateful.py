@@ -61,9 +61,8 @@ Frames kept before the named one are dropped with it: they came from a FEED
 whose answer the kernel did not take (it timed out while the daemon was
 stalled, or was malformed), so the kernel will never ask for them.
 
-CLOSE_STREAM belongs to phase 8.4's DecodeHandler; this handler registers a
-close hook with it (``register_close_hook``) and drops the stream's state
-when it runs.
+CLOSE_STREAM: daedalusd answers it after calling every handler's
+``close_stream`` (this handler's drops the stream's state).
 
 Threads: the daemon calls ``handle`` from its executor. The table of streams
 has a lock and each stream its own, so streams decode in parallel and one
@@ -113,7 +112,6 @@ from daedalus.roundtrip.decode import (
     answer_decode_req,
     create_decoder,
     open_stream,
-    register_close_hook,
 )
 from daedalus.roundtrip.frames import PackedFrame, pack
 
@@ -438,8 +436,6 @@ class StatefulHandler:
         self._max_kept = max_kept
         self._lock = threading.Lock()  # protects _streams
         self._streams: dict[int, FeedStream] = {}
-        # CLOSE_STREAM is phase 8.4's opcode: it calls us back (held weakly).
-        self._unregister = register_close_hook(self.drop_stream)
 
     # -- the daemon's entry point ---------------------------------------------
 
@@ -482,9 +478,9 @@ class StatefulHandler:
             return errno.ENOENT, encode_message(f"no stream {req.stream_id}")
         return stream.fetch(req)
 
-    # -- CLOSE_STREAM (through phase 8.4's hook) ------------------------------
+    # -- CLOSE_STREAM (daedalusd calls every handler's close_stream) -----------
 
-    def drop_stream(self, stream_id: int) -> None:
+    def close_stream(self, stream_id: int) -> None:
         with self._lock:
             stream = self._streams.pop(stream_id, None)
         if stream is None:
@@ -497,12 +493,11 @@ class StatefulHandler:
                  stream.frames, stream.fetches, stream.errors, unfetched, stream.orphans)
 
     def close(self) -> None:
-        """Stop listening to CLOSE_STREAM and drop every stream."""
-        self._unregister()
+        """Drop every stream."""
         with self._lock:
             ids = list(self._streams)
         for stream_id in ids:
-            self.drop_stream(stream_id)
+            self.close_stream(stream_id)
 
     # -- introspection (tests, logs) ------------------------------------------
 
