@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 from av.video.codeccontext import VideoCodecContext
 
+from daedalus.codec.session import create_decoder
 from daedalus.dispatch import daemon
 from daedalus.dispatch.registry import Registry
 from daedalus.proto import (
@@ -54,6 +55,7 @@ from daedalus.proto import (
     Header,
     MsgType,
     PixFmt,
+    codecs,
     pack_decode_req,
     pack_frame_resp,
     pack_header,
@@ -63,7 +65,6 @@ from daedalus.proto import (
     parse_header,
     validate_frame_resp,
 )
-from daedalus.roundtrip import decode as decode_mod
 from daedalus.roundtrip.cli import (
     LocalTransport,
     RoundtripCommand,
@@ -71,7 +72,6 @@ from daedalus.roundtrip.cli import (
     run_roundtrip,
 )
 from daedalus.roundtrip.clips import (
-    CODECS,
     Clip,
     corpus_clips,
     demux,
@@ -181,7 +181,7 @@ def test_digests_equal_fnv1a_of_ffmpeg_frames(clips: dict[str, Clip],
                                               packets: dict[str, list[bytes]],
                                               role: str) -> None:
     clip = clips[role]
-    got = decode_stream(DecodeHandler(), 1, CODECS[clip.codec], packets[role])
+    got = decode_stream(DecodeHandler(), 1, clip.wire_codec, packets[role])
     assert not got.errors
     assert len(got.frames) == clip.frames
     if role == "vp9":
@@ -217,7 +217,7 @@ def test_every_corpus_vector_matches_ffmpeg(name: str) -> None:
     if name not in found:
         pytest.skip("phase 8.3's corpus is not available")
     clip = found[name]
-    got = decode_stream(DecodeHandler(), 7, CODECS[clip.codec], demux(clip.path))
+    got = decode_stream(DecodeHandler(), 7, clip.wire_codec, demux(clip.path))
     assert not got.errors
     assert len(got.frames) == clip.frames
     assert [f.digest for f in got.frames] == ffmpeg_digests(clip, got.frames)
@@ -266,7 +266,7 @@ CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
 def test_corrupt_packet_is_eilseq_and_decoding_resumes_at_next_keyframe(
         clips: dict[str, Clip], packets: dict[str, list[bytes]], role: str) -> None:
     clip = clips[role]
-    codec = CODECS[clip.codec]
+    codec = clip.wire_codec
     clean = decode_stream(DecodeHandler(), 1, codec, packets[role])
     assert not clean.errors and len(clean.frames) == clip.frames
     assert len(clip.key_packets) >= 2
@@ -316,7 +316,7 @@ def test_fuzzed_bitstream_never_breaks_the_handler(clips: dict[str, Clip],
     """Random damage in the first GOP: every answer is a valid RESP_FRAME, errors
     are EILSEQ, and the second GOP on decodes bit-exact."""
     clip = clips[role]
-    codec = CODECS[clip.codec]
+    codec = clip.wire_codec
     rng = random.Random(f"{role}-{seed}")
     first, second = clip.key_packets[0], clip.key_packets[1]
     data = list(packets[role])
@@ -568,7 +568,7 @@ class Wedging:
     """A real decoder that breaks for good at packet *at* (pts = packet number)."""
 
     def __init__(self, codec: Codec, at: int) -> None:
-        self.real = decode_mod.create_decoder(codec)
+        self.real = create_decoder(codec)
         self.at = at
 
     def decode(self, packet: av.Packet[Any] | None = None) -> list[av.VideoFrame]:
@@ -584,7 +584,7 @@ def test_wedged_decoder_is_replaced_at_the_next_keyframe(clips: dict[str, Clip],
     made: list[object] = []
 
     def factory(codec: Codec) -> VideoCodecContext:
-        made.append(Wedging(codec, 5) if not made else decode_mod.create_decoder(codec))
+        made.append(Wedging(codec, 5) if not made else create_decoder(codec))
         return cast(VideoCodecContext, made[-1])
 
     handler = DecodeHandler(decoder_factory=factory)
@@ -882,4 +882,5 @@ def test_local_transport_fills_the_stream_id(packets: dict[str, list[bytes]]) ->
 def test_command_metadata() -> None:
     command = RoundtripCommand()
     assert command.NAME == "roundtrip" and "FNV-1a" in command.HELP
-    assert decode_mod.DECODERS == {Codec.VP9: "vp9", Codec.H264: "h264", Codec.AV1: "libdav1d"}
+    assert {d.codec: d.decoder for d in codecs.CODECS} == {
+        Codec.VP9: "vp9", Codec.H264: "h264", Codec.AV1: "libdav1d"}

@@ -40,6 +40,7 @@ import numpy as np
 import pytest
 from av.video.codeccontext import VideoCodecContext
 
+from daedalus.codec.session import create_decoder
 from daedalus.dispatch import daemon
 from daedalus.dispatch.registry import Registration, Registry
 from daedalus.m2m import layout
@@ -85,7 +86,6 @@ from daedalus.proto import (
     validate_fetch_resp,
     validate_frame_resp,
 )
-from daedalus.roundtrip import decode as decode_mod
 from daedalus.roundtrip.decode import DecodeHandler
 
 VP9 = "vp9-320x240"
@@ -427,7 +427,7 @@ class Wedging:
     """A real decoder that breaks for good at packet *at* (pts = packet number)."""
 
     def __init__(self, codec: Codec, at: int) -> None:
-        self.real = decode_mod.create_decoder(codec)
+        self.real = create_decoder(codec)
         self.at = at
 
     def decode(self, packet: av.Packet[Any] | None = None) -> list[av.VideoFrame]:
@@ -441,7 +441,7 @@ def test_wedged_decoder_is_replaced_at_the_next_keyframe() -> None:
     made: list[object] = []
 
     def factory(codec: Codec) -> VideoCodecContext:
-        made.append(Wedging(codec, 5) if not made else decode_mod.create_decoder(codec))
+        made.append(Wedging(codec, 5) if not made else create_decoder(codec))
         return made[-1]  # type: ignore[return-value]
 
     chunks = packets(VP9) * 2
