@@ -40,7 +40,7 @@ from daedalus.roundtrip.cli import (
     Result,
     run_roundtrip,
 )
-from daedalus.roundtrip.clips import CODECS, Clip, find_clips, reference_frames
+from daedalus.roundtrip.clips import Clip, find_clips, reference_frames
 from daedalus.testbed.guestctl import daemon_state, daemon_stopped, tool
 
 pytestmark = pytest.mark.guest
@@ -139,11 +139,11 @@ def test_concurrent_streams_keep_their_own_references(clips: dict[str, Clip]) ->
     expected = {}
     for key, clip in jobs.items():
         _, packets = open_stream(str(clip.path))
-        expected[key] = run_roundtrip(packets, CODECS[clip.codec], LocalTransport(),
+        expected[key] = run_roundtrip(packets, clip.wire_codec, LocalTransport(),
                                       out=io.StringIO()).frames
     results: dict[str, Result] = {}
     errors: list[BaseException] = []
-    threads = [threading.Thread(target=_stream, args=(clip.path, CODECS[clip.codec], results,
+    threads = [threading.Thread(target=_stream, args=(clip.path, clip.wire_codec, results,
                                                       key, errors))
                for key, clip in jobs.items()]
     for thread in threads:

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 from av.video.codeccontext import VideoCodecContext
 
+from daedalus.codec.session import create_decoder
 from daedalus.dispatch import daemon
 from daedalus.dispatch.registry import Registry
 from daedalus.proto import (
@@ -54,6 +55,7 @@ from daedalus.proto import (
     Header,
     MsgType,
     PixFmt,
+    codecs,
     pack_decode_req,
     pack_frame_resp,
     pack_header,
@@ -63,7 +65,6 @@ from daedalus.proto import (
     parse_header,
     validate_frame_resp,
 )
-from daedalus.roundtrip import decode as decode_mod
 from daedalus.roundtrip.cli import (
     LocalTransport,
     RoundtripCommand,
@@ -71,7 +72,6 @@ from daedalus.roundtrip.cli import (
     run_roundtrip,
 )
 from daedalus.roundtrip.clips import (
-    CODECS,
     Clip,
     corpus_clips,
     demux,
@@ -138,11 +138,6 @@ def request(handler: DecodeHandler, stream_id: int, codec: Codec, data: bytes = 
                                          timestamp=timestamp))
 
 
-def close(handler: DecodeHandler, stream_id: int) -> tuple[int, bytes]:
-    payload = pack_stream(stream_id)
-    return handler.handle(header(MsgType.CLOSE_STREAM, payload), payload)
-
-
 @dataclass
 class Decoded:
     frames: list[FrameInfo]
@@ -186,7 +181,7 @@ def test_digests_equal_fnv1a_of_ffmpeg_frames(clips: dict[str, Clip],
                                               packets: dict[str, list[bytes]],
                                               role: str) -> None:
     clip = clips[role]
-    got = decode_stream(DecodeHandler(), 1, CODECS[clip.codec], packets[role])
+    got = decode_stream(DecodeHandler(), 1, clip.wire_codec, packets[role])
     assert not got.errors
     assert len(got.frames) == clip.frames
     if role == "vp9":
@@ -222,7 +217,7 @@ def test_every_corpus_vector_matches_ffmpeg(name: str) -> None:
     if name not in found:
         pytest.skip("phase 8.3's corpus is not available")
     clip = found[name]
-    got = decode_stream(DecodeHandler(), 7, CODECS[clip.codec], demux(clip.path))
+    got = decode_stream(DecodeHandler(), 7, clip.wire_codec, demux(clip.path))
     assert not got.errors
     assert len(got.frames) == clip.frames
     assert [f.digest for f in got.frames] == ffmpeg_digests(clip, got.frames)
@@ -271,7 +266,7 @@ CORRUPTIONS: dict[str, Callable[[bytes], bytes]] = {
 def test_corrupt_packet_is_eilseq_and_decoding_resumes_at_next_keyframe(
         clips: dict[str, Clip], packets: dict[str, list[bytes]], role: str) -> None:
     clip = clips[role]
-    codec = CODECS[clip.codec]
+    codec = clip.wire_codec
     clean = decode_stream(DecodeHandler(), 1, codec, packets[role])
     assert not clean.errors and len(clean.frames) == clip.frames
     assert len(clip.key_packets) >= 2
@@ -321,7 +316,7 @@ def test_fuzzed_bitstream_never_breaks_the_handler(clips: dict[str, Clip],
     """Random damage in the first GOP: every answer is a valid RESP_FRAME, errors
     are EILSEQ, and the second GOP on decodes bit-exact."""
     clip = clips[role]
-    codec = CODECS[clip.codec]
+    codec = clip.wire_codec
     rng = random.Random(f"{role}-{seed}")
     first, second = clip.key_packets[0], clip.key_packets[1]
     data = list(packets[role])
@@ -382,7 +377,7 @@ def test_too_many_streams_is_emfile(packets: dict[str, list[bytes]]) -> None:
         assert request(handler, stream_id, Codec.VP9, packets["vp9"][0]).ok
     resp = request(handler, 3, Codec.VP9, packets["vp9"][0])
     assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EMFILE)
-    assert close(handler, 1) == (0, b"")
+    handler.close_stream(1)
     assert request(handler, 3, Codec.VP9, packets["vp9"][0]).ok
 
 
@@ -439,14 +434,16 @@ def test_close_stream(packets: dict[str, list[bytes]]) -> None:
     handler = DecodeHandler()
     assert request(handler, 4, Codec.VP9, packets["vp9"][0]).ok
     assert handler.stream_ids() == [4]
-    assert close(handler, 4) == (0, b"")
+    handler.close_stream(4)
     assert handler.stream_ids() == []
-    assert close(handler, 4) == (0, b"")  # unknown (already closed) stream: fine
+    handler.close_stream(4)  # unknown (already closed) stream: fine
     # the id may come back as a new stream, of another codec
     assert request(handler, 4, Codec.H264, packets["h264"][0]).ok
-    for bad in (pack_stream(4)[:-1], pack_stream(4) + b"\0", pack_stream(4, reserved=[0, 1])):
-        status, message = handler.handle(header(MsgType.CLOSE_STREAM, bad), bad)
-        assert status == errno.EINVAL and message
+    assert handler.stream_ids() == [4]
+    # CLOSE_STREAM itself is daedalusd's (shared/dispatch/tests): not this handler's opcode
+    status, message = handler.handle(header(MsgType.CLOSE_STREAM, pack_stream(4)),
+                                     pack_stream(4))
+    assert status == errno.EOPNOTSUPP and message
     assert handler.stream_ids() == [4]
 
 
@@ -571,7 +568,7 @@ class Wedging:
     """A real decoder that breaks for good at packet *at* (pts = packet number)."""
 
     def __init__(self, codec: Codec, at: int) -> None:
-        self.real = decode_mod.create_decoder(codec)
+        self.real = create_decoder(codec)
         self.at = at
 
     def decode(self, packet: av.Packet[Any] | None = None) -> list[av.VideoFrame]:
@@ -587,7 +584,7 @@ def test_wedged_decoder_is_replaced_at_the_next_keyframe(clips: dict[str, Clip],
     made: list[object] = []
 
     def factory(codec: Codec) -> VideoCodecContext:
-        made.append(Wedging(codec, 5) if not made else decode_mod.create_decoder(codec))
+        made.append(Wedging(codec, 5) if not made else create_decoder(codec))
         return cast(VideoCodecContext, made[-1])
 
     handler = DecodeHandler(decoder_factory=factory)
@@ -674,11 +671,13 @@ def test_p010_packing() -> None:
 
 def test_handler_is_registered_by_entry_point() -> None:
     registry = Registry.from_entry_points()
-    for opcode in (MsgType.DECODE, MsgType.CLOSE_STREAM):
-        registration = registry.lookup(opcode)
-        assert registration is not None and registration.name == "decode"
-        assert registration.phase == (8, 4)
-        assert isinstance(registration.handler, DecodeHandler)
+    registration = registry.lookup(MsgType.DECODE)
+    assert registration is not None and registration.name == "decode"
+    assert registration.phase == (8, 4)
+    assert isinstance(registration.handler, DecodeHandler)
+    # CLOSE_STREAM: the core answers it, after the handlers with per-stream state
+    assert registry.lookup(MsgType.CLOSE_STREAM) is None
+    assert registration in registry.stream_owners
     assert registry.hello_phase() >= 84
 
 
@@ -883,4 +882,5 @@ def test_local_transport_fills_the_stream_id(packets: dict[str, list[bytes]]) ->
 def test_command_metadata() -> None:
     command = RoundtripCommand()
     assert command.NAME == "roundtrip" and "FNV-1a" in command.HELP
-    assert decode_mod.DECODERS == {Codec.VP9: "vp9", Codec.H264: "h264", Codec.AV1: "libdav1d"}
+    assert {d.codec: d.decoder for d in codecs.CODECS} == {
+        Codec.VP9: "vp9", Codec.H264: "h264", Codec.AV1: "libdav1d"}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
-import gc
 import random
 import socket
 import subprocess
@@ -41,8 +40,9 @@ import numpy as np
 import pytest
 from av.video.codeccontext import VideoCodecContext
 
+from daedalus.codec.session import create_decoder
 from daedalus.dispatch import daemon
-from daedalus.dispatch.registry import Registry
+from daedalus.dispatch.registry import Registration, Registry
 from daedalus.m2m import layout
 from daedalus.m2m.cli import DecodeCommand, format_summary
 from daedalus.m2m.layout import Geometry, buffer_size, crop, fits, lay_out
@@ -86,7 +86,6 @@ from daedalus.proto import (
     validate_fetch_resp,
     validate_frame_resp,
 )
-from daedalus.roundtrip import decode as decode_mod
 from daedalus.roundtrip.decode import DecodeHandler
 
 VP9 = "vp9-320x240"
@@ -445,7 +444,7 @@ class Wedging:
     """A real decoder that breaks for good at packet *at* (pts = packet number)."""
 
     def __init__(self, codec: Codec, at: int) -> None:
-        self.real = decode_mod.create_decoder(codec)
+        self.real = create_decoder(codec)
         self.at = at
 
     def decode(self, packet: av.Packet[Any] | None = None) -> list[av.VideoFrame]:
@@ -459,7 +458,7 @@ def test_wedged_decoder_is_replaced_at_the_next_keyframe() -> None:
     made: list[object] = []
 
     def factory(codec: Codec) -> VideoCodecContext:
-        made.append(Wedging(codec, 5) if not made else decode_mod.create_decoder(codec))
+        made.append(Wedging(codec, 5) if not made else create_decoder(codec))
         return made[-1]  # type: ignore[return-value]
 
     chunks = packets(VP9) * 2
@@ -671,17 +670,21 @@ def test_streams_decode_in_parallel_threads() -> None:
                        23: vp9}
 
 
-def test_close_stream_through_the_decode_handler_drops_feed_state() -> None:
+def test_close_stream_drops_feed_state_and_the_decode_handlers() -> None:
+    """daedalusd tells every handler with per-stream state (the registry's fan-out)."""
     stateful, decode = StatefulHandler(), DecodeHandler()
+    registry = Registry([Registration(stateful, "stateful", (8, 5), (MsgType.FEED,), "s"),
+                         Registration(decode, "decode", (8, 4), (MsgType.DECODE,), "d")])
     kernel = Kernel(stateful, 30, Codec.VP9)
     for i, chunk in enumerate(packets(VP9)[:3]):
         kernel.feed(chunk, i)
     other = Kernel(stateful, 31, Codec.VP9)
     other.feed(packets(VP9)[0], 0)
-    assert stateful.stream_ids() == [30, 31]
-    payload = pack_stream(30)
-    assert decode.handle(header(MsgType.CLOSE_STREAM, payload), payload) == (0, b"")
-    assert stateful.stream_ids() == [31]
+    payload = pack_decode_req(Codec.VP9, packets(VP9)[0], stream_id=30)
+    assert decode.handle(header(MsgType.DECODE, payload), payload)[0] == 0
+    assert stateful.stream_ids() == [30, 31] and decode.stream_ids() == [30]
+    assert registry.close_stream(30) == []
+    assert stateful.stream_ids() == [31] and decode.stream_ids() == []
     status, answer = kernel.fetch_raw(384, 240)
     assert (status, answer.decode()) == (errno.ENOENT, "no stream 30")
     assert other.fetch().frame.timestamp == 0  # the other stream is untouched
@@ -689,40 +692,12 @@ def test_close_stream_through_the_decode_handler_drops_feed_state() -> None:
     assert kernel.feed(packets(VP9)[0], 7).frames[0].timestamp == 7
 
 
-def test_close_hook_goes_away_with_its_handler() -> None:
-    calls: list[int] = []
-
-    class Probe(StatefulHandler):
-        def drop_stream(self, stream_id: int) -> None:
-            calls.append(stream_id)
-            super().drop_stream(stream_id)
-
-    probe = Probe()
-    payload = pack_stream(44)
-    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
-    assert calls == [44]
-    del probe
-    gc.collect()
-    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
-    assert calls == [44]
-    unregister = decode_mod.register_close_hook(calls.append)  # a plain function: strong
-    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
-    unregister()
-    DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload)
-    assert calls == [44, 44]
-
-
-def test_a_failing_close_hook_does_not_fail_the_close() -> None:
-    def boom(stream_id: int) -> None:
-        raise RuntimeError("hook bug")
-
-    unregister = decode_mod.register_close_hook(boom)
-    try:
-        payload = pack_stream(45)
-        assert DecodeHandler().handle(header(MsgType.CLOSE_STREAM, payload), payload) == (
-            0, b"")
-    finally:
-        unregister()
+def test_close_stream_of_an_unknown_stream_and_close() -> None:
+    stateful = StatefulHandler()
+    stateful.close_stream(44)  # never fed: nothing to drop, not an error
+    Kernel(stateful, 45, Codec.VP9).feed(packets(VP9)[0], 0)
+    stateful.close()
+    assert stateful.stream_ids() == []
 
 
 # --- building blocks --------------------------------------------------------------------
@@ -824,8 +799,9 @@ def test_handlers_are_registered_by_entry_points() -> None:
         assert registration is not None and registration.name == "stateful"
         assert registration.phase == (8, 5)
         assert isinstance(registration.handler, StatefulHandler)
-    close = registry.lookup(MsgType.CLOSE_STREAM)
-    assert close is not None and isinstance(close.handler, DecodeHandler)
+    assert registry.lookup(MsgType.CLOSE_STREAM) is None  # the core's, fanned out to:
+    owners = {type(r.handler) for r in registry.stream_owners}
+    assert {StatefulHandler, DecodeHandler} <= owners
     assert registry.hello_phase() == 85
 
 

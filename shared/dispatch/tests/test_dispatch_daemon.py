@@ -41,7 +41,7 @@ from daedalus.proto import (
 )
 
 SLOW = 3
-BOOM = 4
+BOOM = 8  # (4 is CLOSE_STREAM, the core's)
 BAD_RESULT = 5
 ASYNC = 6
 BIG = 7

@@ -7,6 +7,10 @@ opens the device non-blocking, watches it with the asyncio loop's
 
 - answers HELLO itself (same cookie, status 0, its struct daedalus_hello); a
   kernel speaking another protocol version is a fatal error (exit 1);
+- answers CLOSE_STREAM itself, exactly once, after every handler that keeps
+  per-stream state (``close_stream``, see registry.py) dropped the stream, in
+  a worker thread; a handler that raises is logged and the stream is closed
+  all the same (status 0). A malformed CLOSE_STREAM is EINVAL;
 - hands every other request to the handler registered for its type (see
   registry.py), in a pool of worker threads so a slow handler never stops
   the reading, and writes the handler's answer (type | RESPONSE, same cookie);
@@ -53,10 +57,12 @@ from daedalus.proto import (
     ProtocolError,
     VersionMismatch,
     describe_type,
+    encode_message,
     pack_hello,
     pack_message,
     parse_header,
     parse_hello,
+    parse_stream,
     validate_hello,
     validate_request,
 )
@@ -214,6 +220,10 @@ class Session:
                       header.cookie)
             self.spawn(self.reply(header, errno.EPROTO, b"request before HELLO"))
             return
+        if header.type == MsgType.CLOSE_STREAM:
+            self.in_flight += 1
+            self.spawn(self.close_stream(header, payload))
+            return
         registration = self.registry.lookup(header.type)
         if registration is None:
             log.warning("no handler for %s requests (cookie %d): answering EOPNOTSUPP",
@@ -270,6 +280,27 @@ class Session:
                 status, body = errno.EIO, (str(exc) or type(exc).__name__).encode(
                     errors="replace")
             await self.reply(header, status, body)
+        finally:
+            self.in_flight -= 1
+            self.start_reading()
+
+    async def close_stream(self, header: Header, payload: bytes) -> None:
+        """CLOSE_STREAM: every StreamOwner drops the stream, then one answer."""
+        try:
+            try:
+                stream = parse_stream(payload)
+                if any(stream.reserved):
+                    raise ProtocolError("stream reserved words not zero: "
+                                        f"{list(stream.reserved)}")
+            except ProtocolError as exc:
+                log.warning("malformed CLOSE_STREAM, cookie %d: %s", header.cookie, exc)
+                await self.reply(header, errno.EINVAL, encode_message(str(exc)))
+                return
+            # Blocking (a handler waits for a request still running on the
+            # stream): in a worker; Registry.close_stream never raises.
+            await self.loop.run_in_executor(self.executor, self.registry.close_stream,
+                                            stream.stream_id)
+            await self.reply(header, 0, b"")
         finally:
             self.in_flight -= 1
             self.start_reading()

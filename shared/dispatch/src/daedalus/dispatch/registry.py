@@ -14,23 +14,36 @@ class with
 Declare the three attributes as ``ClassVar[...]`` (see daedalus.bridge.echo)
 so that mypy can check a class against the ``Handler`` protocol. Handlers are
 instantiated once, without arguments. Two handlers claiming the
-same opcode is a startup error naming both, and so is a handler claiming HELLO:
-the daemon core answers HELLO itself. Entry points come in no reliable order,
-so handlers are sorted by (PHASE, opcode).
+same opcode is a startup error naming both, and so is a handler claiming HELLO
+or CLOSE_STREAM: the daemon core answers those itself.
+
+Stream lifecycle: a handler that keeps state per kernel stream also defines
+``close_stream(self, stream_id) -> None`` (the ``StreamOwner`` protocol). The
+core answers every CLOSE_STREAM after calling ``close_stream`` of each such
+handler, in registration order (``Registry.close_stream``); one that raises
+is logged and the others still run. So a later phase adds its per-stream
+state without touching an earlier phase's handler.
+
+Entry points come in no reliable order, so handlers are sorted by
+(PHASE, opcode).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from daedalus.dispatch.entrypoints import entry_points
 from daedalus.proto import RESPONSE, Header, MsgType
 
+log = logging.getLogger("daedalus.dispatch")
+
 GROUP = "daedalus.handlers"
 CORE_OWNER = "the daedalusd core"
-CORE_OPCODES = (int(MsgType.HELLO),)
+# Answered by the core: HELLO itself, CLOSE_STREAM after the StreamOwners.
+CORE_OPCODES = (int(MsgType.HELLO), int(MsgType.CLOSE_STREAM))
 
 HandlerResult = tuple[int, bytes]
 
@@ -68,6 +81,17 @@ class Handler(Protocol):
         ...
 
 
+@runtime_checkable
+class StreamOwner(Protocol):
+    """A handler with per-stream state: told of every CLOSE_STREAM.
+
+    ``close_stream`` runs in a worker thread; it drops the stream's state
+    (an unknown stream is not an error: the kernel closes streams that never
+    reached this handler) and may wait for a request still running on it."""
+
+    def close_stream(self, stream_id: int) -> None: ...
+
+
 def opcode_name(opcode: int) -> str:
     try:
         return f"{MsgType(opcode).name} ({opcode})"
@@ -79,6 +103,10 @@ def _qualname(obj: object) -> str:
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', repr(obj))}"
 
 
+def close_stream_absent(stream_id: int) -> None:
+    """Stands for a handler's missing close_stream (it keeps no per-stream state)."""
+
+
 @dataclass(frozen=True)
 class Registration:
     """One handler instance and where it came from."""
@@ -88,6 +116,11 @@ class Registration:
     phase: tuple[int, int]
     opcodes: tuple[int, ...]
     owner: str  # "distribution (module:Class)", for error messages and logs
+
+    @property
+    def stream_owner(self) -> StreamOwner | None:
+        """The handler, if it keeps per-stream state (has close_stream)."""
+        return self.handler if isinstance(self.handler, StreamOwner) else None
 
     @property
     def phase_text(self) -> str:
@@ -116,6 +149,9 @@ class Registration:
             raise RegistryError(f"handler {owner}: NAME must be a non-empty string")
         if not callable(getattr(handler_class, "handle", None)):
             raise RegistryError(f"handler {owner} has no handle(header, payload) method")
+        if not callable(getattr(handler_class, "close_stream", close_stream_absent)):
+            raise RegistryError(f"handler {owner}: close_stream must be a method "
+                                "close_stream(stream_id)")
         try:
             handler: Handler = handler_class()
         except Exception as exc:
@@ -169,6 +205,26 @@ class Registry:
         return self._table.get(opcode)
 
     @property
+    def stream_owners(self) -> tuple[Registration, ...]:
+        """The registrations whose handler keeps per-stream state, in order."""
+        return tuple(r for r in self.registrations if r.stream_owner is not None)
+
+    def close_stream(self, stream_id: int) -> list[tuple[Registration, Exception]]:
+        """Tell every StreamOwner that *stream_id* is closed, in registration
+        order; never raises. Returns the handlers that failed (each logged),
+        with their exception: a handler's bug must not keep the others' state."""
+        failed: list[tuple[Registration, Exception]] = []
+        for reg in self.stream_owners:
+            owner = reg.stream_owner
+            assert owner is not None
+            try:
+                owner.close_stream(stream_id)
+            except Exception as exc:
+                log.exception("handler %s failed to close stream %d", reg.name, stream_id)
+                failed.append((reg, exc))
+        return failed
+
+    @property
     def opcodes(self) -> Sequence[int]:
         return sorted(self._table)
 
@@ -180,5 +236,6 @@ class Registry:
         return major * 10 + minor
 
     def describe(self) -> str:
-        return ", ".join(f"{r.name} ({'/'.join(opcode_name(op) for op in r.opcodes)}, phase "
+        return ", ".join(f"{r.name} ({'/'.join(opcode_name(op) for op in r.opcodes)}"
+                         f"{' + stream close' if r.stream_owner is not None else ''}, phase "
                          f"{r.phase_text}, {r.owner})" for r in self.registrations) or "none"

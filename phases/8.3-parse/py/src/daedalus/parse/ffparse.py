@@ -77,6 +77,7 @@ import numpy.typing as npt
 from av.sidedata.sidedata import Type as SideDataType
 
 from daedalus.parse.readers import Packet, ReaderError, StreamInfo, open_stream
+from daedalus.proto import codecs
 
 if TYPE_CHECKING:  # PyAV's stubs make Packet generic; at run time it is not subscriptable
     AvPacket = av.Packet[Any]
@@ -89,8 +90,6 @@ RAW_BLOCK_DTYPE = np.dtype({"names": ["x", "y", "w", "h", "delta_qp"],
                             "formats": ["<i4"] * 5, "offsets": [0, 4, 8, 12, 16]})
 ENC_PARAMS_VP9, ENC_PARAMS_H264 = 0, 1
 
-SPLIT_FILTERS = {"vp9": "vp9_superframe_split", "av1": "av1_frame_split"}
-DECODERS = {"vp9": "vp9", "av1": "libdav1d", "h264": "h264"}
 PICT_TYPES = {1: "I", 2: "P", 3: "B", 4: "S", 5: "SI", 6: "SP", 7: "BI"}
 
 
@@ -473,15 +472,16 @@ class FrameParser:
     """
 
     def __init__(self, codec: str, *, blocks: bool = True, path: str | None = None) -> None:
-        if codec not in DECODERS:
+        desc = codecs.BY_NAME.get(codec)
+        if desc is None:
             raise ValueError(f"unsupported codec {codec!r}")
         self.codec = codec
         self.path = path
-        self.split = (av.BitStreamFilterContext(SPLIT_FILTERS[codec], codec)
-                      if codec in SPLIT_FILTERS else None)
+        self.split = (av.BitStreamFilterContext(desc.split_filter, codec)
+                      if desc.split_filter is not None else None)
         self.trace = av.BitStreamFilterContext("trace_headers", codec)
         self.headers = HEADER_READERS[codec]()
-        self.ctx: Any = av.CodecContext.create(DECODERS[codec], "r")
+        self.ctx: Any = av.CodecContext.create(desc.decoder, "r")
         self.ctx.thread_count = 1
         if blocks:
             self.ctx.options = {"export_side_data": "venc_params"}

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from daedalus.proto import codecs
+
 IVF_SIGNATURE = b"DKIF"
 IVF_HEADER = struct.Struct("<4sHH4sHHIII4x")  # 32 bytes
 IVF_FRAME_HEADER = struct.Struct("<IQ")  # 12 bytes
-IVF_FOURCCS = {b"VP90": "vp9", b"AV01": "av1"}
 # Refuse absurd frame sizes before allocating (a 8K intra frame is far below).
 MAX_PACKET = 256 * 1024 * 1024
 
@@ -91,9 +92,11 @@ def _ivf_header(head: bytes, path: str) -> tuple[str, int, int]:
         raise ReaderError(f"unsupported IVF version {version}", 4, path)
     if hdr_len != IVF_HEADER.size:
         raise ReaderError(f"unsupported IVF header length {hdr_len}", 6, path)
-    if fourcc not in IVF_FOURCCS:
-        raise ReaderError(f"unsupported IVF fourcc {fourcc!r} (want VP90 or AV01)", 8, path)
-    return IVF_FOURCCS[fourcc], width, height
+    desc = codecs.BY_IVF_FOURCC.get(fourcc)
+    if desc is None:
+        wanted = " or ".join(code.decode() for code in codecs.BY_IVF_FOURCC)
+        raise ReaderError(f"unsupported IVF fourcc {fourcc!r} (want {wanted})", 8, path)
+    return desc.name, width, height
 
 
 def _ivf_packets(path: str) -> Iterator[Packet]:

@@ -44,8 +44,8 @@ from daedalus.proto import (
     Header,
     MsgType,
     ProtocolError,
+    codecs,
     pack_decode_req,
-    pack_stream,
     parse_decode_req,
     parse_frame_resp,
     validate_frame_resp,
@@ -58,7 +58,6 @@ if TYPE_CHECKING:
 DEFAULT_DEBUGFS = "/sys/kernel/debug/daedalus-v4l2/decode"
 READ_SIZE = 65536  # the RESP_FRAME of one round trip is far smaller
 MAX_BITSTREAM = MAX_PAYLOAD - DECODE_REQ_SIZE
-CODECS = {"vp9": Codec.VP9, "h264": Codec.H264, "av1": Codec.AV1}
 LOCAL_NOTE = ("--local: decoding in this process with DecodeHandler; the kernel module and "
               "daedalusd are NOT exercised")
 
@@ -149,8 +148,7 @@ class LocalTransport:
         return answer
 
     def close(self) -> None:
-        payload = pack_stream(self.STREAM_ID)
-        self.handler.handle(self._header(MsgType.CLOSE_STREAM, payload), payload)
+        self.handler.close_stream(self.STREAM_ID)  # what daedalusd does on CLOSE_STREAM
 
 
 @dataclass
@@ -242,10 +240,11 @@ class RoundtripCommand:
         except (ReaderError, OSError) as exc:
             print(f"{prog}: {path}: {exc}", file=sys.stderr)
             return 1
-        codec = CODECS.get(info.codec)
-        if codec is None:
+        desc = codecs.BY_NAME.get(info.codec)
+        if desc is None:
             print(f"{prog}: {path}: codec {info.codec!r} is not decoded here", file=sys.stderr)
             return 1
+        codec = desc.codec
         if args.local:
             print(f"{prog}: {LOCAL_NOTE}", file=sys.stderr)
             if not getattr(args, "verbose", False):  # the error lines say it already

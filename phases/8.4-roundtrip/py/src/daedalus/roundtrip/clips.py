@@ -23,15 +23,14 @@ from typing import Any
 
 import av
 
-from daedalus.proto import Codec, PixFmt
-from daedalus.roundtrip.decode import create_decoder
+from daedalus.codec.session import create_decoder
+from daedalus.proto import Codec, PixFmt, codecs
 from daedalus.roundtrip.frames import AV_FORMATS, frame_size
 
 GOP = 10
 SIZE = (320, 240)
 FRAMES = 30
 CORPUS_MAX_BYTES = 4 * 1024 * 1024  # corpus files probed (decoded) to find a role's clip
-CODECS = {"vp9": Codec.VP9, "h264": Codec.H264, "av1": Codec.AV1}
 
 
 class ClipError(RuntimeError):
@@ -55,6 +54,11 @@ class Clip:
     @property
     def pixfmt(self) -> PixFmt:
         return PixFmt.NV12 if self.bit_depth <= 8 else PixFmt.P010
+
+    @property
+    def wire_codec(self) -> Codec:
+        """The protocol's codec id of the clip's codec (the codec table's)."""
+        return codecs.BY_NAME[self.codec].codec
 
 
 @dataclass(frozen=True)
@@ -165,13 +169,12 @@ def probe(path: Path, name: str, origin: str) -> Clip:
     """Decode *path* once with PyAV: codec, size, depth, frames, keyframe packets."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
-        codec = {"libdav1d": "av1", "libaom-av1": "av1"}.get(stream.codec_context.name,
-                                                             stream.codec_context.name)
+        desc = codecs.BY_DECODER.get(stream.codec_context.name)
+        codec = desc.name if desc is not None else stream.codec_context.name
     packets = demux(path)
-    kind = CODECS.get(codec)
-    if kind is None:
-        raise ClipError(f"{path}: codec {codec} is not one of vp9, h264, av1")
-    decoder = create_decoder(kind)
+    if desc is None:
+        raise ClipError(f"{path}: codec {codec} is not one of {codecs.names()}")
+    decoder = create_decoder(desc.codec)
     frames: list[av.VideoFrame] = []
     for index, data in enumerate(packets):
         packet = av.Packet(data)

@@ -54,7 +54,6 @@ from daedalus.m2m.cli import positive, seconds
 from daedalus.m2m.layout import Geometry
 from daedalus.m2m.mutate import Mutation, digest, mutate, stream_rng
 from daedalus.m2m.v4l2 import (
-    CODED_FOURCCS,
     DecodeError,
     DecodeTimeout,
     Frame,
@@ -62,6 +61,7 @@ from daedalus.m2m.v4l2 import (
     StatefulDecode,
     Stats,
 )
+from daedalus.proto import codecs
 
 PROG = "daedalus-v4l2 campaign"
 EXIT_CLEAN, EXIT_FINDINGS, EXIT_CANNOT = 0, 1, 2
@@ -145,7 +145,7 @@ def load_clip(name: str) -> Clip:
         raise CampaignError(f"{name}: ffmpeg wrote {len(want)} bytes, not whole "
                             f"{entry.width}x{entry.height} frames")
     frames = tuple(want[i:i + size] for i in range(0, len(want), size))
-    return Clip(name, info.codec, CODED_FOURCCS[info.codec], entry.width, entry.height,
+    return Clip(name, info.codec, codecs.BY_NAME[info.codec].fourcc, entry.width, entry.height,
                 tuple(p.data for p in packets), frames)
 
 
@@ -156,7 +156,8 @@ def offered_codecs(device: Path) -> list[str]:
     with M2MNode(device) as node:
         node.check_m2m()
         formats = node.formats(OUTPUT)
-    return [codec for codec, code in CODED_FOURCCS.items() if code in formats]
+    # AV1 has no stateful fourcc in the kernels we support (not offered there).
+    return [desc.name for desc in codecs.CODECS if desc.fourcc in formats]
 
 
 def default_clips(codecs: Sequence[str]) -> list[str]:

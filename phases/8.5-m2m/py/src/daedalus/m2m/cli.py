@@ -35,7 +35,6 @@ from typing import BinaryIO
 
 from daedalus.m2m.status import DecodeExit, epilog
 from daedalus.m2m.v4l2 import (
-    CODED_FOURCCS,
     DEFAULT_BUFFERS,
     DEFAULT_TIMEOUT,
     DecodeError,
@@ -49,6 +48,7 @@ from daedalus.m2m.v4l2 import (
     daemon_connected,
     packets_of,
 )
+from daedalus.proto import codecs
 
 PROG = "daedalus-v4l2 decode"
 log = logging.getLogger("daedalus.m2m.decode")
@@ -138,7 +138,8 @@ class DecodeCommand:
             return DecodeExit.UNREADABLE, str(exc)  # names the file
         except OSError as exc:
             return DecodeExit.UNREADABLE, f"{path}: {exc.strerror or exc}"
-        code = CODED_FOURCCS.get(codec)
+        desc = codecs.BY_NAME.get(codec)
+        code = desc.fourcc if desc is not None else None
         if code is None:
             return DecodeExit.REFUSED, f"{path}: codec {codec!r} is not decoded here"
         try:

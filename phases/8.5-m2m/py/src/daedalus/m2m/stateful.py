@@ -6,14 +6,14 @@ application queues as one FEED and fetches each decoded frame into a CAPTURE
 buffer with FETCH. Per kernel stream (``stream_id``, chosen by the kernel;
 the codec is fixed by its first FEED) this handler keeps:
 
-- an FFmpeg decoder (phase 8.4's ``create_decoder``: native ``vp9`` and
-  ``h264``, ``libdav1d`` for AV1), its reference frames kept from one FEED
-  to the next;
-- for H.264, FFmpeg's ``h264`` parser: an OUTPUT buffer may hold any slice
-  of a continuous Annex-B byte stream (V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM),
-  which the parser splits into access units, one packet each. A VP9 buffer is
-  one frame (or superframe) and an AV1 buffer one temporal unit: each is
-  decoded as one packet;
+- an FFmpeg decoder (daedalus.codec.session's ``create_decoder``, the
+  decoder the codec table daedalus.proto.codecs names), its reference frames
+  kept from one FEED to the next (the shared part: ``DecoderSession``);
+- for a codec with a ``parser`` in the codec table (H.264), that FFmpeg
+  parser: an OUTPUT buffer may hold any slice of a continuous byte stream
+  (V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM), which the parser splits into access
+  units, one packet each. A buffer of a codec without one (a VP9 frame or
+  superframe, an AV1 temporal unit) is decoded as one packet;
 - the decoded frames not fetched yet, oldest first, tightly packed NV12 /
   P010 (phase 8.4's frames.py), at most ``max_kept`` (64).
 
@@ -61,9 +61,8 @@ Frames kept before the named one are dropped with it: they came from a FEED
 whose answer the kernel did not take (it timed out while the daemon was
 stalled, or was malformed), so the kernel will never ask for them.
 
-CLOSE_STREAM belongs to phase 8.4's DecodeHandler; this handler registers a
-close hook with it (``register_close_hook``) and drops the stream's state
-when it runs.
+CLOSE_STREAM: daedalusd answers it after calling every handler's
+``close_stream`` (this handler's drops the stream's state).
 
 Threads: the daemon calls ``handle`` from its executor. The table of streams
 has a lock and each stream its own, so streams decode in parallel and one
@@ -76,15 +75,24 @@ import errno
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import av
 import numpy as np
 import numpy.typing as npt
-from av.video.codeccontext import VideoCodecContext
 
+from daedalus.codec.session import (
+    MAX_STREAMS,
+    DecodeFailure,
+    DecoderFactory,
+    DecoderSession,
+    answer_decode_req,
+    create_decoder,
+    ffmpeg_text,
+    open_stream,
+)
 from daedalus.m2m.layout import Geometry, buffer_size, fits, lay_out
 from daedalus.proto import (
     FEED_FLAGS,
@@ -93,7 +101,6 @@ from daedalus.proto import (
     MAX_HEIGHT,
     MAX_PAYLOAD,
     MAX_WIDTH,
-    Codec,
     DecodeReq,
     FetchReq,
     FrameInfo,
@@ -106,33 +113,12 @@ from daedalus.proto import (
     parse_fetch_req,
     validate_fetch_req,
 )
-from daedalus.roundtrip.decode import (
-    MAX_STREAMS,
-    TIMESTAMP_WINDOW,
-    DecodeFailure,
-    answer_decode_req,
-    create_decoder,
-    open_stream,
-    register_close_hook,
-)
-from daedalus.roundtrip.frames import PackedFrame, pack
+from daedalus.proto.codecs import by_codec
+from daedalus.roundtrip.frames import pack
 
 log = logging.getLogger("daedalus.m2m")
 
 MAX_KEPT = 64  # decoded frames kept per stream, waiting for FETCH
-
-# The codecs whose OUTPUT buffers are arbitrary slices of a byte stream,
-# split into packets by FFmpeg's parser of that name.
-PARSERS: dict[Codec, str] = {Codec.H264: "h264"}
-
-DecoderFactory = Callable[[Codec], VideoCodecContext]
-
-
-def _ffmpeg_text(exc: Exception) -> str:
-    """FFmpeg's message without PyAV's "[Errno -1094995529] " prefix."""
-    if isinstance(exc, av.FFmpegError) and exc.strerror:
-        return str(exc.strerror)
-    return str(exc) or type(exc).__name__
 
 
 class ByteTimeline:
@@ -186,26 +172,19 @@ class Problem:
 
 
 @dataclass
-class FeedStream:
+class FeedStream(DecoderSession):
     """One kernel stream of FEED / FETCH requests."""
 
-    stream_id: int
-    codec: Codec
+    LOG: ClassVar[logging.Logger] = log
+
     max_kept: int = MAX_KEPT
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    decoder: VideoCodecContext | None = None
     parser: Any = None           # av.CodecContext used only for parse(), H.264
     timeline: ByteTimeline = field(default_factory=ByteTimeline)
-    packets: int = 0             # packet numbers handed to the decoder as pts
-    timestamps: dict[int, int] = field(default_factory=dict)  # packet number -> timestamp
     kept: deque[KeptFrame] = field(default_factory=deque)
     feeds: int = 0
     fetches: int = 0
     orphans: int = 0             # kept frames dropped because the kernel never listed them
     frames: int = 0
-    errors: int = 0
-    decoders_created: int = 0
-    restarts: int = 0            # decoders replaced because they failed a keyframe
     resets: int = 0
 
     # -- state ----------------------------------------------------------------
@@ -222,11 +201,6 @@ class FeedStream:
         self.end_sequence()
         self.kept.clear()
         self.resets += 1
-
-    def _new_decoder(self, factory: DecoderFactory) -> VideoCodecContext:
-        self.decoder = factory(self.codec)
-        self.decoders_created += 1
-        return self.decoder
 
     # -- FEED -------------------------------------------------------------------
 
@@ -255,7 +229,7 @@ class FeedStream:
     def _packets(self, data: bytes, req: DecodeReq,
                  problems: list[Problem]) -> Iterator[tuple[bytes, int]]:
         """The packets of this FEED's bytes, each with its timestamp."""
-        name = PARSERS.get(self.codec)
+        name = by_codec(self.codec).parser
         if name is None:  # one frame / temporal unit per buffer
             if data:
                 yield data, req.timestamp
@@ -270,7 +244,7 @@ class FeedStream:
             if req.flush:
                 packets += self.parser.parse(None)
         except av.FFmpegError as exc:
-            problems.append(Problem(errno.EILSEQ, f"parser failed: {_ffmpeg_text(exc)}; "
+            problems.append(Problem(errno.EILSEQ, f"parser failed: {ffmpeg_text(exc)}; "
                                     f"{self.timeline.pending} bytes dropped"))
             self.parser = None
             self.timeline = ByteTimeline()
@@ -279,54 +253,31 @@ class FeedStream:
             timestamp = self.timeline.take(packet.size)
             yield bytes(packet), req.timestamp if timestamp is None else timestamp
 
-    def _packet(self, data: bytes, number: int) -> av.Packet[Any]:
-        packet = av.Packet(data)
-        packet.pts = number
-        return packet
-
     def _decode(self, data: bytes, timestamp: int, factory: DecoderFactory,
                 problems: list[Problem]) -> list[av.VideoFrame]:
-        decoder = self.decoder if self.decoder is not None else self._new_decoder(factory)
-        number = self.packets
-        self.packets += 1
-        self.timestamps[number] = timestamp
-        self.timestamps.pop(number - TIMESTAMP_WINDOW, None)
+        decoder = self._current_decoder(factory)
+        number = self._number(timestamp)
         try:
             return list(decoder.decode(self._packet(data, number)))
         except av.error.InvalidDataError as exc:
-            try:
+            try:  # (the shared rule; here a failing new decoder is bad data too)
                 frames = self._restart_at_keyframe(data, number, factory)
             except av.FFmpegError:
                 frames = None
             if frames is None:
                 problems.append(Problem(errno.EILSEQ,
-                                        f"invalid bitstream: {_ffmpeg_text(exc)}"))
+                                        f"invalid bitstream: {ffmpeg_text(exc)}"))
                 return []
             return frames
         except av.error.MemoryError as exc:
             self.decoder = None
             problems.append(Problem(errno.ENOMEM, f"decoder out of memory: "
-                                                  f"{_ffmpeg_text(exc)}; decoder reset"))
+                                                  f"{ffmpeg_text(exc)}; decoder reset"))
         except av.FFmpegError as exc:
             self.decoder = None  # not plain bad data: a fresh decoder for the next packet
             problems.append(Problem(errno.EILSEQ, f"decoder failed ({type(exc).__name__}): "
-                                                  f"{_ffmpeg_text(exc)}; decoder reset"))
+                                                  f"{ffmpeg_text(exc)}; decoder reset"))
         return []
-
-    def _restart_at_keyframe(self, data: bytes, number: int,
-                             factory: DecoderFactory) -> list[av.VideoFrame] | None:
-        """The decoder failed on *data*. If a fresh decoder makes a clean
-        keyframe of it, the old one is wedged: replace it and return what the
-        new one decodes; else None. (Phase 8.4's rule; only error paths pay.)"""
-        probe = factory(self.codec)
-        frames = [*probe.decode(self._packet(data, number)), *probe.decode(None)]
-        if not any(f.key_frame and not f.is_corrupt for f in frames):
-            return None
-        decoder = self._new_decoder(factory)
-        self.restarts += 1
-        log.warning("stream %d: the decoder failed a keyframe that a fresh one decodes; "
-                    "replaced it", self.stream_id)
-        return list(decoder.decode(self._packet(data, number)))
 
     def _drain(self, problems: list[Problem]) -> list[av.VideoFrame]:
         if self.decoder is None:
@@ -334,13 +285,8 @@ class FeedStream:
         try:
             return list(self.decoder.decode(None))
         except av.FFmpegError as exc:
-            problems.append(Problem(errno.EILSEQ, f"drain failed: {_ffmpeg_text(exc)}"))
+            problems.append(Problem(errno.EILSEQ, f"drain failed: {ffmpeg_text(exc)}"))
             return []
-
-    def _timestamp(self, frame: PackedFrame, fallback: int) -> int:
-        if frame.pts is None:
-            return fallback
-        return self.timestamps.get(frame.pts, fallback)
 
     def _keep(self, req: DecodeReq, decoded: list[av.VideoFrame],
               problems: list[Problem]) -> list[FrameInfo]:
@@ -372,10 +318,6 @@ class FeedStream:
         self.kept.extend(good)
         self.frames += len(good)
         return [k.info for k in good]
-
-    def _failed(self, error: int, message: str) -> DecodeFailure:
-        self.errors += 1
-        return DecodeFailure(error, message)
 
     # -- FETCH ------------------------------------------------------------------
 
@@ -438,8 +380,6 @@ class StatefulHandler:
         self._max_kept = max_kept
         self._lock = threading.Lock()  # protects _streams
         self._streams: dict[int, FeedStream] = {}
-        # CLOSE_STREAM is phase 8.4's opcode: it calls us back (held weakly).
-        self._unregister = register_close_hook(self.drop_stream)
 
     # -- the daemon's entry point ---------------------------------------------
 
@@ -482,9 +422,9 @@ class StatefulHandler:
             return errno.ENOENT, encode_message(f"no stream {req.stream_id}")
         return stream.fetch(req)
 
-    # -- CLOSE_STREAM (through phase 8.4's hook) ------------------------------
+    # -- CLOSE_STREAM (daedalusd calls every handler's close_stream) -----------
 
-    def drop_stream(self, stream_id: int) -> None:
+    def close_stream(self, stream_id: int) -> None:
         with self._lock:
             stream = self._streams.pop(stream_id, None)
         if stream is None:
@@ -497,12 +437,11 @@ class StatefulHandler:
                  stream.frames, stream.fetches, stream.errors, unfetched, stream.orphans)
 
     def close(self) -> None:
-        """Stop listening to CLOSE_STREAM and drop every stream."""
-        self._unregister()
+        """Drop every stream."""
         with self._lock:
             ids = list(self._streams)
         for stream_id in ids:
-            self.drop_stream(stream_id)
+            self.close_stream(stream_id)
 
     # -- introspection (tests, logs) ------------------------------------------
 

@@ -55,10 +55,6 @@ EVENT_SOURCE_CHANGE = int(raw.EventType.SOURCE_CHANGE)
 CAP_M2M_MPLANE = int(raw.Capability.VIDEO_M2M_MPLANE)
 DAEMON_STATE = Path("/sys/kernel/debug/daedalus-v4l2/daemon")
 
-# Coded formats by the codec phase 8.3's readers report. AV1 has no stateful
-# fourcc in the kernels we support (the node does not offer it there).
-CODED_FOURCCS = {"vp9": "VP90", "h264": "H264", "av1": "AV01"}
-
 DEFAULT_BUFFERS = 8
 DEFAULT_TIMEOUT = 10.0   # seconds without any progress
 EVENT_GRACE = 1.0        # after a LAST buffer, how long its event may take

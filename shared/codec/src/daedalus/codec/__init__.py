@@ -1,0 +1,1 @@
+"""What the daemon's PyAV decoders share across phases (session.py)."""
