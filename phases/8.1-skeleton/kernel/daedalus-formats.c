@@ -69,6 +69,24 @@ const struct daedalus_coded_fmt *daedalus_coded_fmt_by_index(unsigned int index)
 	return NULL;
 }
 
+/**
+ * daedalus_coded_fmt_by_codec() - the table's entry for a wire codec
+ * @codec: enum daedalus_codec, as a request names it
+ *
+ * Return: the entry, also for a codec the running kernel has no V4L2 format
+ * for (its fourcc is 0: it is still decoded through the debugfs round trip),
+ * or NULL for a value that names no codec.
+ */
+const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_coded_fmts); i++)
+		if (daedalus_coded_fmts[i].codec == codec)
+			return &daedalus_coded_fmts[i];
+	return NULL;
+}
+
 const struct daedalus_coded_fmt *daedalus_find_coded_fmt(u32 fourcc)
 {
 	unsigned int i;

@@ -44,7 +44,8 @@
  *
  * The one table of codecs in the kernel (daedalus-formats.c): every fact a
  * layer needs about a codec is a member here, and later layers read it
- * through daedalus_find_coded_fmt() and daedalus_coded_fmt_by_index().
+ * through daedalus_find_coded_fmt(), daedalus_coded_fmt_by_index() and
+ * daedalus_coded_fmt_by_codec().
  */
 struct daedalus_coded_fmt {
 	u32 fourcc;
@@ -117,6 +118,7 @@ static inline struct daedalus_ctx *daedalus_file_to_ctx(struct file *file)
 /* daedalus-formats.c */
 const struct daedalus_coded_fmt *daedalus_coded_fmt_by_index(unsigned int index);
 const struct daedalus_coded_fmt *daedalus_find_coded_fmt(u32 fourcc);
+const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec);
 const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index);
 const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc);
 void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix);

@@ -64,7 +64,7 @@ int daedalus_decode_check_req(struct daedalus_dec_stream *stream,
 		return -EINVAL;
 	if (req->bitstream_len != len - sizeof(*req))
 		return -EINVAL;
-	if (req->codec < DAEDALUS_CODEC_VP9 || req->codec > DAEDALUS_CODEC_AV1)
+	if (!daedalus_coded_fmt_by_codec(req->codec))
 		return -EINVAL;
 	if (stream->codec && stream->codec != req->codec)
 		return -EINVAL;
