@@ -3,7 +3,8 @@
 The inner pytest runs with the same --phase, so phase N's build is exercised
 by the tests of every phase up to N (regression bisecting by phase).
 
-The 6.12 tier runs every guest test. To keep CI within its time, the 6.1 tier
+The 6.12 tier runs every guest test. Each tier's whole inner output (every
+test's printed figures) is kept in build/guest-tier-SERIES.log. To keep CI within its time, the 6.1 tier
 runs a smoke subset (SMOKE_61: the node, the bridge's validation, the round
 trip, byte-exact decodes through every client, a resolution change, the
 overflow and stalled-daemon reproductions, an unbind); the full 6.1 run is
@@ -47,6 +48,12 @@ def test_guest_tier(series: str, phase: str, guest_kernels: list[str]) -> None:
         argv[-1:-1] = ["-k", SMOKE_61]
     result = run_guest(GuestConfig(kernel=kernel, phase=phase, timeout=3000), argv,
                        cwd=repo_root())
+    # the whole inner run (its figures: -rA prints every test's output) stays
+    # readable after a passing tier: build/guest-tier-SERIES.log
+    log = repo_root() / "build" / f"guest-tier-{series}.log"
+    log.parent.mkdir(exist_ok=True)
+    log.write_text(result.stdout + "\n--- stderr ---\n" + result.stderr)
+    print(f"inner run: {log}")
     print(result.stdout[-20000:])
     print(result.stderr[-5000:], file=sys.stderr)
     assert result.status == 0, "\n".join(result.problems) or result.stdout[-3000:]
