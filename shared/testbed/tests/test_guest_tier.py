@@ -4,10 +4,11 @@ The inner pytest runs with the same --phase, so phase N's build is exercised
 by the tests of every phase up to N (regression bisecting by phase).
 
 The 6.12 tier runs every guest test. Each tier's whole inner output (every
-test's printed figures) is kept in build/guest-tier-SERIES.log. To keep CI within its time, the 6.1 tier
-runs a smoke subset (SMOKE_61: the node, the bridge's validation, the round
-trip, byte-exact decodes through every client, a resolution change, the
-overflow and stalled-daemon reproductions, an unbind); the full 6.1 run is
+test's printed figures) is kept in build/guest-tier-SERIES.log. To keep CI
+within its time, the 6.1 tier runs a smoke subset (SMOKE_61: the node, the
+bridge's validation, the round trip, byte-exact decodes through every client,
+a resolution change, the overflow and stalled-daemon reproductions, an
+unbind); the full 6.1 run is
 
     DAEDALUS_FULL_61=1 hatch run test shared/testbed/tests/test_guest_tier.py -k 6.1
 """
