@@ -41,7 +41,7 @@ import pytest
 from av.video.codeccontext import VideoCodecContext
 
 from daedalus.codec.session import create_decoder
-from daedalus.dispatch import daemon
+from daedalus.dispatch.loopback import serve_against
 from daedalus.dispatch.registry import Registration, Registry
 from daedalus.m2m import layout
 from daedalus.m2m.cli import DecodeCommand, format_summary
@@ -867,17 +867,9 @@ def test_through_daedalusd_with_the_installed_handlers() -> None:
         return pictures
 
     async def main() -> dict[int, list[bytes]]:
-        daemon_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with daemon_end, kernel_end:
-            kernel_end.setblocking(False)
-            stop = asyncio.Event()
-            served = asyncio.create_task(daemon.serve(daemon_end.fileno(), registry,
-                                                      stop=stop))
-            try:
-                return await asyncio.wait_for(kernel(kernel_end), 300)
-            finally:
-                stop.set()
-                assert await asyncio.wait_for(served, 10) == 0
+        pictures, status = await serve_against(kernel, registry, timeout=300, stop_timeout=10)
+        assert status == 0
+        return pictures
 
     pictures = asyncio.run(main())
     assert pictures[1] == reference_frames(corpus_path(VP9), [(320, 240)] * 30)

@@ -25,6 +25,7 @@ import pytest
 
 from daedalus.dispatch import daemon
 from daedalus.dispatch.log import JournalFormatter, priority, setup_logging
+from daedalus.dispatch.loopback import serve_against
 from daedalus.dispatch.registry import Handler, Registry, RegistryError
 from daedalus.proto import (
     HDR_SIZE,
@@ -180,17 +181,9 @@ def run(scenario: Scenario, handlers: Iterable[object] | Registry = ALL,
     Returns serve's exit status."""
 
     async def main() -> int:
-        daemon_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with daemon_end, kernel_end:
-            kernel_end.setblocking(False)
-            stop = asyncio.Event()
-            served = asyncio.create_task(daemon.serve(daemon_end.fileno(), handlers, stop=stop,
-                                                      max_in_flight=max_in_flight))
-            try:
-                await asyncio.wait_for(scenario(FakeKernel(kernel_end)), timeout)
-            finally:
-                stop.set()
-            return await asyncio.wait_for(served, 5)
+        _, status = await serve_against(lambda sock: scenario(FakeKernel(sock)), handlers,
+                                        timeout=timeout, max_in_flight=max_in_flight)
+        return status
 
     return asyncio.run(main())
 

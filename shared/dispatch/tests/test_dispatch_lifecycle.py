@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import pytest
 
-from daedalus.dispatch import daemon
+from daedalus.dispatch.loopback import serve_against
 from daedalus.dispatch.registry import Registry, RegistryError, StreamOwner
 from daedalus.proto import (
     HDR_SIZE,
@@ -128,17 +128,8 @@ Kernel = Callable[[socket.socket], Awaitable[None]]
 
 def serve(registry: Registry, kernel: Kernel) -> None:
     async def main() -> None:
-        daemon_end, kernel_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with daemon_end, kernel_end:
-            kernel_end.setblocking(False)
-            stop = asyncio.Event()
-            served = asyncio.create_task(daemon.serve(daemon_end.fileno(), registry,
-                                                      stop=stop))
-            try:
-                await asyncio.wait_for(kernel(kernel_end), 20)
-            finally:
-                stop.set()
-            assert await asyncio.wait_for(served, 5) == 0
+        _, status = await serve_against(kernel, registry)
+        assert status == 0
 
     asyncio.run(main())
 
