@@ -221,8 +221,7 @@ class Session:
             self.spawn(self.reply(header, errno.EPROTO, b"request before HELLO"))
             return
         if header.type == MsgType.CLOSE_STREAM:
-            self.in_flight += 1
-            self.spawn(self.close_stream(header, payload))
+            self.spawn_request(self.close_stream(header, payload))
             return
         registration = self.registry.lookup(header.type)
         if registration is None:
@@ -230,8 +229,7 @@ class Session:
                         describe_type(header.type), header.cookie)
             self.spawn(self.reply(header, errno.EOPNOTSUPP, b""))
             return
-        self.in_flight += 1
-        self.spawn(self.dispatch(registration, header, payload))
+        self.spawn_request(self.dispatch(registration, header, payload))
 
     def on_hello(self, header: Header, payload: bytes) -> None:
         try:
@@ -269,41 +267,44 @@ class Session:
             return await result if inspect.isawaitable(result) else result
         return await self.loop.run_in_executor(self.executor, handle, header, payload)
 
-    async def dispatch(self, registration: Registration, header: Header, payload: bytes) -> None:
+    def spawn_request(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run the answer to a request read from the device; it counts as in
+        flight (see on_readable) until it is written."""
+        self.in_flight += 1
+        self.spawn(self._in_flight(coro))
+
+    async def _in_flight(self, coro: Coroutine[Any, Any, None]) -> None:
         try:
-            try:
-                status, body = _check_result(await self._call(registration, header, payload))
-            except Exception as exc:
-                log.error("handler %s failed on %s cookie %d: %r", registration.name,
-                          describe_type(header.type), header.cookie, exc,
-                          exc_info=log.isEnabledFor(logging.DEBUG))
-                status, body = errno.EIO, (str(exc) or type(exc).__name__).encode(
-                    errors="replace")
-            await self.reply(header, status, body)
+            await coro
         finally:
             self.in_flight -= 1
             self.start_reading()
 
+    async def dispatch(self, registration: Registration, header: Header, payload: bytes) -> None:
+        try:
+            status, body = _check_result(await self._call(registration, header, payload))
+        except Exception as exc:
+            log.error("handler %s failed on %s cookie %d: %r", registration.name,
+                      describe_type(header.type), header.cookie, exc,
+                      exc_info=log.isEnabledFor(logging.DEBUG))
+            status, body = errno.EIO, (str(exc) or type(exc).__name__).encode(errors="replace")
+        await self.reply(header, status, body)
+
     async def close_stream(self, header: Header, payload: bytes) -> None:
         """CLOSE_STREAM: every StreamOwner drops the stream, then one answer."""
         try:
-            try:
-                stream = parse_stream(payload)
-                if any(stream.reserved):
-                    raise ProtocolError("stream reserved words not zero: "
-                                        f"{list(stream.reserved)}")
-            except ProtocolError as exc:
-                log.warning("malformed CLOSE_STREAM, cookie %d: %s", header.cookie, exc)
-                await self.reply(header, errno.EINVAL, encode_message(str(exc)))
-                return
-            # Blocking (a handler waits for a request still running on the
-            # stream): in a worker; Registry.close_stream never raises.
-            await self.loop.run_in_executor(self.executor, self.registry.close_stream,
-                                            stream.stream_id)
-            await self.reply(header, 0, b"")
-        finally:
-            self.in_flight -= 1
-            self.start_reading()
+            stream = parse_stream(payload)
+            if any(stream.reserved):
+                raise ProtocolError(f"stream reserved words not zero: {list(stream.reserved)}")
+        except ProtocolError as exc:
+            log.warning("malformed CLOSE_STREAM, cookie %d: %s", header.cookie, exc)
+            await self.reply(header, errno.EINVAL, encode_message(str(exc)))
+            return
+        # Blocking (a handler waits for a request still running on the
+        # stream): in a worker; Registry.close_stream never raises.
+        await self.loop.run_in_executor(self.executor, self.registry.close_stream,
+                                        stream.stream_id)
+        await self.reply(header, 0, b"")
 
     async def reply(self, header: Header, status: int, body: bytes) -> bool:
         """Write the answer to *header*'s request; False if it could not be written."""
