@@ -46,6 +46,7 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 static const struct daedalus_decoded_fmt daedalus_decoded_fmts[] = {
 	{
 		.fourcc		= V4L2_PIX_FMT_NV12,
+		.pixfmt		= DAEDALUS_PIXFMT_NV12,
 		.depth		= 8,
 		.bpp_num	= 1,
 	},
@@ -116,6 +117,17 @@ const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc)
 	return NULL;
 }
 
+/* The CAPTURE format that carries the daemon's @pixfmt frames, or NULL. */
+const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++)
+		if (daedalus_decoded_fmts[i].pixfmt == pixfmt)
+			return &daedalus_decoded_fmts[i];
+	return NULL;
+}
+
 static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix)
 {
 	pix->width = clamp_t(u32, ALIGN(pix->width, DAEDALUS_SIZE_STEP),
@@ -155,7 +167,11 @@ void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix)
  * daedalus_fill_decoded_fmt() - make @pix a valid CAPTURE format
  *
  * One plane: the luma plane followed by interleaved chroma at half height.
- * Strides are 64-byte aligned (what FFmpeg writes without copying).
+ * Rows are padded to a multiple of 4 bytes only: the layout GStreamer
+ * assumes for a frame without a video meta (its default NV12 stride). With
+ * a wider stride, GStreamer 1.22 copies each frame for a sink that takes no
+ * video meta (filesink, appsink) into a buffer as large as the padded one,
+ * and such a sink writes frames as wide as the stride.
  */
 void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix)
 {
@@ -167,7 +183,7 @@ void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix)
 		fmt = daedalus_decoded_fmt_by_index(0);
 	pix->pixelformat = fmt->fourcc;
 	daedalus_clamp_size(pix);
-	stride = ALIGN(pix->width * fmt->bpp_num, 64);
+	stride = ALIGN(pix->width * fmt->bpp_num, 4);
 	pix->plane_fmt[0].bytesperline = stride;
 	pix->plane_fmt[0].sizeimage = stride * pix->height * 3 / 2;
 }

@@ -58,11 +58,13 @@ struct daedalus_coded_fmt {
 /**
  * struct daedalus_decoded_fmt - a raw format produced on CAPTURE
  * @fourcc: V4L2 pixel format.
+ * @pixfmt: the daemon's layout of these frames (enum daedalus_pixfmt).
  * @depth: bits per component.
  * @bpp_num: bytes per luma sample, numerator (chroma is subsampled 4:2:0).
  */
 struct daedalus_decoded_fmt {
 	u32 fourcc;
+	u32 pixfmt;
 	u8 depth;
 	u8 bpp_num;
 };
@@ -121,6 +123,7 @@ const struct daedalus_coded_fmt *daedalus_find_coded_fmt(u32 fourcc);
 const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec);
 const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index);
 const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc);
+const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt);
 void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix);
 void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
 void daedalus_default_fmts(struct daedalus_ctx *ctx);
