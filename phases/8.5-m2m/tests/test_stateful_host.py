@@ -488,7 +488,7 @@ def test_kept_frames_are_bounded_enospc() -> None:
 
 
 @pytest.mark.parametrize(("make", "match"), [
-    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x4), "flags 0x4"),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x8), "flags 0x8"),
     (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 0, 0, 1]),
      "reserved"),
     (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, bitstream_len=4), "bitstream_len"),
