@@ -57,6 +57,7 @@ from daedalus.parse.reference import ffprobe
 from daedalus.proto import (
     DECODE_FLUSH,
     DECODE_RESET,
+    DECODE_RESYNC,
     FETCH_DISCARD,
     FETCH_RESP_SIZE,
     HDR_SIZE,
@@ -190,8 +191,17 @@ class Kernel:
     errors: dict[int, FrameResp] = field(default_factory=dict)  # FEED timestamp -> answer
     early: list[Fetched] = field(default_factory=list)  # fetched to make room
     auto_fetch: bool = True
+    resync: bool = False   # an answer was lost: FEEDs carry RESYNC until one is taken
+    resyncs: int = 0       # RESYNC FEEDs sent, their answers lost or not
+    answers: list[FrameResp] = field(default_factory=list)  # to RESYNC FEEDs, taken
 
-    def feed(self, data: bytes = b"", timestamp: int = 0, flags: int = 0) -> FrameResp:
+    def _send(self, data: bytes, timestamp: int, flags: int) -> tuple[int, FrameResp]:
+        if self.resync:
+            # a RESYNC FEED goes out once the kernel holds no pending frame
+            while self.pending:
+                self.early.append(self.fetch())
+            flags |= DECODE_RESYNC
+            self.resyncs += 1
         # daedalus_feed_one(): no FEED while more than 32 - 16 frames are pending
         while self.auto_fetch and len(self.pending) > 16:
             self.early.append(self.fetch())
@@ -203,18 +213,42 @@ class Kernel:
         validate_frame_resp(resp)  # the kernel's daedalus_resp_valid
         assert len(resp.message) <= MAX_MSG
         resp.message.decode("utf-8")
+        return flags, resp
+
+    def feed(self, data: bytes = b"", timestamp: int = 0, flags: int = 0) -> FrameResp:
+        flags, resp = self._send(data, timestamp, flags)
         if resp.ok:
             self.pending += resp.frames
         else:
             assert resp.error and not resp.frames and resp.text
             self.errors[timestamp] = resp
+        if flags & DECODE_RESYNC:
+            self.answers.append(resp)
+            # resync until an answer is taken that lists fewer than MAX_FRAMES frames
+            self.resync = not resp.ok or len(resp.frames) == MAX_FRAMES
+        return resp
+
+    def lose(self, data: bytes = b"", timestamp: int = 0, flags: int = 0) -> FrameResp:
+        """A FEED whose answer never reaches the kernel (its watchdog fired, or
+        the answer was malformed): the daemon decoded it, the kernel ignores it."""
+        resp = self._send(data, timestamp, flags)[1]
+        self.resync = True
         return resp
 
     def feed_all(self, chunks: Sequence[bytes], timestamps: Sequence[int] | None = None
                  ) -> None:
         for index, chunk in enumerate(chunks):
             self.feed(chunk, index if timestamps is None else timestamps[index])
+        self.drain()
+
+    def drain(self) -> None:
+        """FLUSH, again while the kernel is resyncing (the frames beyond one answer)."""
         self.feed(flags=DECODE_FLUSH, timestamp=2**64 - 1)
+        for _ in range(MAX_KEPT):
+            if not self.resync:
+                return
+            self.feed(flags=DECODE_FLUSH, timestamp=2**64 - 1)
+        raise AssertionError("still resyncing")
 
     def fetch_raw(self, bytesperline: int, height: int, max_bytes: int | None = None,
                   flags: int = 0, want: FrameInfo | None = None) -> tuple[int, bytes]:
@@ -488,7 +522,7 @@ def test_kept_frames_are_bounded_enospc() -> None:
 
 
 @pytest.mark.parametrize(("make", "match"), [
-    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x4), "flags 0x4"),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x8), "flags 0x8"),
     (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 0, 0, 1]),
      "reserved"),
     (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, bitstream_len=4), "bitstream_len"),
@@ -530,11 +564,11 @@ def test_fetch_with_nothing_kept_is_enoent() -> None:
     assert kept_none(kernel.fetch_raw(384, 240))  # known, nothing kept
 
 
-def test_fetch_drops_the_frames_of_a_feed_whose_answer_the_kernel_lost() -> None:
-    """A FEED the kernel gave up on (its bridge timeout fired while the daemon
-    was stalled) was still decoded here: its frame is kept, but the kernel
-    never lists it. The next FETCH names the frame the kernel expects, and
-    the unknown one goes instead of being handed out in its place."""
+def test_fetch_drops_the_frames_the_kernel_forgot() -> None:
+    """A kernel that forgot a frame (here: lost a FEED's answer and did not
+    resync): the frame is kept, but the kernel never lists it. The next FETCH
+    names the frame the kernel expects, and the unknown one goes instead of
+    being handed out in its place."""
     handler = StatefulHandler()
     kernel = Kernel(handler, 16, Codec.VP9)
     chunks = packets(VP9)
@@ -551,6 +585,185 @@ def test_fetch_drops_the_frames_of_a_feed_whose_answer_the_kernel_lost() -> None
     assert [f.picture for f in got] == [want[i] for i in (0, 1, 2, 4, 5)]
     stream = handler.stream(16)
     assert stream is not None and stream.orphans == 1
+
+
+# --- RESYNC: the kernel lost a FEED's answer ----------------------------------------
+
+
+@pytest.mark.parametrize("lost", [[8], [8, 9, 10], [2, 3], [29], ["drain"],
+                                  [27, 28, 29, "drain"]], ids=str)
+def test_h264_lost_answers_then_resync_lose_no_frame(lost: list[int | str]) -> None:
+    """One access unit per buffer (B-frames: the decoder reorders, and the
+    frames a FEED completes belong to earlier buffers too). The answers to
+    the FEEDs in *lost* never reach the kernel; its next FEEDs carry RESYNC
+    once it has fetched its pending frames. Every picture still comes out,
+    byte-exact, in display order, with its own buffer's timestamp, and the
+    daemon drops nothing."""
+    units = packets(H264)
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 40, Codec.H264)
+    unknown = []  # after each FEED: the kept frames the kernel does not know
+
+    def step(resp: FrameResp) -> None:
+        stream = handler.stream(40)
+        assert resp.ok and stream is not None
+        unknown.append(len(stream.kept) - len(kernel.pending))
+
+    for i, unit in enumerate(units):
+        step(kernel.lose(unit, i) if i in lost else kernel.feed(unit, i))
+    if "drain" in lost:
+        step(kernel.lose(flags=DECODE_FLUSH, timestamp=2**64 - 1))
+    assert max(unknown) > 0  # the lost answers listed frames
+    kernel.drain()
+    assert not kernel.errors and kernel.answers
+    assert all(a.ok for a in kernel.answers)
+    got = kernel.fetch_all()
+    assert [f.picture for f in got] == reference_frames(corpus_path(H264), [(320, 240)] * 30)
+    starts = np.cumsum([0] + [len(u) for u in units[:-1]])
+    assert [f.frame.timestamp for f in got] == [
+        int(np.searchsorted(starts, pos, side="right")) - 1
+        for pos in frame_positions(corpus_path(H264))]
+    stream = handler.stream(40)
+    assert stream is not None and (stream.orphans, stream.resyncs) == (0, kernel.resyncs)
+
+
+def test_resync_lists_more_than_one_answer_holds_over_several_feeds() -> None:
+    """Twenty answers lost in a row (one VP9 frame each): twenty frames the
+    kernel does not know, more than one answer lists. The first RESYNC answer
+    taken lists the oldest sixteen; the kernel fetches them and resyncs again,
+    and the next answer lists the other four, then its own frame."""
+    chunks = packets(VP9)
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 41, Codec.VP9)
+    for i, chunk in enumerate(chunks):
+        if 3 <= i < 23:
+            kernel.lose(chunk, i)
+        else:
+            kernel.feed(chunk, i)
+        if i == 22:
+            stream = handler.stream(41)
+            # the first RESYNC FEED went out after the kernel fetched 0..2
+            assert stream is not None and len(stream.kept) == 20 and not kernel.pending
+    kernel.drain()
+    assert [[f.timestamp for f in a.frames] for a in kernel.answers] == [
+        list(range(3, 19)), list(range(19, 25))]
+    got = kernel.fetch_all()
+    assert [f.frame.timestamp for f in got] == list(range(30))
+    assert [f.picture for f in got] == reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    stream = handler.stream(41)
+    assert stream is not None and (stream.orphans, stream.resyncs) == (0, 2 + 19)
+
+
+def test_resync_with_reset_lists_only_new_frames() -> None:
+    """A seek while resyncing: RESET drops the kept frames first, so the
+    answer lists only what the FEED itself completed."""
+    chunks = packets(VP9)
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 42, Codec.VP9)
+    for i in range(6):
+        (kernel.lose if i >= 3 else kernel.feed)(chunks[i], i)
+    kernel.pending.clear()  # STREAMOFF(OUTPUT): the kernel forgets its pending frames
+    resp = kernel.feed(chunks[0], 100, flags=DECODE_RESET)
+    assert resp.ok and [f.timestamp for f in resp.frames] == [100]
+    assert not kernel.resync  # fewer than MAX_FRAMES: in step again
+    for i in range(1, 30):
+        kernel.feed(chunks[i], 100 + i)
+    kernel.drain()
+    got = kernel.fetch_all()  # 0..2 fetched before the first RESYNC FEED
+    assert [f.frame.timestamp for f in got] == [0, 1, 2] + [100 + i for i in range(30)]
+    clean = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in got] == clean[:3] + clean
+    stream = handler.stream(42)
+    assert stream is not None and (stream.resets, stream.orphans) == (1, 0)
+
+
+def test_resync_feed_that_fails_keeps_the_frames_for_the_next_one() -> None:
+    """A RESYNC FEED whose own bytes fail is DECODE_ERROR (an error answer
+    lists no frame): the kept frames stay, the kernel stays in resync, and the
+    next RESYNC FEED lists them before its own."""
+    chunks = packets(VP9) * 2
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 43, Codec.VP9)
+    for i in range(5):
+        (kernel.lose if i in (3, 4) else kernel.feed)(chunks[i], i)
+    broken = bytearray(chunks[5])
+    broken[0] ^= 0xFF  # the VP9 frame marker
+    resp = kernel.feed(bytes(broken), 5)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EILSEQ)
+    assert kernel.resync and list(kernel.errors) == [5]
+    stream = handler.stream(43)
+    assert stream is not None and [k.info.timestamp for k in stream.kept] == [3, 4]
+    for i in range(6, 60):
+        kernel.feed(chunks[i], i)
+    kernel.drain()
+    taken = next(a for a in kernel.answers if a.ok)  # the first RESYNC answer taken
+    assert [f.timestamp for f in taken.frames][:2] == [3, 4]
+    got = kernel.fetch_all()
+    stamps = [f.frame.timestamp for f in got]
+    assert stamps[:5] == [0, 1, 2, 3, 4] and stamps == sorted(stamps)
+    clean = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in got[:5]] == clean[:5]
+    assert [f.picture for f in got if f.frame.timestamp >= 30] == clean
+    assert stream.orphans == 0
+
+
+def test_resync_feed_with_too_many_frames_of_its_own_is_eoverflow_and_keeps_the_rest() -> None:
+    units = packets(H264)
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 44, Codec.H264)
+    """The rest of the stream and a drain in one RESYNC FEED: more than
+    MAX_FRAMES frames of its own, so EOVERFLOW and none of them kept; the
+    frame of the lost answer stays and the next RESYNC FEED lists it."""
+    units = packets(H264)
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 44, Codec.H264)
+    for i in range(5):  # units 3 and 4 complete pictures 0 and 1, from units 0 and 2
+        (kernel.lose if i == 4 else kernel.feed)(units[i], i)
+    stream = handler.stream(44)
+    assert stream is not None
+    unknown = [k.info for k in stream.kept if k.info not in kernel.pending]
+    assert [f.timestamp for f in unknown] == [2]
+    resp = kernel.feed(b"".join(units[5:]), 5, flags=DECODE_FLUSH)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EOVERFLOW)
+    assert kernel.resync and [k.info for k in stream.kept] == unknown
+    resp = kernel.feed(flags=DECODE_FLUSH, timestamp=7)
+    assert resp.ok and list(resp.frames) == unknown and not kernel.resync
+    got = kernel.fetch_all()
+    want = reference_frames(corpus_path(H264), [(320, 240)] * 30)
+    assert [f.picture for f in got] == want[:2]  # display order: unit 4 holds picture 1
+    assert stream.orphans == 0
+
+
+def test_resync_room_counts_only_what_the_answer_leaves_kept() -> None:
+    """With room for MAX_FRAMES + 4 frames, a RESYNC FEED is decoded while at
+    most that many are kept (its answer lists sixteen of them); beyond, it is
+    ENOSPC and keeps them all, until a seek drops them."""
+    chunks = packets(VP9)
+    handler = StatefulHandler(max_kept=MAX_FRAMES + 4)
+    kernel = Kernel(handler, 45, Codec.VP9)
+    for i in range(MAX_FRAMES + 5):
+        assert kernel.lose(chunks[i], i).ok, i
+    stream = handler.stream(45)
+    assert stream is not None and len(stream.kept) == MAX_FRAMES + 5
+    resp = kernel.feed(chunks[21], 21)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.ENOSPC)
+    assert kernel.resync and len(stream.kept) == MAX_FRAMES + 5
+    resp = kernel.feed(chunks[0], 100, flags=DECODE_RESET)
+    assert resp.ok and [f.timestamp for f in resp.frames] == [100] and not kernel.resync
+    assert kernel.fetch().picture == reference_frames(corpus_path(VP9), [(320, 240)] * 30)[0]
+
+
+def test_resync_is_a_feed_flag_only() -> None:
+    """FEED takes DAEDALUS_DECODE_RESYNC; phase 8.4's REQ_DECODE refuses it (EINVAL)."""
+    payload = pack_decode_req(Codec.VP9, packets(VP9)[0], stream_id=46, timestamp=1,
+                              flags=DECODE_RESYNC)
+    resp = parse_frame_resp(StatefulHandler().feed(payload))
+    assert resp.ok and [f.timestamp for f in resp.frames] == [1]
+    decode = DecodeHandler()
+    status, answer = decode.handle(header(MsgType.DECODE, payload), payload)
+    resp = parse_frame_resp(answer)
+    assert status == 0 and (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EINVAL)
+    assert "unknown decode flags 0x4" in resp.text and decode.stream_ids() == []
 
 
 def test_fetch_of_a_frame_not_kept_is_enoent_and_drops_nothing() -> None:

@@ -35,7 +35,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		5
+#define DAEDALUS_PROTO_VERSION		6
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -72,7 +72,9 @@
  *	superframe / temporal unit) for VP9 and AV1. The daemon parses and
  *	decodes it and keeps the frames it completes, oldest first, for FETCH.
  *	The answer is a RESP_FRAME listing those frames (their digests are
- *	those of the pixels FETCH will return, tightly packed).
+ *	those of the pixels FETCH will return, tightly packed); with
+ *	DAEDALUS_DECODE_RESYNC it first lists the frames the daemon still keeps
+ *	from earlier FEEDs, whose answers the kernel lost.
  * @DAEDALUS_MSG_FETCH: kernel -> daemon; payload struct daedalus_fetch_req,
  *	which names the frame wanted. The answer is struct daedalus_fetch_resp
  *	followed by that frame's pixels laid out as the request says; the
@@ -81,7 +83,9 @@
  * Version history: 1 = HELLO, PING (phase 8.2); 2 = DECODE, CLOSE_STREAM
  * (phase 8.4); 3 = FEED, FETCH (phase 8.5); 4 = FETCH names its frame, so
  * frames of a FEED whose answer the kernel never took are dropped (phase 8.5);
- * 5 = stream ids are 64 bits wide, so they are never reused (phase 8.5).
+ * 5 = stream ids are 64 bits wide, so they are never reused (phase 8.5);
+ * 6 = FEED's DAEDALUS_DECODE_RESYNC: the frames of a FEED whose answer the
+ * kernel lost are listed again, not dropped (phase 8.5).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -161,6 +165,15 @@ enum daedalus_pixfmt {
 #define DAEDALUS_DECODE_FLUSH	0x1
 /* FEED only: first drop the stream's decoder and kept frames (a seek). */
 #define DAEDALUS_DECODE_RESET	0x2
+/*
+ * FEED only: the kernel lost the answer to an earlier FEED of this stream (it
+ * timed out or was malformed) and holds no pending frame of it: the answer
+ * lists first every frame the daemon keeps for the stream, oldest first, then
+ * this FEED's own frames, at most DAEDALUS_MAX_FRAMES in all; frames that do
+ * not fit stay kept and are listed by the next RESYNC FEED (the kernel sends
+ * another while an answer to a RESYNC FEED lists DAEDALUS_MAX_FRAMES frames).
+ */
+#define DAEDALUS_DECODE_RESYNC	0x4
 
 /**
  * struct daedalus_decode_req - payload of REQ_DECODE, before the bitstream
@@ -262,10 +275,10 @@ struct daedalus_stream {
  * @reserved: must be zero.
  *
  * The daemon answers with the oldest kept frame that has @timestamp and
- * @digest and drops the frames kept before it: frames of a FEED whose
- * answer the kernel did not take (it timed out or was malformed), which the
- * kernel never fetches. If no kept frame matches, the answer is ENOENT and
- * nothing is dropped.
+ * @digest and drops the frames kept before it: frames the kernel no longer
+ * knows of, which it never fetches (a kernel that lost a FEED's answer gets
+ * that FEED's frames listed again with DAEDALUS_DECODE_RESYNC instead). If no
+ * kept frame matches, the answer is ENOENT and nothing is dropped.
  *
  * The pixels are NV12 or P010 as in struct daedalus_frame_info, each row
  * padded with zeros to bytesperline and the rows past the frame's height

@@ -241,16 +241,22 @@ def test_stream_round_trip() -> None:
 # --- FEED and FETCH (phase 8.5) ----------------------------------------------------
 
 
-def test_feed_allows_reset_where_decode_does_not() -> None:
+def test_feed_allows_reset_and_resync_where_decode_does_not() -> None:
     req, bitstream = proto.parse_decode_req(proto.pack_decode_req(
         proto.Codec.H264, b"abc", flags=proto.DECODE_FLUSH | proto.DECODE_RESET))
-    assert req.flush and req.reset
+    assert req.flush and req.reset and not req.resync
     proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
     with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x2"):
         proto.validate_decode_req(req, len(bitstream))
-    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(proto.Codec.H264, b"abc",
-                                                                  flags=4))
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(
+        proto.Codec.H264, b"abc", flags=proto.DECODE_RESYNC | proto.DECODE_FLUSH))
+    assert req.resync and req.flush and not req.reset
+    proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
     with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x4"):
+        proto.validate_decode_req(req, len(bitstream))  # REQ_DECODE: FLUSH only
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(proto.Codec.H264, b"abc",
+                                                                  flags=8))
+    with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x8"):
         proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
 
 

@@ -237,7 +237,8 @@ def answer_decode_req(payload: bytes | bytearray | memoryview, kind: str,
                              req.timestamp)
             return error_response(errno.EIO, f"internal error: {exc!r}")
         extra = detail(stream)
-    logger.debug("stream %d, timestamp %d: %d bytes%s%s -> %d frames%s", req.stream_id,
+    logger.debug("stream %d, timestamp %d: %d bytes%s%s%s -> %d frames%s", req.stream_id,
                  req.timestamp, len(bitstream), " + reset" if req.reset else "",
-                 " + flush" if req.flush else "", len(frames), extra)
+                 " + flush" if req.flush else "", " + resync" if req.resync else "",
+                 len(frames), extra)
     return pack_frame_resp(DecodeStatus.OK, 0, frames)

@@ -35,6 +35,7 @@ __all__ = [
     "DECODE_FLUSH",
     "DECODE_REQ_SIZE",
     "DECODE_RESET",
+    "DECODE_RESYNC",
     "FEED_FLAGS",
     "FETCH_DISCARD",
     "FETCH_REQ_SIZE",
@@ -167,8 +168,9 @@ MAX_HEIGHT: Final = lib.DAEDALUS_MAX_HEIGHT
 RESPONSE: Final = lib.DAEDALUS_MSG_RESPONSE
 DECODE_FLUSH: Final = lib.DAEDALUS_DECODE_FLUSH
 DECODE_RESET: Final = lib.DAEDALUS_DECODE_RESET
+DECODE_RESYNC: Final = lib.DAEDALUS_DECODE_RESYNC
 DECODE_FLAGS: Final = DECODE_FLUSH  # what REQ_DECODE allows
-FEED_FLAGS: Final = DECODE_FLUSH | DECODE_RESET  # what FEED allows
+FEED_FLAGS: Final = DECODE_FLUSH | DECODE_RESET | DECODE_RESYNC  # what FEED allows
 FETCH_DISCARD: Final = lib.DAEDALUS_FETCH_DISCARD
 MAX_FRAMES: Final = lib.DAEDALUS_MAX_FRAMES
 MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
@@ -402,6 +404,11 @@ class DecodeReq:
         """FEED only: drop the stream's decoder and kept frames first."""
         return bool(self.flags & DECODE_RESET)
 
+    @property
+    def resync(self) -> bool:
+        """FEED only: the kernel lost an earlier answer; list every kept frame first."""
+        return bool(self.flags & DECODE_RESYNC)
+
 
 @dataclass(frozen=True)
 class FrameInfo:
@@ -499,7 +506,7 @@ def validate_decode_req(req: DecodeReq, bitstream_bytes: int, *,
     """The checks a daemon makes on a REQ_DECODE (*bitstream_bytes* follow the
     struct): ProtocolError says what is wrong. Whether the codec may change is
     the stream's business, not the request's. A FEED carries the same struct
-    and may also set DECODE_RESET: pass ``allowed_flags=FEED_FLAGS``."""
+    and may also set DECODE_RESET and DECODE_RESYNC: pass ``allowed_flags=FEED_FLAGS``."""
     if any(req.reserved):
         raise ProtocolError(f"decode_req reserved words not zero: {list(req.reserved)}")
     if req.codec not in set(Codec):

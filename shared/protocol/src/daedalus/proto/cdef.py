@@ -76,6 +76,8 @@ enum daedalus_pixfmt {
 
 #define DAEDALUS_DECODE_RESET ...
 
+#define DAEDALUS_DECODE_RESYNC ...
+
 struct daedalus_decode_req {
     __u64 stream_id;
     __u64 timestamp;

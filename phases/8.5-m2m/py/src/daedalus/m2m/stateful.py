@@ -30,6 +30,24 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
   are not kept. A FEED that finds ``max_kept - DAEDALUS_MAX_FRAMES`` frames
   still kept gets DECODE_ERROR / ENOSPC without being decoded (the kernel
   stops feeding at 16 pending frames, so it never gets there);
+- ``DAEDALUS_DECODE_RESYNC``: the kernel lost the answer to an earlier FEED
+  (its watchdog fired while the daemon was slow, or the answer was
+  malformed), so the frames kept for that FEED were never named to it; it
+  holds no pending frame of the stream. The answer lists every kept frame,
+  oldest first (the earlier FEEDs' frames, then this FEED's own), cut to
+  DAEDALUS_MAX_FRAMES; the rest stay kept and the next RESYNC FEED lists
+  them (the kernel sends one while a RESYNC answer lists
+  DAEDALUS_MAX_FRAMES frames, after fetching them). EOVERFLOW still counts
+  this FEED's own frames only. With RESET the kept frames go first, so only
+  new frames are listed; with FLUSH (a drain whose answer was lost) the
+  drained frames come after the kept ones. A RESYNC FEED whose own bytes
+  fail (DECODE_ERROR: EILSEQ, EOVERFLOW, ...) keeps the kept frames and
+  lists nothing (an error answer carries no frames); the kernel stays in
+  resync and the next RESYNC FEED lists them, so the buffer's error is
+  reported and no frame is lost. Room (ENOSPC) for a RESYNC FEED counts only
+  the kept frames beyond the DAEDALUS_MAX_FRAMES its answer lists: it is
+  refused only when more than ``max_kept`` are kept (after many lost
+  answers in a row), which a seek (RESET) or CLOSE_STREAM clears;
 - timestamps: a frame carries the timestamp of the FEED whose bytes held the
   first byte of its packet. The parser returns packets in stream order whose
   sizes add up to the bytes fed, so a byte count (``ByteTimeline``) finds
@@ -57,9 +75,10 @@ rows, more than ``max_bytes``); EMSGSIZE when the pixels exceed what one
 message carries. The kernel forgets its oldest pending frame whatever a
 FETCH's answer, so a FETCH with a bad geometry consumes the frame too: both
 sides stay in step.
-Frames kept before the named one are dropped with it: they came from a FEED
-whose answer the kernel did not take (it timed out while the daemon was
-stalled, or was malformed), so the kernel will never ask for them.
+Frames kept before the named one are dropped with it ("orphans"): the
+kernel forgot them (e.g. its pending ring was reset) and will never ask for
+them. A kernel that loses a FEED's answer does not make orphans: its next
+FEED carries RESYNC and the answer names those frames again.
 
 CLOSE_STREAM: daedalusd answers it after calling every handler's
 ``close_stream`` (this handler's drops the stream's state).
@@ -77,6 +96,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any, ClassVar
 
 import av
@@ -183,9 +203,10 @@ class FeedStream(DecoderSession):
     kept: deque[KeptFrame] = field(default_factory=deque)
     feeds: int = 0
     fetches: int = 0
-    orphans: int = 0             # kept frames dropped because the kernel never listed them
+    orphans: int = 0             # kept frames dropped because the kernel forgot them
     frames: int = 0
     resets: int = 0
+    resyncs: int = 0             # RESYNC FEEDs (the kernel lost an answer)
 
     # -- state ----------------------------------------------------------------
 
@@ -207,11 +228,17 @@ class FeedStream(DecoderSession):
     def feed(self, req: DecodeReq, bitstream: memoryview,
              factory: DecoderFactory) -> list[FrameInfo]:
         """Decode one FEED's bytes (then drain on FLUSH) and keep the frames it
-        completed; their FEED answer entries, or DecodeFailure."""
+        completed; their FEED answer entries (with RESYNC: every kept frame,
+        at most MAX_FRAMES), or DecodeFailure."""
         self.feeds += 1
         if req.reset:
             self.reset()
-        if len(self.kept) + MAX_FRAMES > self.max_kept:
+        if req.resync:
+            self.resyncs += 1
+        # RESYNC: the answer lists MAX_FRAMES of the kept frames, which the
+        # kernel then fetches, so only the ones beyond count
+        unlisted = max(len(self.kept) - MAX_FRAMES, 0) if req.resync else len(self.kept)
+        if unlisted + MAX_FRAMES > self.max_kept:
             raise self._failed(errno.ENOSPC, f"{len(self.kept)} decoded frames are waiting for "
                                f"FETCH (at most {self.max_kept} are kept); buffer not decoded")
         problems: list[Problem] = []
@@ -221,10 +248,29 @@ class FeedStream(DecoderSession):
                 decoded += self._decode(data, timestamp, factory, problems)
             if req.flush:
                 decoded += self._drain(problems)
-            return self._keep(req, decoded, problems)  # before the pts map goes
+            own = self._keep(req, decoded, problems)  # before the pts map goes
+        except DecodeFailure:
+            if req.resync and self.kept:
+                log.info("stream %d, timestamp %d: RESYNC FEED failed; the %d kept frame(s) "
+                         "wait for the next RESYNC FEED", self.stream_id, req.timestamp,
+                         len(self.kept))
+            raise
         finally:
             if req.flush:
                 self.end_sequence()
+        return self._resync(req, len(own)) if req.resync else own
+
+    def _resync(self, req: DecodeReq, own: int) -> list[FrameInfo]:
+        """The answer to a RESYNC FEED whose *own* frames were just kept: the
+        kernel holds none of the stream's frames, so it lists the kept ones
+        from the oldest, at most MAX_FRAMES; the rest wait for the next RESYNC."""
+        listed = [k.info for k in islice(self.kept, MAX_FRAMES)]
+        earlier = len(self.kept) - own
+        log.info("stream %d, timestamp %d: RESYNC re-announces %d kept frame(s) whose FEED "
+                 "answers the kernel lost, then %d of this FEED's %d; %d wait for the next "
+                 "RESYNC FEED", self.stream_id, req.timestamp, min(earlier, MAX_FRAMES),
+                 max(len(listed) - earlier, 0), own, len(self.kept) - len(listed))
+        return listed
 
     def _packets(self, data: bytes, req: DecodeReq,
                  problems: list[Problem]) -> Iterator[tuple[bytes, int]]:
@@ -332,10 +378,10 @@ class FeedStream(DecoderSession):
                     f"stream {self.stream_id}: no kept frame has timestamp {req.timestamp} "
                     f"and digest {req.digest:#018x} ({len(self.kept)} kept)")
             if wanted:
-                # frames of a FEED whose answer the kernel did not take: never fetched
+                # frames the kernel forgot (or never took without RESYNC): never fetched
                 self.orphans += wanted
                 log.warning("stream %d: dropping %d kept frame(s) the kernel does not know "
-                            "(their FEED's answer was not taken)", self.stream_id, wanted)
+                            "(it forgot them)", self.stream_id, wanted)
                 for _ in range(wanted):
                     self.kept.popleft()
             frame = self.kept.popleft()
@@ -432,9 +478,10 @@ class StatefulHandler:
         with stream.lock:  # waits for a request still running on it
             unfetched = len(stream.kept)
             stream.reset()
-        log.info("stream %d closed: %d FEEDs, %d frames, %d FETCHes, %d errors, %d frames "
-                 "never fetched, %d dropped unknown to the kernel", stream_id, stream.feeds,
-                 stream.frames, stream.fetches, stream.errors, unfetched, stream.orphans)
+        log.info("stream %d closed: %d FEEDs (%d RESYNC), %d frames, %d FETCHes, %d errors, "
+                 "%d frames never fetched, %d dropped unknown to the kernel", stream_id,
+                 stream.feeds, stream.resyncs, stream.frames, stream.fetches, stream.errors,
+                 unfetched, stream.orphans)
 
     def close(self) -> None:
         """Drop every stream."""
