@@ -162,12 +162,22 @@ static int daedalus_m2m_g_selection(struct file *file, void *priv,
 	return 0;
 }
 
-/* STREAMON, then a look for work (buffers queued before it now count). */
+/*
+ * STREAMON, then a look for work (buffers queued before it now count). A
+ * refused stream's queues answer -EIO until OUTPUT is stopped.
+ */
 static int daedalus_m2m_streamon(struct file *file, void *priv,
 				 enum v4l2_buf_type type)
 {
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	bool fatal;
 	int ret;
 
+	mutex_lock(&ctx->lock);
+	fatal = ctx->fatal;
+	mutex_unlock(&ctx->lock);
+	if (fatal)
+		return -EIO;
 	ret = v4l2_m2m_ioctl_streamon(file, priv, type);
 	if (!ret)
 		daedalus_m2m_kick(daedalus_file_to_m2m(file));
@@ -198,6 +208,10 @@ static int daedalus_m2m_decoder_cmd(struct file *file, void *priv,
 		return ret;
 
 	mutex_lock(&ctx->lock);
+	if (ctx->fatal) {
+		mutex_unlock(&ctx->lock);
+		return -EIO;
+	}
 	switch (dc->cmd) {
 	case V4L2_DEC_CMD_STOP:
 		if (!vb2_is_streaming(v4l2_m2m_get_src_vq(m2m)) ||
@@ -205,6 +219,7 @@ static int daedalus_m2m_decoder_cmd(struct file *file, void *priv,
 			break; /* nothing to drain (or already draining) */
 		ctx->draining = true;
 		ctx->flushed = false;
+		ctx->flush_retries = 0;
 		break;
 	case V4L2_DEC_CMD_START:
 		if (ctx->draining) {

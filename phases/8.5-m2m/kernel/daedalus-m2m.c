@@ -38,6 +38,9 @@
 #include "daedalus-bridge.h"
 #include "daedalus-m2m.h"
 
+/* FLUSHes of one drain sent again after their answer timed out. */
+#define DAEDALUS_FLUSH_RETRIES	2
+
 /* Most pixel bytes one FETCH answer carries (the inline transport's limit). */
 #define DAEDALUS_INLINE_MAX	(DAEDALUS_MAX_PAYLOAD - \
 				 sizeof(struct daedalus_fetch_resp))
@@ -108,6 +111,27 @@ static void daedalus_queue_event(struct daedalus_m2m_ctx *ctx, u32 type)
 }
 
 /*
+ * The stream cannot be decoded exactly: every further queue operation gets
+ * -EIO and poll EPOLLERR (vb2_queue_error(), dev-decoder.rst's fatal error),
+ * so no buffer with pixels that are not the decoder's reaches the client.
+ * The buffers stay with the driver until their queue is stopped; stopping
+ * OUTPUT ends the state. Called with ctx->lock held.
+ */
+static void daedalus_m2m_fatal(struct daedalus_m2m_ctx *ctx, const char *why)
+{
+	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
+
+	if (ctx->fatal)
+		return;
+	dev_err_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
+			    "stream %llu refused: %s\n", ctx->stream.id, why);
+	ctx->fatal = true;
+	ctx->nr_pending = 0;
+	vb2_queue_error(v4l2_m2m_get_src_vq(m2m));
+	vb2_queue_error(v4l2_m2m_get_dst_vq(m2m));
+}
+
+/*
  * The stream's picture size is now @f's: set the CAPTURE format from it and
  * tell the application, which sets CAPTURE up again (dev-decoder.rst,
  * "Initialization" and "Dynamic resolution change"). Called with ctx->lock
@@ -125,12 +149,20 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 {
 	struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
 	struct daedalus_dev *dev = daedalus_m2m_dev(ctx);
+	const struct daedalus_decoded_fmt *fmt;
 	struct v4l2_pix_format_mplane old = *cap;
 	bool initial = !ctx->have_geometry;
 
+	fmt = daedalus_decoded_fmt_by_pixfmt(f->pixfmt);
+	if (!fmt) {
+		daedalus_m2m_fatal(ctx, f->pixfmt == DAEDALUS_PIXFMT_P010 ?
+				   "10-bit frames (P010); CAPTURE offers 8-bit only" :
+				   "its frames need a CAPTURE format the node lacks");
+		return;
+	}
 	cap->width = f->width;
 	cap->height = f->height;
-	cap->pixelformat = V4L2_PIX_FMT_NV12;
+	cap->pixelformat = fmt->fourcc;
 	daedalus_fill_decoded_fmt(cap);
 	ctx->visible_width = f->width;
 	ctx->visible_height = f->height;
@@ -258,7 +290,7 @@ static bool daedalus_cap_ready(struct daedalus_m2m_ctx *ctx)
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
 
 	return !ctx->closing && !ctx->out_stopping && !ctx->cap_stopping &&
-	       vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m)) &&
+	       !ctx->fatal && vb2_is_streaming(v4l2_m2m_get_dst_vq(m2m)) &&
 	       v4l2_m2m_num_dst_bufs_ready(m2m);
 }
 
@@ -369,12 +401,18 @@ idle:
 }
 
 /*
- * Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL) and
- * queues the frames it completed. Runs in the pump without ctx->lock; the
- * caller made sure the pending ring has room for one answer.
+ * Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL) with
+ * @flags (daedalus_feed_flags()) and queues the frames it completed. Runs in
+ * the pump without ctx->lock; the caller made sure of daedalus_feed_room().
+ *
+ * An answer that does not arrive may still have been decoded: the daemon
+ * then keeps frames the kernel does not know of, and the FEEDs that follow
+ * carry DAEDALUS_DECODE_RESYNC until one is answered with all of them. A
+ * stream the daemon refuses (EOPNOTSUPP: no exact CAPTURE layout for it)
+ * becomes fatal.
  */
 static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
-			 struct vb2_v4l2_buffer *src, bool reset)
+			 struct vb2_v4l2_buffer *src, u32 flags)
 {
 	const struct daedalus_coded_fmt *codec =
 		daedalus_find_coded_fmt(ctx->base.out_fmt.pixelformat);
@@ -407,26 +445,63 @@ static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 	} else {
 		msg->flags |= DAEDALUS_DECODE_FLUSH;
 	}
-	if (reset)
-		msg->flags |= DAEDALUS_DECODE_RESET;
+	msg->flags |= flags;
 	ret = daedalus_decode_op(daedalus_m2m_dev(ctx), &ctx->out_caller,
 				 &ctx->stream, DAEDALUS_MSG_FEED,
-				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET,
+				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET |
+				 DAEDALUS_DECODE_RESYNC,
 				 msg, sizeof(*msg) + bytes, &ctx->result);
 	kvfree(msg);
-	if (ret)
-		return ret;
 	mutex_lock(&ctx->lock);
+	if (ret) {
+		if (ret != -ECANCELED && ret != -EINVAL)
+			ctx->resync = true;
+		goto out;
+	}
 	for (i = 0; i < ctx->result.resp.nr_frames; i++)
 		daedalus_pending_push(ctx, &ctx->result.frames[i]);
+	ret = ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
+	/* More kept frames than one answer lists: ask again. */
+	if (flags & DAEDALUS_DECODE_RESYNC)
+		ctx->resync = ret ||
+			ctx->result.resp.nr_frames == DAEDALUS_MAX_FRAMES;
+	if (ret && ctx->result.resp.error == EOPNOTSUPP)
+		daedalus_m2m_fatal(ctx, ctx->result.msg);
+out:
 	mutex_unlock(&ctx->lock);
-	return ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
+	return ret;
 }
 
 /* The pump may talk to the daemon at all; ctx->lock held. */
 static bool daedalus_pump_may_run(struct daedalus_m2m_ctx *ctx)
 {
-	return !ctx->closing && !ctx->out_stopping;
+	return !ctx->closing && !ctx->out_stopping && !ctx->fatal;
+}
+
+/*
+ * A FEED may be sent: room in the pending ring for its answer; after a lost
+ * answer, an empty ring (the RESYNC answer lists every frame the daemon
+ * keeps). ctx->lock held.
+ */
+static bool daedalus_feed_room(struct daedalus_m2m_ctx *ctx)
+{
+	return ctx->resync ? !ctx->nr_pending : daedalus_pending_room(ctx);
+}
+
+/* The DAEDALUS_DECODE_* flags of the next FEED; ctx->lock held. */
+static u32 daedalus_feed_flags(struct daedalus_m2m_ctx *ctx)
+{
+	u32 flags = 0;
+
+	if (ctx->reset) {
+		/* A seek: the daemon drops everything it keeps. */
+		flags |= DAEDALUS_DECODE_RESET;
+		ctx->reset = false;
+		ctx->resync = false;
+	}
+	if (ctx->resync)
+		flags |= DAEDALUS_DECODE_RESYNC;
+	return flags;
 }
 
 /* Step 2: an OUTPUT buffer to the daemon. */
@@ -434,22 +509,21 @@ static bool daedalus_feed_one(struct daedalus_m2m_ctx *ctx)
 {
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
 	struct vb2_v4l2_buffer *src;
-	bool reset;
+	u32 flags;
 	int ret;
 
 	mutex_lock(&ctx->lock);
 	if (!daedalus_pump_may_run(ctx) || ctx->stopped ||
 	    !vb2_is_streaming(v4l2_m2m_get_src_vq(m2m)) ||
-	    !v4l2_m2m_num_src_bufs_ready(m2m) || !daedalus_pending_room(ctx)) {
+	    !v4l2_m2m_num_src_bufs_ready(m2m) || !daedalus_feed_room(ctx)) {
 		mutex_unlock(&ctx->lock);
 		return false;
 	}
 	src = v4l2_m2m_src_buf_remove(m2m);
-	reset = ctx->reset;
-	ctx->reset = false;
+	flags = daedalus_feed_flags(ctx);
 	mutex_unlock(&ctx->lock);
 
-	ret = daedalus_feed(ctx, src, reset);
+	ret = daedalus_feed(ctx, src, flags);
 	if (ret && ret != -EILSEQ && ret != -ECANCELED)
 		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
 				     "stream %llu: OUTPUT buffer %u not decoded: %d\n",
@@ -465,7 +539,7 @@ static bool daedalus_feed_one(struct daedalus_m2m_ctx *ctx)
 static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 {
 	struct v4l2_m2m_ctx *m2m = daedalus_m2m_ctx(ctx);
-	bool reset;
+	u32 flags;
 	int ret;
 
 	mutex_lock(&ctx->lock);
@@ -473,13 +547,23 @@ static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 	    v4l2_m2m_num_src_bufs_ready(m2m))
 		goto idle;
 	if (!ctx->flushed) {
-		if (!daedalus_pending_room(ctx))
+		if (!daedalus_feed_room(ctx))
 			goto idle;
 		ctx->flushed = true;
-		reset = ctx->reset;
-		ctx->reset = false;
+		flags = daedalus_feed_flags(ctx);
 		mutex_unlock(&ctx->lock);
-		ret = daedalus_feed(ctx, NULL, reset);
+		ret = daedalus_feed(ctx, NULL, flags);
+		mutex_lock(&ctx->lock);
+		/*
+		 * Frames of the drain may still be in the daemon: FLUSH again
+		 * (with RESYNC) while it lists more, or, a few times, after an
+		 * answer that did not come in time.
+		 */
+		if (ctx->resync &&
+		    (!ret || (ret == -ETIMEDOUT &&
+			      ctx->flush_retries++ < DAEDALUS_FLUSH_RETRIES)))
+			ctx->flushed = false;
+		mutex_unlock(&ctx->lock);
 		if (ret && ret != -EILSEQ && ret != -ECANCELED)
 			dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
 					     "stream %llu: drain failed: %d\n",
@@ -629,6 +713,7 @@ static int daedalus_start_streaming(struct vb2_queue *vq, unsigned int count)
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vq);
 	struct vb2_v4l2_buffer *vbuf;
+	int ret;
 
 	mutex_lock(&ctx->lock);
 	if (!V4L2_TYPE_IS_OUTPUT(vq->type)) {
@@ -638,11 +723,12 @@ static int daedalus_start_streaming(struct vb2_queue *vq, unsigned int count)
 		 * format; buffers it queued earlier were checked only against
 		 * the format of that moment.
 		 */
-		if (!daedalus_cap_bufs_fit(ctx)) {
+		if (ctx->fatal || !daedalus_cap_bufs_fit(ctx)) {
+			ret = ctx->fatal ? -EIO : -EINVAL;
 			mutex_unlock(&ctx->lock);
 			while ((vbuf = v4l2_m2m_dst_buf_remove(daedalus_m2m_ctx(ctx))))
 				v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_QUEUED);
-			return -EINVAL;
+			return ret;
 		}
 		ctx->cap_sequence = 0;
 		ctx->src_change = false;
@@ -677,6 +763,8 @@ static void daedalus_stop_streaming(struct vb2_queue *vq)
 		ctx->flushed = false;
 		ctx->stopped = false;
 		ctx->last_owed = false;
+		ctx->resync = false;
+		ctx->fatal = false;
 		ctx->out_stopping = false;
 		mutex_unlock(&ctx->lock);
 		daedalus_bridge_resume(dev, &ctx->out_caller);
@@ -688,8 +776,10 @@ static void daedalus_stop_streaming(struct vb2_queue *vq)
 		mutex_unlock(&ctx->lock);
 		daedalus_bridge_cancel(dev, &ctx->cap_caller);
 		wait_event(ctx->pump_wq, !READ_ONCE(ctx->cap_busy));
-		while ((vbuf = v4l2_m2m_dst_buf_remove(m2m)))
+		while ((vbuf = v4l2_m2m_dst_buf_remove(m2m))) {
+			vb2_set_plane_payload(&vbuf->vb2_buf, 0, 0);
 			v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_ERROR);
+		}
 		mutex_lock(&ctx->lock);
 		ctx->cap_stopping = false;
 		mutex_unlock(&ctx->lock);

@@ -89,6 +89,16 @@ struct daedalus_m2m {
  * @cap_busy: the pump holds a CAPTURE buffer (a FETCH is in flight).
  * @failed: the stream exceeds what this transport carries; every buffer
  *	is returned with an error until a new stream starts.
+ * @resync: the answer to a FEED was lost (the watchdog fired, or the daemon
+ *	went away): the daemon may keep frames the kernel was never told of.
+ *	The next FEED waits until @pending is empty and asks the daemon to list
+ *	them first (DAEDALUS_DECODE_RESYNC).
+ * @flush_retries: FLUSHes of the current drain sent again after a lost
+ *	answer.
+ * @fatal: the stream cannot be decoded exactly (the daemon refused it, or
+ *	it needs a CAPTURE format the node does not offer): both vb2 queues are
+ *	in their error state (QBUF, DQBUF, STREAMON get -EIO, poll EPOLLERR)
+ *	until OUTPUT is stopped (dev-decoder.rst, fatal decoding errors).
  * @cap_sequence: sequence number of the next CAPTURE buffer.
  * @stream: this file's decoder in the daemon; used by the pump only (and by
  *	release once the pump is stopped for good).
@@ -122,6 +132,9 @@ struct daedalus_m2m_ctx {
 	bool closing;
 	bool cap_busy;
 	bool failed;
+	bool resync;
+	unsigned int flush_retries;
+	bool fatal;
 	u32 cap_sequence;
 	struct daedalus_dec_stream stream;
 	void *fetch;
