@@ -663,6 +663,8 @@ def test_watchdog_errors_what_a_stalled_daemon_holds_and_the_stream_goes_on() ->
         TIMEOUT_PARAM.write_text(saved)
     assert resumed.is_set()
     assert stats.errors >= 1, "the stall cost no buffer: it was not a stall"
+    # no stale pixels for a client that ignores the flag: errored buffers are empty
+    assert stats.capture_error_bytes == [0] * len(stats.capture_errors)
     stamps = [f.timestamp for f in frames]
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     lost = [ts for ts in range(120) if ts not in stamps]

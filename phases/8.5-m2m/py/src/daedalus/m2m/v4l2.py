@@ -331,6 +331,7 @@ class Stats:
     packets: int = 0               # packets queued on OUTPUT
     output_errors: list[int] = field(default_factory=list)   # packet indexes
     capture_errors: list[int] = field(default_factory=list)  # CAPTURE sequence numbers
+    capture_error_bytes: list[int] = field(default_factory=list)  # their bytesused
     skipped: list[int] = field(default_factory=list)         # packets too large to queue
     source_changes: int = 0
     epipe_after_last: bool = False
@@ -556,6 +557,7 @@ class StatefulDecode:
             moved = True
             if buf.error:
                 self.stats.capture_errors.append(buf.sequence)
+                self.stats.capture_error_bytes.append(buf.bytesused)
                 self.warn(f"CAPTURE buffer {buf.sequence} (timestamp {buf.timestamp}) "
                           "returned with ERROR; skipped")
             elif buf.bytesused:
