@@ -123,8 +123,10 @@ static void daedalus_m2m_fatal(struct daedalus_m2m_ctx *ctx, const char *why)
 
 	if (ctx->fatal)
 		return;
+	/* @why may be the daemon's words: printed escaped. */
 	dev_err_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
-			    "stream %llu refused: %s\n", ctx->stream.id, why);
+			    "stream %llu refused: %*pE\n", ctx->stream.id,
+			    (int)strnlen(why, DAEDALUS_MAX_MSG), why);
 	ctx->fatal = true;
 	ctx->nr_pending = 0;
 	vb2_queue_error(v4l2_m2m_get_src_vq(m2m));
