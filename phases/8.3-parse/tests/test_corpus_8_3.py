@@ -38,8 +38,9 @@ def test_manifest_matches_specs() -> None:
     assert [e.name for e in ENTRIES] == [s.name for s in corpus.SPECS]
     for e in ENTRIES:
         s = corpus.spec(e.name)
-        assert (e.codec, e.container, e.bit_depth, e.frames, e.large, e.file) == (
-            s.codec, s.container, s.bit_depth, s.frames, s.large, s.file)
+        assert (e.codec, e.container, e.bit_depth, e.pix_fmt, e.frames, e.large, e.file) == (
+            s.codec, s.container, s.bit_depth, s.pix_fmt, s.frames, s.large, s.file)
+        assert all(part.pix_fmt == s.pix_fmt for part in s.parts)
         assert e.command == s.command()
         assert "-threads 1" in e.command and "+bitexact" in e.command
 
@@ -54,6 +55,10 @@ def test_what_the_issue_asks_for() -> None:
     assert (vp9.codec, vp9.container, vp9.width, vp9.height, vp9.frames) == (
         "vp9", "ivf", 320, 240, 30)
     assert any(len(e.sizes) > 1 for e in ENTRIES)
+    # layouts the daemon refuses rather than converts (4:2:2 / 4:4:4 chroma)
+    assert {("h264", "yuv444p"), ("h264", "yuv422p"), ("vp9", "yuv444p")} <= {
+        (e.codec, e.pix_fmt) for e in ENTRIES}
+    assert {e.pix_fmt for e in ENTRIES if e.bit_depth == 10} == {"yuv420p10le"}
     assert all(not e.committed for e in ENTRIES if e.width >= 1920)
 
 

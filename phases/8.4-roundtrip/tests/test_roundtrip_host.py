@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import io
+import logging
 import random
 import re
 import socket
@@ -80,7 +81,7 @@ from daedalus.roundtrip.clips import (
     split_frames,
 )
 from daedalus.roundtrip.decode import DecodeHandler
-from daedalus.roundtrip.frames import frame_size, pack
+from daedalus.roundtrip.frames import UnsupportedLayout, frame_size, pack
 
 FRAME_LINE = re.compile(r"^\s*(\d+)  (\d+)x(\d+)  (nv12|p010)  fnv1a64=([0-9a-f]{16})$")
 
@@ -210,14 +211,26 @@ def _corpus_names() -> list[str]:
         return []
 
 
+# Chroma of the corpus layouts the handler refuses (the pixel formats' definitions).
+REFUSED_CHROMA = {"yuv422p": "4:2:2", "yuv444p": "4:4:4"}
+
+
 @pytest.mark.parametrize("name", _corpus_names() or ["(no corpus)"])
 def test_every_corpus_vector_matches_ffmpeg(name: str) -> None:
-    """Every small phase 8.3 vector: odd and changing sizes, 10-bit, alt-ref, OBU."""
+    """Every small phase 8.3 vector: odd and changing sizes, 10-bit, alt-ref, OBU;
+    a 4:2:2 / 4:4:4 one is refused (EOPNOTSUPP), never converted."""
     found = {c.name: c for c in corpus_clips()} if name != "(no corpus)" else {}
     if name not in found:
         pytest.skip("phase 8.3's corpus is not available")
     clip = found[name]
     got = decode_stream(DecodeHandler(), 7, clip.wire_codec, demux(clip.path))
+    if clip.pix_fmt in REFUSED_CHROMA:
+        assert not got.frames and got.errors
+        assert {(r.error, r.text) for r in got.errors.values()} == {(
+            errno.EOPNOTSUPP, f"the stream decodes to {clip.pix_fmt} "
+            f"({REFUSED_CHROMA[clip.pix_fmt]} chroma); daedalus-v4l2 delivers 4:2:0 only "
+            "(NV12 / P010), so it is refused rather than converted")}
+        return
     assert not got.errors
     assert len(got.frames) == clip.frames
     assert [f.digest for f in got.frames] == ffmpeg_digests(clip, got.frames)
@@ -664,6 +677,81 @@ def test_p010_packing() -> None:
     expected = (y.astype("<u2") << 6).tobytes() + (uv << 6).tobytes()  # upper 10 bits
     assert packed.tobytes() == expected
     assert len(expected) == frame_size(width, height, PixFmt.P010) == width * height * 3
+
+
+@pytest.mark.parametrize(("name", "what"), [
+    ("yuv422p", "4:2:2 chroma"), ("yuv444p", "4:4:4 chroma"), ("nv16", "4:2:2 chroma"),
+    ("nv24", "4:4:4 chroma"), ("yuv444p10le", "4:4:4 chroma"), ("yuv440p", "4:4:0 chroma"),
+    ("yuv411p", "4:1:1 chroma"), ("gray", "4:0:0, no chroma"), ("gbrp", "RGB"),
+    ("yuv420p12le", "12-bit samples")])
+def test_pack_refuses_what_nv12_and_p010_cannot_carry(name: str, what: str) -> None:
+    """Never a chroma downscale (or dropped bits): UnsupportedLayout, one line
+    naming FFmpeg's layout and the property."""
+    with pytest.raises(UnsupportedLayout) as info:
+        pack(av.VideoFrame(34, 18, name))
+    assert (info.value.pix_fmt, info.value.what) == (name, what)
+    text = str(info.value)
+    assert text.startswith(f"the stream decodes to {name} ({what}); daedalus-v4l2 delivers ")
+    assert text.endswith("so it is refused rather than converted") and "\n" not in text
+    assert len(text.encode()) <= MAX_MSG
+
+
+@pytest.mark.parametrize("name", ["yuv420p", "yuvj420p", "nv12", "nv21", "yuv420p10le",
+                                  "p010le"])
+def test_pack_takes_every_420_layout(name: str) -> None:
+    assert pack(av.VideoFrame(34, 18, name)).pixfmt == (
+        PixFmt.P010 if "10" in name else PixFmt.NV12)
+
+
+def test_full_range_420_is_packed_sample_for_sample() -> None:
+    """yuvj420p (full-range H.264 / JPEG): the decoder's samples, not swscale's
+    full-to-limited range conversion."""
+    rng = np.random.default_rng(7)
+    frame = av.VideoFrame(34, 18, "yuvj420p")
+    y, u, v = (rng.integers(0, 256, (h, w), dtype=np.uint8) for w, h in
+               ((34, 18), (17, 9), (17, 9)))
+    for plane, data in zip(frame.planes, (y, u, v), strict=True):
+        buf = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
+        buf[:data.shape[0], :data.shape[1]] = data
+    uv = np.empty((9, 34), np.uint8)
+    uv[:, 0::2], uv[:, 1::2] = u, v
+    assert pack(frame).tobytes() == y.tobytes() + uv.tobytes()
+
+
+def test_odd_size_p010_keeps_the_last_chroma_column() -> None:
+    width, height = 33, 17
+    rng = np.random.default_rng(33)
+    y = rng.integers(0, 1024, (height, width), dtype=np.uint16)
+    u = rng.integers(0, 1024, (9, 17), dtype=np.uint16)
+    v = rng.integers(0, 1024, (9, 17), dtype=np.uint16)
+    frame = av.VideoFrame(width, height, "yuv420p10le")
+    for plane, data in zip(frame.planes, (y, u, v), strict=True):
+        buf = np.frombuffer(memoryview(plane), "<u2").reshape(-1, plane.line_size // 2)
+        buf[:data.shape[0], :data.shape[1]] = data
+    uv = np.empty((9, 34), "<u2")
+    uv[:, 0::2], uv[:, 1::2] = u, v
+    expected = (y.astype("<u2") << 6).tobytes() + (uv << 6).tobytes()
+    assert pack(frame).tobytes() == expected
+    assert len(expected) == frame_size(width, height, PixFmt.P010)
+
+
+def test_a_444_stream_is_eopnotsupp_with_one_warning(caplog: pytest.LogCaptureFixture
+                                                     ) -> None:
+    """The stand-in decoder makes 4:4:4 frames: every request of the stream gets
+    DECODE_ERROR / EOPNOTSUPP naming the layout, no frame; the log has one
+    warning for the stream, not one per request."""
+    handler = fake_handler(lambda packet: [av.VideoFrame(64, 48, "yuv444p")] * (
+        packet is not None))
+    with caplog.at_level(logging.DEBUG, logger="daedalus.roundtrip"):
+        answers = [request(handler, 5, Codec.H264, b"x", n) for n in range(4)]
+    for resp in answers:
+        assert (resp.status, resp.error, resp.frames) == (
+            DecodeStatus.ERROR, errno.EOPNOTSUPP, ())
+        assert resp.text.startswith("the stream decodes to yuv444p (4:4:4 chroma)")
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "stream 5 refused" in warnings[0].getMessage()
+    state = handler.stream(5)
+    assert state is not None and state.refused == answers[0].text and state.errors == 4
 
 
 # --- registration and daedalusd ------------------------------------------------------

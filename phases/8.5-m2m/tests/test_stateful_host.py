@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import errno
+import logging
 import random
 import socket
 import subprocess
@@ -840,6 +841,48 @@ def test_p010_frames_need_a_p010_stride() -> None:
     got = kernel.fetch_all()
     want = reference_frames(path, [(320, 240)] * 10, PixFmt.P010)
     assert [f.picture for f in got] == want[1:]
+
+
+@pytest.mark.parametrize("name", [VP9_10BIT, "h264-high10-320x240"])
+def test_10bit_420_is_reported_as_p010(name: str) -> None:
+    """10-bit 4:2:0 is delivered (the kernel decides whether its node offers P010)."""
+    path = corpus_path(name)
+    codec = Codec.H264 if name.startswith("h264") else Codec.VP9
+    chunks = slices(path.read_bytes(), lambda: 1000) if codec == Codec.H264 else packets(name)
+    kernel = Kernel(StatefulHandler(), 19, codec)
+    kernel.feed_all(chunks)
+    assert not kernel.errors and {f.pixfmt for f in kernel.pending} == {PixFmt.P010}
+    got = kernel.fetch_all()
+    assert [f.picture for f in got] == reference_frames(path, [(320, 240)] * 10, PixFmt.P010)
+
+
+# FFmpeg's pixel formats (as ffprobe names them) and their chroma subsampling.
+CHROMA = {"yuv422p": "4:2:2", "yuv444p": "4:4:4"}
+
+
+@pytest.mark.parametrize("name", ["h264-high444-176x144", "h264-high422-176x144",
+                                  "vp9-p1-444-176x144"])
+def test_422_and_444_streams_are_refused_not_converted(name: str,
+                                                       caplog: pytest.LogCaptureFixture
+                                                       ) -> None:
+    """Every FEED that completes a frame is DECODE_ERROR / EOPNOTSUPP naming the
+    layout (ffprobe's pix_fmt); no frame is ever listed or kept; the log has one
+    warning for the stream, not one per FEED."""
+    path = corpus_path(name)
+    pix_fmt = ffprobe(path, "-show_streams")["streams"][0]["pix_fmt"]
+    codec = Codec.H264 if name.startswith("h264") else Codec.VP9
+    chunks = slices(path.read_bytes(), lambda: 700) if codec == Codec.H264 else packets(name)
+    kernel = Kernel(StatefulHandler(), 20, codec)
+    with caplog.at_level(logging.DEBUG, logger="daedalus.m2m"):
+        kernel.feed_all(chunks)
+    assert not kernel.pending and len(kernel.errors) >= 2
+    assert {(r.error, r.text) for r in kernel.errors.values()} == {(
+        errno.EOPNOTSUPP, f"the stream decodes to {pix_fmt} ({CHROMA[pix_fmt]} chroma); "
+        "daedalus-v4l2 delivers 4:2:0 only (NV12 / P010), so it is refused rather than "
+        "converted")}
+    assert kept_none(kernel.fetch_raw(64, 16))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("stream 20 refused: ")
 
 
 def test_resolution_change_reports_each_frame_at_its_size() -> None:

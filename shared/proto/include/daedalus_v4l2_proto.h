@@ -233,7 +233,9 @@ struct daedalus_frame_info {
  * struct daedalus_frame_resp - payload of RESP_FRAME, before the frames
  * @status: DAEDALUS_DECODE_OK or DAEDALUS_DECODE_ERROR.
  * @error: with DAEDALUS_DECODE_ERROR, a positive errno (EILSEQ: corrupt
- *	bitstream, EINVAL: bad request, ENOMEM ...); otherwise zero.
+ *	bitstream, EINVAL: bad request, ENOMEM ...; EOPNOTSUPP: the stream
+ *	needs a pixel layout the daemon does not deliver exactly (4:2:2 /
+ *	4:4:4 chroma); the kernel refuses the stream); otherwise zero.
  * @nr_frames: struct daedalus_frame_info entries that follow, at most
  *	DAEDALUS_MAX_FRAMES.
  * @msg_len: bytes of UTF-8 message after the entries, at most

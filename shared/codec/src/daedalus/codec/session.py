@@ -62,12 +62,15 @@ DecoderFactory = Callable[[Codec], VideoCodecContext]
 
 
 class DecodeFailure(Exception):
-    """A request that ends in DECODE_ERROR with *error* (a positive errno)."""
+    """A request that ends in DECODE_ERROR with *error* (a positive errno);
+    *logged*: its stream has logged it already (answer_decode_req then logs
+    it at debug level only)."""
 
-    def __init__(self, error: int, message: str) -> None:
+    def __init__(self, error: int, message: str, *, logged: bool = False) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
+        self.logged = logged
 
 
 def error_response(error: int, message: str) -> bytes:
@@ -119,6 +122,7 @@ class DecoderSession:
     errors: int = 0
     decoders_created: int = 0
     restarts: int = 0            # decoders replaced because they failed a keyframe
+    refused: str | None = None   # why the stream cannot be served, once it was refused
 
     def _new_decoder(self, factory: DecoderFactory) -> VideoCodecContext:
         self.decoder = factory(self.codec)
@@ -174,6 +178,16 @@ class DecoderSession:
         self.errors += 1
         return DecodeFailure(error, message)
 
+    def _refuse(self, message: str) -> DecodeFailure:
+        """The stream asks for something the daemon does not deliver (a pixel
+        layout NV12 / P010 cannot carry exactly): DECODE_ERROR / EOPNOTSUPP
+        with *message*, a warning in the log once per stream, not per request."""
+        if self.refused is None:
+            self.LOG.warning("stream %d refused: %s", self.stream_id, message)
+        self.refused = message
+        self.errors += 1
+        return DecodeFailure(errno.EOPNOTSUPP, message, logged=True)
+
 
 SessionT = TypeVar("SessionT", bound=DecoderSession)
 
@@ -227,8 +241,9 @@ def answer_decode_req(payload: bytes | bytearray | memoryview, kind: str,
         try:
             frames = run(stream, req, bitstream)
         except DecodeFailure as exc:
-            logger.warning("stream %d, timestamp %d: %s", req.stream_id, req.timestamp,
-                           exc.message)
+            logger.log(logging.DEBUG if exc.logged else logging.WARNING,
+                       "stream %d, timestamp %d: %s", req.stream_id, req.timestamp,
+                       exc.message)
             return error_response(exc.error, exc.message)
         except Exception as exc:  # a bug here or in PyAV: report it, keep serving
             recover(stream)

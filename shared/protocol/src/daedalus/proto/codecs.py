@@ -7,6 +7,7 @@ their own keyed by codec. Adding a codec is adding a row (and its
 
 - ``name``: the codec's name in the corpus, the readers' ``StreamInfo`` and
   the command lines (also FFmpeg's codec name, for its bitstream filters);
+- ``title``: the codec's name for people, in messages ("H.264");
 - ``codec``: the wire codec id (``DAEDALUS_CODEC_*`` of the protocol header);
 - ``fourcc``: the V4L2 coded pixel format on the OUTPUT queue (phase 8.5);
 - ``ivf_fourcc``: the fourcc of an IVF file header, None if the codec is not
@@ -43,6 +44,7 @@ class CodecDesc:
     """One codec's facts; see the module docstring for each field."""
 
     name: str
+    title: str
     codec: Codec
     fourcc: str
     ivf_fourcc: bytes | None
@@ -54,11 +56,11 @@ class CodecDesc:
 
 
 CODECS: tuple[CodecDesc, ...] = (
-    CodecDesc(name="vp9", codec=Codec.VP9, fourcc="VP90", ivf_fourcc=b"VP90",
+    CodecDesc(name="vp9", title="VP9", codec=Codec.VP9, fourcc="VP90", ivf_fourcc=b"VP90",
               decoder="vp9", split_filter="vp9_superframe_split"),
-    CodecDesc(name="h264", codec=Codec.H264, fourcc="H264", ivf_fourcc=None,
+    CodecDesc(name="h264", title="H.264", codec=Codec.H264, fourcc="H264", ivf_fourcc=None,
               decoder="h264", parser="h264"),
-    CodecDesc(name="av1", codec=Codec.AV1, fourcc="AV01", ivf_fourcc=b"AV01",
+    CodecDesc(name="av1", title="AV1", codec=Codec.AV1, fourcc="AV01", ivf_fourcc=b"AV01",
               decoder="libdav1d", split_filter="av1_frame_split",
               decoder_aliases=("libaom-av1",),
               low_delay_options=_frozen({"max_frame_delay": "1"})),

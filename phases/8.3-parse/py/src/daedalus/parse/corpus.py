@@ -114,6 +114,11 @@ class Spec:
     def frames(self) -> int:
         return sum(p.frames for p in self.parts)
 
+    @property
+    def pix_fmt(self) -> str:
+        """The layout every part is encoded from (and decodes to), FFmpeg's name."""
+        return self.parts[0].pix_fmt
+
     def command(self) -> str:
         """The exact command lines, as recorded in the manifest."""
         fmt = CONTAINERS[self.container][0]
@@ -149,11 +154,16 @@ def _vp9_fast(w: int, h: int, n: int) -> Part:
                  "-aq-mode", "3", "-row-mt", "0", "-tile-columns", "0"))
 
 
-def _h264(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", preset: str = "medium") -> Part:
-    profile = "high10" if pix_fmt.endswith("10le") else "high"
+# libx264's profile for each input layout: the lowest H.264 profile that carries it.
+X264_PROFILES = {"yuv420p": "high", "yuv420p10le": "high10", "yuv422p": "high422",
+                 "yuv444p": "high444"}
+
+
+def _h264(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", preset: str = "medium",
+          profile: str | None = None, bframes: int = 2, x264: str = "aq-mode=1") -> Part:
     return Part(w, h, n, "libx264",
-                ("-preset", preset, "-profile:v", profile, "-g", "30", "-bf", "2",
-                 "-x264-params", "aq-mode=1"), pix_fmt)
+                ("-preset", preset, "-profile:v", profile or X264_PROFILES[pix_fmt],
+                 "-g", "30", "-bf", str(bframes), "-x264-params", x264), pix_fmt)
 
 
 def _av1(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", usage: str = "good",
@@ -164,6 +174,8 @@ def _av1(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", usage: str = "good
 
 
 TEN = "yuv420p10le"
+YUV422 = "yuv422p"
+YUV444 = "yuv444p"
 SPECS: tuple[Spec, ...] = (
     Spec("vp9-320x240", "vp9", "ivf", 8, (_vp9(320, 240, 30),),
          "VP9 profile 0, 30 frames, one keyframe then inter frames (phase 8.4's stream)"),
@@ -178,6 +190,18 @@ SPECS: tuple[Spec, ...] = (
     Spec("vp9-resize-320x240-174x98", "vp9", "ivf", 8,
          (_vp9(320, 240, 10), _vp9(174, 98, 10, bitrate="150k")),
          "VP9 changing resolution at a keyframe (two encodes, IVF-concatenated)"),
+    Spec("vp9-176x144", "vp9", "ivf", 8, (_vp9(176, 144, 10, bitrate="150k"),),
+         "VP9 profile 0, QCIF: width not a multiple of 64 (one partial superblock column)"),
+    Spec("vp9-352x288", "vp9", "ivf", 8, (_vp9(352, 288, 8),),
+         "VP9 profile 0, CIF"),
+    Spec("vp9-322x242", "vp9", "ivf", 8, (_vp9(322, 242, 10),),
+         "VP9 profile 0, size not a multiple of 16 nor of 4"),
+    Spec("vp9-resize-176x144-352x288", "vp9", "ivf", 8,
+         (_vp9(176, 144, 8, bitrate="150k"), _vp9(352, 288, 8)),
+         "VP9 growing at a keyframe, QCIF to CIF (two encodes, IVF-concatenated)"),
+    Spec("vp9-p1-444-176x144", "vp9", "ivf", 8, (_vp9(176, 144, 5, pix_fmt=YUV444,
+                                                      bitrate="150k"),),
+         "VP9 profile 1, 8-bit 4:4:4: a layout daedalus-v4l2 refuses (NV12 / P010 only)"),
     Spec("h264-high-320x240", "h264", "annexb", 8, (_h264(320, 240, 30),),
          "H.264 High, 30 frames, B-frames (reordered output)"),
     Spec("h264-high-128x96", "h264", "annexb", 8, (_h264(128, 96, 10),),
@@ -189,6 +213,25 @@ SPECS: tuple[Spec, ...] = (
     Spec("h264-resize-320x240-128x96", "h264", "annexb", 8,
          (_h264(320, 240, 10), _h264(128, 96, 10)),
          "H.264 changing resolution at an IDR (new SPS; two encodes concatenated)"),
+    Spec("h264-high-176x144", "h264", "annexb", 8, (_h264(176, 144, 10),),
+         "H.264 High, QCIF: width not a multiple of 64"),
+    Spec("h264-high-352x288", "h264", "annexb", 8, (_h264(352, 288, 8),),
+         "H.264 High, CIF"),
+    Spec("h264-high-322x242", "h264", "annexb", 8, (_h264(322, 242, 10),),
+         "H.264 High, cropped size (not a multiple of 16 nor of 4)"),
+    Spec("h264-resize-176x144-352x288", "h264", "annexb", 8,
+         (_h264(176, 144, 8), _h264(352, 288, 8)),
+         "H.264 growing at an IDR, QCIF to CIF (new SPS; two encodes concatenated)"),
+    Spec("h264-main-bpyramid-320x240", "h264", "annexb", 8,
+         (_h264(320, 240, 24, profile="main", bframes=3,
+                x264="aq-mode=1:b-pyramid=normal:b-adapt=0"),),
+         "H.264 Main, 3 B-frames with b-pyramid (a B-frame used as reference; "
+         "two frames of reordering)"),
+    Spec("h264-high444-176x144", "h264", "annexb", 8, (_h264(176, 144, 5, pix_fmt=YUV444),),
+         "H.264 High 4:4:4 Predictive, 8-bit 4:4:4: a layout daedalus-v4l2 refuses "
+         "(NV12 / P010 only)"),
+    Spec("h264-high422-176x144", "h264", "annexb", 8, (_h264(176, 144, 5, pix_fmt=YUV422),),
+         "H.264 High 4:2:2, 8-bit 4:2:2: a layout daedalus-v4l2 refuses (NV12 / P010 only)"),
     Spec("av1-320x240", "av1", "ivf", 8, (_av1(320, 240, 10),),
          "AV1 main 8-bit in IVF, hidden frames and show_existing_frame"),
     Spec("av1-10bit-128x96", "av1", "ivf", 10, (_av1(128, 96, 10, pix_fmt=TEN),),
@@ -296,6 +339,7 @@ class Entry:
     frames: int          # shown (displayed) frames
     packets: int         # reader packets (IVF frames / access units / temporal units)
     bit_depth: int
+    pix_fmt: str         # FFmpeg's name of the decoded layout: yuv420p, yuv444p ...
     bytes: int
     sha256: str
     large: bool
@@ -321,8 +365,9 @@ def describe(s: Spec, path: Path) -> Entry:
             sizes.append(size)
     return Entry(name=s.name, file=s.file, codec=s.codec, container=s.container,
                  width=s.parts[0].width, height=s.parts[0].height, frames=s.frames,
-                 packets=len(packets), bit_depth=s.bit_depth, bytes=path.stat().st_size,
-                 sha256=sha256(path), large=s.large, description=s.description,
+                 packets=len(packets), bit_depth=s.bit_depth, pix_fmt=s.pix_fmt,
+                 bytes=path.stat().st_size, sha256=sha256(path), large=s.large,
+                 description=s.description,
                  command=s.command(), sizes=tuple(sizes))
 
 
@@ -340,7 +385,8 @@ def _toml_value(value: Any) -> str:
 
 
 FIELDS = ("name", "file", "codec", "container", "width", "height", "sizes", "frames",
-          "packets", "bit_depth", "bytes", "sha256", "large", "description", "command")
+          "packets", "bit_depth", "pix_fmt", "bytes", "sha256", "large", "description",
+          "command")
 
 
 def render_manifest(entries: Iterable[Entry], version: str) -> str:
@@ -366,6 +412,11 @@ def load_manifest(directory: Path | None = None) -> tuple[str, list[Entry]]:
     for raw in data.get("vector", []):
         raw = dict(raw)
         raw["sizes"] = tuple(raw.get("sizes", ()))
+        missing = [k for k in FIELDS if k not in raw]
+        if missing:
+            raise CorpusError(f"{path}: vector {raw.get('name', '?')!r} has no "
+                              f"{', '.join(missing)} (an older manifest): run "
+                              "`daedalus-v4l2 corpus`")
         entries.append(Entry(**{k: raw[k] for k in FIELDS}))
     return str(data.get("ffmpeg", "")), entries
 

@@ -50,6 +50,7 @@ class Clip:
     bit_depth: int
     key_packets: tuple[int, ...]  # indexes of the packets holding a keyframe
     origin: str                # "corpus" | "generated"
+    pix_fmt: str = "yuv420p"   # FFmpeg's name of the decoded layout
 
     @property
     def pixfmt(self) -> PixFmt:
@@ -73,6 +74,11 @@ class Role:
     exact: bool = False        # must be SIZE and FRAMES exactly
     min_keys: int = 1          # keyframes (3 and more: decoding resumes at one)
     generate_only: bool = False
+
+    @property
+    def pix_fmt(self) -> str:
+        """4:2:0 always: the layouts the daemon delivers (NV12 / P010)."""
+        return "yuv420p" if self.bit_depth == 8 else "yuv420p10le"
 
 
 def _ffmpeg() -> str:
@@ -187,7 +193,8 @@ def probe(path: Path, name: str, origin: str) -> Clip:
     depth = max(c.bits for c in first.format.components)
     keys = tuple(sorted(int(f.pts) for f in frames if f.key_frame and f.pts is not None))
     return Clip(name=name, path=path, codec=codec, width=first.width, height=first.height,
-                frames=len(frames), bit_depth=depth, key_packets=keys, origin=origin)
+                frames=len(frames), bit_depth=depth, key_packets=keys, origin=origin,
+                pix_fmt=first.format.name)
 
 
 def make_clip(name: str, dest: Path, *, frames: int = FRAMES,
@@ -205,7 +212,8 @@ def make_clip(name: str, dest: Path, *, frames: int = FRAMES,
 
 
 def fits(clip: Clip, role: Role) -> bool:
-    if role.generate_only or (clip.codec, clip.bit_depth) != (role.codec, role.bit_depth):
+    if role.generate_only or (clip.codec, clip.bit_depth, clip.pix_fmt) != (
+            role.codec, role.bit_depth, role.pix_fmt):
         return False
     if role.exact and ((clip.width, clip.height) != SIZE or clip.frames != FRAMES):
         return False
@@ -246,6 +254,8 @@ def _may_fit(entry: Any, role: Role) -> bool:
     """The manifest's word on an entry, before decoding it to be sure."""
     try:
         if role.generate_only or (entry.codec, entry.bit_depth) != (role.codec, role.bit_depth):
+            return False
+        if getattr(entry, "pix_fmt", role.pix_fmt) != role.pix_fmt:  # 4:2:2, 4:4:4 ...
             return False
         return not role.exact or (entry.width, entry.height, entry.frames) == (*SIZE, FRAMES)
     except AttributeError:

@@ -29,8 +29,10 @@ DECODE_ERROR / EINVAL (EMFILE for too many streams) and a message; corrupt
 bitstream gets DECODE_ERROR / EILSEQ, so does a frame the decoder flags as
 decoded with errors (concealed). An error response carries no frames (the
 kernel accepts none with DECODE_ERROR): frames decoded in the same request are
-dropped, and the message says how many. Every output frame is converted to
-NV12 / P010, packed tightly and digested (frames.py).
+dropped, and the message says how many. Every output frame is packed tightly
+as NV12 / P010 and digested (frames.py); a frame those cannot carry exactly
+(4:2:2 / 4:4:4 chroma, more than 10 bits) is not converted: the request gets
+DECODE_ERROR / EOPNOTSUPP naming the layout (logged once per stream).
 
 Timestamps: the decoder sees a private, increasing packet number as pts; a
 frame's pts maps back to the timestamp of the request that carried it (so
@@ -72,7 +74,7 @@ from daedalus.proto import (
     Header,
     MsgType,
 )
-from daedalus.roundtrip.frames import pack
+from daedalus.roundtrip.frames import UnsupportedLayout, pack
 
 log = logging.getLogger("daedalus.roundtrip")
 
@@ -140,7 +142,10 @@ class StreamState(DecoderSession):
                 raise self._failed(errno.EILSEQ, f"frame {n + 1} of {len(decoded)} decoded "
                                    "with errors (concealed); "
                                    f"{len(decoded)} frame(s) of this request dropped")
-            packed = pack(frame)
+            try:
+                packed = pack(frame)
+            except UnsupportedLayout as exc:  # 4:2:2 / 4:4:4: refused, not converted
+                raise self._refuse(str(exc)) from None
             if not (0 < packed.width <= MAX_WIDTH and 0 < packed.height <= MAX_HEIGHT):
                 raise self._failed(errno.EFBIG, f"frame of {packed.width}x{packed.height} "
                                    f"exceeds {MAX_WIDTH}x{MAX_HEIGHT}")

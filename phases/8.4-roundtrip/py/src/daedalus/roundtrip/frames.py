@@ -5,9 +5,9 @@ A frame is reported in the layout the kernel's CAPTURE queue offers:
 - 8-bit video as **NV12**: the luma plane, ``height`` rows of ``width``
   bytes, then the interleaved CbCr plane, ``ceil(height / 2)`` rows of
   ``2 * ceil(width / 2)`` bytes (Cb, Cr, Cb, Cr ...);
-- deeper video (10-bit) as **P010**: the same two planes in 16-bit
-  little-endian words holding the sample in their upper 10 bits, so every row
-  is twice as long (``2 * width`` bytes of luma).
+- 10-bit video as **P010**: the same two planes in 16-bit little-endian
+  words holding the sample in their upper 10 bits, so every row is twice as
+  long (``2 * width`` bytes of luma).
 
 Rows are packed without any padding, whatever the decoder's stride (its
 ``line_size``). For even sizes this is exactly what
@@ -16,17 +16,23 @@ frame, ``width * height * 3 / 2`` bytes (twice that for P010), and the
 digest is FNV-1a 64 (``daedalus.proto.fnv1a64``) over those bytes in that
 order: luma rows top to bottom, then chroma rows top to bottom.
 
-Other decoder formats are converted by FFmpeg's swscale
-(``VideoFrame.reformat``): yuv420p -> nv12 and yuv420p10le -> p010le are
-lossless re-arrangements, identical to what the ffmpeg CLI's automatic
-conversion does. Subsampling 4:2:2 / 4:4:4 video to 4:2:0 is a filter, whose
-output need not match the ffmpeg CLI's (different default scaler flags).
+Only the decoder's own samples are handed out. A 4:2:0 frame of at most 10
+bits is re-arranged, never filtered: the planar layouts FFmpeg's decoders
+output (yuv420p, yuvj420p, yuv420p10le) are interleaved here, sample for
+sample (no range conversion: swscale would squeeze yuvj420p's full range);
+other 4:2:0 layouts (nv12 and p010le as they are, nv21, big-endian ...) go
+through swscale (``VideoFrame.reformat``), which only moves samples for
+those. Any other layout -- 4:2:2 or 4:4:4 chroma, 4:0:0 (no chroma), RGB,
+more than 10 bits -- would need a filter (a chroma downscale, or dropping
+bits), so ``pack`` raises ``UnsupportedLayout`` and the stream is refused
+(the handlers answer DECODE_ERROR / EOPNOTSUPP with its one-line message)
+rather than converted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -38,12 +44,52 @@ if TYPE_CHECKING:
 
 # The swscale format name of each protocol layout.
 AV_FORMATS = {PixFmt.NV12: "nv12", PixFmt.P010: "p010le"}
+# Planar 4:2:0 layouts whose planes pack() interleaves itself (little-endian samples).
+PLANAR_420 = frozenset({"yuv420p", "yuvj420p", "yuv420p10le"})
+MAX_BITS = 10  # P010's sample
+
+
+class UnsupportedLayout(ValueError):
+    """A decoded frame whose layout NV12 / P010 cannot carry without filtering
+    (4:2:2 / 4:4:4 chroma, no chroma, RGB, more than 10 bits). ``str()`` is a
+    one-line message for the kernel and the log; ``pix_fmt`` FFmpeg's name of
+    the layout and ``what`` the property that rules it out."""
+
+    def __init__(self, pix_fmt: str, what: str, delivers: str) -> None:
+        super().__init__(f"the stream decodes to {pix_fmt} ({what}); daedalus-v4l2 delivers "
+                         f"{delivers}, so it is refused rather than converted")
+        self.pix_fmt = pix_fmt
+        self.what = what
+
+
+def chroma_subsampling(fmt: av.VideoFormat) -> str:
+    """The J:a:b name of *fmt*'s chroma subsampling ("4:2:0", "4:4:4" ...),
+    "4:0:0" without chroma, "RGB" for RGB layouts; from FFmpeg's pixel format
+    descriptor (the chroma planes' size relative to a 64 x 64 luma plane)."""
+    if fmt.is_rgb:
+        return "RGB"
+    if len([c for c in fmt.components if not c.is_alpha]) < 3:
+        return "4:0:0"
+    w, h = fmt.chroma_width(64), fmt.chroma_height(64)
+    names = {(64, 64): "4:4:4", (32, 64): "4:2:2", (32, 32): "4:2:0", (16, 64): "4:1:1",
+             (64, 32): "4:4:0", (16, 16): "4:1:0"}
+    return names.get((w, h), f"{64 // w}x{64 // h} subsampled")
 
 
 def layout_for(frame: av.VideoFrame) -> PixFmt:
-    """NV12 for 8-bit video, P010 for anything deeper (10-bit; 12-bit loses
-    its two lowest bits)."""
-    bits = max((c.bits for c in frame.format.components), default=8)
+    """NV12 for 8-bit 4:2:0 video, P010 for 9- and 10-bit 4:2:0; UnsupportedLayout
+    for anything else."""
+    fmt = frame.format
+    chroma = chroma_subsampling(fmt)
+    if chroma != "4:2:0" or fmt.has_palette or fmt.is_bayer:
+        what = ("a palette" if fmt.has_palette else "Bayer" if fmt.is_bayer
+                else "4:0:0, no chroma" if chroma == "4:0:0"
+                else f"{chroma} chroma" if chroma[0].isdigit() else chroma)
+        raise UnsupportedLayout(fmt.name, what, "4:2:0 only (NV12 / P010)")
+    bits = max((c.bits for c in fmt.components), default=8)
+    if bits > MAX_BITS:
+        raise UnsupportedLayout(fmt.name, f"{bits}-bit samples",
+                                f"8-bit NV12 and {MAX_BITS}-bit P010 only")
     return PixFmt.NV12 if bits <= 8 else PixFmt.P010
 
 
@@ -96,14 +142,43 @@ def frame_size(width: int, height: int, pixfmt: PixFmt) -> int:
     return (width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)) * sample
 
 
+def _interleave(cb: npt.NDArray[Any], cr: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """Cb and Cr rows (same shape) as CbCr rows: Cb, Cr, Cb, Cr ..."""
+    out = np.empty((cb.shape[0], 2 * cb.shape[1]), cb.dtype)
+    out[:, 0::2], out[:, 1::2] = cb, cr
+    return out
+
+
+def _pack_planar(frame: av.VideoFrame, pixfmt: PixFmt) -> tuple[npt.NDArray[np.uint8],
+                                                                npt.NDArray[np.uint8]]:
+    """Luma and CbCr rows of a planar 4:2:0 frame (PLANAR_420): copied, deeper
+    samples moved to the upper bits of their 16-bit word (P010)."""
+    width, height = frame.width, frame.height
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    planes = frame.planes
+    if pixfmt == PixFmt.NV12:
+        luma = np.array(_rows(planes[0], height, width))
+        return luma, _interleave(_rows(planes[1], ch, cw), _rows(planes[2], ch, cw))
+    shift = 16 - max(c.bits for c in frame.format.components)
+    y, cb, cr = (_rows(plane, rows, 2 * n).view("<u2")
+                 for plane, rows, n in ((planes[0], height, width), (planes[1], ch, cw),
+                                        (planes[2], ch, cw)))
+    return (y << shift).view(np.uint8), _interleave(cb << shift, cr << shift).view(np.uint8)
+
+
 def pack(frame: av.VideoFrame) -> PackedFrame:
-    """*frame* converted to NV12 or P010 and packed tightly (see the module doc)."""
+    """*frame* as tightly packed NV12 or P010 (see the module doc); UnsupportedLayout
+    for a layout they cannot carry exactly."""
     pixfmt = layout_for(frame)
-    target = AV_FORMATS[pixfmt]
-    converted = frame if frame.format.name == target else frame.reformat(format=target)
-    width, height = converted.width, converted.height
-    sample = 2 if pixfmt == PixFmt.P010 else 1
-    luma = _rows(converted.planes[0], height, width * sample)
-    chroma = _rows(converted.planes[1], (height + 1) // 2, 2 * ((width + 1) // 2) * sample)
-    return PackedFrame(width=width, height=height, pixfmt=pixfmt, key=bool(frame.key_frame),
-                       pts=frame.pts, luma=luma, chroma=chroma)
+    if frame.format.name in PLANAR_420:
+        luma, chroma = _pack_planar(frame, pixfmt)
+    else:
+        target = AV_FORMATS[pixfmt]
+        converted = frame if frame.format.name == target else frame.reformat(format=target)
+        width, height = converted.width, converted.height
+        sample = 2 if pixfmt == PixFmt.P010 else 1
+        luma = _rows(converted.planes[0], height, width * sample)
+        chroma = _rows(converted.planes[1], (height + 1) // 2,
+                       2 * ((width + 1) // 2) * sample)
+    return PackedFrame(width=frame.width, height=frame.height, pixfmt=pixfmt,
+                       key=bool(frame.key_frame), pts=frame.pts, luma=luma, chroma=chroma)

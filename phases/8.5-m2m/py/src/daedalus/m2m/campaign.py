@@ -131,10 +131,10 @@ def load_clip(name: str) -> Clip:
         path = corpus.path(name)
     except corpus.CorpusError as exc:
         raise CampaignError(str(exc)) from None
-    if len(entry.sizes) != 1 or entry.bit_depth != 8:
-        raise CampaignError(f"{name}: the campaigns take 8-bit clips of one size (NV12 "
-                            f"CAPTURE, frames compared at one size), not {entry.sizes} "
-                            f"{entry.bit_depth}-bit")
+    if len(entry.sizes) != 1 or entry.bit_depth != 8 or entry.pix_fmt != "yuv420p":
+        raise CampaignError(f"{name}: the campaigns take 8-bit clips of one size (4:2:0, "
+                            f"NV12 CAPTURE, frames compared at one size), not {entry.sizes} "
+                            f"{entry.bit_depth}-bit {entry.pix_fmt}")
     info, packets = read_all(path)
     try:
         want = reference_output(path)
@@ -167,12 +167,13 @@ def default_clips(codecs: Sequence[str]) -> list[str]:
 
 def fuzz_clips(codecs: Sequence[str]) -> list[str]:
     """fuzz: every committed corpus clip of those codecs that the campaigns
-    take (8-bit, one size), interleaved by codec so that any run of streams
-    covers every codec."""
+    take (8-bit 4:2:0, one size), interleaved by codec so that any run of
+    streams covers every codec."""
     from daedalus.parse import corpus
 
     by_codec = [[e.name for e in corpus.entries(large=False)
-                 if e.codec == codec and e.bit_depth == 8 and len(e.sizes) == 1]
+                 if e.codec == codec and e.bit_depth == 8 and e.pix_fmt == "yuv420p"
+                 and len(e.sizes) == 1]
                 for codec in codecs]
     return [name for group in zip_longest(*by_codec) for name in group if name]
 

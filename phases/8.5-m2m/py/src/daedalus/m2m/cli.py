@@ -22,6 +22,14 @@ Exit status: one per outcome (status.py: DecodeExit, listed in --help):
 unreadable FILE, no device or no daemon, a refused stream, a timeout (each
 wait is bounded by ``--timeout``), buffers in error, a mismatch. Each
 failure is one line on stderr.
+
+A stream the node stops (dev-decoder.rst's fatal state, EIO: the daemon
+refused its 4:2:2 / 4:4:4 chroma, or its 10-bit frames need P010 on a node
+that offers NV12 only) is REFUSED, and the line names the property, probed
+from FILE itself (unsupported.py), in one line::
+
+    daedalus-v4l2 decode: FILE: refused: H.264 High 4:4:4 Predictive, yuv444p
+    (4:4:4 chroma): the node's CAPTURE format NV12 carries 8-bit 4:2:0 only
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ from daedalus.m2m.v4l2 import (
     DecodeTimeout,
     Frame,
     M2MNode,
+    NodeStopped,
     NotADecoder,
     StatefulDecode,
     Stats,
@@ -70,6 +79,17 @@ def format_summary(path: str, out: str, stats: Stats) -> str:
     errors = f"{stats.errors} errors" + (f" ({', '.join(detail)})" if detail else "")
     return (f"decode: {path}: {stats.frames} frames, {sizes}, {stats.fps:.1f} fps, {errors} "
             f"-> {out}")
+
+
+def refusal(path: str, device: Path, node: M2MNode, exc: NodeStopped) -> str:
+    """The line for a stream the node stopped: which property of FILE the
+    node's CAPTURE formats do not carry (probed from the file), else the
+    node's side of it."""
+    from daedalus.m2m.unsupported import why_refused
+    from daedalus.skeleton.v4l2dev import CAPTURE
+
+    why = why_refused(path, node.formats(CAPTURE))  # ENUM_FMT works in the fatal state
+    return f"{path}: refused: {why}" if why is not None else f"{device}: {exc}"
 
 
 class _Writer:
@@ -163,6 +183,8 @@ class DecodeCommand:
                     decode.run()
                 except NotADecoder as exc:
                     failure = DecodeExit.NO_DEVICE, str(exc)
+                except NodeStopped as exc:
+                    failure = DecodeExit.REFUSED, refusal(path, device, node, exc)
                 except StreamRefused as exc:
                     failure = DecodeExit.REFUSED, f"{device}: {exc}"
                 except DecodeTimeout as exc:

@@ -61,6 +61,9 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
   and replaced (phase 8.4's rule), and one that fails with anything but
   invalid data is recreated. A frame FFmpeg flags as decoded with errors
   (concealed) is dropped, not kept: the protocol has no per-frame error flag.
+- a frame NV12 / P010 cannot carry exactly (4:2:2 / 4:4:4 chroma, see
+  phase 8.4's frames.py) refuses the stream: DECODE_ERROR / EOPNOTSUPP naming
+  the layout, no frame of that FEED kept, one warning per stream in the log.
 
 FETCH (struct daedalus_fetch_req): the kept frame it names (timestamp and
 digest, as the FEED answer listed it), laid out in the requested geometry
@@ -134,7 +137,7 @@ from daedalus.proto import (
     validate_fetch_req,
 )
 from daedalus.proto.codecs import by_codec
-from daedalus.roundtrip.frames import pack
+from daedalus.roundtrip.frames import UnsupportedLayout, pack
 
 log = logging.getLogger("daedalus.m2m")
 
@@ -342,7 +345,10 @@ class FeedStream(DecoderSession):
                 problems.append(Problem(errno.EILSEQ, "a frame decoded with errors "
                                                       "(concealed) was dropped"))
                 continue
-            packed = pack(frame)
+            try:
+                packed = pack(frame)
+            except UnsupportedLayout as exc:  # 4:2:2 / 4:4:4: refused, not converted
+                raise self._refuse(str(exc)) from None
             if not (0 < packed.width <= MAX_WIDTH and 0 < packed.height <= MAX_HEIGHT):
                 problems.append(Problem(errno.EFBIG, f"a frame of {packed.width}x"
                                         f"{packed.height} exceeds {MAX_WIDTH}x{MAX_HEIGHT}"))

@@ -36,7 +36,9 @@ MEANINGS: dict[DecodeExit, str] = {
     DecodeExit.USAGE: "bad command line",
     DecodeExit.MISMATCH: "--compare: decoded without errors, but not byte-exact with "
                            "ffmpeg",
-    DecodeExit.REFUSED: "nothing decoded: the node does not offer the codec, returned "
+    DecodeExit.REFUSED: "nothing decoded: the node does not offer the codec, stopped "
+                          "the stream (a pixel layout it does not deliver, e.g. 4:4:4 "
+                          "chroma or 10-bit on an NV12 node: the line names it), returned "
                           "every buffer in error, or the stream holds no picture",
     DecodeExit.UNREADABLE: "FILE cannot be read: missing, empty, not IVF / H.264 Annex-B "
                              "/ AV1 OBU, or malformed",

@@ -19,6 +19,12 @@ multi-planar API, MMAP memory, one plane per buffer:
 5. A SOURCE_CHANGE while CAPTURE streams (dynamic resolution change): the
    frames of the old size end with a LAST buffer; then STREAMOFF(CAPTURE),
    REQBUFS(0), G_FMT and new buffers as in step 2, and decoding goes on.
+6. The fatal state: when the daemon refuses the stream (a pixel layout it
+   does not deliver) or a frame needs a CAPTURE format the node does not
+   offer, the node returns every queued buffer with ERROR, then QBUF,
+   STREAMON, DECODER_CMD and DQBUF fail with EIO (poll(2) says POLLERR, which
+   alone proves nothing: it also means a queue without buffers). The first
+   EIO ends the decode with ``NodeStopped``.
 
 The file descriptor is non-blocking and every wait is a poll(2) with a
 timeout: when nothing moves for ``timeout`` seconds the decode fails with a
@@ -72,6 +78,13 @@ class DecodeTimeout(DecodeError):
 class StreamRefused(DecodeError):
     """The node refuses the stream: its coded format is not offered, or every
     OUTPUT buffer came back in error before anything was decoded."""
+
+
+class NodeStopped(StreamRefused):
+    """The node put the stream in the fatal state of dev-decoder.rst: every
+    queued buffer came back with ERROR and the next V4L2 call failed with EIO.
+    The daemon refused the stream, or a frame needs a CAPTURE pixel format the
+    node does not offer (unsupported.py tells which from the file)."""
 
 
 class NotADecoder(DecodeError):
@@ -464,6 +477,12 @@ class StatefulDecode:
                     # short nap instead of spinning
                     time.sleep(0.005)
             self._check_epipe()
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+            raise NodeStopped(f"the node stopped the stream (a V4L2 call failed with EIO "
+                              f"after {self.stats.frames} frames): it refused the stream or "
+                              f"has no CAPTURE format for its frames{daemon_hint()}") from None
         finally:
             self.stats.seconds = time.monotonic() - start
             if self.capture is not None:
