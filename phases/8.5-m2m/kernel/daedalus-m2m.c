@@ -112,8 +112,9 @@ static void daedalus_queue_event(struct daedalus_m2m_ctx *ctx, u32 type)
 
 /*
  * The stream cannot be decoded exactly: every further queue operation gets
- * -EIO and poll EPOLLERR (vb2_queue_error(), dev-decoder.rst's fatal error),
- * so no buffer with pixels that are not the decoder's reaches the client.
+ * -EIO (vb2_queue_error(), dev-decoder.rst's fatal error), so no buffer with
+ * pixels that are not the decoder's reaches the client; poll reports the
+ * file ready, so that the client sees the -EIO (daedalus_m2m_poll()).
  * The buffers stay with the driver until their queue is stopped; stopping
  * OUTPUT ends the state. Called with ctx->lock held.
  */
@@ -131,6 +132,27 @@ static void daedalus_m2m_fatal(struct daedalus_m2m_ctx *ctx, const char *why)
 	ctx->nr_pending = 0;
 	vb2_queue_error(v4l2_m2m_get_src_vq(m2m));
 	vb2_queue_error(v4l2_m2m_get_dst_vq(m2m));
+}
+
+/*
+ * poll() of a refused stream: readable and writable, not EPOLLERR (which
+ * vb2 would report), so that a client's next DQBUF reports the -EIO. FFmpeg
+ * 5.1 never dequeues after EPOLLERR and would wait forever for its drain.
+ */
+static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
+{
+	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	__poll_t mask;
+	bool fatal;
+
+	mask = v4l2_m2m_fop_poll(file, wait);
+	mutex_lock(&ctx->lock);
+	fatal = ctx->fatal;
+	mutex_unlock(&ctx->lock);
+	if (fatal)
+		mask = (mask & EPOLLPRI) | EPOLLIN | EPOLLRDNORM | EPOLLOUT |
+		       EPOLLWRNORM;
+	return mask;
 }
 
 /*
@@ -962,7 +984,7 @@ static int daedalus_m2m_init(struct daedalus_dev *dev)
 	m2m->fops = *dev->fops;
 	m2m->fops.open = daedalus_m2m_open;
 	m2m->fops.release = daedalus_m2m_release;
-	m2m->fops.poll = v4l2_m2m_fop_poll;
+	m2m->fops.poll = daedalus_m2m_poll;
 	m2m->fops.mmap = v4l2_m2m_fop_mmap;
 
 	m2m->base_ioctl_ops = dev->ioctl_ops;

@@ -97,8 +97,9 @@ struct daedalus_m2m {
  *	answer.
  * @fatal: the stream cannot be decoded exactly (the daemon refused it, or
  *	it needs a CAPTURE format the node does not offer): both vb2 queues are
- *	in their error state (QBUF, DQBUF, STREAMON get -EIO, poll EPOLLERR)
- *	until OUTPUT is stopped (dev-decoder.rst, fatal decoding errors).
+ *	in their error state (QBUF, DQBUF, STREAMON get -EIO; poll reports
+ *	the file ready) until OUTPUT is stopped (dev-decoder.rst, fatal
+ *	decoding errors).
  * @cap_sequence: sequence number of the next CAPTURE buffer.
  * @stream: this file's decoder in the daemon; used by the pump only (and by
  *	release once the pump is stopped for good).

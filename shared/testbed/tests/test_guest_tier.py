@@ -32,7 +32,9 @@ SMOKE_61 = " or ".join([
     "test_roundtrip_digests_equal_ffmpeg", "test_streams_are_numbered",
     "test_decode_is_byte_exact", "test_resolution_change", "test_ffmpeg_v4l2m2m",
     "test_gstreamer_v4l2", "test_capture_buffers_too_small", "test_a_stalled_daemon",
-    "test_unbind_mid_stream",
+    "test_unbind_mid_stream", "test_gstreamer_frames_have_the_visible_size",
+    "test_gstreamer_across_a_resolution_change", "test_ffmpeg_across_a_resolution_change",
+    "test_ffmpeg_b_pyramid", "test_refused_stream_through_ffmpeg_and_gstreamer",
 ])
 
 
