@@ -8,7 +8,8 @@ test's printed figures) is kept in build/guest-tier-SERIES.log. To keep CI
 within its time, the 6.1 tier runs a smoke subset (SMOKE_61: the node, the
 bridge's validation, the round trip, byte-exact decodes through every client,
 a resolution change, the overflow and stalled-daemon reproductions, an
-unbind); the full 6.1 run is
+unbind, and the unmodified clients on everyday streams: odd widths, resolution
+changes, a slowed daemon, refusals); the full 6.1 run is
 
     DAEDALUS_FULL_61=1 hatch run test shared/testbed/tests/test_guest_tier.py -k "6.1 and not 6.12"
 """
