@@ -42,8 +42,8 @@ ODD_WIDTHS = ["vp9-176x144", "h264-high-176x144", "vp9-352x288", "h264-high-352x
 GROWTH = ["vp9-resize-176x144-352x288", "h264-resize-176x144-352x288"]
 SHRINK = ["vp9-resize-352x288-176x144", "h264-resize-352x288-176x144"]
 # GStreamer 1.22 after an H.264 shrink (h264parse's new caps: drain, orphaned
-# pools, S_FMT(OUTPUT)) still reads the old size from G_FMT(CAPTURE) and stalls:
-# not solved yet, see the 8.5 closure page; VP9 shrinks and both growths pass
+# pools, S_FMT(OUTPUT)) asks S_FMT(CAPTURE) for the old size and stalls: not
+# solved yet, see the 8.5 closure page; VP9 shrinks and both growths pass
 GST_RESIZES = [*GROWTH, "vp9-resize-352x288-176x144", "vp9-resize-320x240-174x98"]
 REFUSED = {
     "h264-high444-176x144": "4:4:4",
