@@ -347,13 +347,21 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 	if (!head || ctx->src_change)
 		goto idle;
 	if (!daedalus_same_geometry(ctx, head)) {
-		/* Implicit drain: LAST on the old geometry, then the event. */
+		/*
+		 * Implicit drain: the event, then an empty LAST buffer after the
+		 * old geometry's frames (dev-decoder.rst's order). A client that
+		 * sees the LAST buffer first (GStreamer 1.22 checks events only
+		 * before buffers) would take it for the end of the stream.
+		 */
+		buf = NULL;
 		if (ctx->have_geometry) {
 			if (!daedalus_cap_ready(ctx))
 				goto idle;
-			daedalus_cap_last(ctx, v4l2_m2m_dst_buf_remove(m2m));
+			buf = v4l2_m2m_dst_buf_remove(m2m);
 		}
 		daedalus_new_geometry(ctx, head);
+		if (buf)
+			daedalus_cap_last(ctx, buf);
 		mutex_unlock(&ctx->lock);
 		return true;
 	}
