@@ -169,14 +169,9 @@ static int daedalus_m2m_g_selection(struct file *file, void *priv,
 static int daedalus_m2m_streamon(struct file *file, void *priv,
 				 enum v4l2_buf_type type)
 {
-	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
-	bool fatal;
 	int ret;
 
-	mutex_lock(&ctx->lock);
-	fatal = ctx->fatal;
-	mutex_unlock(&ctx->lock);
-	if (fatal)
+	if (daedalus_m2m_refused(daedalus_file_to_m2m(file)))
 		return -EIO;
 	ret = v4l2_m2m_ioctl_streamon(file, priv, type);
 	if (!ret)

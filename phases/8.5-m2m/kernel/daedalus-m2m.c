@@ -141,15 +141,10 @@ static void daedalus_m2m_fatal(struct daedalus_m2m_ctx *ctx, const char *why)
  */
 static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 {
-	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
 	__poll_t mask;
-	bool fatal;
 
 	mask = v4l2_m2m_fop_poll(file, wait);
-	mutex_lock(&ctx->lock);
-	fatal = ctx->fatal;
-	mutex_unlock(&ctx->lock);
-	if (fatal)
+	if (daedalus_m2m_refused(daedalus_file_to_m2m(file)))
 		mask = (mask & EPOLLPRI) | EPOLLIN | EPOLLRDNORM | EPOLLOUT |
 		       EPOLLWRNORM;
 	return mask;

@@ -148,6 +148,17 @@ static inline struct daedalus_m2m_ctx *daedalus_file_to_m2m(struct file *file)
 			    base);
 }
 
+/* The stream was refused (@fatal); takes ctx->lock. */
+static inline bool daedalus_m2m_refused(struct daedalus_m2m_ctx *ctx)
+{
+	bool fatal;
+
+	mutex_lock(&ctx->lock);
+	fatal = ctx->fatal;
+	mutex_unlock(&ctx->lock);
+	return fatal;
+}
+
 /* daedalus-m2m.c */
 extern const struct daedalus_layer daedalus_m2m_layer;
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
