@@ -102,6 +102,15 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 		daedalus_m2m_clamp_out(f);
 		ctx->base.out_fmt.plane_fmt[0].sizeimage =
 			f->fmt.pix_mp.plane_fmt[0].sizeimage;
+		/*
+		 * CAPTURE now has the format derived from OUTPUT's, and the
+		 * visible rectangle follows it until a header says otherwise:
+		 * a compose rectangle left from the previous stream (GStreamer
+		 * 1.22 sets OUTPUT again at an H.264 SPS change) would give a
+		 * client the old picture size with the new format.
+		 */
+		if (!ret)
+			ctx->have_geometry = false;
 		mutex_unlock(&ctx->lock);
 	}
 	mutex_unlock(&ctx->q_lock);

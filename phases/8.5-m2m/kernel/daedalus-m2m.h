@@ -72,7 +72,8 @@ struct daedalus_m2m {
  * @pending: frames decoded by the daemon and not yet fetched, oldest first.
  * @pending_head: index of the oldest entry of @pending.
  * @nr_pending: entries in @pending.
- * @have_geometry: the stream's picture size is known (first frame decoded).
+ * @have_geometry: the stream's picture size is known (a frame decoded since
+ *	the last S_FMT on OUTPUT).
  * @visible_width: width of the decoded picture (CAPTURE may be wider).
  * @visible_height: height of the decoded picture (CAPTURE may be taller).
  * @src_change: SOURCE_CHANGE was sent; CAPTURE must be set up again before
