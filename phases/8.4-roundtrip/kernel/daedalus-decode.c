@@ -79,7 +79,7 @@ static bool daedalus_frame_valid(const struct daedalus_frame_info *f)
 	if (!f->width || f->width > DAEDALUS_MAX_WIDTH ||
 	    !f->height || f->height > DAEDALUS_MAX_HEIGHT)
 		return false;
-	if (f->flags & ~DAEDALUS_FRAME_KEY)
+	if (f->flags & ~(DAEDALUS_FRAME_KEY | DAEDALUS_FRAME_CORRUPT))
 		return false;
 	return daedalus_zero(f->reserved, ARRAY_SIZE(f->reserved));
 }

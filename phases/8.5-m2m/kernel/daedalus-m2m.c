@@ -334,7 +334,7 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 	struct daedalus_fetch_dst dst = {};
 	struct daedalus_frame_info *head, want;
 	struct vb2_v4l2_buffer *buf;
-	bool fits, last = false;
+	bool fits, corrupt, last = false;
 	int ret;
 
 	mutex_lock(&ctx->lock);
@@ -368,7 +368,9 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 	dst.bytesperline = cap->plane_fmt[0].bytesperline;
 	dst.height = cap->height;
 	dst.sizeimage = cap->plane_fmt[0].sizeimage;
-	fits = ctx->failed ||
+	/* Decoded with errors: the buffer is handed out in ERROR, empty. */
+	corrupt = want.flags & DAEDALUS_FRAME_CORRUPT;
+	fits = ctx->failed || corrupt ||
 	       (vb2_plane_size(&buf->vb2_buf, 0) >= dst.sizeimage &&
 		vb2_plane_vaddr(&buf->vb2_buf, 0));
 	if (!fits) {
@@ -383,13 +385,16 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		v4l2_m2m_buf_done(buf, VB2_BUF_STATE_ERROR);
 		return true;
 	}
-	if (!ctx->failed)
+	if (!ctx->failed && !corrupt)
 		dst.buf = buf;
 	WRITE_ONCE(ctx->cap_busy, true);
 	mutex_unlock(&ctx->lock);
 
+	/* Without a buffer the FETCH discards: both sides forget the frame. */
 	ret = daedalus_fetch(ctx, &want, &dst);
-	if (!ret && !dst.buf)
+	if (!ret && corrupt)
+		ret = -EILSEQ;
+	else if (!ret && !dst.buf)
 		ret = -E2BIG; /* dropped: the frame does not fit the transport */
 
 	mutex_lock(&ctx->lock);

@@ -210,6 +210,37 @@ def test_corrupt_stream_has_error_buffers_and_recovers_at_the_next_keyframe(
     assert daemon_state() == "ready"  # the daemon survived
 
 
+CAPTURE_ERROR = re.compile(r"CAPTURE buffer (?P<seq>\d+) \(timestamp \d+\) returned with ERROR")
+
+
+def test_a_frame_decoded_with_errors_is_an_error_buffer_in_its_place(tmp_path: Path) -> None:
+    """h264-high-320x240 with the middle of access unit 5 scrambled: FFmpeg
+    conceals the damage and flags that picture; the node hands its CAPTURE
+    buffer out flagged ERROR (protocol v7's DAEDALUS_FRAME_CORRUPT), where it
+    used to vanish. Nothing is lost: the frames out plus that buffer are the
+    30 pictures Debian's ffmpeg makes of the file, and the frames before it
+    are ffmpeg's. (After it, frames that reference the concealed picture
+    depend on the FFmpeg version's concealment.)"""
+    _, packets = read_all(corpus.path(H264))
+    data = bytearray(packets[5].data)
+    middle = len(data) // 2
+    data[middle:middle + 400] = bytes(b ^ 0x5A for b in data[middle:middle + 400])
+    damaged = tmp_path / "damaged.h264"
+    damaged.write_bytes(b"".join([p.data for p in packets[:5]] + [bytes(data)]
+                                 + [p.data for p in packets[6:]]))
+    out = tmp_path / "out.yuv"
+    proc = decode(damaged, out)
+    assert proc.returncode == DecodeExit.ERRORS, proc.stdout + proc.stderr
+    got = summary(proc.stdout)
+    errored = [int(m["seq"]) for m in CAPTURE_ERROR.finditer(proc.stderr)]
+    assert got.errors == len(errored) == 1, proc.stdout + proc.stderr  # no OUTPUT error
+    reference = split(reference_output(damaged), [(320, 240)] * 30)
+    assert got.frames + 1 == len(reference)
+    frames = split(out.read_bytes(), [(320, 240)] * got.frames)
+    assert 0 < errored[0] < 30
+    assert frames[:errored[0]] == reference[:errored[0]]
+
+
 def test_without_daedalusd_the_decode_fails_cleanly(tmp_path: Path) -> None:
     """No daemon: the buffers come back in error at once and the tool gives up
     on that state (its fail-fast), not on its --timeout, set here far beyond

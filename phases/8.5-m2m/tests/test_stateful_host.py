@@ -269,6 +269,12 @@ class Kernel:
         """FETCH the oldest pending frame into a CAPTURE-like buffer: stride
         aligned to 64, height to 16 (rows past the picture)."""
         want = self.pending.pop(0)
+        if want.corrupt:  # no pixels: the buffer is handed out in ERROR
+            status, answer = self.fetch_raw(64, 16, flags=FETCH_DISCARD, want=want)
+            assert status == 0, answer
+            resp, pixels = parse_fetch_resp(answer)
+            assert resp.frame == want and not resp.bytes and not len(pixels)
+            return Fetched(resp.frame, b"", b"")
         geometry = Geometry(want.width, want.height, PixFmt(want.pixfmt))
         bpl = align(geometry.min_bytesperline, 64) if bytesperline is None else bytesperline
         rows = align(want.height, 16) if height is None else height
@@ -465,6 +471,38 @@ def test_corrupt_buffer_is_eilseq_and_the_stream_goes_on() -> None:
     clean = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
     assert [f.picture for f in got if f.frame.timestamp < 5] == clean[:5]
     assert [f.picture for f in got if f.frame.timestamp >= 30] == clean
+
+
+def damaged(chunks: Sequence[bytes], index: int, span: int = 400) -> list[bytes]:
+    """*chunks* with *span* bytes from the middle of chunk *index* scrambled."""
+    out = list(chunks)
+    data = bytearray(out[index])
+    middle = len(data) // 2
+    for pos in range(middle, min(middle + span, len(data) - 1)):
+        data[pos] ^= 0x5A
+    out[index] = bytes(data)
+    return out
+
+
+def test_a_frame_decoded_with_errors_is_listed_corrupt_not_dropped(tmp_path: Path) -> None:
+    """h264-high-320x240 with the middle of access unit 5 scrambled: FFmpeg
+    conceals the damage ("error while decoding MB") and flags the picture it
+    made. The daemon lists that picture with DAEDALUS_FRAME_CORRUPT (the
+    kernel errors its buffer) instead of dropping it: all 30 pictures that
+    Debian's ffmpeg makes of the file are accounted for, the ones before it
+    byte for byte."""
+    chunks = damaged(packets(H264), 5)
+    path = tmp_path / "damaged.h264"
+    path.write_bytes(b"".join(chunks))
+    kernel = Kernel(StatefulHandler(), 9, Codec.H264)
+    kernel.feed_all(chunks)
+    assert not kernel.errors
+    got = kernel.fetch_all()
+    clean = reference_frames(path, [(320, 240)] * 30)  # ffmpeg made 30 pictures
+    assert len(got) == len(clean)
+    corrupt = [n for n, f in enumerate(got) if f.frame.corrupt]
+    assert len(corrupt) == 1 and corrupt[0] > 0, corrupt
+    assert [f.picture for f in got[:corrupt[0]]] == clean[:corrupt[0]]
 
 
 def test_garbage_on_a_fresh_stream_then_a_keyframe() -> None:

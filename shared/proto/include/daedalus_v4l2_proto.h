@@ -35,7 +35,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		6
+#define DAEDALUS_PROTO_VERSION		7
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -85,7 +85,8 @@
  * frames of a FEED whose answer the kernel never took are dropped (phase 8.5);
  * 5 = stream ids are 64 bits wide, so they are never reused (phase 8.5);
  * 6 = FEED's DAEDALUS_DECODE_RESYNC: the frames of a FEED whose answer the
- * kernel lost are listed again, not dropped (phase 8.5).
+ * kernel lost are listed again, not dropped (phase 8.5); 7 = frames decoded
+ * with errors are listed with DAEDALUS_FRAME_CORRUPT, not dropped (phase 8.5).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -206,6 +207,12 @@ struct daedalus_decode_req {
 
 /* daedalus_frame_info.flags */
 #define DAEDALUS_FRAME_KEY	0x1	/* a keyframe / IDR picture */
+/*
+ * Decoded with errors (FFmpeg concealed damage or a missing reference): the
+ * kernel hands out its CAPTURE buffer flagged V4L2_BUF_FLAG_ERROR, without
+ * pixels, and fetches it with DAEDALUS_FETCH_DISCARD.
+ */
+#define DAEDALUS_FRAME_CORRUPT	0x2
 
 /**
  * struct daedalus_frame_info - one decoded frame in a RESP_FRAME

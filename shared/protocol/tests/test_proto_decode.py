@@ -195,7 +195,7 @@ def test_parse_frame_resp_rejects_lengths(data: bytes, match: str) -> None:
     (proto.FrameResp(2, 0), "unknown frame_resp status 2"),
     (proto.FrameResp(0, 0, (FRAME.__class__(0, 240, 1, 0, 0, 0),)), "size 0x240"),
     (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 3, 0, 0, 0),)), "unknown pixfmt 3"),
-    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 2, 0, 0),)), "unknown flags 0x2"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 4, 0, 0),)), "unknown flags 0x4"),
     (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 0, 0, 0, (0, 1)),)), "reserved"),
 ])
 def test_validate_frame_resp_rejects(resp: proto.FrameResp, match: str) -> None:

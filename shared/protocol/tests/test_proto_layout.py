@@ -71,13 +71,14 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
                                 "max_bytes": (36, 4), "reserved": (40, 8)}),
     "daedalus_fetch_resp": (56, {"frame": (0, 40), "bytes": (40, 4), "reserved": (44, 12)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 6,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 7,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
              "DAEDALUS_CODEC_AV1": 3, "DAEDALUS_PIXFMT_NV12": 1, "DAEDALUS_PIXFMT_P010": 2,
              "DAEDALUS_DECODE_FLUSH": 1, "DAEDALUS_MAX_FRAMES": 16, "DAEDALUS_MAX_MSG": 256,
              "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1,
+             "DAEDALUS_FRAME_CORRUPT": 2,
              "DAEDALUS_MSG_FEED": 5, "DAEDALUS_MSG_FETCH": 6, "DAEDALUS_DECODE_RESET": 2,
              "DAEDALUS_DECODE_RESYNC": 4, "DAEDALUS_FETCH_DISCARD": 1, "DAEDALUS_MAX_WIDTH": 8192,
              "DAEDALUS_MAX_HEIGHT": 4352}
@@ -129,7 +130,7 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 6, 1024 * 1024, 0x8000)
+        0x4C345644, 7, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
@@ -141,6 +142,7 @@ def test_golden_constants_match_cffi() -> None:
     assert (proto.DECODE_RESET, proto.DECODE_RESYNC, proto.FETCH_DISCARD) == (2, 4, 1)
     assert (proto.MAX_WIDTH, proto.MAX_HEIGHT) == (8192, 4352)  # no version bump: not layout
     assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 7)
+    assert (proto.FRAME_CORRUPT, proto.FRAME_FLAGS) == (2, 3)
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
@@ -199,7 +201,7 @@ int main(void)
     VAL(DAEDALUS_CODEC_VP9); VAL(DAEDALUS_CODEC_H264); VAL(DAEDALUS_CODEC_AV1);
     VAL(DAEDALUS_PIXFMT_NV12); VAL(DAEDALUS_PIXFMT_P010); VAL(DAEDALUS_DECODE_FLUSH);
     VAL(DAEDALUS_MAX_FRAMES); VAL(DAEDALUS_MAX_MSG); VAL(DAEDALUS_DECODE_OK);
-    VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY);
+    VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY); VAL(DAEDALUS_FRAME_CORRUPT);
     VAL(DAEDALUS_MSG_FEED); VAL(DAEDALUS_MSG_FETCH); VAL(DAEDALUS_DECODE_RESET);
     VAL(DAEDALUS_DECODE_RESYNC);
     VAL(DAEDALUS_FETCH_DISCARD); VAL(DAEDALUS_MAX_WIDTH); VAL(DAEDALUS_MAX_HEIGHT);

@@ -42,6 +42,8 @@ __all__ = [
     "FETCH_RESP_SIZE",
     "FNV1A64_OFFSET_BASIS",
     "FNV1A64_PRIME",
+    "FRAME_CORRUPT",
+    "FRAME_FLAGS",
     "FRAME_INFO_SIZE",
     "FRAME_KEY",
     "FRAME_RESP_SIZE",
@@ -175,6 +177,8 @@ FETCH_DISCARD: Final = lib.DAEDALUS_FETCH_DISCARD
 MAX_FRAMES: Final = lib.DAEDALUS_MAX_FRAMES
 MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
 FRAME_KEY: Final = lib.DAEDALUS_FRAME_KEY
+FRAME_CORRUPT: Final = lib.DAEDALUS_FRAME_CORRUPT
+FRAME_FLAGS: Final = FRAME_KEY | FRAME_CORRUPT  # what a frame entry may carry
 FNV1A64_OFFSET_BASIS: Final = lib.DAEDALUS_FNV1A64_OFFSET_BASIS
 FNV1A64_PRIME: Final = lib.DAEDALUS_FNV1A64_PRIME
 
@@ -427,6 +431,11 @@ class FrameInfo:
         return bool(self.flags & FRAME_KEY)
 
     @property
+    def corrupt(self) -> bool:
+        """Decoded with errors: the kernel errors its buffer instead of fetching pixels."""
+        return bool(self.flags & FRAME_CORRUPT)
+
+    @property
     def pixfmt_name(self) -> str:
         """``nv12``, ``p010`` or the number for an unknown layout."""
         try:
@@ -610,8 +619,8 @@ def validate_frame(frame: FrameInfo, what: str = "frame") -> None:
         raise ProtocolError(f"{what}: unknown pixfmt {frame.pixfmt}")
     if not frame.width or not frame.height:
         raise ProtocolError(f"{what}: size {frame.width}x{frame.height}")
-    if frame.flags & ~FRAME_KEY:
-        raise ProtocolError(f"{what}: unknown flags {frame.flags & ~FRAME_KEY:#x}")
+    if frame.flags & ~FRAME_FLAGS:
+        raise ProtocolError(f"{what}: unknown flags {frame.flags & ~FRAME_FLAGS:#x}")
     if any(frame.reserved):
         raise ProtocolError(f"{what}: reserved words not zero: {list(frame.reserved)}")
 

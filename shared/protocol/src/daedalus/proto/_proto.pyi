@@ -42,6 +42,7 @@ class _Lib:
     DAEDALUS_DECODE_OK: int
     DAEDALUS_DECODE_ERROR: int
     DAEDALUS_FRAME_KEY: int
+    DAEDALUS_FRAME_CORRUPT: int
     DAEDALUS_FNV1A64_OFFSET_BASIS: int
     DAEDALUS_FNV1A64_PRIME: int
     daedalus_py_header_sha256: Any

@@ -96,6 +96,8 @@ struct daedalus_decode_req {
 
 #define DAEDALUS_FRAME_KEY ...
 
+#define DAEDALUS_FRAME_CORRUPT ...
+
 struct daedalus_frame_info {
     __u32 width;
     __u32 height;

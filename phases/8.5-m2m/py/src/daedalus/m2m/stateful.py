@@ -60,7 +60,9 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
   fails a packet which a fresh decoder decodes as a clean keyframe is wedged
   and replaced (phase 8.4's rule), and one that fails with anything but
   invalid data is recreated. A frame FFmpeg flags as decoded with errors
-  (concealed) is dropped, not kept: the protocol has no per-frame error flag.
+  (concealed, ``is_corrupt``) is kept and listed with DAEDALUS_FRAME_CORRUPT:
+  the kernel hands its buffer out flagged ERROR and fetches it with DISCARD,
+  so the client sees the loss where the frame was.
 - a frame NV12 / P010 cannot carry exactly (4:2:2 / 4:4:4 chroma, see
   phase 8.4's frames.py) refuses the stream: DECODE_ERROR / EOPNOTSUPP naming
   the layout, no frame of that FEED kept, one warning per stream in the log.
@@ -98,7 +100,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from itertools import islice
 from typing import Any, ClassVar
 
@@ -120,6 +122,7 @@ from daedalus.m2m.layout import Geometry, buffer_size, fits, lay_out
 from daedalus.proto import (
     FEED_FLAGS,
     FETCH_RESP_SIZE,
+    FRAME_CORRUPT,
     MAX_FRAMES,
     MAX_HEIGHT,
     MAX_PAYLOAD,
@@ -340,11 +343,8 @@ class FeedStream(DecoderSession):
     def _keep(self, req: DecodeReq, decoded: list[av.VideoFrame],
               problems: list[Problem]) -> list[FrameInfo]:
         good: list[KeptFrame] = []
+        corrupt = 0
         for frame in decoded:
-            if frame.is_corrupt:
-                problems.append(Problem(errno.EILSEQ, "a frame decoded with errors "
-                                                      "(concealed) was dropped"))
-                continue
             try:
                 packed = pack(frame)
             except UnsupportedLayout as exc:  # 4:2:2 / 4:4:4: refused, not converted
@@ -353,8 +353,14 @@ class FeedStream(DecoderSession):
                 problems.append(Problem(errno.EFBIG, f"a frame of {packed.width}x"
                                         f"{packed.height} exceeds {MAX_WIDTH}x{MAX_HEIGHT}"))
                 continue
-            good.append(KeptFrame(packed.info(self._timestamp(packed, req.timestamp)),
-                                  packed.luma, packed.chroma))
+            info = packed.info(self._timestamp(packed, req.timestamp))
+            if frame.is_corrupt:
+                corrupt += 1
+                info = replace(info, flags=info.flags | FRAME_CORRUPT)
+            good.append(KeptFrame(info, packed.luma, packed.chroma))
+        if corrupt:
+            problems.append(Problem(errno.EILSEQ, f"{corrupt} frame(s) decoded with errors "
+                                                  "(concealed), listed as corrupt"))
         if problems:
             self.errors += 1
         if len(good) > MAX_FRAMES:
@@ -365,7 +371,7 @@ class FeedStream(DecoderSession):
             text = "; ".join(dict.fromkeys(p.message for p in problems))
             if not good:
                 raise DecodeFailure(problems[0].error, text)
-            log.warning("stream %d, timestamp %d: %s (%d frames decoded all the same)",
+            log.warning("stream %d, timestamp %d: %s (%d frame(s) listed)",
                         self.stream_id, req.timestamp, text, len(good))
         self.kept.extend(good)
         self.frames += len(good)
