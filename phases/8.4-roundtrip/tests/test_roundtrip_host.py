@@ -757,6 +757,18 @@ def test_a_444_stream_is_eopnotsupp_with_one_warning(caplog: pytest.LogCaptureFi
 # --- registration and daedalusd ------------------------------------------------------
 
 
+def test_order_key_is_the_stream() -> None:
+    """daedalusd hands one stream's requests to the handler in the order it
+    read them (registry.py's Ordered): the key is the stream."""
+    handler = DecodeHandler()
+    payload = pack_decode_req(Codec.VP9, b"\x82\x49\x83", stream_id=12, flags=DECODE_FLUSH)
+    assert handler.order_key(header(MsgType.DECODE, payload), payload) == 12
+    short = payload[:DECODE_REQ_SIZE - 1]
+    assert handler.order_key(header(MsgType.DECODE, short), short) is None
+    assert handler.order_key(header(MsgType.FEED, payload), payload) is None  # not its opcode
+    assert handler.stream_ids() == []
+
+
 def test_handler_is_registered_by_entry_point() -> None:
     registry = Registry.from_entry_points()
     registration = registry.lookup(MsgType.DECODE)
@@ -766,6 +778,7 @@ def test_handler_is_registered_by_entry_point() -> None:
     # CLOSE_STREAM: the core answers it, after the handlers with per-stream state
     assert registry.lookup(MsgType.CLOSE_STREAM) is None
     assert registration in registry.stream_owners
+    assert registration.ordered is registration.handler
     assert registry.hello_phase() >= 84
 
 

@@ -43,7 +43,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from daedalus.codec.session import create_decoder
 from daedalus.dispatch.loopback import serve_against
-from daedalus.dispatch.registry import Registration, Registry
+from daedalus.dispatch.registry import Ordered, Registration, Registry
 from daedalus.m2m import layout
 from daedalus.m2m.cli import DecodeCommand, format_summary
 from daedalus.m2m.layout import Geometry, buffer_size, crop, fits, lay_out
@@ -57,6 +57,7 @@ from daedalus.parse.readers import read_all
 from daedalus.parse.reference import ffprobe
 from daedalus.proto import (
     DECODE_FLUSH,
+    DECODE_REQ_SIZE,
     DECODE_RESET,
     DECODE_RESYNC,
     FETCH_DISCARD,
@@ -986,6 +987,24 @@ def test_close_stream_drops_feed_state_and_the_decode_handlers() -> None:
     assert kernel.feed(packets(VP9)[0], 7).frames[0].timestamp == 7
 
 
+def test_order_key_is_the_stream_of_a_feed_or_a_fetch() -> None:
+    """daedalusd hands one stream's FEEDs and FETCHes to the handler in the
+    order it read them (registry.py's Ordered): the key is the stream."""
+    handler = StatefulHandler()
+    assert isinstance(handler, Ordered)
+    feed = pack_decode_req(Codec.H264, b"\0\0\1\x09", stream_id=7, flags=DECODE_RESYNC,
+                           timestamp=3)
+    fetch = pack_fetch_req(9, bytesperline=384, height=240, max_bytes=384 * 360)
+    assert handler.order_key(header(MsgType.FEED, feed), feed) == 7
+    assert handler.order_key(header(MsgType.FETCH, fetch), fetch) == 9
+    # too short for the struct: no key (handle answers EINVAL)
+    for type_, payload in [(MsgType.FEED, feed[:DECODE_REQ_SIZE - 1]), (MsgType.FEED, b""),
+                           (MsgType.FETCH, fetch[:-1]), (MsgType.FETCH, b"")]:
+        assert handler.order_key(header(type_, payload), payload) is None
+    assert handler.order_key(header(MsgType.DECODE, feed), feed) is None  # not its opcode
+    assert handler.stream_ids() == []  # read, nothing opened
+
+
 def test_close_stream_of_an_unknown_stream_and_close() -> None:
     stateful = StatefulHandler()
     stateful.close_stream(44)  # never fed: nothing to drop, not an error
@@ -1093,6 +1112,7 @@ def test_handlers_are_registered_by_entry_points() -> None:
         assert registration is not None and registration.name == "stateful"
         assert registration.phase == (8, 5)
         assert isinstance(registration.handler, StatefulHandler)
+        assert registration.ordered is registration.handler  # per stream, in read order
     assert registry.lookup(MsgType.CLOSE_STREAM) is None  # the core's, fanned out to:
     owners = {type(r.handler) for r in registry.stream_owners}
     assert {StatefulHandler, DecodeHandler} <= owners

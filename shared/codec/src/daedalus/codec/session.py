@@ -3,7 +3,9 @@
 Reading order: ``DecoderSession`` (the per-stream state and the decoder's
 life: creation, packet numbering, the wedged-decoder restart), then
 ``open_stream`` and ``answer_decode_req`` (a struct daedalus_decode_req in,
-its RESP_FRAME out, for any handler whose streams are DecoderSessions).
+its RESP_FRAME out, for any handler whose streams are DecoderSessions), and
+``decode_req_stream`` (the stream a request names, for the handlers'
+``order_key``).
 
 The codec facts (FFmpeg decoder, its options) come from the codec table,
 ``daedalus.proto.codecs``; nothing here names a codec.
@@ -213,6 +215,17 @@ def open_stream(streams: dict[int, SessionT], lock: threading.Lock, req: DecodeR
             raise ProtocolError(f"stream {req.stream_id} is {stream.codec.name}, the "
                                 f"{kind} says {codec.name}: the codec is fixed per stream")
         return stream
+
+
+def decode_req_stream(payload: bytes | bytearray | memoryview) -> int | None:
+    """The stream_id of a struct daedalus_decode_req payload (REQ_DECODE, or
+    phase 8.5's FEED); None if it is too short to hold the struct. Nothing
+    else is checked (``answer_decode_req`` does): the handlers' ``order_key``,
+    which daedalusd calls on its event loop for every request."""
+    try:
+        return parse_decode_req(payload)[0].stream_id
+    except ProtocolError:
+        return None
 
 
 def answer_decode_req(payload: bytes | bytearray | memoryview, kind: str,

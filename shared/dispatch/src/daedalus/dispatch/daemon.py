@@ -14,6 +14,13 @@ opens the device non-blocking, watches it with the asyncio loop's
 - hands every other request to the handler registered for its type (see
   registry.py), in a pool of worker threads so a slow handler never stops
   the reading, and writes the handler's answer (type | RESPONSE, same cookie);
+- keeps the read order among a handler's requests of one order key (its
+  ``order_key``, see registry.py: e.g. one stream's FEEDs): a request takes
+  its place behind the previous one of its key as it is read, and its
+  handler starts once the previous one's returned. Without that, a worker
+  could overtake another: after a lost answer the kernel's next FEED could
+  be decoded before the earlier one. A key's queue is dropped with its last
+  request; an ``order_key`` that raises is logged and its request unordered;
 - reads no more requests than it has workers: with as many requests in
   flight it stops reading until one is answered. The kernel counts a read
   request's time from the read and queues the unread ones fairly per user,
@@ -40,7 +47,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Hashable, Iterable
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -128,6 +136,22 @@ def _check_result(result: object) -> HandlerResult:
     return status, bytes(body)
 
 
+# A handler's OPCODES (no two handlers share one) and its order_key: each
+# handler's keys are its own.
+OrderKey = tuple[tuple[int, ...], Hashable]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """A request's place among the requests of its order key: its handler
+    may start once *previous* is done (the request read before it returned
+    from its handler), and it sets *done* when its own handler returned."""
+
+    key: OrderKey
+    previous: asyncio.Future[None] | None
+    done: asyncio.Future[None]
+
+
 class Session:
     """One open device: reads requests from *fd* and answers them."""
 
@@ -147,6 +171,8 @@ class Session:
         self.done: asyncio.Future[int] = loop.create_future()
         self._tasks: set[asyncio.Task[object]] = set()
         self._write_lock = asyncio.Lock()
+        # Per order key, the last request read: its Turn's done (see _turn).
+        self.turns: dict[OrderKey, asyncio.Future[None]] = {}
         # One buffer for every read: a message is copied out at its own size
         # instead of allocating HDR_SIZE + MAX_PAYLOAD bytes per read.
         self._buffer = bytearray(READ_SIZE)
@@ -229,7 +255,8 @@ class Session:
                         describe_type(header.type), header.cookie)
             self.spawn(self.reply(header, errno.EOPNOTSUPP, b""))
             return
-        self.spawn_request(self.dispatch(registration, header, payload))
+        self.spawn_request(self.dispatch(registration, header, payload,
+                                         self._turn(registration, header, payload)))
 
     def on_hello(self, header: Header, payload: bytes) -> None:
         try:
@@ -280,9 +307,60 @@ class Session:
             self.in_flight -= 1
             self.start_reading()
 
-    async def dispatch(self, registration: Registration, header: Header, payload: bytes) -> None:
+    # -- request order (order_key, see registry.py) ------------------------
+
+    def _turn(self, registration: Registration, header: Header, payload: bytes) -> Turn | None:
+        """The request's place behind the last request of its order key, or
+        None if it has none. Taken when the request is read (on_message), not
+        in its task, so the places follow the read order."""
+        ordered = registration.ordered
+        if ordered is None:
+            return None
         try:
-            status, body = _check_result(await self._call(registration, header, payload))
+            key = ordered.order_key(header, payload)
+            if key is None:
+                return None
+            order_key: OrderKey = (registration.opcodes, key)
+            previous = self.turns.get(order_key)  # TypeError if the key is unhashable
+        except Exception as exc:
+            log.warning("handler %s: order_key failed on %s cookie %d: %r; the request "
+                        "runs unordered", registration.name, describe_type(header.type),
+                        header.cookie, exc)
+            return None
+        done: asyncio.Future[None] = self.loop.create_future()
+        self.turns[order_key] = done
+        return Turn(order_key, previous, done)
+
+    def _end_turn(self, turn: Turn) -> None:
+        """*turn*'s handler returned (or never will run): the next request of
+        its key may start. A request cancelled while it waited (the session
+        closes) passes its place on only when the one before it is done."""
+        previous = turn.previous
+        if previous is not None and not previous.done():
+            previous.add_done_callback(lambda _previous: self._end_turn(turn))
+            return
+        if not turn.done.done():
+            turn.done.set_result(None)
+        if self.turns.get(turn.key) is turn.done:  # the last of its key
+            del self.turns[turn.key]
+
+    async def _call_in_turn(self, registration: Registration, header: Header, payload: bytes,
+                            turn: Turn | None) -> object:
+        """_call, once the request read before it with the same order key returned."""
+        if turn is None:
+            return await self._call(registration, header, payload)
+        try:
+            if turn.previous is not None and not turn.previous.done():
+                await asyncio.wait((turn.previous,))  # (cancelling us leaves it alone)
+            return await self._call(registration, header, payload)
+        finally:
+            self._end_turn(turn)
+
+    async def dispatch(self, registration: Registration, header: Header, payload: bytes,
+                       turn: Turn | None = None) -> None:
+        try:
+            status, body = _check_result(
+                await self._call_in_turn(registration, header, payload, turn))
         except Exception as exc:
             log.error("handler %s failed on %s cookie %d: %r", registration.name,
                       describe_type(header.type), header.cookie, exc,
@@ -360,6 +438,7 @@ class Session:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        self.turns.clear()  # (a task cancelled before it began never ended its turn)
         self.executor.shutdown(wait=False, cancel_futures=True)
 
 

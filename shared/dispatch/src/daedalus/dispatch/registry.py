@@ -24,6 +24,20 @@ handler, in registration order (``Registry.close_stream``); one that raises
 is logged and the others still run. So a later phase adds its per-stream
 state without touching an earlier phase's handler.
 
+Request order: the core hands requests to their handlers concurrently, so
+two requests of one stream may reach ``handle`` in either order (worker
+threads take a stream's lock in no particular order). A handler whose
+requests must run in the order the kernel sent them also defines
+``order_key(self, header, payload) -> Hashable | None`` (the ``Ordered``
+protocol), e.g. the request's stream id. Of one handler's requests with the
+same key, each one's ``handle`` starts only after the previous one's
+returned, in the order they were read from the device (their answers may
+be written in any order); requests with another key or None run
+concurrently. ``order_key`` runs on the event loop for every request: it only
+reads the payload's fixed fields, never blocks, and returns None for a
+payload it cannot read (``handle`` refuses it). One that raises is logged and
+its request is handled unordered.
+
 Entry points come in no reliable order, so handlers are sorted by
 (PHASE, opcode).
 """
@@ -31,7 +45,7 @@ Entry points come in no reliable order, so handlers are sorted by
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Iterable, Sequence
+from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -92,6 +106,17 @@ class StreamOwner(Protocol):
     def close_stream(self, stream_id: int) -> None: ...
 
 
+@runtime_checkable
+class Ordered(Protocol):
+    """A handler whose requests of one key (e.g. one stream) run in read order.
+
+    ``order_key`` runs on the event loop when the request is read: cheap, no
+    blocking; None (a payload it cannot read, a request of no stream) puts no
+    order on the request."""
+
+    def order_key(self, header: Header, payload: bytes) -> Hashable | None: ...
+
+
 def opcode_name(opcode: int) -> str:
     try:
         return f"{MsgType(opcode).name} ({opcode})"
@@ -105,6 +130,10 @@ def _qualname(obj: object) -> str:
 
 def close_stream_absent(stream_id: int) -> None:
     """Stands for a handler's missing close_stream (it keeps no per-stream state)."""
+
+
+def order_key_absent(header: Header, payload: bytes) -> None:
+    """Stands for a handler's missing order_key (its requests run in any order)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +150,11 @@ class Registration:
     def stream_owner(self) -> StreamOwner | None:
         """The handler, if it keeps per-stream state (has close_stream)."""
         return self.handler if isinstance(self.handler, StreamOwner) else None
+
+    @property
+    def ordered(self) -> Ordered | None:
+        """The handler, if some of its requests must run in read order (has order_key)."""
+        return self.handler if isinstance(self.handler, Ordered) else None
 
     @property
     def phase_text(self) -> str:
@@ -152,6 +186,9 @@ class Registration:
         if not callable(getattr(handler_class, "close_stream", close_stream_absent)):
             raise RegistryError(f"handler {owner}: close_stream must be a method "
                                 "close_stream(stream_id)")
+        if not callable(getattr(handler_class, "order_key", order_key_absent)):
+            raise RegistryError(f"handler {owner}: order_key must be a method "
+                                "order_key(header, payload)")
         try:
             handler: Handler = handler_class()
         except Exception as exc:
@@ -237,5 +274,6 @@ class Registry:
 
     def describe(self) -> str:
         return ", ".join(f"{r.name} ({'/'.join(opcode_name(op) for op in r.opcodes)}"
-                         f"{' + stream close' if r.stream_owner is not None else ''}, phase "
+                         f"{' + stream close' if r.stream_owner is not None else ''}"
+                         f"{' + ordered' if r.ordered is not None else ''}, phase "
                          f"{r.phase_text}, {r.owner})" for r in self.registrations) or "none"

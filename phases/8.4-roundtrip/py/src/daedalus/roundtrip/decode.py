@@ -42,8 +42,11 @@ request's timestamp.
 
 The daemon calls ``handle`` from its executor threads: the table of streams
 has a lock and each stream has its own, so streams decode in parallel and one
-stream's requests one at a time (in the order the kernel sends them, one at a
-time per stream).
+stream's requests one at a time. In the order the kernel sent them:
+``order_key`` names the request's stream, and daedalusd starts a stream's
+request only after the one read before it returned (after a lost answer the
+kernel's next request may be read while the earlier one still waits for a
+worker).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ from daedalus.codec.session import (
     DecoderSession,
     answer_decode_req,
     create_decoder,
+    decode_req_stream,
     ffmpeg_text,
     open_stream,
 )
@@ -174,6 +178,12 @@ class DecodeHandler:
         if header.opcode == MsgType.DECODE:
             return 0, self.decode(payload)
         return errno.EOPNOTSUPP, f"the decode handler does not serve type {header.type}".encode()
+
+    def order_key(self, header: Header, payload: bytes) -> int | None:
+        """The stream a REQ_DECODE names (None if the payload is too short:
+        ``handle`` refuses it): daedalusd runs one stream's requests in the
+        order it read them (daedalus.dispatch.registry's ``Ordered``)."""
+        return decode_req_stream(payload) if header.opcode == MsgType.DECODE else None
 
     # -- REQ_DECODE -----------------------------------------------------------
 

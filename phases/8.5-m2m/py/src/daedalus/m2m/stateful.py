@@ -91,6 +91,14 @@ CLOSE_STREAM: daedalusd answers it after calling every handler's
 Threads: the daemon calls ``handle`` from its executor. The table of streams
 has a lock and each stream its own, so streams decode in parallel and one
 stream's requests run one at a time (the kernel sends them one at a time).
+And in the order the kernel sent them: ``order_key`` names the stream of a
+FEED or FETCH, and daedalusd starts a stream's request only after the one
+read before it returned. Lock order alone is not read order: when a FEED's
+answer is lost (the daemon was stopped past the kernel's watchdog), the
+RESYNC FEED that follows may be read while the lost one still waits for a
+worker; decoded first, its bytes would precede the earlier FEED's and the
+earlier FEED's frames, kept after the RESYNC answer, would never be named
+to the kernel (orphans).
 """
 
 from __future__ import annotations
@@ -115,6 +123,7 @@ from daedalus.codec.session import (
     DecoderSession,
     answer_decode_req,
     create_decoder,
+    decode_req_stream,
     ffmpeg_text,
     open_stream,
 )
@@ -448,6 +457,21 @@ class StatefulHandler:
             return self.fetch(payload)
         return (errno.EOPNOTSUPP,
                 f"the stateful handler does not serve type {header.type}".encode())
+
+    def order_key(self, header: Header, payload: bytes) -> int | None:
+        """The stream a FEED or FETCH names (None for a payload that does not
+        hold its struct: ``handle`` refuses it). daedalusd runs one stream's
+        requests in the order it read them (daedalus.dispatch.registry's
+        ``Ordered``): FEEDs in bitstream order, a RESYNC FEED after the FEED
+        whose answer was lost."""
+        if header.opcode == MsgType.FEED:
+            return decode_req_stream(payload)
+        if header.opcode == MsgType.FETCH:
+            try:
+                return parse_fetch_req(payload).stream_id
+            except ProtocolError:
+                return None
+        return None
 
     # -- FEED -------------------------------------------------------------------
 
