@@ -31,11 +31,12 @@
 #ifndef _UAPI_DAEDALUS_V4L2_PROTO_H
 #define _UAPI_DAEDALUS_V4L2_PROTO_H
 
+#include <linux/ioctl.h>
 #include <linux/types.h>
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		7
+#define DAEDALUS_PROTO_VERSION		8
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -86,7 +87,10 @@
  * 5 = stream ids are 64 bits wide, so they are never reused (phase 8.5);
  * 6 = FEED's DAEDALUS_DECODE_RESYNC: the frames of a FEED whose answer the
  * kernel lost are listed again, not dropped (phase 8.5); 7 = frames decoded
- * with errors are listed with DAEDALUS_FRAME_CORRUPT, not dropped (phase 8.5).
+ * with errors are listed with DAEDALUS_FRAME_CORRUPT, not dropped (phase 8.5);
+ * 8 = DAEDALUS_IOC_GET_DMABUF, FEED's DAEDALUS_DECODE_DMABUF and FETCH's
+ * DAEDALUS_FETCH_DMABUF: bitstream and pixels cross as dma-bufs of the
+ * application's own buffers, not inline (phase 8.6).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -175,6 +179,13 @@ enum daedalus_pixfmt {
  * another while an answer to a RESYNC FEED lists DAEDALUS_MAX_FRAMES frames).
  */
 #define DAEDALUS_DECODE_RESYNC	0x4
+/*
+ * FEED only: the bitstream is not inline (bitstream_len bytes follow nothing):
+ * it is @bitstream_len bytes at @bitstream_offset of the OUTPUT buffer, which
+ * the daemon maps through DAEDALUS_IOC_GET_DMABUF (read-only) while it
+ * handles this FEED.
+ */
+#define DAEDALUS_DECODE_DMABUF	0x8
 
 /**
  * struct daedalus_decode_req - payload of REQ_DECODE, before the bitstream
@@ -184,7 +195,11 @@ enum daedalus_pixfmt {
  * @timestamp: opaque, copied to the frames this request produces.
  * @codec: enum daedalus_codec; fixed for the life of a stream.
  * @flags: DAEDALUS_DECODE_* flags.
- * @bitstream_len: bytes of bitstream following this struct.
+ * @bitstream_len: bytes of bitstream following this struct (with
+ *	DAEDALUS_DECODE_DMABUF: bytes of bitstream in the OUTPUT buffer, and
+ *	none follow).
+ * @bitstream_offset: with DAEDALUS_DECODE_DMABUF, where the bitstream starts
+ *	in the OUTPUT buffer; otherwise zero.
  * @reserved: must be zero.
  */
 struct daedalus_decode_req {
@@ -193,7 +208,8 @@ struct daedalus_decode_req {
 	__u32 codec;
 	__u32 flags;
 	__u32 bitstream_len;
-	__u32 reserved[5];
+	__u32 bitstream_offset;
+	__u32 reserved[4];
 };
 
 /* Most frames one RESP_FRAME reports. */
@@ -269,6 +285,13 @@ struct daedalus_stream {
 
 /* daedalus_fetch_req.flags */
 #define DAEDALUS_FETCH_DISCARD	0x1	/* drop the frame; no pixels in the answer */
+/*
+ * Write the pixels into the CAPTURE buffer itself, mapped through
+ * DAEDALUS_IOC_GET_DMABUF (read-write) while the daemon handles this FETCH,
+ * laid out as for the inline answer; the answer carries no pixels and its
+ * @bytes says how many were written (bytesperline * height * 3 / 2).
+ */
+#define DAEDALUS_FETCH_DMABUF	0x2
 
 /**
  * struct daedalus_fetch_req - payload of FETCH
@@ -316,5 +339,40 @@ struct daedalus_fetch_resp {
 	__u32 bytes;
 	__u32 reserved[3];
 };
+
+/**
+ * struct daedalus_dmabuf_req - argument of DAEDALUS_IOC_GET_DMABUF
+ * @cookie: a request that this daemon has read and not answered yet.
+ * @index: which buffer of that request's job: 0, the only one so far (FEED
+ *	with DAEDALUS_DECODE_DMABUF: its OUTPUT buffer; FETCH with
+ *	DAEDALUS_FETCH_DMABUF: its CAPTURE buffer).
+ * @flags: must be zero.
+ * @fd: set by the kernel: a new dma-buf file descriptor (O_CLOEXEC; read-only
+ *	for an OUTPUT buffer, read-write for a CAPTURE buffer).
+ * @size: set by the kernel: bytes the daemon may map (the plane's length).
+ * @reserved: must be zero.
+ *
+ * Trust model: the kernel hands out a buffer only for a request of this
+ * daemon that is still waiting for its answer, and only the buffer that
+ * request's job owns; any other cookie, another daemon's request or one
+ * already answered, failed or timed out is -ENOENT. A dma-buf cannot be
+ * revoked: a daemon that keeps the fd (or its mapping) after answering can
+ * still read or write that buffer's memory, which by then belongs to the
+ * application again. That is why /dev/daedalus-v4l2 is root-only and the
+ * daemon closes each fd and unmaps it before it answers; the kernel never
+ * relies on the daemon's pixels for its own safety.
+ */
+struct daedalus_dmabuf_req {
+	__u64 cookie;
+	__u32 index;
+	__u32 flags;
+	__s32 fd;
+	__u32 size;
+	__u32 reserved[2];
+};
+
+/* ioctls of /dev/daedalus-v4l2 */
+#define DAEDALUS_IOC_MAGIC		0xDA
+#define DAEDALUS_IOC_GET_DMABUF	_IOWR(DAEDALUS_IOC_MAGIC, 1, struct daedalus_dmabuf_req)
 
 #endif /* _UAPI_DAEDALUS_V4L2_PROTO_H */

@@ -20,6 +20,7 @@ typedef unsigned char __u8;
 typedef unsigned short __u16;
 typedef unsigned int __u32;
 typedef unsigned long long __u64;
+typedef int __s32;
 
 #define DAEDALUS_PROTO_MAGIC ...
 #define DAEDALUS_PROTO_VERSION ...
@@ -78,13 +79,16 @@ enum daedalus_pixfmt {
 
 #define DAEDALUS_DECODE_RESYNC ...
 
+#define DAEDALUS_DECODE_DMABUF ...
+
 struct daedalus_decode_req {
     __u64 stream_id;
     __u64 timestamp;
     __u32 codec;
     __u32 flags;
     __u32 bitstream_len;
-    __u32 reserved[5];
+    __u32 bitstream_offset;
+    __u32 reserved[4];
 };
 
 #define DAEDALUS_MAX_FRAMES ...
@@ -123,6 +127,8 @@ struct daedalus_stream {
 
 #define DAEDALUS_FETCH_DISCARD ...
 
+#define DAEDALUS_FETCH_DMABUF ...
+
 struct daedalus_fetch_req {
     __u64 stream_id;
     __u64 timestamp;
@@ -139,4 +145,16 @@ struct daedalus_fetch_resp {
     __u32 bytes;
     __u32 reserved[3];
 };
+
+struct daedalus_dmabuf_req {
+    __u64 cookie;
+    __u32 index;
+    __u32 flags;
+    __s32 fd;
+    __u32 size;
+    __u32 reserved[2];
+};
+
+#define DAEDALUS_IOC_MAGIC ...
+#define DAEDALUS_IOC_GET_DMABUF ...
 """
