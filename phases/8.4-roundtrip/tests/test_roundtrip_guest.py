@@ -171,7 +171,7 @@ def test_malformed_requests_are_einval_and_the_stream_goes_on(clips: dict[str, C
         "length mismatch": pack_decode_req(Codec.VP9, first, bitstream_len=len(first) + 1),
         "unknown codec": pack_decode_req(7, first),
         "unknown flag": pack_decode_req(Codec.VP9, first, flags=0x80),
-        "reserved": pack_decode_req(Codec.VP9, first, reserved=[0, 0, 0, 0, 9]),
+        "reserved": pack_decode_req(Codec.VP9, first, reserved=[0, 0, 0, 9]),
         "too short": pack_decode_req(Codec.VP9)[:-1],
     }
     fd = os.open(DEFAULT_DEBUGFS, os.O_RDWR)

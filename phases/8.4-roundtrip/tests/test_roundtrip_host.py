@@ -349,7 +349,7 @@ def test_fuzzed_bitstream_never_breaks_the_handler(clips: dict[str, Clip],
 @pytest.mark.parametrize(("make", "match"), [
     (lambda: pack_decode_req(Codec.VP9, b"abc")[:DECODE_REQ_SIZE - 1], "shorter than"),
     (lambda: b"", "shorter than"),
-    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 7, 0, 0]),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 7, 0]),
      "reserved"),
     (lambda: pack_decode_req(0, b"abc", stream_id=1), "unknown codec 0"),
     (lambda: pack_decode_req(9, b"abc", stream_id=1), "unknown codec 9"),

@@ -562,8 +562,8 @@ def test_kept_frames_are_bounded_enospc() -> None:
 
 
 @pytest.mark.parametrize(("make", "match"), [
-    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x8), "flags 0x8"),
-    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 0, 0, 1]),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, flags=0x10), "flags 0x10"),
+    (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, reserved=[0, 0, 0, 1]),
      "reserved"),
     (lambda: pack_decode_req(Codec.VP9, b"abc", stream_id=1, bitstream_len=4), "bitstream_len"),
     (lambda: pack_decode_req(9, b"abc", stream_id=1), "unknown codec 9"),
@@ -847,7 +847,7 @@ def test_fetch_too_large_for_one_message_is_emsgsize() -> None:
     (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6)[:-1], "expected 48"),
     (pack_fetch_req(1, bytesperline=384, height=240, max_bytes=10**6, reserved=[0, 5]),
      "reserved"),
-    (pack_fetch_req(1, flags=2, bytesperline=384, height=240, max_bytes=10**6), "flags 0x2"),
+    (pack_fetch_req(1, flags=4, bytesperline=384, height=240, max_bytes=10**6), "flags 0x4"),
 ])
 def test_malformed_fetch_is_einval_and_consumes_nothing(payload: bytes, match: str) -> None:
     kernel = Kernel(StatefulHandler(), 1, Codec.VP9)

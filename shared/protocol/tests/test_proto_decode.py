@@ -1,4 +1,5 @@
-"""Phase 8.4 and 8.5 messages (REQ_DECODE, RESP_FRAME, CLOSE_STREAM; FEED, FETCH)
+"""Phase 8.4 to 8.6 messages (REQ_DECODE, RESP_FRAME, CLOSE_STREAM; FEED, FETCH;
+the dma-buf variants of FEED and FETCH and DAEDALUS_IOC_GET_DMABUF's argument)
 and the FNV-1a 64 digest.
 
 The layouts themselves are pinned in test_proto_layout.py; here the packing
@@ -100,8 +101,25 @@ def test_pack_decode_req_layout() -> None:
     assert len(data) == proto.DECODE_REQ_SIZE + 7
     assert [_u(data, o, w) for o, w in ((0, 8), (8, 8), (16, 4), (20, 4), (24, 4))] == [
         7, 2**64 - 2, 2, 1, 7]
-    assert data[28:48] == bytes(20)
+    assert data[28:48] == bytes(20)  # bitstream_offset 0, reserved
     assert data[48:] == b"\x00\x00\x01bits"
+
+
+def test_pack_decode_req_dmabuf_layout_and_round_trip() -> None:
+    """A FEED with DECODE_DMABUF: bitstream_len and bitstream_offset (at 28)
+    describe the OUTPUT buffer; nothing follows the struct."""
+    data = proto.pack_decode_req(proto.Codec.VP9, stream_id=9, timestamp=5,
+                                 flags=proto.DECODE_DMABUF, bitstream_len=70000,
+                                 bitstream_offset=0x1234)
+    assert len(data) == proto.DECODE_REQ_SIZE
+    assert [_u(data, o, 4) for o in (20, 24, 28)] == [8, 70000, 0x1234]
+    assert data[32:48] == bytes(16)
+    req, bitstream = proto.parse_decode_req(data)
+    assert req == proto.DecodeReq(stream_id=9, codec=1, flags=8, bitstream_len=70000,
+                                  timestamp=5, bitstream_offset=0x1234)
+    assert req.dmabuf and not (req.flush or req.reset or req.resync) and not bitstream
+    assert req.reserved == (0, 0, 0, 0)
+    proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
 
 
 def test_decode_req_round_trip() -> None:
@@ -120,7 +138,9 @@ def test_parse_decode_req_rejects_short_payload() -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "extra", "match"), [
-    ({"reserved": [0, 0, 0, 0, 1]}, 0, "reserved"),
+    ({"reserved": [0, 0, 0, 1]}, 0, "reserved"),
+    ({"bitstream_offset": 16}, 0, "bitstream_offset 16 without DECODE_DMABUF"),
+    ({"flags": 8, "bitstream": b""}, 0, "unknown decode flags 0x8"),  # REQ_DECODE: inline
     ({"codec": 0}, 0, "unknown codec 0"),
     ({"codec": 4}, 0, "unknown codec 4"),
     ({"flags": 2}, 0, "unknown decode flags 0x2"),
@@ -255,9 +275,35 @@ def test_feed_allows_reset_and_resync_where_decode_does_not() -> None:
     with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x4"):
         proto.validate_decode_req(req, len(bitstream))  # REQ_DECODE: FLUSH only
     req, bitstream = proto.parse_decode_req(proto.pack_decode_req(proto.Codec.H264, b"abc",
-                                                                  flags=8))
-    with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x8"):
+                                                                  flags=0x10))
+    with pytest.raises(proto.ProtocolError, match="unknown decode flags 0x10"):
         proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    # the bitstream is in the OUTPUT buffer: no byte may follow the struct
+    ({"bitstream": b"abc"}, "DECODE_DMABUF but 3 bitstream bytes follow"),
+    ({"bitstream": b"abc", "bitstream_len": 0}, "DECODE_DMABUF but 3 bitstream bytes"),
+    ({"bitstream_len": 10, "reserved": [1, 0, 0, 0]}, "reserved"),
+    ({"bitstream_len": 10, "flags": proto.DECODE_DMABUF | 0x10}, "unknown decode flags 0x10"),
+])
+def test_validate_dmabuf_feed_rejects(kwargs: dict[str, Any], match: str) -> None:
+    args: dict[str, Any] = {"codec": proto.Codec.VP9, "flags": proto.DECODE_DMABUF} | kwargs
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(**args))
+    with pytest.raises(proto.ProtocolError, match=match):
+        proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
+
+
+@pytest.mark.parametrize(("length", "offset", "flags"), [
+    (0, 0, proto.DECODE_DMABUF | proto.DECODE_FLUSH),  # a drain of an empty buffer
+    (2**32 - 1, 2**32 - 1, proto.DECODE_DMABUF),  # whether it fits: the handler's check
+    (100, 0, proto.DECODE_DMABUF | proto.DECODE_RESET | proto.DECODE_RESYNC),
+])
+def test_validate_dmabuf_feed_accepts(length: int, offset: int, flags: int) -> None:
+    req, bitstream = proto.parse_decode_req(proto.pack_decode_req(
+        proto.Codec.H264, flags=flags, bitstream_len=length, bitstream_offset=offset))
+    proto.validate_decode_req(req, len(bitstream), allowed_flags=proto.FEED_FLAGS)
+    assert (req.bitstream_len, req.bitstream_offset) == (length, offset)
 
 
 def test_pack_fetch_req_layout_and_round_trip() -> None:
@@ -287,11 +333,21 @@ def test_parse_fetch_req_wants_exactly_one_struct(data: bytes, match: str) -> No
 
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"reserved": [0, 1]}, "reserved"),
-    ({"flags": 2}, "unknown fetch flags 0x2"),
+    ({"flags": 4}, "unknown fetch flags 0x4"),
+    ({"flags": proto.FETCH_DMABUF | 8}, "unknown fetch flags 0x8"),
 ])
 def test_validate_fetch_req_rejects(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(proto.ProtocolError, match=match):
         proto.validate_fetch_req(proto.parse_fetch_req(proto.pack_fetch_req(1, **kwargs)))
+
+
+@pytest.mark.parametrize("flags", [proto.FETCH_DMABUF, proto.FETCH_DMABUF | proto.FETCH_DISCARD])
+def test_fetch_dmabuf_flag(flags: int) -> None:
+    req = proto.parse_fetch_req(proto.pack_fetch_req(3, flags=flags, bytesperline=384,
+                                                     height=256, max_bytes=384 * 384))
+    proto.validate_fetch_req(req)
+    assert req.dmabuf and req.discard == bool(flags & proto.FETCH_DISCARD)
+    assert _u(proto.pack_fetch_req(3, flags=flags), 24, 4) == flags
 
 
 def test_pack_fetch_resp_layout_and_round_trip() -> None:
@@ -324,3 +380,33 @@ def test_parse_fetch_resp_rejects_lengths(data: bytes, match: str) -> None:
 def test_validate_fetch_resp_rejects(resp: proto.FetchResp, match: str) -> None:
     with pytest.raises(proto.ProtocolError, match=match):
         proto.validate_fetch_resp(resp)
+
+
+# --- DAEDALUS_IOC_GET_DMABUF (phase 8.6) ----------------------------------------------
+
+
+def test_pack_dmabuf_req_layout_and_round_trip() -> None:
+    data = proto.pack_dmabuf_req(2**64 - 3, 1)
+    assert len(data) == proto.DMABUF_REQ_SIZE == 32
+    assert (_u(data, 0, 8), _u(data, 8, 4)) == (2**64 - 3, 1)
+    assert data[12:] == bytes(20)  # flags, fd, size, reserved: zero from the daemon
+    assert proto.parse_dmabuf_req(data) == proto.DmaBufReq(cookie=2**64 - 3, index=1)
+    # what the kernel leaves in it: the fd (signed) and the size
+    answer = proto.pack_dmabuf_req(7, fd=11, size=460800)
+    assert (_u(answer, 16, 4), _u(answer, 20, 4)) == (11, 460800)
+    got = proto.parse_dmabuf_req(bytearray(answer))
+    assert (got.cookie, got.index, got.flags, got.fd, got.size, got.reserved) == (
+        7, 0, 0, 11, 460800, (0, 0))
+    assert proto.parse_dmabuf_req(proto.pack_dmabuf_req(7, fd=-1)).fd == -1
+    assert proto.parse_dmabuf_req(proto.pack_dmabuf_req(7, reserved=[0, 4])).reserved == (0, 4)
+    assert proto.parse_dmabuf_req(memoryview(b"?" + data)[1:]).cookie == 2**64 - 3  # unaligned
+
+
+def test_dmabuf_req_refuses_what_does_not_fit() -> None:
+    for size in (0, 31, 33):
+        with pytest.raises(proto.ProtocolError, match="daedalus_dmabuf_req of"):
+            proto.parse_dmabuf_req(bytes(size))
+    with pytest.raises(proto.ProtocolError, match="cannot pack"):
+        proto.pack_dmabuf_req(2**64)
+    with pytest.raises(proto.ProtocolError, match="cannot pack"):
+        proto.pack_dmabuf_req(1, fd=2**31)

@@ -8,7 +8,8 @@
    48 bytes in all, a multiple of 8. struct daedalus_hello is eight __u32s.
    Phase 8.4 (protocol v5): struct daedalus_decode_req is the __u64
    stream_id and timestamp at 0 and 8, three __u32s at 16..27 and reserved[5]
-   at 28..47 (48 bytes); struct
+   at 28..47 (48 bytes; protocol v8 takes the first reserved word for
+   bitstream_offset at 28, reserved[4] at 32..47); struct
    daedalus_frame_info is four __u32s, digest and timestamp (__u64, at 16 and
    24) and reserved[2] at 32..39 (40 bytes, a multiple of 8); struct
    daedalus_frame_resp is eight __u32s (32 bytes) and struct daedalus_stream
@@ -17,6 +18,11 @@
    and reserved[2] at 24..47 (48 bytes, a multiple of 8); struct
    daedalus_fetch_resp is a struct daedalus_frame_info (40 bytes, 8-aligned)
    then bytes at 40 and reserved[3] at 44..55 (56 bytes, a multiple of 8).
+   Phase 8.6 (protocol v8): struct daedalus_dmabuf_req is the __u64 cookie
+   at 0, index and flags at 8 and 12, the __s32 fd at 16, size at 20 and
+   reserved[2] at 24..31 (32 bytes); DAEDALUS_IOC_GET_DMABUF is
+   _IOWR(0xDA, 1, that struct): direction 3 (read and write) in bits 30..31,
+   size 32 in bits 16..29, type 0xDA in bits 8..15, number 1: 0xc020da01.
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
@@ -59,7 +65,7 @@ HELLO_WIDTHS = {"proto_version": 4, "max_payload": 4, "phase": 4, "reserved": 20
 LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_decode_req": (48, {"stream_id": (0, 8), "timestamp": (8, 8), "codec": (16, 4),
                                  "flags": (20, 4), "bitstream_len": (24, 4),
-                                 "reserved": (28, 20)}),
+                                 "bitstream_offset": (28, 4), "reserved": (32, 16)}),
     "daedalus_frame_info": (40, {"width": (0, 4), "height": (4, 4), "pixfmt": (8, 4),
                                  "flags": (12, 4), "digest": (16, 8), "timestamp": (24, 8),
                                  "reserved": (32, 8)}),
@@ -70,8 +76,10 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
                                 "flags": (24, 4), "bytesperline": (28, 4), "height": (32, 4),
                                 "max_bytes": (36, 4), "reserved": (40, 8)}),
     "daedalus_fetch_resp": (56, {"frame": (0, 40), "bytes": (40, 4), "reserved": (44, 12)}),
+    "daedalus_dmabuf_req": (32, {"cookie": (0, 8), "index": (8, 4), "flags": (12, 4),
+                                 "fd": (16, 4), "size": (20, 4), "reserved": (24, 8)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 7,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 8,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
@@ -81,7 +89,8 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 7,
              "DAEDALUS_FRAME_CORRUPT": 2,
              "DAEDALUS_MSG_FEED": 5, "DAEDALUS_MSG_FETCH": 6, "DAEDALUS_DECODE_RESET": 2,
              "DAEDALUS_DECODE_RESYNC": 4, "DAEDALUS_FETCH_DISCARD": 1, "DAEDALUS_MAX_WIDTH": 8192,
-             "DAEDALUS_MAX_HEIGHT": 4352}
+             "DAEDALUS_MAX_HEIGHT": 4352, "DAEDALUS_DECODE_DMABUF": 8, "DAEDALUS_FETCH_DMABUF": 2,
+             "DAEDALUS_IOC_MAGIC": 0xDA, "DAEDALUS_IOC_GET_DMABUF": 0xC020DA01}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -99,12 +108,12 @@ def test_golden_sizes_match_cffi() -> None:
     assert [proto.ffi.sizeof(f"struct {name}") for name in LAYOUTS] == [
         size for size, _ in LAYOUTS.values()]
     assert (proto.DECODE_REQ_SIZE, proto.FRAME_INFO_SIZE, proto.FRAME_RESP_SIZE,
-            proto.STREAM_SIZE, proto.FETCH_REQ_SIZE, proto.FETCH_RESP_SIZE) == (
-                48, 40, 32, 16, 48, 56)
+            proto.STREAM_SIZE, proto.FETCH_REQ_SIZE, proto.FETCH_RESP_SIZE,
+            proto.DMABUF_REQ_SIZE) == (48, 40, 32, 16, 48, 56, 32)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
-def test_golden_phase_8_4_8_5_offsets_match_cffi(name: str) -> None:
+def test_golden_phase_8_4_to_8_6_offsets_match_cffi(name: str) -> None:
     ctype = f"struct {name}"
     fields = dict(proto.ffi.typeof(ctype).fields)
     assert list(fields) == list(LAYOUTS[name][1])  # same fields, same order, nothing else
@@ -130,7 +139,7 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 7, 1024 * 1024, 0x8000)
+        0x4C345644, 8, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
@@ -141,8 +150,10 @@ def test_golden_constants_match_cffi() -> None:
     assert (proto.DecodeStatus.OK, proto.DecodeStatus.ERROR) == (0, 1)
     assert (proto.DECODE_RESET, proto.DECODE_RESYNC, proto.FETCH_DISCARD) == (2, 4, 1)
     assert (proto.MAX_WIDTH, proto.MAX_HEIGHT) == (8192, 4352)  # no version bump: not layout
-    assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 7)
+    assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 15)  # REQ_DECODE: no DMABUF
     assert (proto.FRAME_CORRUPT, proto.FRAME_FLAGS) == (2, 3)
+    assert (proto.DECODE_DMABUF, proto.FETCH_DMABUF, proto.FETCH_FLAGS) == (8, 2, 3)
+    assert proto.IOC_GET_DMABUF == 0xC020DA01
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
@@ -178,7 +189,8 @@ int main(void)
     printf("sizeof.daedalus_stream %zu\n", sizeof(struct daedalus_stream));
     OFF(daedalus_decode_req, stream_id); OFF(daedalus_decode_req, codec);
     OFF(daedalus_decode_req, flags); OFF(daedalus_decode_req, bitstream_len);
-    OFF(daedalus_decode_req, timestamp); OFF(daedalus_decode_req, reserved);
+    OFF(daedalus_decode_req, timestamp); OFF(daedalus_decode_req, bitstream_offset);
+    OFF(daedalus_decode_req, reserved);
     OFF(daedalus_frame_info, width); OFF(daedalus_frame_info, height);
     OFF(daedalus_frame_info, pixfmt); OFF(daedalus_frame_info, flags);
     OFF(daedalus_frame_info, digest); OFF(daedalus_frame_info, timestamp);
@@ -195,6 +207,10 @@ int main(void)
     OFF(daedalus_fetch_req, max_bytes); OFF(daedalus_fetch_req, reserved);
     OFF(daedalus_fetch_resp, frame); OFF(daedalus_fetch_resp, bytes);
     OFF(daedalus_fetch_resp, reserved);
+    printf("sizeof.daedalus_dmabuf_req %zu\n", sizeof(struct daedalus_dmabuf_req));
+    OFF(daedalus_dmabuf_req, cookie); OFF(daedalus_dmabuf_req, index);
+    OFF(daedalus_dmabuf_req, flags); OFF(daedalus_dmabuf_req, fd);
+    OFF(daedalus_dmabuf_req, size); OFF(daedalus_dmabuf_req, reserved);
     VAL(DAEDALUS_PROTO_MAGIC); VAL(DAEDALUS_PROTO_VERSION); VAL(DAEDALUS_MAX_PAYLOAD);
     VAL(DAEDALUS_MSG_RESPONSE); VAL(DAEDALUS_MSG_HELLO); VAL(DAEDALUS_MSG_PING);
     VAL(DAEDALUS_MSG_DECODE); VAL(DAEDALUS_MSG_CLOSE_STREAM);
@@ -205,6 +221,8 @@ int main(void)
     VAL(DAEDALUS_MSG_FEED); VAL(DAEDALUS_MSG_FETCH); VAL(DAEDALUS_DECODE_RESET);
     VAL(DAEDALUS_DECODE_RESYNC);
     VAL(DAEDALUS_FETCH_DISCARD); VAL(DAEDALUS_MAX_WIDTH); VAL(DAEDALUS_MAX_HEIGHT);
+    VAL(DAEDALUS_DECODE_DMABUF); VAL(DAEDALUS_FETCH_DMABUF); VAL(DAEDALUS_IOC_MAGIC);
+    VAL(DAEDALUS_IOC_GET_DMABUF);
     return 0;
 }
 """
@@ -448,6 +466,8 @@ def _compile_drifted(tmp_path: Path, name: str, old: str, new: str) -> ModuleTyp
     ("fetch_bytes", "__u32 bytes;", "__u64 bytes;", "struct daedalus_fetch_resp", "wrong"),
     ("fetch_height", "__u32 height;\n    __u32 max_bytes;", "__u16 height;\n    __u32 max_bytes;",
      "struct daedalus_fetch_req", "wrong"),
+    ("dmabuf_cookie", "__u64 cookie;\n    __u32 index;", "__u32 cookie;\n    __u32 index;",
+     "struct daedalus_dmabuf_req", "wrong"),
 ])
 def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str, ctype: str,
                                     match: str) -> None:
@@ -461,8 +481,10 @@ def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str
     ("reserved", "__u32 reserved[5];\n};\n\nstruct daedalus_hello",  # array length
      "__u32 reserved[4];\n};\n\nstruct daedalus_hello"),
     ("constant", "#define DAEDALUS_MAX_PAYLOAD ...", "#define DAEDALUS_MAX_PAYLOADS ..."),
-    ("req_reserved", "__u32 bitstream_len;\n    __u32 reserved[5];",
-     "__u32 bitstream_len;\n    __u32 reserved[4];"),
+    ("req_reserved", "__u32 bitstream_offset;\n    __u32 reserved[4];",
+     "__u32 bitstream_offset;\n    __u32 reserved[5];"),
+    ("bitstream_offset", "__u32 bitstream_offset;", "__u32 bitstream_offst;"),
+    ("dmabuf_fd", "__s32 fd;", "__s32 dmabuf_fd;"),
     ("nr_frames", "__u32 nr_frames;", "__u32 nframes;"),
     ("enum", "DAEDALUS_CODEC_AV1,", "DAEDALUS_CODEC_AV2,"),
     ("feed", "DAEDALUS_MSG_FEED,", "DAEDALUS_MSG_FED,"),

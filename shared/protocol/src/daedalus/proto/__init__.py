@@ -31,13 +31,17 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         f"(hatch env prune) or run: python {_build.__file__}") from exc
 
 __all__ = [
+    "DECODE_DMABUF",
     "DECODE_FLAGS",
     "DECODE_FLUSH",
     "DECODE_REQ_SIZE",
     "DECODE_RESET",
     "DECODE_RESYNC",
+    "DMABUF_REQ_SIZE",
     "FEED_FLAGS",
     "FETCH_DISCARD",
+    "FETCH_DMABUF",
+    "FETCH_FLAGS",
     "FETCH_REQ_SIZE",
     "FETCH_RESP_SIZE",
     "FNV1A64_OFFSET_BASIS",
@@ -49,6 +53,7 @@ __all__ = [
     "FRAME_RESP_SIZE",
     "HDR_SIZE",
     "HELLO_SIZE",
+    "IOC_GET_DMABUF",
     "MAGIC",
     "MAX_FRAMES",
     "MAX_HEIGHT",
@@ -62,6 +67,7 @@ __all__ = [
     "Codec",
     "DecodeReq",
     "DecodeStatus",
+    "DmaBufReq",
     "FetchReq",
     "FetchResp",
     "FrameInfo",
@@ -78,6 +84,7 @@ __all__ = [
     "fnv1a64",
     "lib",
     "pack_decode_req",
+    "pack_dmabuf_req",
     "pack_fetch_req",
     "pack_fetch_resp",
     "pack_frame_resp",
@@ -86,6 +93,7 @@ __all__ = [
     "pack_message",
     "pack_stream",
     "parse_decode_req",
+    "parse_dmabuf_req",
     "parse_fetch_req",
     "parse_fetch_resp",
     "parse_frame_resp",
@@ -109,8 +117,10 @@ FRAME_RESP_STRUCT: Final = "struct daedalus_frame_resp"
 STREAM_STRUCT: Final = "struct daedalus_stream"
 FETCH_REQ_STRUCT: Final = "struct daedalus_fetch_req"
 FETCH_RESP_STRUCT: Final = "struct daedalus_fetch_resp"
+DMABUF_REQ_STRUCT: Final = "struct daedalus_dmabuf_req"
 STRUCTS: Final = (HDR_STRUCT, HELLO_STRUCT, DECODE_REQ_STRUCT, FRAME_INFO_STRUCT,
-                  FRAME_RESP_STRUCT, STREAM_STRUCT, FETCH_REQ_STRUCT, FETCH_RESP_STRUCT)
+                  FRAME_RESP_STRUCT, STREAM_STRUCT, FETCH_REQ_STRUCT, FETCH_RESP_STRUCT,
+                  DMABUF_REQ_STRUCT)
 
 # Any object with the buffer protocol: bytes, bytearray, memoryview, numpy arrays.
 Buffer = Any
@@ -161,6 +171,7 @@ FRAME_RESP_SIZE: Final = _SIZES[FRAME_RESP_STRUCT]
 STREAM_SIZE: Final = _SIZES[STREAM_STRUCT]
 FETCH_REQ_SIZE: Final = _SIZES[FETCH_REQ_STRUCT]
 FETCH_RESP_SIZE: Final = _SIZES[FETCH_RESP_STRUCT]
+DMABUF_REQ_SIZE: Final = _SIZES[DMABUF_REQ_STRUCT]
 MAGIC: Final = lib.DAEDALUS_PROTO_MAGIC
 VERSION: Final = lib.DAEDALUS_PROTO_VERSION
 MAX_PAYLOAD: Final = lib.DAEDALUS_MAX_PAYLOAD
@@ -171,9 +182,15 @@ RESPONSE: Final = lib.DAEDALUS_MSG_RESPONSE
 DECODE_FLUSH: Final = lib.DAEDALUS_DECODE_FLUSH
 DECODE_RESET: Final = lib.DAEDALUS_DECODE_RESET
 DECODE_RESYNC: Final = lib.DAEDALUS_DECODE_RESYNC
+DECODE_DMABUF: Final = lib.DAEDALUS_DECODE_DMABUF
 DECODE_FLAGS: Final = DECODE_FLUSH  # what REQ_DECODE allows
-FEED_FLAGS: Final = DECODE_FLUSH | DECODE_RESET | DECODE_RESYNC  # what FEED allows
+# what FEED allows
+FEED_FLAGS: Final = DECODE_FLUSH | DECODE_RESET | DECODE_RESYNC | DECODE_DMABUF
 FETCH_DISCARD: Final = lib.DAEDALUS_FETCH_DISCARD
+FETCH_DMABUF: Final = lib.DAEDALUS_FETCH_DMABUF
+FETCH_FLAGS: Final = FETCH_DISCARD | FETCH_DMABUF  # what FETCH allows
+# The ioctl number as the compiler computes _IOWR(0xDA, 1, struct daedalus_dmabuf_req).
+IOC_GET_DMABUF: Final = lib.DAEDALUS_IOC_GET_DMABUF
 MAX_FRAMES: Final = lib.DAEDALUS_MAX_FRAMES
 MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
 FRAME_KEY: Final = lib.DAEDALUS_FRAME_KEY
@@ -388,16 +405,22 @@ def validate_request(header: Header, payload: bytes | bytearray | memoryview) ->
 # --- phase 8.4: REQ_DECODE, RESP_FRAME, CLOSE_STREAM --------------------------
 
 
+def _decode_req_zeros() -> tuple[int, ...]:
+    return (0,) * _reserved_words(DECODE_REQ_STRUCT)
+
+
 @dataclass(frozen=True)
 class DecodeReq:
-    """struct daedalus_decode_req (the bitstream follows it in the payload)."""
+    """struct daedalus_decode_req (the bitstream follows it in the payload, or
+    with DECODE_DMABUF lies at bitstream_offset of the OUTPUT buffer)."""
 
     stream_id: int
     codec: int
     flags: int
     bitstream_len: int
     timestamp: int
-    reserved: tuple[int, ...] = (0,) * 5
+    bitstream_offset: int = 0
+    reserved: tuple[int, ...] = field(default_factory=_decode_req_zeros)
 
     @property
     def flush(self) -> bool:
@@ -412,6 +435,12 @@ class DecodeReq:
     def resync(self) -> bool:
         """FEED only: the kernel lost an earlier answer; list every kept frame first."""
         return bool(self.flags & DECODE_RESYNC)
+
+    @property
+    def dmabuf(self) -> bool:
+        """FEED only: the bitstream is in the OUTPUT buffer (DAEDALUS_IOC_GET_DMABUF),
+        bitstream_len bytes at bitstream_offset; none follow the struct."""
+        return bool(self.flags & DECODE_DMABUF)
 
 
 @dataclass(frozen=True)
@@ -485,13 +514,17 @@ def encode_message(text: str, limit: int = MAX_MSG) -> bytes:
 
 def pack_decode_req(codec: int, bitstream: Buffer = b"", *, stream_id: int = 0, flags: int = 0,
                     timestamp: int = 0, bitstream_len: int | None = None,
+                    bitstream_offset: int = 0,
                     reserved: Sequence[int] | None = None) -> bytes:
     """A REQ_DECODE payload: the struct, then *bitstream*. Every field may be
-    set, bitstream_len to a wrong value too (for tests of the checks)."""
+    set, bitstream_len to a wrong value too (for tests of the checks). A FEED
+    with DECODE_DMABUF has no *bitstream*: pass its *bitstream_len* and
+    *bitstream_offset* in the OUTPUT buffer instead."""
     data = bytes(bitstream)
     return _pack(DECODE_REQ_STRUCT, {
         "stream_id": stream_id, "codec": codec, "flags": flags,
         "bitstream_len": len(data) if bitstream_len is None else bitstream_len,
+        "bitstream_offset": bitstream_offset,
         "timestamp": timestamp, "reserved": _reserved(DECODE_REQ_STRUCT, reserved),
     }) + data
 
@@ -506,6 +539,7 @@ def parse_decode_req(payload: bytes | bytearray | memoryview) -> tuple[DecodeReq
     return (DecodeReq(stream_id=int(req.stream_id), codec=int(req.codec),
                       flags=int(req.flags), bitstream_len=int(req.bitstream_len),
                       timestamp=int(req.timestamp),
+                      bitstream_offset=int(req.bitstream_offset),
                       reserved=tuple(int(w) for w in req.reserved)),
             memoryview(payload)[DECODE_REQ_SIZE:])
 
@@ -515,13 +549,24 @@ def validate_decode_req(req: DecodeReq, bitstream_bytes: int, *,
     """The checks a daemon makes on a REQ_DECODE (*bitstream_bytes* follow the
     struct): ProtocolError says what is wrong. Whether the codec may change is
     the stream's business, not the request's. A FEED carries the same struct
-    and may also set DECODE_RESET and DECODE_RESYNC: pass ``allowed_flags=FEED_FLAGS``."""
+    and may also set DECODE_RESET, DECODE_RESYNC and DECODE_DMABUF: pass
+    ``allowed_flags=FEED_FLAGS``. With DECODE_DMABUF no bitstream byte follows
+    the struct and bitstream_len, bitstream_offset describe the OUTPUT buffer
+    (whether they fit it is the handler's check, once it has the buffer);
+    without it bitstream_offset is zero."""
     if any(req.reserved):
         raise ProtocolError(f"decode_req reserved words not zero: {list(req.reserved)}")
     if req.codec not in set(Codec):
         raise ProtocolError(f"unknown codec {req.codec}")
     if req.flags & ~allowed_flags:
         raise ProtocolError(f"unknown decode flags {req.flags & ~allowed_flags:#x}")
+    if req.dmabuf:
+        if bitstream_bytes:
+            raise ProtocolError(f"DECODE_DMABUF but {bitstream_bytes} bitstream bytes follow "
+                                "the request (the bitstream is in the OUTPUT buffer)")
+        return
+    if req.bitstream_offset:
+        raise ProtocolError(f"bitstream_offset {req.bitstream_offset} without DECODE_DMABUF")
     if req.bitstream_len != bitstream_bytes:
         raise ProtocolError(f"bitstream_len {req.bitstream_len} but {bitstream_bytes} "
                             "bitstream bytes follow the request")
@@ -661,6 +706,12 @@ class FetchReq:
         return bool(self.flags & FETCH_DISCARD)
 
     @property
+    def dmabuf(self) -> bool:
+        """The pixels go into the CAPTURE buffer (DAEDALUS_IOC_GET_DMABUF), not the
+        answer (DISCARD, if also set, wins: nothing is written)."""
+        return bool(self.flags & FETCH_DMABUF)
+
+    @property
     def pixel_bytes(self) -> int:
         """Pixel bytes the answer carries without DISCARD: bytesperline * height
         luma rows, then height / 2 chroma rows (bytesperline * height * 3 / 2
@@ -704,8 +755,8 @@ def validate_fetch_req(req: FetchReq) -> None:
     geometry holds the frame is the stream's business (it knows the frame)."""
     if any(req.reserved):
         raise ProtocolError(f"fetch_req reserved words not zero: {list(req.reserved)}")
-    if req.flags & ~FETCH_DISCARD:
-        raise ProtocolError(f"unknown fetch flags {req.flags & ~FETCH_DISCARD:#x}")
+    if req.flags & ~FETCH_FLAGS:
+        raise ProtocolError(f"unknown fetch flags {req.flags & ~FETCH_FLAGS:#x}")
 
 
 def pack_fetch_resp(frame: FrameInfo, pixels: Buffer = b"", *, nr_bytes: int | None = None,
@@ -742,6 +793,44 @@ def validate_fetch_resp(resp: FetchResp) -> None:
     if any(resp.reserved):
         raise ProtocolError(f"fetch_resp reserved words not zero: {list(resp.reserved)}")
     validate_frame(resp.frame)
+
+
+# --- phase 8.6: DAEDALUS_IOC_GET_DMABUF ------------------------------------------
+
+
+@dataclass(frozen=True)
+class DmaBufReq:
+    """struct daedalus_dmabuf_req: the argument of DAEDALUS_IOC_GET_DMABUF. The
+    daemon fills cookie and index; the kernel sets fd and size."""
+
+    cookie: int
+    index: int = 0
+    flags: int = 0
+    fd: int = 0
+    size: int = 0
+    reserved: tuple[int, ...] = (0, 0)
+
+
+def pack_dmabuf_req(cookie: int, index: int = 0, *, flags: int = 0, fd: int = 0, size: int = 0,
+                    reserved: Sequence[int] | None = None) -> bytes:
+    """The DMABUF_REQ_SIZE bytes of a struct daedalus_dmabuf_req: what the daemon
+    passes to DAEDALUS_IOC_GET_DMABUF (fd and size zero; every field may be set,
+    for tests and for a stand-in kernel's answer)."""
+    return _pack(DMABUF_REQ_STRUCT, {
+        "cookie": cookie, "index": index, "flags": flags, "fd": fd, "size": size,
+        "reserved": _reserved(DMABUF_REQ_STRUCT, reserved),
+    })
+
+
+def parse_dmabuf_req(data: bytes | bytearray | memoryview) -> DmaBufReq:
+    """A struct daedalus_dmabuf_req, exactly (as DAEDALUS_IOC_GET_DMABUF left it)."""
+    if len(data) != DMABUF_REQ_SIZE:
+        raise ProtocolError(f"daedalus_dmabuf_req of {len(data)} bytes, expected "
+                            f"{DMABUF_REQ_SIZE}")
+    req = _unpack(DMABUF_REQ_STRUCT, DMABUF_REQ_SIZE, data)
+    return DmaBufReq(cookie=int(req.cookie), index=int(req.index), flags=int(req.flags),
+                     fd=int(req.fd), size=int(req.size),
+                     reserved=tuple(int(w) for w in req.reserved))
 
 
 # --- FNV-1a 64 ----------------------------------------------------------------
