@@ -29,7 +29,11 @@ opens the device non-blocking, watches it with the asyncio loop's
 - answers a type nobody handles with EOPNOTSUPP, a handler's exception with
   EIO and the exception's text, a malformed request with EPROTO;
 - logs and survives a write the kernel refuses (EINVAL: e.g. the request
-  timed out meanwhile and its cookie is no longer waiting).
+  timed out meanwhile and its cookie is no longer waiting);
+- hands the device to the handlers that use it themselves
+  (``attach_device``, see registry.py and device.py: the dma-bufs of a
+  request's buffers) when the session starts, and detaches it when the
+  session ends.
 
 SIGTERM and SIGINT shut it down cleanly (exit 0). ``serve`` is the daemon
 without the device opening and signal handling, for tests and embedding.
@@ -52,6 +56,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from daedalus.dispatch.device import Device
 from daedalus.dispatch.log import setup_logging
 from daedalus.dispatch.registry import HandlerResult, Registration, Registry, RegistryError
 from daedalus.proto import (
@@ -177,6 +182,10 @@ class Session:
         # instead of allocating HDR_SIZE + MAX_PAYLOAD bytes per read.
         self._buffer = bytearray(READ_SIZE)
         self._view = memoryview(self._buffer)
+        # The handlers that use the device themselves get it now, before any
+        # request; close() detaches it.
+        self.device = Device(fd)
+        registry.attach_device(self.device)
 
     # -- reading ---------------------------------------------------------
 
@@ -434,6 +443,7 @@ class Session:
         with ENOTCONN once the device is closed)."""
         self.closing = True
         self.stop_reading()
+        self.device.detach()  # (a handler still running gets ENOTCONN from it)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

@@ -38,6 +38,17 @@ reads the payload's fixed fields, never blocks, and returns None for a
 payload it cannot read (``handle`` refuses it). One that raises is logged and
 its request is handled unordered.
 
+The device: a handler that asks the kernel for more than the request's
+payload (phase 8.6: the dma-bufs of a request's buffers, with
+DAEDALUS_IOC_GET_DMABUF) also defines ``attach_device(self, device) -> None``
+(the ``DeviceUser`` protocol). When daedalusd starts serving a device it
+calls ``attach_device`` of each such handler, in registration order, with a
+``daedalus.dispatch.device.Device`` for it (``Registry.attach_device``); one
+that raises is logged and the others are still attached. The handler keeps
+it and uses it from ``handle``; when the session ends the device is
+detached (its calls fail with ENOTCONN). A handler that was never attached
+(tests, an embedding without a device) refuses what needs one.
+
 Entry points come in no reliable order, so handlers are sorted by
 (PHASE, opcode).
 """
@@ -49,6 +60,7 @@ from collections.abc import Awaitable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
+from daedalus.dispatch.device import Device
 from daedalus.dispatch.entrypoints import entry_points
 from daedalus.proto import RESPONSE, Header, MsgType
 
@@ -117,6 +129,17 @@ class Ordered(Protocol):
     def order_key(self, header: Header, payload: bytes) -> Hashable | None: ...
 
 
+@runtime_checkable
+class DeviceUser(Protocol):
+    """A handler that reaches the device itself (e.g. ``Device.get_dmabuf``).
+
+    ``attach_device`` runs on the event loop when daedalusd starts serving a
+    device, before any request: it only keeps *device* (cheap, no
+    blocking). It may run again with another device for a new session."""
+
+    def attach_device(self, device: Device) -> None: ...
+
+
 def opcode_name(opcode: int) -> str:
     try:
         return f"{MsgType(opcode).name} ({opcode})"
@@ -134,6 +157,10 @@ def close_stream_absent(stream_id: int) -> None:
 
 def order_key_absent(header: Header, payload: bytes) -> None:
     """Stands for a handler's missing order_key (its requests run in any order)."""
+
+
+def attach_device_absent(device: Device) -> None:
+    """Stands for a handler's missing attach_device (it never needs the device)."""
 
 
 @dataclass(frozen=True)
@@ -155,6 +182,11 @@ class Registration:
     def ordered(self) -> Ordered | None:
         """The handler, if some of its requests must run in read order (has order_key)."""
         return self.handler if isinstance(self.handler, Ordered) else None
+
+    @property
+    def device_user(self) -> DeviceUser | None:
+        """The handler, if it uses the device itself (has attach_device)."""
+        return self.handler if isinstance(self.handler, DeviceUser) else None
 
     @property
     def phase_text(self) -> str:
@@ -189,6 +221,9 @@ class Registration:
         if not callable(getattr(handler_class, "order_key", order_key_absent)):
             raise RegistryError(f"handler {owner}: order_key must be a method "
                                 "order_key(header, payload)")
+        if not callable(getattr(handler_class, "attach_device", attach_device_absent)):
+            raise RegistryError(f"handler {owner}: attach_device must be a method "
+                                "attach_device(device)")
         try:
             handler: Handler = handler_class()
         except Exception as exc:
@@ -262,6 +297,26 @@ class Registry:
         return failed
 
     @property
+    def device_users(self) -> tuple[Registration, ...]:
+        """The registrations whose handler uses the device itself, in order."""
+        return tuple(r for r in self.registrations if r.device_user is not None)
+
+    def attach_device(self, device: Device) -> list[tuple[Registration, Exception]]:
+        """Hand *device* to every DeviceUser, in registration order; never
+        raises. Returns the handlers that failed (each logged), with their
+        exception: the others are attached all the same."""
+        failed: list[tuple[Registration, Exception]] = []
+        for reg in self.device_users:
+            user = reg.device_user
+            assert user is not None
+            try:
+                user.attach_device(device)
+            except Exception as exc:
+                log.exception("handler %s failed to attach the device", reg.name)
+                failed.append((reg, exc))
+        return failed
+
+    @property
     def opcodes(self) -> Sequence[int]:
         return sorted(self._table)
 
@@ -275,5 +330,6 @@ class Registry:
     def describe(self) -> str:
         return ", ".join(f"{r.name} ({'/'.join(opcode_name(op) for op in r.opcodes)}"
                          f"{' + stream close' if r.stream_owner is not None else ''}"
-                         f"{' + ordered' if r.ordered is not None else ''}, phase "
+                         f"{' + ordered' if r.ordered is not None else ''}"
+                         f"{' + device' if r.device_user is not None else ''}, phase "
                          f"{r.phase_text}, {r.owner})" for r in self.registrations) or "none"
