@@ -372,6 +372,16 @@ def test_parse_fetch_resp_rejects_lengths(data: bytes, match: str) -> None:
         proto.parse_fetch_resp(data)
 
 
+def test_fetch_dmabuf_answer_is_the_struct_alone() -> None:
+    data = proto.pack_fetch_resp(FRAME, nr_bytes=460800)
+    resp, pixels = proto.parse_fetch_resp(data, dmabuf=True)
+    assert resp == proto.FetchResp(frame=FRAME, bytes=460800) and not pixels
+    with pytest.raises(proto.ProtocolError, match="bytes = 460800 makes"):
+        proto.parse_fetch_resp(data)  # inline: the pixels are missing
+    with pytest.raises(proto.ProtocolError, match="pixels never follow it: 56 expected"):
+        proto.parse_fetch_resp(proto.pack_fetch_resp(FRAME, b"abc"), dmabuf=True)
+
+
 @pytest.mark.parametrize(("resp", "match"), [
     (proto.FetchResp(FRAME, 0, (0, 0, 1)), "fetch_resp reserved"),
     (proto.FetchResp(FRAME.__class__(320, 240, 9, 0, 0, 0), 0), "unknown pixfmt 9"),

@@ -771,15 +771,21 @@ def pack_fetch_resp(frame: FrameInfo, pixels: Buffer = b"", *, nr_bytes: int | N
     }) + data
 
 
-def parse_fetch_resp(data: bytes | bytearray | memoryview) -> tuple[FetchResp, memoryview]:
+def parse_fetch_resp(data: bytes | bytearray | memoryview, *,
+                     dmabuf: bool = False) -> tuple[FetchResp, memoryview]:
     """A whole FETCH answer payload and a view of its pixels; ProtocolError
-    unless exactly ``bytes`` pixel bytes follow the struct."""
+    unless exactly ``bytes`` pixel bytes follow the struct. The answer to a
+    FETCH with FETCH_DMABUF (*dmabuf*) is the struct alone: ``bytes`` is what
+    was written into the CAPTURE buffer."""
     if len(data) < FETCH_RESP_SIZE:
         raise ProtocolError(f"FETCH answer of {len(data)} bytes is shorter than "
                             f"struct daedalus_fetch_resp ({FETCH_RESP_SIZE})")
     resp = _unpack(FETCH_RESP_STRUCT, FETCH_RESP_SIZE, data)
     nr_bytes = int(resp.bytes)
-    if len(data) != FETCH_RESP_SIZE + nr_bytes:
+    if dmabuf and len(data) != FETCH_RESP_SIZE:
+        raise ProtocolError(f"FETCH_DMABUF answer of {len(data)} bytes, but pixels never "
+                            f"follow it: {FETCH_RESP_SIZE} expected")
+    if not dmabuf and len(data) != FETCH_RESP_SIZE + nr_bytes:
         raise ProtocolError(f"FETCH answer of {len(data)} bytes, but bytes = {nr_bytes} "
                             f"makes {FETCH_RESP_SIZE + nr_bytes}")
     return (FetchResp(frame=_frame_info(resp.frame), bytes=nr_bytes,
