@@ -16,6 +16,17 @@ continuous byte stream knows no frame boundaries). Expected H.264 timestamps
 come from ffprobe: the byte position of the packet each frame was decoded
 from, looked up among the slices.
 
+Phase 8.6's dma-bufs: the same ``Kernel`` in dmabuf mode sends its FEEDs
+with DAEDALUS_DECODE_DMABUF (the bytes at an offset of an OUTPUT buffer) and
+its FETCHes with DAEDALUS_FETCH_DMABUF, the buffers being memfds of a
+stand-in device (daedalus.dispatch.loopback.MemfdDevice, attached as
+daedalusd attaches the real one). The stand-in holds a buffer's bytes only
+between the handler's DMA_BUF_SYNC_START and _END, and after every request
+the helper checks that the handler synced around its access and closed
+every fd and mapping it had. The pictures and the bytes written into the
+CAPTURE buffers are compared with the inline transport's on the same
+streams.
+
 The last tests run the real daemon core (``daedalus.dispatch.daemon.serve``)
 over a SOCK_SEQPACKET socket pair with the handlers the installed entry points
 register. No kernel here: that is test_m2m_guest.py.
@@ -42,7 +53,20 @@ import pytest
 from av.video.codeccontext import VideoCodecContext
 
 from daedalus.codec.session import create_decoder
-from daedalus.dispatch.loopback import serve_against
+from daedalus.dispatch.device import (
+    DMA_BUF_SYNC_END,
+    DMA_BUF_SYNC_READ,
+    DMA_BUF_SYNC_START,
+    DMA_BUF_SYNC_WRITE,
+)
+from daedalus.dispatch.loopback import (
+    STALE_BYTE,
+    MemfdBuffer,
+    MemfdDevice,
+    mappings_of,
+    open_fds_of,
+    serve_against,
+)
 from daedalus.dispatch.registry import Ordered, Registration, Registry
 from daedalus.m2m import layout
 from daedalus.m2m.cli import DecodeCommand, format_summary
@@ -56,11 +80,13 @@ from daedalus.parse.corpus import concat_ivf
 from daedalus.parse.readers import read_all
 from daedalus.parse.reference import ffprobe
 from daedalus.proto import (
+    DECODE_DMABUF,
     DECODE_FLUSH,
     DECODE_REQ_SIZE,
     DECODE_RESET,
     DECODE_RESYNC,
     FETCH_DISCARD,
+    FETCH_DMABUF,
     FETCH_RESP_SIZE,
     HDR_SIZE,
     MAGIC,
@@ -182,9 +208,34 @@ class Fetched:
     picture: bytes         # cropped to the visible rectangle, tightly packed
 
 
+# What a stand-in OUTPUT buffer holds around the bitstream (dmabuf mode).
+AROUND_BYTE = 0xEE
+# (event, access flags) a handler's DMABUF request must do, in this order.
+READS = [("get", 0), ("map", 0), ("sync", DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ),
+         ("sync", DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ), ("close", 0)]
+WRITES = [("get", 0), ("map", 1), ("sync", DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE),
+          ("sync", DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE), ("close", 0)]
+
+
+def returned(device: MemfdDevice, cookie: int) -> tuple[MemfdBuffer, list[tuple[str, int]]]:
+    """After the answer to request *cookie*: the handler kept no fd and no
+    mapping of its buffer (which goes back to the application: removed);
+    the buffer and what the handler did with it."""
+    assert not device.leaks()
+    buffer = device.buffers[cookie, 0]
+    assert open_fds_of(buffer.name) == 1 and mappings_of(buffer.name) == 0  # only ours
+    device.remove(cookie)
+    return buffer, [(e.what, e.flags) for e in device.events if e.cookie == cookie]
+
+
 @dataclass
 class Kernel:
-    """What daedalus-m2m.c does with the handler, checked at every step."""
+    """What daedalus-m2m.c does with the handler, checked at every step.
+
+    With *device* (dmabuf mode) FEEDs carry DAEDALUS_DECODE_DMABUF, their
+    bytes at *offset* of an OUTPUT buffer with *tail* more bytes after them,
+    and FETCHes DAEDALUS_FETCH_DMABUF into a CAPTURE buffer *spare* bytes
+    larger than the layout; *device* is attached to the handler."""
 
     handler: StatefulHandler
     stream_id: int
@@ -196,6 +247,15 @@ class Kernel:
     resync: bool = False   # an answer was lost: FEEDs carry RESYNC until one is taken
     resyncs: int = 0       # RESYNC FEEDs sent, their answers lost or not
     answers: list[FrameResp] = field(default_factory=list)  # to RESYNC FEEDs, taken
+    device: MemfdDevice | None = None
+    offset: int = 13
+    tail: int = 7
+    spare: int = 100
+    captured: bytes | None = None  # dmabuf mode: the last FETCH's CAPTURE buffer, at END
+
+    def __post_init__(self) -> None:
+        if self.device is not None:
+            self.handler.attach_device(self.device)
 
     def _send(self, data: bytes, timestamp: int, flags: int) -> tuple[int, FrameResp]:
         if self.resync:
@@ -207,9 +267,23 @@ class Kernel:
         # daedalus_feed_one(): no FEED while more than 32 - 16 frames are pending
         while self.auto_fetch and len(self.pending) > 16:
             self.early.append(self.fetch())
-        payload = pack_decode_req(self.codec, data, stream_id=self.stream_id, flags=flags,
-                                  timestamp=timestamp)
-        status, answer = self.handler.handle(header(MsgType.FEED, payload), payload)
+        # daedalus_feed(): a drain (FLUSH without a buffer) has no buffer to map
+        if self.device is None or (not data and flags & DECODE_FLUSH):
+            payload = pack_decode_req(self.codec, data, stream_id=self.stream_id, flags=flags,
+                                      timestamp=timestamp)
+            status, answer = self.handler.handle(header(MsgType.FEED, payload), payload)
+        else:
+            payload = pack_decode_req(self.codec, stream_id=self.stream_id,
+                                      flags=flags | DECODE_DMABUF, timestamp=timestamp,
+                                      bitstream_len=len(data), bitstream_offset=self.offset)
+            feed = header(MsgType.FEED, payload)
+            around = bytes([AROUND_BYTE])
+            self.device.add_output(feed.cookie, around * self.offset + data + around * self.tail)
+            expected = ([] if self.device.fail is not None  # GET_DMABUF fails: nothing to close
+                        else READS if data else [READS[0], READS[-1]])
+            status, answer = self.handler.handle(feed, payload)
+            events = returned(self.device, feed.cookie)[1]
+            assert events == expected, events
         assert status == 0, answer
         resp = parse_frame_resp(answer)
         validate_frame_resp(resp)  # the kernel's daedalus_resp_valid
@@ -253,18 +327,35 @@ class Kernel:
         raise AssertionError("still resyncing")
 
     def fetch_raw(self, bytesperline: int, height: int, max_bytes: int | None = None,
-                  flags: int = 0, want: FrameInfo | None = None) -> tuple[int, bytes]:
+                  flags: int = 0, want: FrameInfo | None = None,
+                  capture: int | None = None) -> tuple[int, bytes]:
         """FETCH of *want* (default: the oldest pending frame, or a frame that
-        does not exist when nothing is pending)."""
+        does not exist when nothing is pending). In dmabuf mode into a
+        CAPTURE buffer of *capture* bytes (default: max_bytes + spare)."""
         if want is None and self.pending:
             want = self.pending[0]
-        payload = pack_fetch_req(self.stream_id, flags=flags, bytesperline=bytesperline,
-                                 height=height,
-                                 max_bytes=buffer_size(bytesperline, height)
-                                 if max_bytes is None else max_bytes,
+        max_bytes = buffer_size(bytesperline, height) if max_bytes is None else max_bytes
+        payload = pack_fetch_req(self.stream_id,
+                                 flags=flags | (FETCH_DMABUF if self.device else 0),
+                                 bytesperline=bytesperline, height=height, max_bytes=max_bytes,
                                  timestamp=0 if want is None else want.timestamp,
                                  digest=0 if want is None else want.digest)
-        return self.handler.handle(header(MsgType.FETCH, payload), payload)
+        fetch = header(MsgType.FETCH, payload)
+        if self.device is None:
+            return self.handler.handle(fetch, payload)
+        self.device.add_capture(fetch.cookie, max_bytes + self.spare if capture is None
+                                else capture)
+        status, answer = self.handler.handle(fetch, payload)
+        buffer, events = returned(self.device, fetch.cookie)
+        self.captured = buffer.written
+        if status == 0 and not flags & FETCH_DISCARD:
+            assert events == WRITES, events
+            size = parse_fetch_resp(answer, dmabuf=True)[0].bytes
+            assert buffer.written is not None
+            assert buffer.written[size:] == bytes([STALE_BYTE]) * (buffer.size - size)
+        elif status == 0 or status == errno.ENOENT:  # DISCARD wins; nothing matched
+            assert not events, events
+        return status, answer
 
     def fetch(self, bytesperline: int | None = None, height: int | None = None) -> Fetched:
         """FETCH the oldest pending frame into a CAPTURE-like buffer: stride
@@ -281,9 +372,13 @@ class Kernel:
         rows = align(want.height, 16) if height is None else height
         status, answer = self.fetch_raw(bpl, rows, want=want)
         assert status == 0, answer
-        resp, pixels = parse_fetch_resp(answer)  # exact length
+        # exact length (with DMABUF: the struct alone, the pixels are in the buffer)
+        resp, pixels = parse_fetch_resp(answer, dmabuf=self.device is not None)
         validate_fetch_resp(resp)
         assert resp.frame == want  # identical to the FEED answer's entry
+        if self.device is not None:
+            assert self.captured is not None
+            pixels = memoryview(self.captured)[:resp.bytes]
         assert resp.bytes == bpl * rows * 3 // 2 == len(pixels)
         data = bytes(pixels)
         return Fetched(resp.frame, data, crop(data, bpl, rows, geometry))
@@ -935,6 +1030,238 @@ def test_resolution_change_reports_each_frame_at_its_size() -> None:
     assert [f.picture for f in got] == reference_frames(path, sizes)
 
 
+# --- phase 8.6: bitstream and pixels through dma-bufs -------------------------------------
+
+
+def dmabuf_kernel(stream_id: int, codec: Codec, **kwargs: Any) -> Kernel:
+    return Kernel(StatefulHandler(), stream_id, codec, device=MemfdDevice(), **kwargs)
+
+
+@pytest.mark.parametrize(("name", "cut", "offset", "tail"), [
+    (VP9, "frames", 13, 7), (VP9, "frames", 0, 0),
+    (H264, "random", 4096, 1), (H264, "1000", 1, 0)])
+def test_dmabuf_feed_and_fetch_are_byte_exact_like_inline(
+        name: str, cut: str, offset: int, tail: int, caplog: pytest.LogCaptureFixture) -> None:
+    """The same stream through both transports: the same FEED answers, and
+    every CAPTURE buffer holds exactly the bytes the inline FETCH answer
+    carries; the pictures are ffmpeg's. ``Kernel`` checks each request's
+    syncs and that no fd or mapping outlived it; no view of a mapping
+    outlived its access either (close never had to take the buffer away)."""
+    path = corpus_path(name)
+    rng = random.Random(86)
+    chunks = packets(name) if cut == "frames" else slices(
+        path.read_bytes(), (lambda: rng.randint(1, 6000)) if cut == "random" else lambda: 1000)
+    inline = Kernel(StatefulHandler(), 50, Codec.VP9 if name == VP9 else Codec.H264)
+    dmabuf = dmabuf_kernel(50, inline.codec, offset=offset, tail=tail)
+    with caplog.at_level(logging.WARNING, logger="daedalus.dispatch"):
+        for kernel in (inline, dmabuf):
+            kernel.feed_all(chunks)
+    assert not inline.errors and not dmabuf.errors
+    assert dmabuf.pending == inline.pending  # the same frames, digests, timestamps
+    assert dmabuf.device is not None and not dmabuf.device.leaks()
+    got, want = dmabuf.fetch_all(), inline.fetch_all()
+    assert len(got) == 30 and [f.pixels for f in got] == [f.pixels for f in want]
+    assert [f.picture for f in got] == reference_frames(path, [(320, 240)] * 30)
+    assert not caplog.records  # no "outlived" warning: every mapping simply unmapped
+    assert not dmabuf.device.leaks() and not dmabuf.device.buffers
+    assert {e.what for e in dmabuf.device.events} == {"get", "map", "sync", "close"}
+
+
+@pytest.mark.parametrize(("bytesperline", "height"), [(384, 256), (320, 240), (4096, 240)])
+def test_dmabuf_fetch_writes_the_inline_layout_over_an_older_frame(bytesperline: int,
+                                                                   height: int) -> None:
+    """Padding and the rows past the picture are written as zeros (the
+    buffer held something else: the stand-in's stale bytes), the bytes past
+    the layout are not touched; and a layout larger than one message
+    (inline: EMSGSIZE) is no problem for a dma-buf."""
+    chunks = packets(VP9)
+    inline, dmabuf = Kernel(StatefulHandler(), 51, Codec.VP9), dmabuf_kernel(51, Codec.VP9)
+    for kernel in (inline, dmabuf):
+        kernel.feed(chunks[0], 5)
+    got = dmabuf.fetch(bytesperline, height)
+    size = buffer_size(bytesperline, height)
+    assert len(got.pixels) == size and dmabuf.captured is not None
+    assert dmabuf.captured[size:] == bytes([STALE_BYTE]) * dmabuf.spare
+    assert got.picture == reference_frames(corpus_path(VP9), [(320, 240)] * 30)[0]
+    if FETCH_RESP_SIZE + size > MAX_PAYLOAD:
+        status, _ = inline.fetch_raw(bytesperline, height)
+        assert status == errno.EMSGSIZE
+    else:
+        assert inline.fetch(bytesperline, height).pixels == got.pixels
+    buf = np.frombuffer(got.pixels, np.uint8)
+    y = buf[:bytesperline * height].reshape(height, bytesperline)
+    assert not y[:, 320:].any() and not y[240:].any()
+
+
+@pytest.mark.parametrize(("offset", "length", "size"), [
+    (0, 101, 100), (90, 11, 100), (101, 0, 100), (2**32 - 1, 2**32 - 1, 100)])
+def test_dmabuf_feed_past_its_buffer_is_einval(offset: int, length: int, size: int) -> None:
+    """The bytes a FEED names must lie inside its OUTPUT buffer: EINVAL
+    otherwise, nothing mapped, the fd closed; the stream goes on."""
+    kernel = dmabuf_kernel(52, Codec.VP9)
+    assert kernel.device is not None
+    kernel.feed(packets(VP9)[0], 0)
+    payload = pack_decode_req(Codec.VP9, stream_id=52, flags=DECODE_DMABUF, timestamp=1,
+                              bitstream_len=length, bitstream_offset=offset)
+    feed = header(MsgType.FEED, payload)
+    kernel.device.add_output(feed.cookie, packets(VP9)[1][:size])
+    status, answer = kernel.handler.handle(feed, payload)
+    resp = parse_frame_resp(answer)
+    assert status == 0 and (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EINVAL)
+    assert resp.text == (f"OUTPUT buffer: {length} bytes at offset {offset} run past its "
+                         f"{size} bytes")
+    assert returned(kernel.device, feed.cookie)[1] == [("get", 0), ("close", 0)]
+    kernel.feed(packets(VP9)[1], 2)
+    assert [f.frame.timestamp for f in kernel.fetch_all()] == [0, 2]
+
+
+def test_dmabuf_feed_whose_buffer_cannot_be_had_is_an_error_after_its_reset() -> None:
+    """GET_DMABUF fails (ENOENT: the kernel no longer waits for the FEED):
+    DECODE_ERROR with that errno and the ioctl's words. RESET is done all
+    the same (the kernel has forgotten its frames: it sent the seek once),
+    and the stream decodes from the next keyframe."""
+    chunks = packets(VP9)
+    kernel = dmabuf_kernel(53, Codec.VP9)
+    assert kernel.device is not None
+    for i in range(3):
+        kernel.feed(chunks[i], i)
+    kernel.fetch()
+    kernel.pending.clear()  # STREAMOFF(OUTPUT)
+    kernel.device.fail = errno.ENOENT
+    resp = kernel.feed(chunks[0], 100, flags=DECODE_RESET)
+    assert (resp.status, resp.error) == (DecodeStatus.ERROR, errno.ENOENT)
+    assert resp.text.startswith("OUTPUT buffer: DAEDALUS_IOC_GET_DMABUF for cookie ")
+    assert resp.text.endswith(", buffer 0 failed: No such file or directory")
+    stream = kernel.handler.stream(53)
+    assert stream is not None and stream.resets == 1 and not stream.kept
+    kernel.feed_all(chunks, [200 + i for i in range(30)])
+    got = kernel.fetch_all()
+    assert [f.picture for f in got] == reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert not kernel.device.leaks()
+
+
+def test_dmabuf_feed_with_a_drain_lists_what_the_drain_completed() -> None:
+    """A FLUSH FEED whose buffer fails still drains (an error of the FEED's
+    own bytes, like a corrupt buffer): the frames the decoder held back are
+    listed, DECODE_OK."""
+    units = packets(H264)
+    kernel = dmabuf_kernel(54, Codec.H264, auto_fetch=False)
+    assert kernel.device is not None
+    for i, unit in enumerate(units):
+        kernel.feed(unit, i)
+    held = 30 - len(kernel.pending)
+    assert held > 0
+    kernel.device.fail = errno.EIO
+    resp = kernel.feed(b"x", 99, flags=DECODE_FLUSH)
+    assert resp.ok and len(resp.frames) == held
+    assert [f.picture for f in kernel.fetch_all()] == reference_frames(
+        corpus_path(H264), [(320, 240)] * 30)
+
+
+@pytest.mark.parametrize("failure", ["enoent", "small", "read-only"])
+def test_dmabuf_fetch_failure_consumes_the_frame(failure: str) -> None:
+    """A FETCH whose CAPTURE buffer cannot be had, is smaller than the
+    layout, or cannot be written: an error status naming it, and the frame
+    is consumed as after a bad geometry (the kernel pops its pending frame
+    whatever the answer); the next FETCH gets the next frame."""
+    kernel = dmabuf_kernel(55, Codec.VP9)
+    assert kernel.device is not None
+    for i, chunk in enumerate(packets(VP9)[:3]):
+        kernel.feed(chunk, i)
+    size = buffer_size(384, 240)
+    want = kernel.pending.pop(0)
+    payload = pack_fetch_req(55, flags=FETCH_DMABUF, bytesperline=384, height=240,
+                             max_bytes=size, timestamp=want.timestamp, digest=want.digest)
+    fetch = header(MsgType.FETCH, payload)
+    expect: tuple[int, str, list[tuple[str, int]]] = {
+        "enoent": (errno.ENOENT, f"cookie {fetch.cookie}, buffer 0 failed: No such file", []),
+        "small": (errno.EINVAL, f"384 x 240 takes {size} bytes, the buffer has {size - 1}",
+                  [("get", 0), ("close", 0)]),
+        "read-only": (errno.EACCES, "read-only", [("get", 0), ("close", 0)]),
+    }[failure]
+    if failure == "small":
+        kernel.device.add_capture(fetch.cookie, size - 1)
+    elif failure == "read-only":  # (the kernel hands CAPTURE out read-write)
+        kernel.device.add_output(fetch.cookie, b"", size=size)
+    status, answer = kernel.handler.handle(fetch, payload)
+    assert status == expect[0], answer
+    assert expect[1] in answer.decode() and answer.decode().startswith(
+        "stream 55: FETCH of a 320x240 nv12 frame: CAPTURE buffer: ")
+    assert answer.decode().endswith("; frame dropped")
+    if failure != "enoent":
+        assert returned(kernel.device, fetch.cookie)[1] == expect[2]
+    assert not kernel.device.leaks()
+    assert [f.frame.timestamp for f in kernel.fetch_all()] == [1, 2]  # in step
+
+
+def test_dmabuf_without_a_device_is_eopnotsupp() -> None:
+    """A handler never attached (an 8.5 kernel never sets the flags): a
+    DMABUF FEED is DECODE_ERROR / EOPNOTSUPP (the kernel refuses the stream),
+    a DMABUF FETCH EOPNOTSUPP, consuming its frame; DISCARD still works."""
+    kernel = Kernel(StatefulHandler(), 56, Codec.VP9)
+    for i, chunk in enumerate(packets(VP9)[:3]):
+        kernel.feed(chunk, i)
+    payload = pack_decode_req(Codec.VP9, stream_id=56, flags=DECODE_DMABUF, bitstream_len=10)
+    status, answer = kernel.handler.handle(header(MsgType.FEED, payload), payload)
+    resp = parse_frame_resp(answer)
+    assert status == 0 and (resp.status, resp.error) == (DecodeStatus.ERROR, errno.EOPNOTSUPP)
+    assert "no device" in resp.text
+    assert parse_frame_resp(kernel.handler.feed(payload, cookie=7)).error == errno.EOPNOTSUPP
+    status, answer = kernel.fetch_raw(384, 240, flags=FETCH_DMABUF)
+    assert status == errno.EOPNOTSUPP and b"no device" in answer
+    kernel.pending.pop(0)
+    status, answer = kernel.fetch_raw(384, 240, flags=FETCH_DMABUF | FETCH_DISCARD)
+    assert status == 0 and parse_fetch_resp(answer, dmabuf=True)[0].bytes == 0
+    kernel.pending.pop(0)
+    assert [f.frame.timestamp for f in kernel.fetch_all()] == [2]
+    # attached, a handler called without the request's cookie cannot name the buffer
+    kernel.handler.attach_device(MemfdDevice())
+    assert parse_frame_resp(kernel.handler.feed(payload)).error == errno.EOPNOTSUPP
+
+
+def test_dmabuf_fetch_that_fails_while_writing_leaves_no_fd_and_no_mapping(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug in the middle of the layout: the exception reaches daedalusd
+    (EIO), but the end of the access is synced and the fd closed; the views
+    of the mapping its traceback keeps do not keep the buffer."""
+    from daedalus.m2m import stateful
+
+    kernel = dmabuf_kernel(58, Codec.VP9)
+    assert kernel.device is not None
+    kernel.feed(packets(VP9)[0], 0)
+
+    def broken(luma: Any, chroma: Any, bytesperline: int, height: int, out: Any,
+               **kwargs: Any) -> Any:
+        out[:100] = 1
+        raise RuntimeError("layout bug")
+
+    monkeypatch.setattr(stateful, "lay_out", broken)
+    want = kernel.pending.pop(0)
+    size = buffer_size(384, 240)
+    payload = pack_fetch_req(58, flags=FETCH_DMABUF, bytesperline=384, height=240,
+                             max_bytes=size, timestamp=want.timestamp, digest=want.digest)
+    fetch = header(MsgType.FETCH, payload)
+    kernel.device.add_capture(fetch.cookie, size)
+    with caplog.at_level(logging.WARNING, logger="daedalus.dispatch"), \
+            pytest.raises(RuntimeError, match="layout bug"):
+        kernel.handler.handle(fetch, payload)
+    assert "outlived" in caplog.text  # the traceback holds the numpy view
+    buffer, events = returned(kernel.device, fetch.cookie)  # no fd, no mapping left
+    assert events == WRITES
+    assert buffer.written is not None and buffer.written[:100] == b"\x01" * 100
+
+
+def test_dmabuf_discard_wins_and_maps_nothing() -> None:
+    kernel = dmabuf_kernel(57, Codec.VP9)
+    for i, chunk in enumerate(packets(VP9)[:2]):
+        kernel.feed(chunk, i)
+    want = kernel.pending.pop(0)
+    status, answer = kernel.fetch_raw(0, 0, 0, flags=FETCH_DISCARD, want=want)  # (checked:
+    assert status == 0 and parse_fetch_resp(answer, dmabuf=True)[0].bytes == 0  # no event)
+    assert kernel.captured is None
+    assert kernel.fetch().frame.timestamp == 1
+
+
 # --- streams, threads, CLOSE_STREAM ------------------------------------------------------
 
 
@@ -1039,6 +1366,9 @@ def test_lay_out_and_crop_are_inverse(width: int, height: int, pixfmt: PixFmt) -
     assert out.size == buffer_size(bpl, rows) == bpl * rows * 3 // 2
     assert crop(out.tobytes(), bpl, rows, geometry) == luma.tobytes() + chroma.tobytes()
     assert int(out.astype(np.int64).sum()) == int(luma.sum()) + int(chroma.sum())  # zeros
+    dirty = np.full(out.size, 0xAB, np.uint8)  # a CAPTURE buffer holding an older frame
+    assert lay_out(luma, chroma, bpl, rows, out=dirty, zeroed=False) is dirty
+    assert np.array_equal(dirty, out)
     assert geometry.packed_size == len(luma.tobytes() + chroma.tobytes())
 
 
@@ -1113,6 +1443,7 @@ def test_handlers_are_registered_by_entry_points() -> None:
         assert registration.phase == (8, 5)
         assert isinstance(registration.handler, StatefulHandler)
         assert registration.ordered is registration.handler  # per stream, in read order
+        assert registration.device_user is registration.handler  # phase 8.6's dma-bufs
     assert registry.lookup(MsgType.CLOSE_STREAM) is None  # the core's, fanned out to:
     owners = {type(r.handler) for r in registry.stream_owners}
     assert {StatefulHandler, DecodeHandler} <= owners
@@ -1188,6 +1519,29 @@ def test_through_daedalusd_with_the_installed_handlers() -> None:
     pictures = asyncio.run(main())
     assert pictures[1] == reference_frames(corpus_path(VP9), [(320, 240)] * 30)
     assert pictures[2] == reference_frames(corpus_path(H264), [(320, 240)] * 30)
+
+
+def test_daedalusd_attaches_its_device_to_the_stateful_handler() -> None:
+    """serve() gives the handler the fd it serves: a DMABUF FEED's GET_DMABUF
+    is the real ioctl on it (on a socket pair: ENOTTY), answered as that
+    FEED's DECODE_ERROR naming the request's cookie."""
+    registry = Registry.from_entry_points()
+
+    async def kernel(sock: socket.socket) -> FrameResp:
+        loop = asyncio.get_running_loop()
+        await loop.sock_sendall(sock, pack_header(MsgType.HELLO, 1, 32) + pack_hello(phase=86))
+        await asyncio.wait_for(loop.sock_recv(sock, HDR_SIZE + MAX_PAYLOAD), 60)
+        payload = pack_decode_req(Codec.VP9, stream_id=1, flags=DECODE_DMABUF,
+                                  bitstream_len=100)
+        await loop.sock_sendall(sock, pack_header(MsgType.FEED, 77, len(payload)) + payload)
+        data = await asyncio.wait_for(loop.sock_recv(sock, HDR_SIZE + MAX_PAYLOAD), 60)
+        assert parse_header(data).status == 0
+        return parse_frame_resp(data[HDR_SIZE:])
+
+    resp, status = asyncio.run(serve_against(kernel, registry, timeout=120))
+    assert status == 0 and (resp.status, resp.error) == (DecodeStatus.ERROR, errno.ENOTTY)
+    assert resp.text == ("OUTPUT buffer: DAEDALUS_IOC_GET_DMABUF for cookie 77, buffer 0 "
+                         "failed: Inappropriate ioctl for device")
 
 
 def test_concat_helper_makes_a_second_keyframe(tmp_path: Path) -> None:

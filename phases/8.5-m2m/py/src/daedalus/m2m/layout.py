@@ -10,8 +10,9 @@ Tightly packed (phase 8.4's frames.py, and ``ffmpeg -pix_fmt nv12 -f
 rawvideo``): ``h`` luma rows of ``w`` bytes, then ``ceil(h / 2)`` chroma
 rows of ``2 * ceil(w / 2)`` bytes; P010 doubles every row length.
 
-``lay_out`` is the daemon's half (FETCH answers), ``crop`` the application's
-(the decode command); both are whole-plane numpy copies, no per-row loops.
+``lay_out`` is the daemon's half (FETCH answers, or the CAPTURE buffer
+itself with DAEDALUS_FETCH_DMABUF), ``crop`` the application's (the decode
+command); both are whole-plane numpy copies, no per-row loops.
 """
 
 from __future__ import annotations
@@ -78,21 +79,27 @@ def fits(geometry: Geometry, bytesperline: int, height: int) -> str | None:
 
 
 def lay_out(luma: npt.NDArray[np.uint8], chroma: npt.NDArray[np.uint8], bytesperline: int,
-            height: int, out: npt.NDArray[np.uint8] | None = None) -> npt.NDArray[np.uint8]:
+            height: int, out: npt.NDArray[np.uint8] | None = None, *,
+            zeroed: bool = True) -> npt.NDArray[np.uint8]:
     """The tightly packed planes *luma* (rows x row bytes) and *chroma* in a
     buffer of *bytesperline* x *height*: rows zero-padded, rows past the
-    picture zero. *out* (``buffer_size`` bytes, zeroed) is filled in place
-    when given. The caller checks ``fits`` first."""
+    picture zero. *out* (``buffer_size`` bytes) is filled in place when
+    given: only the picture is written if it is *zeroed* already; otherwise
+    (a mapped CAPTURE buffer holding an older frame) the padding and the rows
+    past the picture are written with zeros too, each byte once. The caller
+    checks ``fits`` first."""
     size = buffer_size(bytesperline, height)
     if out is None:
-        out = np.zeros(size, np.uint8)
+        out, zeroed = np.zeros(size, np.uint8), True
     elif out.size != size:
         raise ValueError(f"output of {out.size} bytes, the layout takes {size}")
     split = bytesperline * height
-    y = out[:split].reshape(height, bytesperline)
-    c = out[split:].reshape(height // 2, bytesperline)
-    y[:luma.shape[0], :luma.shape[1]] = luma
-    c[:chroma.shape[0], :chroma.shape[1]] = chroma
+    for plane, rows in ((luma, out[:split].reshape(height, bytesperline)),
+                        (chroma, out[split:].reshape(height // 2, bytesperline))):
+        rows[:plane.shape[0], :plane.shape[1]] = plane
+        if not zeroed:
+            rows[:plane.shape[0], plane.shape[1]:] = 0
+            rows[plane.shape[0]:] = 0
     return out
 
 

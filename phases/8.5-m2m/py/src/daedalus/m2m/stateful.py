@@ -21,6 +21,19 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
 
 - ``DAEDALUS_DECODE_RESET`` first drops the decoder, the parser and the kept
   frames (the application stopped OUTPUT: a seek);
+- ``DAEDALUS_DECODE_DMABUF`` (protocol v8, phase 8.6): no bytes follow the
+  struct; they are ``bitstream_len`` bytes at ``bitstream_offset`` of the
+  OUTPUT buffer, which the handler gets from the device it was attached
+  (``attach_device``, daedalus.dispatch.device: DAEDALUS_IOC_GET_DMABUF for
+  the FEED's cookie), maps read-only and copies between DMA_BUF_SYNC_START
+  and _END, after RESET and the room check (ENOSPC) below; the fd and the
+  mapping are closed before the answer, and the bytes are decoded exactly
+  as an inline FEED's. A buffer that cannot be had (ENOENT ...) or that the
+  bytes do not fit (EINVAL) is a problem of that FEED like a bitstream
+  error: DECODE_ERROR with that errno and a message unless a drain (FLUSH)
+  still completed frames. A handler without a device (never attached: an
+  embedding, a test) answers DECODE_ERROR / EOPNOTSUPP, which the kernel
+  takes as refusing the stream;
 - ``DAEDALUS_DECODE_FLUSH`` (the drain of DECODER_CMD STOP, usually without
   bytes) after the bytes flushes the parser and drains the decoder; both are
   created afresh by the next FEED, whose stream must start at a keyframe;
@@ -73,13 +86,24 @@ digest, as the FEED answer listed it), laid out in the requested geometry
 ``bytesperline * height``, rows zero-padded, rows past the picture zero,
 ``bytesperline * height * 3 / 2`` bytes after struct daedalus_fetch_resp
 (whose frame is the FEED answer's entry, unchanged); with
-DAEDALUS_FETCH_DISCARD no pixels. Header status instead of an answer: ENOENT
-when no kept frame matches (nothing is dropped then); EINVAL for a malformed
-request, or a geometry that cannot hold the frame (rows too short, too few
-rows, more than ``max_bytes``); EMSGSIZE when the pixels exceed what one
-message carries. The kernel forgets its oldest pending frame whatever a
-FETCH's answer, so a FETCH with a bad geometry consumes the frame too: both
-sides stay in step.
+DAEDALUS_FETCH_DISCARD no pixels. With DAEDALUS_FETCH_DMABUF (phase 8.6)
+the same layout goes into the CAPTURE buffer itself, mapped read-write
+through the attached device (DAEDALUS_IOC_GET_DMABUF for the FETCH's
+cookie) and written in one pass between DMA_BUF_SYNC_START and _END
+(padding and the rows past the picture zeroed, the buffer's bytes beyond
+the layout untouched); the answer carries no pixels, its ``bytes`` says how
+many were written, and the fd and the mapping are closed before it.
+DISCARD with DMABUF: DISCARD wins, nothing is mapped. Header status instead
+of an answer: ENOENT when no kept frame matches (nothing is dropped then);
+EINVAL for a malformed request, or a geometry that cannot hold the frame
+(rows too short, too few rows, more than ``max_bytes``, or with DMABUF more
+than the CAPTURE buffer's size); EMSGSIZE when the pixels exceed what one
+message carries (inline only: a dma-buf takes any size); with DMABUF,
+EOPNOTSUPP without a device, and the errno of a CAPTURE buffer that cannot
+be had, mapped or synced (ENOENT: the kernel no longer waits for the
+request ...). The kernel forgets its oldest pending frame whatever a
+FETCH's answer, so a FETCH with a bad geometry, or whose CAPTURE buffer
+failed, consumes the frame too: both sides stay in step.
 Frames kept before the named one are dropped with it ("orphans"): the
 kernel forgot them (e.g. its pending ring was reset) and will never ask for
 them. A kernel that loses a FEED's answer does not make orphans: its next
@@ -107,8 +131,9 @@ import errno
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from itertools import islice
 from typing import Any, ClassVar
 
@@ -127,6 +152,7 @@ from daedalus.codec.session import (
     ffmpeg_text,
     open_stream,
 )
+from daedalus.dispatch.device import Device, DmaBufError
 from daedalus.m2m.layout import Geometry, buffer_size, fits, lay_out
 from daedalus.proto import (
     FEED_FLAGS,
@@ -154,6 +180,23 @@ from daedalus.roundtrip.frames import UnsupportedLayout, pack
 log = logging.getLogger("daedalus.m2m")
 
 MAX_KEPT = 64  # decoded frames kept per stream, waiting for FETCH
+
+
+class CaptureFailure(Exception):
+    """A FETCH's pixels could not be written into its CAPTURE buffer (*error*:
+    a positive errno, *message* in words)."""
+
+    def __init__(self, error: int, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+# With DECODE_DMABUF: reads a FEED's bytes from its OUTPUT buffer (DecodeFailure if not).
+BitstreamReader = Callable[[DecodeReq], bytes]
+# With FETCH_DMABUF: lays a frame out into the FETCH's CAPTURE buffer, *size*
+# bytes (CaptureFailure if not).
+CaptureWriter = Callable[["KeptFrame", FetchReq, int], None]
 
 
 class ByteTimeline:
@@ -240,11 +283,14 @@ class FeedStream(DecoderSession):
 
     # -- FEED -------------------------------------------------------------------
 
-    def feed(self, req: DecodeReq, bitstream: memoryview,
-             factory: DecoderFactory) -> list[FrameInfo]:
+    def feed(self, req: DecodeReq, bitstream: memoryview, factory: DecoderFactory,
+             read: BitstreamReader | None = None) -> list[FrameInfo]:
         """Decode one FEED's bytes (then drain on FLUSH) and keep the frames it
         completed; their FEED answer entries (with RESYNC: every kept frame,
-        at most MAX_FRAMES), or DecodeFailure."""
+        at most MAX_FRAMES), or DecodeFailure. With DECODE_DMABUF the bytes
+        come from *read* (the OUTPUT buffer), once the FEED is accepted; a
+        buffer it cannot read is a problem of this FEED, like a bitstream
+        error."""
         self.feeds += 1
         if req.reset:
             self.reset()
@@ -259,8 +305,9 @@ class FeedStream(DecoderSession):
         problems: list[Problem] = []
         decoded: list[av.VideoFrame] = []
         try:
-            for data, timestamp in self._packets(bytes(bitstream), req, problems):
-                decoded += self._decode(data, timestamp, factory, problems)
+            data = self._bitstream(req, bitstream, read, problems)
+            for packet, timestamp in self._packets(data, req, problems):
+                decoded += self._decode(packet, timestamp, factory, problems)
             if req.flush:
                 decoded += self._drain(problems)
             own = self._keep(req, decoded, problems)  # before the pts map goes
@@ -274,6 +321,21 @@ class FeedStream(DecoderSession):
             if req.flush:
                 self.end_sequence()
         return self._resync(req, len(own)) if req.resync else own
+
+    @staticmethod
+    def _bitstream(req: DecodeReq, bitstream: memoryview, read: BitstreamReader | None,
+                   problems: list[Problem]) -> bytes:
+        """The FEED's bytes: inline, or read from the OUTPUT buffer (DMABUF)."""
+        if not req.dmabuf:
+            return bytes(bitstream)
+        if read is None:  # (the handler refuses a DMABUF FEED it cannot read first)
+            raise DecodeFailure(errno.EOPNOTSUPP, "FEED with DAEDALUS_DECODE_DMABUF: no "
+                                                  "device to read the OUTPUT buffer through")
+        try:
+            return read(req)
+        except DecodeFailure as exc:
+            problems.append(Problem(exc.error, exc.message))
+            return b""
 
     def _resync(self, req: DecodeReq, own: int) -> list[FrameInfo]:
         """The answer to a RESYNC FEED whose *own* frames were just kept: the
@@ -388,8 +450,10 @@ class FeedStream(DecoderSession):
 
     # -- FETCH ------------------------------------------------------------------
 
-    def fetch(self, req: FetchReq) -> tuple[int, bytes]:
-        """The answer (header status, payload) to a FETCH of this stream."""
+    def fetch(self, req: FetchReq, write: CaptureWriter | None = None) -> tuple[int, bytes]:
+        """The answer (header status, payload) to a FETCH of this stream. With
+        FETCH_DMABUF *write* lays the frame out into the CAPTURE buffer
+        (None: no device, EOPNOTSUPP)."""
         with self.lock:
             wanted = next((i for i, k in enumerate(self.kept)
                            if (k.info.timestamp, k.info.digest) == (req.timestamp, req.digest)),
@@ -416,25 +480,44 @@ class FeedStream(DecoderSession):
             if reason is None and size > req.max_bytes:
                 reason = (f"{req.bytesperline} x {req.height} takes {size} bytes, more than "
                           f"max_bytes {req.max_bytes}")
-            if reason is None and FETCH_RESP_SIZE + size > MAX_PAYLOAD:
+            if reason is None and req.dmabuf and write is None:
+                status, reason = errno.EOPNOTSUPP, (
+                    "DAEDALUS_FETCH_DMABUF, but no device to map the CAPTURE buffer through")
+            if reason is None and not req.dmabuf and FETCH_RESP_SIZE + size > MAX_PAYLOAD:
                 status, reason = errno.EMSGSIZE, (
                     f"{size} pixel bytes do not fit one message (at most "
                     f"{MAX_PAYLOAD - FETCH_RESP_SIZE})")
             if reason is not None:
-                self.errors += 1
-                message = (f"stream {self.stream_id}: FETCH of a {info.width}x{info.height} "
-                           f"{info.pixfmt_name} frame: {reason}; frame dropped")
-                log.warning("%s", message)
-                return status, encode_message(message)
+                return status, self._fetch_failed(info, reason)
+        if req.dmabuf:
+            assert write is not None
+            try:
+                write(frame, req, size)
+            except CaptureFailure as exc:
+                with self.lock:
+                    return exc.error, self._fetch_failed(info, f"CAPTURE buffer: {exc.message}")
+            return 0, pack_fetch_resp(info, nr_bytes=size)
         answer = bytearray(FETCH_RESP_SIZE + size)
         answer[:FETCH_RESP_SIZE] = pack_fetch_resp(info, nr_bytes=size)
         lay_out(frame.luma, frame.chroma, req.bytesperline, req.height,
                 out=np.frombuffer(answer, np.uint8, offset=FETCH_RESP_SIZE))
         return 0, bytes(answer)
 
+    def _fetch_failed(self, info: FrameInfo, reason: str) -> bytes:
+        """Count and log a FETCH that consumed its frame without pixels; its
+        message. Under the stream's lock."""
+        self.errors += 1
+        message = (f"stream {self.stream_id}: FETCH of a {info.width}x{info.height} "
+                   f"{info.pixfmt_name} frame: {reason}; frame dropped")
+        log.warning("%s", message)
+        return encode_message(message)
+
 
 class StatefulHandler:
-    """FEED -> RESP_FRAME and FETCH -> fetch_resp + pixels, state per stream."""
+    """FEED -> RESP_FRAME and FETCH -> fetch_resp + pixels, state per stream.
+
+    A DeviceUser (daedalus.dispatch.registry): daedalusd attaches the device
+    it serves, through which FEEDs and FETCHes with DMABUF reach their buffers."""
 
     OPCODES: ClassVar[tuple[int, ...]] = (MsgType.FEED, MsgType.FETCH)
     PHASE: ClassVar[tuple[int, int]] = (8, 5)
@@ -447,14 +530,20 @@ class StatefulHandler:
         self._max_kept = max_kept
         self._lock = threading.Lock()  # protects _streams
         self._streams: dict[int, FeedStream] = {}
+        self._device: Device | None = None
 
-    # -- the daemon's entry point ---------------------------------------------
+    # -- the daemon's entry points ---------------------------------------------
+
+    def attach_device(self, device: Device) -> None:
+        """The device daedalusd serves (registry.py's DeviceUser): the dma-bufs
+        of DMABUF FEEDs and FETCHes come through it."""
+        self._device = device
 
     def handle(self, header: Header, payload: bytes) -> tuple[int, bytes]:
         if header.opcode == MsgType.FEED:
-            return 0, self.feed(payload)
+            return 0, self.feed(payload, cookie=header.cookie)
         if header.opcode == MsgType.FETCH:
-            return self.fetch(payload)
+            return self.fetch(payload, cookie=header.cookie)
         return (errno.EOPNOTSUPP,
                 f"the stateful handler does not serve type {header.type}".encode())
 
@@ -475,14 +564,25 @@ class StatefulHandler:
 
     # -- FEED -------------------------------------------------------------------
 
-    def feed(self, payload: bytes | bytearray | memoryview) -> bytes:
+    def feed(self, payload: bytes | bytearray | memoryview, cookie: int | None = None) -> bytes:
         """A FEED payload in, its RESP_FRAME payload out (never raises for
-        anything the request or the bitstream holds)."""
+        anything the request or the bitstream holds). *cookie* is the FEED's
+        (``handle`` passes it): a DMABUF FEED names its OUTPUT buffer by it."""
+
+        def run(stream: FeedStream, req: DecodeReq, bitstream: memoryview) -> list[FrameInfo]:
+            read = None
+            if req.dmabuf:
+                device = self._device
+                if device is None or cookie is None:
+                    raise DecodeFailure(errno.EOPNOTSUPP, (
+                        "FEED with DAEDALUS_DECODE_DMABUF, but this daemon has no device to "
+                        "map the OUTPUT buffer through (not attached by daedalusd)"))
+                read = partial(read_output, device, cookie)
+            return stream.feed(req, bitstream, self._factory, read)
+
         return answer_decode_req(
-            payload, "FEED", self._stream_for,
-            lambda stream, req, bitstream: stream.feed(req, bitstream, self._factory),
-            FeedStream.end_sequence, log, allowed_flags=FEED_FLAGS,
-            detail=lambda stream: f" ({len(stream.kept)} kept)")
+            payload, "FEED", self._stream_for, run, FeedStream.end_sequence, log,
+            allowed_flags=FEED_FLAGS, detail=lambda stream: f" ({len(stream.kept)} kept)")
 
     def _stream_for(self, req: DecodeReq) -> FeedStream:
         return open_stream(self._streams, self._lock, req, "FEED",
@@ -492,7 +592,11 @@ class StatefulHandler:
 
     # -- FETCH ------------------------------------------------------------------
 
-    def fetch(self, payload: bytes | bytearray | memoryview) -> tuple[int, bytes]:
+    def fetch(self, payload: bytes | bytearray | memoryview,
+              cookie: int | None = None) -> tuple[int, bytes]:
+        """A FETCH payload in, the answer (header status, payload) out. *cookie*
+        is the FETCH's (``handle`` passes it): a DMABUF FETCH names its
+        CAPTURE buffer by it."""
         try:
             req = parse_fetch_req(payload)
             validate_fetch_req(req)
@@ -502,7 +606,10 @@ class StatefulHandler:
         stream = self.stream(req.stream_id)
         if stream is None:
             return errno.ENOENT, encode_message(f"no stream {req.stream_id}")
-        return stream.fetch(req)
+        device = self._device
+        write = None if device is None or cookie is None else partial(write_capture, device,
+                                                                      cookie)
+        return stream.fetch(req, write)
 
     # -- CLOSE_STREAM (daedalusd calls every handler's close_stream) -----------
 
@@ -535,3 +642,47 @@ class StatefulHandler:
     def stream(self, stream_id: int) -> FeedStream | None:
         with self._lock:
             return self._streams.get(stream_id)
+
+
+# -- the dma-bufs (phase 8.6) -------------------------------------------------------
+
+
+def read_output(device: Device, cookie: int, req: DecodeReq) -> bytes:
+    """The bytes of a FEED with DECODE_DMABUF: ``bitstream_len`` bytes at
+    ``bitstream_offset`` of the OUTPUT buffer of request *cookie*, copied
+    under DMA_BUF_SYNC_START / _END | READ; the buffer is unmapped and its fd
+    closed on return. DecodeFailure with the errno if the buffer cannot be
+    had, mapped or synced, EINVAL if the bytes do not fit it."""
+    try:
+        with device.get_dmabuf(cookie) as buf:
+            end = req.bitstream_offset + req.bitstream_len
+            if end > buf.size:
+                raise DecodeFailure(errno.EINVAL, (
+                    f"OUTPUT buffer: {req.bitstream_len} bytes at offset {req.bitstream_offset} "
+                    f"run past its {buf.size} bytes"))
+            if not req.bitstream_len:
+                return b""
+            with buf.access() as data:
+                return bytes(data[req.bitstream_offset:end])
+    except DmaBufError as exc:
+        raise DecodeFailure(exc.errno or errno.EIO, f"OUTPUT buffer: {exc.message}") from None
+
+
+def write_capture(device: Device, cookie: int, frame: KeptFrame, req: FetchReq,
+                  size: int) -> None:
+    """Lay *frame* out (``size`` bytes, the FETCH's geometry) into the CAPTURE
+    buffer of request *cookie*: mapped read-write, written in one pass under
+    DMA_BUF_SYNC_START / _END | WRITE, unmapped and its fd closed on return.
+    CaptureFailure with the errno if the buffer cannot be had, mapped or
+    synced, EINVAL if the layout does not fit it."""
+    try:
+        with device.get_dmabuf(cookie) as buf:
+            if size > buf.size:
+                raise CaptureFailure(errno.EINVAL, (
+                    f"{req.bytesperline} x {req.height} takes {size} bytes, the buffer has "
+                    f"{buf.size}"))
+            with buf.access(write=True) as data:
+                lay_out(frame.luma, frame.chroma, req.bytesperline, req.height,
+                        out=np.frombuffer(data, np.uint8, count=size), zeroed=False)
+    except DmaBufError as exc:
+        raise CaptureFailure(exc.errno or errno.EIO, exc.message) from None
