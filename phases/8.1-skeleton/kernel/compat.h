@@ -8,6 +8,7 @@
 #ifndef _DAEDALUS_COMPAT_H
 #define _DAEDALUS_COMPAT_H
 
+#include <linux/module.h>
 #include <linux/platform_device.h>
 #include <linux/videodev2.h>
 #include <media/v4l2-fh.h>
@@ -19,6 +20,13 @@
  * to 6.13+ changes this one line.
  */
 #define DAEDALUS_PLATFORM_REMOVE(fn)	.remove_new = (fn)
+
+/*
+ * The dma-buf API is in the DMA_BUF symbol namespace. MODULE_IMPORT_NS()
+ * takes the namespace as an identifier up to 6.12 and as a string from 6.13
+ * on; the port is a change here only.
+ */
+#define DAEDALUS_IMPORT_NS_DMA_BUF()	MODULE_IMPORT_NS(DMA_BUF)
 
 /*
  * v4l2_fh_add()/v4l2_fh_del() take a struct file from 6.18 on; the wrappers

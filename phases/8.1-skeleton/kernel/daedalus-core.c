@@ -9,6 +9,7 @@
  * the v4l2_device release callback once the last user has gone, as the
  * kernel's m2m drivers do. The structure itself is freed there too.
  */
+#include <linux/err.h>
 #include <linux/module.h>
 #include <linux/overflow.h>
 #include <linux/platform_device.h>
@@ -190,16 +191,14 @@ static void daedalus_remove(struct platform_device *pdev)
 	v4l2_device_put(&dev->v4l2_dev);
 }
 
-static void daedalus_pdev_release(struct device *dev)
-{
-	/* The platform device is static; nothing to free. */
-}
-
-static struct platform_device daedalus_pdev = {
-	.name		= DAEDALUS_NAME,
-	.id		= PLATFORM_DEVID_NONE,
-	.dev.release	= daedalus_pdev_release,
-};
+/*
+ * The platform device is the driver core's (allocated by it, freed by its
+ * release), not this module's: references to it may outlive the module. A
+ * DMA allocator's buffer holds one (get_device()) for as long as the buffer
+ * lives, and a buffer exported as a dma-buf lives as long as any process
+ * keeps that file, also after rmmod.
+ */
+static struct platform_device *daedalus_pdev;
 
 static struct platform_driver daedalus_pdrv = {
 	.probe		= daedalus_probe,
@@ -217,9 +216,13 @@ static int __init daedalus_init(void)
 	if (ret)
 		return ret;
 
-	ret = platform_device_register(&daedalus_pdev);
-	if (ret)
+	daedalus_pdev = platform_device_register_simple(DAEDALUS_NAME,
+							PLATFORM_DEVID_NONE,
+							NULL, 0);
+	if (IS_ERR(daedalus_pdev)) {
+		ret = PTR_ERR(daedalus_pdev);
 		goto err_unregister_driver;
+	}
 
 	return 0;
 
@@ -230,7 +233,7 @@ err_unregister_driver:
 
 static void __exit daedalus_exit(void)
 {
-	platform_device_unregister(&daedalus_pdev);
+	platform_device_unregister(daedalus_pdev);
 	platform_driver_unregister(&daedalus_pdrv);
 }
 

@@ -17,10 +17,16 @@
  * them finishes it. The daemon is not trusted: every message it writes is
  * validated in full before it can touch a request, and no copy to or from
  * its memory happens under the bridge lock.
+ *
+ * A request sent with daedalus_bridge_call_attached() names the buffers of
+ * its job (struct daedalus_attach); while it is in flight the daemon may ask
+ * for them as dma-bufs (daedalus_bridge_get_dmabuf(), reached through the
+ * ioctl handler a later layer installs), and never before or after.
  */
 #include <linux/completion.h>
 #include <linux/cred.h>
 #include <linux/debugfs.h>
+#include <linux/err.h>
 #include <linux/fs.h>
 #include <linux/jiffies.h>
 #include <linux/miscdevice.h>
@@ -61,7 +67,9 @@ enum daedalus_req_state {
  * user space without the bridge lock (a faulting or stalled copy delays only
  * that read). References: one for the sender (a waiting caller, or the bridge
  * itself for a posted request, dropped when it is finished) and one for each
- * read() copying it.
+ * read() copying it. @attach (NULL for most requests, always for a posted
+ * one) lives in the sender's frame: it is used only under the bridge lock
+ * while the request is in flight, when the sender is still waiting.
  */
 struct daedalus_request {
 	struct list_head node;
@@ -74,6 +82,7 @@ struct daedalus_request {
 	unsigned long read_at;
 	struct daedalus_reply *reply;
 	struct daedalus_reply own_reply;
+	const struct daedalus_attach *attach;
 	struct completion done;
 	int result;
 	void (*finish)(struct daedalus_bridge *b, struct daedalus_request *req);
@@ -99,6 +108,9 @@ struct daedalus_request {
  * @hello_reply: where @hello_in is described.
  * @readq: the daemon waits here for requests.
  * @debugfs: /sys/kernel/debug/daedalus-v4l2.
+ * @ioctl: the ioctl handler a later layer installed, or NULL (every ioctl is
+ *	then -ENOTTY). Set by that layer's init, before the device is
+ *	published, and read-only afterwards: no lock.
  */
 struct daedalus_bridge {
 	struct miscdevice misc;
@@ -117,6 +129,7 @@ struct daedalus_bridge {
 	struct daedalus_reply hello_reply;
 	wait_queue_head_t readq;
 	struct dentry *debugfs;
+	daedalus_bridge_ioctl_fn ioctl;
 };
 
 /*
@@ -266,12 +279,15 @@ static int daedalus_bridge_wait(struct daedalus_bridge *b,
 }
 
 /**
- * daedalus_bridge_call_as() - send a request to daedalusd and wait for the answer
+ * daedalus_bridge_call_attached() - send a request with the buffers of its job
  * @dev: the device.
  * @caller: who the request is for (fairness lane, cancellation); may be NULL.
  * @type: enum daedalus_msg_type.
  * @payload: request payload (copied; the caller may reuse it at once).
  * @len: bytes of @payload, at most DAEDALUS_MAX_PAYLOAD.
+ * @attach: the job's buffers, which the daemon may ask for while the request
+ *	is in flight (daedalus_bridge_get_dmabuf()); NULL for none. It must
+ *	stay valid until this function returns.
  * @reply: where the answer goes (@reply->buf and @reply->max_len set).
  *
  * Context: process context; sleeps until the daemon answers, the watchdog
@@ -282,10 +298,11 @@ static int daedalus_bridge_wait(struct daedalus_bridge *b,
  * answer in time, -ECANCELED when @caller was cancelled, -EINTR on a fatal
  * signal, -ENOMEM, -EINVAL for a bad request.
  */
-int daedalus_bridge_call_as(struct daedalus_dev *dev,
-			    struct daedalus_caller *caller, u16 type,
-			    const void *payload, u32 len,
-			    struct daedalus_reply *reply)
+int daedalus_bridge_call_attached(struct daedalus_dev *dev,
+				  struct daedalus_caller *caller, u16 type,
+				  const void *payload, u32 len,
+				  const struct daedalus_attach *attach,
+				  struct daedalus_reply *reply)
 {
 	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 	struct daedalus_request *req;
@@ -299,6 +316,7 @@ int daedalus_bridge_call_as(struct daedalus_dev *dev,
 		return -ENOMEM;
 	req->caller = caller;
 	req->reply = reply;
+	req->attach = attach;
 
 	mutex_lock(&b->lock);
 	if (!b->ready)
@@ -312,6 +330,28 @@ int daedalus_bridge_call_as(struct daedalus_dev *dev,
 		ret = daedalus_bridge_wait(b, req);
 	daedalus_req_put(req);
 	return ret;
+}
+
+/**
+ * daedalus_bridge_call_as() - send a request to daedalusd and wait for the answer
+ * @dev: the device.
+ * @caller: who the request is for (fairness lane, cancellation); may be NULL.
+ * @type: enum daedalus_msg_type.
+ * @payload: request payload (copied; the caller may reuse it at once).
+ * @len: bytes of @payload, at most DAEDALUS_MAX_PAYLOAD.
+ * @reply: where the answer goes (@reply->buf and @reply->max_len set).
+ *
+ * daedalus_bridge_call_attached() for a request without buffers.
+ * Context: process context; sleeps.
+ * Return: as daedalus_bridge_call_attached().
+ */
+int daedalus_bridge_call_as(struct daedalus_dev *dev,
+			    struct daedalus_caller *caller, u16 type,
+			    const void *payload, u32 len,
+			    struct daedalus_reply *reply)
+{
+	return daedalus_bridge_call_attached(dev, caller, type, payload, len,
+					     NULL, reply);
 }
 
 int daedalus_bridge_call(struct daedalus_dev *dev, u16 type,
@@ -413,6 +453,78 @@ struct dentry *daedalus_debugfs_dir(struct daedalus_dev *dev)
 	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
 
 	return b ? b->debugfs : NULL;
+}
+
+/**
+ * daedalus_bridge_set_ioctl() - install the handler of the bridge's ioctls
+ * @dev: the device.
+ * @ioctl: the handler (one for the device; a later layer replacing it may
+ *	call the one it replaces); NULL: every ioctl is -ENOTTY again.
+ *
+ * Context: a layer's init or exit only, when the bridge is not published:
+ * the handler is then read without a lock.
+ */
+void daedalus_bridge_set_ioctl(struct daedalus_dev *dev,
+			       daedalus_bridge_ioctl_fn ioctl)
+{
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
+
+	if (b)
+		b->ioctl = ioctl;
+}
+
+/**
+ * daedalus_bridge_get_dmabuf() - a buffer of the job of a request in flight
+ * @dev: the device.
+ * @cookie: the request, as the daemon read it.
+ * @index: which buffer of its job (see struct daedalus_attach).
+ * @size: set to the bytes the daemon may map.
+ *
+ * Only a request that the daemon has read and not answered yet, that its
+ * sender has not given up (watchdog, cancellation, signal) and that was
+ * sent with buffers (daedalus_bridge_call_attached()) has any: every other
+ * cookie, including one of a request already finished, is -ENOENT.
+ *
+ * Why the job's buffers cannot go away meanwhile: a request is on
+ * b->inflight exactly until whoever finishes it takes it off under
+ * b->lock, and its sender can only return from daedalus_bridge_wait() after
+ * taking b->lock and seeing it finished or taking it off itself. So while
+ * this function holds b->lock and finds the request on b->inflight, its
+ * sender is still blocked in daedalus_bridge_call_attached(), and everything
+ * the sender holds for the job (the attachment in its frame, the buffers it
+ * took from its queues) is still held. A sender that stops its queue or
+ * closes its file cancels its requests first (daedalus_bridge_cancel(),
+ * under b->lock), so buffers are freed only after their request left the
+ * list. The dma-buf returned holds its own reference to the memory, which
+ * therefore outlives the request if the daemon keeps it (see the trust model
+ * in daedalus_v4l2_proto.h).
+ *
+ * Context: process context (the daemon's ioctl); takes the bridge lock and
+ * calls @get() under it.
+ * Return: a new reference to the dma-buf, or ERR_PTR(-ENOENT) (no such
+ * request in flight, or one without buffers), or @get()'s error
+ * (-EINVAL for an index the job lacks).
+ */
+struct dma_buf *daedalus_bridge_get_dmabuf(struct daedalus_dev *dev,
+					   u64 cookie, u32 index, u32 *size)
+{
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
+	struct daedalus_request *req = NULL, *it;
+	struct dma_buf *dbuf = ERR_PTR(-ENOENT);
+
+	if (!b)
+		return dbuf;
+	mutex_lock(&b->lock);
+	list_for_each_entry(it, &b->inflight, node) {
+		if (it->hdr.cookie == cookie) {
+			req = it;
+			break;
+		}
+	}
+	if (req && req->attach)
+		dbuf = req->attach->get(req->attach, index, size);
+	mutex_unlock(&b->lock);
+	return dbuf;
 }
 
 /* HELLO answered (or failed): called with bridge->lock held. */
@@ -664,6 +776,17 @@ static __poll_t daedalus_bridge_poll(struct file *file, poll_table *wait)
 	return mask;
 }
 
+/* The handler a later layer installed (daedalus_bridge_set_ioctl()), if any. */
+static long daedalus_bridge_ioctl(struct file *file, unsigned int cmd,
+				  unsigned long arg)
+{
+	struct daedalus_bridge *b = daedalus_file_to_bridge(file);
+
+	if (!b->ioctl)
+		return -ENOTTY;
+	return b->ioctl(b->dev, cmd, arg);
+}
+
 static const struct file_operations daedalus_bridge_fops = {
 	.owner		= THIS_MODULE,
 	.open		= daedalus_bridge_open,
@@ -671,6 +794,8 @@ static const struct file_operations daedalus_bridge_fops = {
 	.read		= daedalus_bridge_read,
 	.write		= daedalus_bridge_write,
 	.poll		= daedalus_bridge_poll,
+	.unlocked_ioctl	= daedalus_bridge_ioctl,
+	.compat_ioctl	= compat_ptr_ioctl,
 };
 
 /* debugfs "daemon": disconnected, connected (handshake pending) or ready. */

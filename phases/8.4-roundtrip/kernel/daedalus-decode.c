@@ -51,7 +51,9 @@ void daedalus_stream_close(struct daedalus_dev *dev,
 /*
  * daedalus_decode_check_req() - is @req (with @len bytes in all) a request
  * this stream may send, with flags among @flags? The stream id is the
- * kernel's to fill: it must be 0.
+ * kernel's to fill: it must be 0. The bitstream follows @req, all of it,
+ * except with DAEDALUS_DECODE_DMABUF: then it is in a buffer of the job and
+ * nothing follows; only then may @req->bitstream_offset be set.
  */
 int daedalus_decode_check_req(struct daedalus_dec_stream *stream,
 			      const struct daedalus_decode_req *req, size_t len,
@@ -62,8 +64,13 @@ int daedalus_decode_check_req(struct daedalus_dec_stream *stream,
 	if (req->stream_id || req->flags & ~flags ||
 	    !daedalus_zero(req->reserved, ARRAY_SIZE(req->reserved)))
 		return -EINVAL;
-	if (req->bitstream_len != len - sizeof(*req))
+	if (req->flags & DAEDALUS_DECODE_DMABUF) {
+		if (len != sizeof(*req))
+			return -EINVAL;
+	} else if (req->bitstream_offset ||
+		   req->bitstream_len != len - sizeof(*req)) {
 		return -EINVAL;
+	}
 	if (!daedalus_coded_fmt_by_codec(req->codec))
 		return -EINVAL;
 	if (stream->codec && stream->codec != req->codec)
@@ -135,6 +142,9 @@ static bool daedalus_resp_valid(const struct daedalus_reply *reply, u32 status,
  * @flags: the DAEDALUS_DECODE_* flags @type allows.
  * @msg: struct daedalus_decode_req followed by the bitstream; stream_id 0.
  * @len: bytes of @msg.
+ * @attach: the buffers of the job (see daedalus_bridge_call_attached()):
+ *	required with DAEDALUS_DECODE_DMABUF in @msg's flags (the bitstream is
+ *	in buffer 0), NULL otherwise.
  * @result: the validated answer.
  *
  * Context: process context; sleeps until the daemon answers or times out.
@@ -147,6 +157,7 @@ int daedalus_decode_op(struct daedalus_dev *dev,
 		       struct daedalus_caller *caller,
 		       struct daedalus_dec_stream *stream, u16 type, u32 flags,
 		       struct daedalus_decode_req *msg, size_t len,
+		       const struct daedalus_attach *attach,
 		       struct daedalus_decode_result *result)
 {
 	struct daedalus_reply reply = {
@@ -160,11 +171,14 @@ int daedalus_decode_op(struct daedalus_dev *dev,
 	ret = daedalus_decode_check_req(stream, msg, len, flags);
 	if (ret)
 		return ret;
+	if (!(msg->flags & DAEDALUS_DECODE_DMABUF) != !attach)
+		return -EINVAL;
 	msg->stream_id = stream->id;
 	stream->codec = msg->codec;
 	stream->used = true;
 
-	ret = daedalus_bridge_call_as(dev, caller, type, msg, len, &reply);
+	ret = daedalus_bridge_call_attached(dev, caller, type, msg, len, attach,
+					    &reply);
 	msg->stream_id = 0;
 	if (ret)
 		return ret;

@@ -15,6 +15,7 @@
 
 #include "daedalus_v4l2_proto.h"
 
+struct daedalus_attach;
 struct daedalus_caller;
 struct daedalus_dev;
 
@@ -63,6 +64,7 @@ int daedalus_decode_op(struct daedalus_dev *dev,
 		       struct daedalus_caller *caller,
 		       struct daedalus_dec_stream *stream, u16 type, u32 flags,
 		       struct daedalus_decode_req *msg, size_t len,
+		       const struct daedalus_attach *attach,
 		       struct daedalus_decode_result *result);
 
 static inline int daedalus_decode(struct daedalus_dev *dev,
@@ -71,7 +73,7 @@ static inline int daedalus_decode(struct daedalus_dev *dev,
 				  struct daedalus_decode_result *result)
 {
 	return daedalus_decode_op(dev, NULL, stream, DAEDALUS_MSG_DECODE,
-				  DAEDALUS_DECODE_FLUSH, msg, len, result);
+				  DAEDALUS_DECODE_FLUSH, msg, len, NULL, result);
 }
 
 #endif /* _DAEDALUS_DECODE_H */

@@ -67,11 +67,16 @@ static int daedalus_m2m_try_fmt_cap(struct file *file, void *priv,
 	return ret;
 }
 
-static void daedalus_m2m_clamp_out(struct v4l2_format *f)
+/* The OUTPUT buffers' size: at most what the transport's FEED carries. */
+static void daedalus_m2m_clamp_out(struct file *file, struct v4l2_format *f)
 {
+	const struct daedalus_m2m *m2m =
+		daedalus_dev_m2m(daedalus_file_to_ctx(file)->dev);
 	struct v4l2_plane_pix_format *plane = &f->fmt.pix_mp.plane_fmt[0];
+	u32 max = m2m->transport.out_sizeimage_max;
 
-	plane->sizeimage = min_t(u32, plane->sizeimage, DAEDALUS_FEED_MAX);
+	if (max)
+		plane->sizeimage = min_t(u32, plane->sizeimage, max);
 }
 
 static int daedalus_m2m_try_fmt_out(struct file *file, void *priv,
@@ -81,7 +86,7 @@ static int daedalus_m2m_try_fmt_out(struct file *file, void *priv,
 	int ret;
 
 	ret = base->vidioc_try_fmt_vid_out_mplane(file, priv, f);
-	daedalus_m2m_clamp_out(f);
+	daedalus_m2m_clamp_out(file, f);
 	return ret;
 }
 
@@ -99,7 +104,7 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 	    !vb2_is_busy(v4l2_m2m_get_dst_vq(m2m))) {
 		mutex_lock(&ctx->lock);
 		ret = base->vidioc_s_fmt_vid_out_mplane(file, priv, f);
-		daedalus_m2m_clamp_out(f);
+		daedalus_m2m_clamp_out(file, f);
 		ctx->base.out_fmt.plane_fmt[0].sizeimage =
 			f->fmt.pix_mp.plane_fmt[0].sizeimage;
 		/*

@@ -21,6 +21,11 @@
  * exists). Every bridge call is bounded by the bridge's watchdog: a job the
  * daemon does not answer ends with its buffer in error.
  *
+ * How a FEED carries the bitstream and a FETCH the pixels is the transport's
+ * (struct daedalus_m2m_transport, in this layer's state): this layer's is
+ * the inline one (daedalus_inline_transport), whose messages carry copies of
+ * the bytes; a later layer may install another.
+ *
  * Locking: ctx->q_lock is the vb2 queues' lock (this file's queue ioctls);
  * ctx->lock guards the pump's state and the CAPTURE format and is never held
  * across a daemon round trip; the pump takes it around each decision. A
@@ -71,6 +76,12 @@ static struct daedalus_dev *daedalus_m2m_dev(struct daedalus_m2m_ctx *ctx)
 static struct v4l2_m2m_ctx *daedalus_m2m_ctx(struct daedalus_m2m_ctx *ctx)
 {
 	return ctx->base.fh.m2m_ctx;
+}
+
+static const struct daedalus_m2m_transport *
+daedalus_transport(struct daedalus_m2m_ctx *ctx)
+{
+	return &daedalus_dev_m2m(daedalus_m2m_dev(ctx))->transport;
 }
 
 /* The pending ring; called with ctx->lock held. */
@@ -167,6 +178,7 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 				  const struct daedalus_frame_info *f)
 {
 	struct v4l2_pix_format_mplane *cap = &ctx->base.cap_fmt;
+	const struct daedalus_m2m_transport *t = daedalus_transport(ctx);
 	struct daedalus_dev *dev = daedalus_m2m_dev(ctx);
 	const struct daedalus_decoded_fmt *fmt;
 	struct v4l2_pix_format_mplane old = *cap;
@@ -193,12 +205,13 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 			    old.plane_fmt[0].bytesperline ==
 			    cap->plane_fmt[0].bytesperline &&
 			    old.plane_fmt[0].sizeimage == cap->plane_fmt[0].sizeimage);
-	ctx->failed = cap->plane_fmt[0].sizeimage > DAEDALUS_INLINE_MAX;
+	ctx->failed = t->frame_max &&
+		      cap->plane_fmt[0].sizeimage > t->frame_max;
 	if (ctx->failed)
 		dev_err_ratelimited(&dev->pdev->dev,
-				    "%ux%u frames need %u bytes; the inline transport carries at most %zu (phase 8.6 lifts this)\n",
+				    "%ux%u frames need %u bytes; the inline transport carries at most %u (phase 8.6 lifts this)\n",
 				    f->width, f->height,
-				    cap->plane_fmt[0].sizeimage, DAEDALUS_INLINE_MAX);
+				    cap->plane_fmt[0].sizeimage, t->frame_max);
 	if (ctx->src_change)
 		daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
 }
@@ -227,6 +240,30 @@ struct daedalus_fetch_reply {
 	u32 bytes;
 };
 
+/**
+ * daedalus_m2m_fetch_frame_valid() - does a FETCH answer name the frame asked for?
+ * @want: the frame the FETCH asked for, as the FEED answer listed it.
+ * @resp: the fixed part of the answer (at least that many bytes received).
+ *
+ * Reserved fields zero and the frame exactly @want; the byte counts are the
+ * transport's to check. Called with the bridge lock held (a reply's
+ * validate); does not sleep.
+ *
+ * Return: true when the answer describes @want.
+ */
+bool daedalus_m2m_fetch_frame_valid(const struct daedalus_frame_info *want,
+				    const struct daedalus_fetch_resp *resp)
+{
+	if (resp->reserved[0] || resp->reserved[1] || resp->reserved[2] ||
+	    resp->frame.reserved[0] || resp->frame.reserved[1])
+		return false;
+	return resp->frame.width == want->width &&
+	       resp->frame.height == want->height &&
+	       resp->frame.pixfmt == want->pixfmt &&
+	       resp->frame.timestamp == want->timestamp &&
+	       resp->frame.digest == want->digest;
+}
+
 /* A FETCH answer must describe the frame we expect, with exact sizes. */
 static bool daedalus_fetch_valid(const struct daedalus_reply *reply, u32 status,
 				 const void *payload, u32 len)
@@ -237,34 +274,20 @@ static bool daedalus_fetch_valid(const struct daedalus_reply *reply, u32 status,
 
 	if (status)
 		return true;
-	if (len < sizeof(*resp) || resp->reserved[0] || resp->reserved[1] ||
-	    resp->reserved[2] || resp->frame.reserved[0] ||
-	    resp->frame.reserved[1])
-		return false;
-	if (resp->frame.width != fr->want.width ||
-	    resp->frame.height != fr->want.height ||
-	    resp->frame.pixfmt != fr->want.pixfmt ||
-	    resp->frame.timestamp != fr->want.timestamp ||
-	    resp->frame.digest != fr->want.digest)
+	if (len < sizeof(*resp) ||
+	    !daedalus_m2m_fetch_frame_valid(&fr->want, resp))
 		return false;
 	return resp->bytes == fr->bytes && len == sizeof(*resp) + resp->bytes;
 }
 
-/* Where a FETCH puts a frame: the CAPTURE format when the pump took it. */
-struct daedalus_fetch_dst {
-	struct vb2_v4l2_buffer *buf;	/* NULL: drop the frame */
-	u32 bytesperline;
-	u32 height;
-	u32 sizeimage;
-};
-
 /*
- * FETCH frame @want into @dst. Runs in the pump without ctx->lock. The
+ * The inline transport's FETCH: the pixels come back inside the answer and
+ * are copied into @dst's buffer. Runs in the pump without ctx->lock. The
  * destination was checked against the size written (daedalus_deliver()).
  */
-static int daedalus_fetch(struct daedalus_m2m_ctx *ctx,
-			  const struct daedalus_frame_info *want,
-			  const struct daedalus_fetch_dst *dst)
+static int daedalus_fetch_inline(struct daedalus_m2m_ctx *ctx,
+				 const struct daedalus_frame_info *want,
+				 const struct daedalus_fetch_dst *dst)
 {
 	struct daedalus_fetch_reply fr = {
 		.reply.max_len	= DAEDALUS_MAX_PAYLOAD,
@@ -372,7 +395,8 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 	corrupt = want.flags & DAEDALUS_FRAME_CORRUPT;
 	fits = ctx->failed || corrupt ||
 	       (vb2_plane_size(&buf->vb2_buf, 0) >= dst.sizeimage &&
-		vb2_plane_vaddr(&buf->vb2_buf, 0));
+		(!daedalus_transport(ctx)->kernel_map ||
+		 vb2_plane_vaddr(&buf->vb2_buf, 0)));
 	if (!fits) {
 		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
 				     "stream %llu: CAPTURE buffer %u holds %lu bytes, the frame needs %u\n",
@@ -391,7 +415,7 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 	mutex_unlock(&ctx->lock);
 
 	/* Without a buffer the FETCH discards: both sides forget the frame. */
-	ret = daedalus_fetch(ctx, &want, &dst);
+	ret = daedalus_transport(ctx)->fetch(ctx, &want, &dst);
 	if (!ret && corrupt)
 		ret = -EILSEQ;
 	else if (!ret && !dst.buf)
@@ -432,58 +456,39 @@ idle:
 	return false;
 }
 
-/*
- * Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL) with
- * @flags (daedalus_feed_flags()) and queues the frames it completed. Runs in
- * the pump without ctx->lock; the caller made sure of daedalus_feed_room().
+/**
+ * daedalus_m2m_feed_send() - send one FEED and take in its answer
+ * @ctx: the file.
+ * @msg: the FEED (flags among FLUSH, RESET, RESYNC, and DMABUF with
+ *	@attach), followed by its inline bitstream.
+ * @len: bytes of @msg.
+ * @attach: the job's buffers (the OUTPUT buffer holding the bitstream) for
+ *	DAEDALUS_DECODE_DMABUF, or NULL.
  *
- * An answer that does not arrive may still have been decoded: the daemon
- * then keeps frames the kernel does not know of, and the FEEDs that follow
- * carry DAEDALUS_DECODE_RESYNC until one is answered with all of them. A
- * stream the daemon refuses (EOPNOTSUPP: no exact CAPTURE layout for it)
- * becomes fatal.
+ * Queues the frames the answer lists. An answer that does not arrive may
+ * still have been decoded: the daemon then keeps frames the kernel does not
+ * know of, and the FEEDs that follow carry DAEDALUS_DECODE_RESYNC until one
+ * is answered with all of them. A stream the daemon refuses (EOPNOTSUPP: no
+ * exact CAPTURE layout for it) becomes fatal.
+ *
+ * Context: the pump (a transport's feed), without ctx->lock, which it takes.
+ * Return: 0, -EILSEQ when the daemon could not decode the bytes, or an
+ * error of daedalus_decode_op().
  */
-static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
-			 struct vb2_v4l2_buffer *src, u32 flags)
+int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
+			   struct daedalus_decode_req *msg, size_t len,
+			   const struct daedalus_attach *attach)
 {
-	const struct daedalus_coded_fmt *codec =
-		daedalus_find_coded_fmt(ctx->base.out_fmt.pixelformat);
-	struct daedalus_decode_req *msg;
-	u32 bytes = 0, offset = 0;
+	u32 flags = msg->flags;
 	unsigned int i;
-	u8 *vaddr = NULL;
 	int ret;
 
-	if (!codec)
-		return -EINVAL;
-	if (src) {
-		bytes = vb2_get_plane_payload(&src->vb2_buf, 0);
-		offset = min(src->vb2_buf.planes[0].data_offset, bytes);
-		bytes -= offset;
-		vaddr = vb2_plane_vaddr(&src->vb2_buf, 0);
-		if (!vaddr)
-			return -EFAULT;
-	}
-	if (bytes > DAEDALUS_FEED_MAX)
-		return -E2BIG;
-	msg = kvzalloc(sizeof(*msg) + bytes, GFP_KERNEL_ACCOUNT);
-	if (!msg)
-		return -ENOMEM;
-	msg->codec = codec->codec;
-	msg->bitstream_len = bytes;
-	if (src) {
-		msg->timestamp = src->vb2_buf.timestamp;
-		memcpy(msg + 1, vaddr + offset, bytes);
-	} else {
-		msg->flags |= DAEDALUS_DECODE_FLUSH;
-	}
-	msg->flags |= flags;
 	ret = daedalus_decode_op(daedalus_m2m_dev(ctx), &ctx->out_caller,
 				 &ctx->stream, DAEDALUS_MSG_FEED,
 				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET |
-				 DAEDALUS_DECODE_RESYNC,
-				 msg, sizeof(*msg) + bytes, &ctx->result);
-	kvfree(msg);
+				 DAEDALUS_DECODE_RESYNC |
+				 (attach ? DAEDALUS_DECODE_DMABUF : 0),
+				 msg, len, attach, &ctx->result);
 	mutex_lock(&ctx->lock);
 	if (ret) {
 		if (ret != -ECANCELED && ret != -EINVAL)
@@ -502,6 +507,63 @@ static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 out:
 	mutex_unlock(&ctx->lock);
 	return ret;
+}
+
+/*
+ * The inline transport's FEED: the bitstream is copied into the message,
+ * which caps it at DAEDALUS_FEED_MAX bytes.
+ */
+static int daedalus_feed_inline(struct daedalus_m2m_ctx *ctx,
+				struct vb2_v4l2_buffer *src, u32 codec,
+				u32 flags)
+{
+	struct daedalus_decode_req *msg;
+	u32 bytes = 0, offset = 0;
+	u8 *vaddr = NULL;
+	int ret;
+
+	if (src) {
+		bytes = vb2_get_plane_payload(&src->vb2_buf, 0);
+		offset = min(src->vb2_buf.planes[0].data_offset, bytes);
+		bytes -= offset;
+		vaddr = vb2_plane_vaddr(&src->vb2_buf, 0);
+		if (!vaddr)
+			return -EFAULT;
+	}
+	if (bytes > DAEDALUS_FEED_MAX)
+		return -E2BIG;
+	msg = kvzalloc(sizeof(*msg) + bytes, GFP_KERNEL_ACCOUNT);
+	if (!msg)
+		return -ENOMEM;
+	msg->codec = codec;
+	msg->bitstream_len = bytes;
+	if (src) {
+		msg->timestamp = src->vb2_buf.timestamp;
+		memcpy(msg + 1, vaddr + offset, bytes);
+	} else {
+		msg->flags |= DAEDALUS_DECODE_FLUSH;
+	}
+	msg->flags |= flags;
+	ret = daedalus_m2m_feed_send(ctx, msg, sizeof(*msg) + bytes, NULL);
+	kvfree(msg);
+	return ret;
+}
+
+/*
+ * Sends one FEED (bytes of @src, or an empty FLUSH when @src is NULL) with
+ * @flags (daedalus_feed_flags()) through the transport, which queues the
+ * frames it completed (daedalus_m2m_feed_send()). Runs in the pump without
+ * ctx->lock; the caller made sure of daedalus_feed_room().
+ */
+static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
+			 struct vb2_v4l2_buffer *src, u32 flags)
+{
+	const struct daedalus_coded_fmt *codec =
+		daedalus_find_coded_fmt(ctx->base.out_fmt.pixelformat);
+
+	if (!codec)
+		return -EINVAL;
+	return daedalus_transport(ctx)->feed(ctx, src, codec->codec, flags);
 }
 
 /* The pump may talk to the daemon at all; ctx->lock held. */
@@ -833,16 +895,19 @@ static const struct vb2_ops daedalus_qops = {
 	.wait_finish		= vb2_ops_wait_finish,
 };
 
-/* Both queues: vmalloc memory, MMAP and DMABUF, timestamps copied. */
+/* Both queues: the transport's memory and I/O modes, timestamps copied. */
 static int daedalus_queue_init_one(struct daedalus_m2m_ctx *ctx,
 				   struct vb2_queue *vq, enum v4l2_buf_type type)
 {
+	const struct daedalus_m2m_transport *t = daedalus_transport(ctx);
+
 	vq->type = type;
-	vq->io_modes = VB2_MMAP | VB2_DMABUF;
+	vq->io_modes = t->io_modes;
 	vq->drv_priv = ctx;
 	vq->buf_struct_size = sizeof(struct v4l2_m2m_buffer);
 	vq->ops = &daedalus_qops;
-	vq->mem_ops = &vb2_vmalloc_memops;
+	vq->mem_ops = t->mem_ops;
+	vq->dev = t->alloc_dev;
 	vq->timestamp_flags = V4L2_BUF_FLAG_TIMESTAMP_COPY;
 	vq->lock = &ctx->q_lock;
 	return vb2_queue_init(vq);
@@ -891,9 +956,10 @@ static int daedalus_m2m_open(struct file *file)
 	v4l2_fh_init(&ctx->base.fh, video_devdata(file));
 	file->private_data = &ctx->base.fh;
 	daedalus_default_fmts(&ctx->base);
-	ctx->base.out_fmt.plane_fmt[0].sizeimage =
-		min_t(u32, ctx->base.out_fmt.plane_fmt[0].sizeimage,
-		      DAEDALUS_FEED_MAX);
+	if (daedalus_transport(ctx)->out_sizeimage_max)
+		ctx->base.out_fmt.plane_fmt[0].sizeimage =
+			min_t(u32, ctx->base.out_fmt.plane_fmt[0].sizeimage,
+			      daedalus_transport(ctx)->out_sizeimage_max);
 
 	v4l2_ctrl_handler_init(&ctx->ctrls, 1);
 	v4l2_ctrl_new_std(&ctx->ctrls, NULL, V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,
@@ -968,6 +1034,21 @@ static const struct v4l2_m2m_ops daedalus_m2m_ops = {
 };
 
 /*
+ * This layer's transport: vmalloc buffers whose bytes are copied into FEED
+ * messages and out of FETCH answers, so a FEED carries at most
+ * DAEDALUS_FEED_MAX bytes and a FETCH at most DAEDALUS_INLINE_MAX.
+ */
+static const struct daedalus_m2m_transport daedalus_inline_transport = {
+	.mem_ops		= &vb2_vmalloc_memops,
+	.io_modes		= VB2_MMAP | VB2_DMABUF,
+	.frame_max		= DAEDALUS_INLINE_MAX,
+	.out_sizeimage_max	= DAEDALUS_FEED_MAX,
+	.kernel_map		= true,
+	.feed			= daedalus_feed_inline,
+	.fetch			= daedalus_fetch_inline,
+};
+
+/*
  * Extends the node that phase 8.1 registered: this layer's file operations
  * and ioctl table are copies of the ones registered before it, with what
  * the decoder changes replaced (open and release set up the vb2 queues;
@@ -987,6 +1068,7 @@ static int daedalus_m2m_init(struct daedalus_dev *dev)
 		ret = PTR_ERR(m2m->m2m_dev);
 		goto err_free;
 	}
+	m2m->transport = daedalus_inline_transport;
 
 	m2m->base_fops = dev->fops;
 	m2m->fops = *dev->fops;

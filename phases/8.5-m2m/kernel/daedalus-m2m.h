@@ -29,6 +29,65 @@
 /* Decoded frames the kernel tracks in the daemon per stream. */
 #define DAEDALUS_M2M_MAX_PENDING	32
 
+struct daedalus_m2m_ctx;
+
+/**
+ * struct daedalus_fetch_dst - where a FETCH puts a frame
+ * @buf: the CAPTURE buffer the pump took; NULL: the frame is dropped
+ *	(DAEDALUS_FETCH_DISCARD).
+ * @bytesperline: the CAPTURE format's, when the pump took the buffer.
+ * @height: the CAPTURE format's height.
+ * @sizeimage: the CAPTURE format's sizeimage; the buffer holds at least
+ *	that many bytes (checked by the pump).
+ */
+struct daedalus_fetch_dst {
+	struct vb2_v4l2_buffer *buf;
+	u32 bytesperline;
+	u32 height;
+	u32 sizeimage;
+};
+
+/**
+ * struct daedalus_m2m_transport - how buffers' bytes cross to the daemon
+ * @mem_ops: vb2 memory operations of both queues.
+ * @io_modes: vb2 I/O modes of both queues (VB2_MMAP, VB2_DMABUF, ...).
+ * @alloc_dev: the device vb2 allocates and maps buffers for (vb2_queue.dev);
+ *	NULL when @mem_ops need none.
+ * @frame_max: the largest CAPTURE sizeimage the transport carries, or 0 for
+ *	no limit of its own; a stream whose frames are larger is refused
+ *	(daedalus_m2m_ctx.failed).
+ * @out_sizeimage_max: the largest OUTPUT sizeimage the node offers (a clamp
+ *	on phase 8.1's), or 0 for phase 8.1's own.
+ * @kernel_map: @feed and @fetch copy bytes through the kernel's mapping of
+ *	a buffer (vb2_plane_vaddr()): a buffer without one does not fit.
+ * @feed: sends @src's bytes (NULL: an empty FLUSH) to the daemon as one FEED
+ *	of @codec with the DAEDALUS_DECODE_* @flags (RESET, RESYNC), through
+ *	daedalus_m2m_feed_send(), and returns what it returned; an error
+ *	before anything was sent (the buffer cannot be carried) is returned
+ *	as it is, and the pump does not look for a lost answer.
+ * @fetch: FETCHes frame @want into @dst (daedalus_fetch_dst) and returns 0
+ *	once the buffer holds the frame (or, without a buffer, the daemon
+ *	dropped it), or an error (-ECANCELED: the queue is stopping).
+ *
+ * Phase 8.5's is the inline transport: vmalloc buffers, the bitstream and
+ * the pixels copied inside the messages, each at most DAEDALUS_MAX_PAYLOAD.
+ * A later layer's init may replace it (daedalus_m2m.transport); @feed and
+ * @fetch run in the pump, without any of the file's locks.
+ */
+struct daedalus_m2m_transport {
+	const struct vb2_mem_ops *mem_ops;
+	unsigned int io_modes;
+	struct device *alloc_dev;
+	u32 frame_max;
+	u32 out_sizeimage_max;
+	bool kernel_map;
+	int (*feed)(struct daedalus_m2m_ctx *ctx, struct vb2_v4l2_buffer *src,
+		    u32 codec, u32 flags);
+	int (*fetch)(struct daedalus_m2m_ctx *ctx,
+		     const struct daedalus_frame_info *want,
+		     const struct daedalus_fetch_dst *dst);
+};
+
 /**
  * struct daedalus_m2m - this layer's state of the device (its layer slot)
  * @m2m_dev: the mem2mem device.
@@ -41,8 +100,11 @@
  *	(daedalus_m2m_ioctl_ops_init()); registered on the node.
  * @fops: @base_fops with open, release, poll and mmap replaced;
  *	registered on the node.
+ * @transport: how buffers' bytes cross to the daemon; the inline transport
+ *	unless a later layer's init replaced it.
  *
- * Written by the layer's init only and read-only afterwards: no lock.
+ * Written by the init of this layer and of later layers only, and read-only
+ * afterwards (the node is published after every init): no lock.
  */
 struct daedalus_m2m {
 	struct v4l2_m2m_dev *m2m_dev;
@@ -50,6 +112,7 @@ struct daedalus_m2m {
 	const struct v4l2_ioctl_ops *base_ioctl_ops;
 	const struct v4l2_ioctl_ops *ioctl_ops;
 	struct v4l2_file_operations fops;
+	struct daedalus_m2m_transport transport;
 };
 
 /**
@@ -163,6 +226,11 @@ static inline bool daedalus_m2m_refused(struct daedalus_m2m_ctx *ctx)
 /* daedalus-m2m.c */
 extern const struct daedalus_layer daedalus_m2m_layer;
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
+int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
+			   struct daedalus_decode_req *msg, size_t len,
+			   const struct daedalus_attach *attach);
+bool daedalus_m2m_fetch_frame_valid(const struct daedalus_frame_info *want,
+				    const struct daedalus_fetch_resp *resp);
 
 /* This layer's state of @dev; NULL before its init and after its exit. */
 static inline struct daedalus_m2m *daedalus_dev_m2m(struct daedalus_dev *dev)

@@ -348,14 +348,21 @@ struct daedalus_fetch_resp {
  *	DAEDALUS_FETCH_DMABUF: its CAPTURE buffer).
  * @flags: must be zero.
  * @fd: set by the kernel: a new dma-buf file descriptor (O_CLOEXEC; read-only
- *	for an OUTPUT buffer, read-write for a CAPTURE buffer).
+ *	for an OUTPUT buffer, read-write for a CAPTURE buffer). For a buffer
+ *	the application imported (V4L2_MEMORY_DMABUF) it is the application's
+ *	own dma-buf, open with whatever access its exporter gave it: the daemon
+ *	maps OUTPUT buffers read-only (PROT_READ) itself.
  * @size: set by the kernel: bytes the daemon may map (the plane's length).
  * @reserved: must be zero.
  *
  * Trust model: the kernel hands out a buffer only for a request of this
  * daemon that is still waiting for its answer, and only the buffer that
  * request's job owns; any other cookie, another daemon's request or one
- * already answered, failed or timed out is -ENOENT. A dma-buf cannot be
+ * already answered, failed or timed out is -ENOENT; a request without
+ * buffers is -ENOENT too, an @index its job does not have -EINVAL, @flags or
+ * @reserved not zero -EINVAL. The daemon brackets its CPU access with
+ * DMA_BUF_IOCTL_SYNC (START, END), as every CPU user of a dma-buf should.
+ * A dma-buf cannot be
  * revoked: a daemon that keeps the fd (or its mapping) after answering can
  * still read or write that buffer's memory, which by then belongs to the
  * application again. That is why /dev/daedalus-v4l2 is root-only and the

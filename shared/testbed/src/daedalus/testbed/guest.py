@@ -54,9 +54,11 @@ DAEMON_WAIT = 300
 
 # Modules stage 1 needs to reach the root filesystem (with dependencies).
 ROOT_MODULES = ["virtio_pci", "9pnet_virtio", "9p"]
-# Modules every guest loads before the command: media core, vb2, the helper.
+# Modules every guest loads before the command: media core, vb2 (phase 8.6's
+# module allocates with videobuf2-dma-sg; modprobe would also pull it in as a
+# symbol dependency), the helper.
 MEDIA_MODULES = ["videodev", "videobuf2-v4l2", "videobuf2-vmalloc", "videobuf2-dma-contig",
-                 "v4l2-mem2mem"]
+                 "videobuf2-dma-sg", "v4l2-mem2mem"]
 
 
 @dataclass(frozen=True)
