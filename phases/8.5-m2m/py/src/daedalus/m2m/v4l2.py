@@ -43,11 +43,13 @@ import os
 import select
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linuxpy.video import raw
 
+from daedalus.m2m.dmabuf import DmaBuf
 from daedalus.m2m.layout import Geometry, crop
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, fourcc
 
@@ -153,66 +155,193 @@ class LastBufferDequeued(Exception):
     """DQBUF(CAPTURE) failed with EPIPE: the LAST buffer was already dequeued."""
 
 
+MMAP = int(raw.Memory.MMAP)
+DMABUF = int(raw.Memory.DMABUF)
+MEMORY_NAMES = {MMAP: "MMAP", DMABUF: "DMABUF"}
+EXPBUF_FLAGS = os.O_CLOEXEC | os.O_RDWR  # VIDIOC_EXPBUF: the dma-buf fd's open flags
+
+
 class BufferQueue:
-    """The MMAP buffers of one queue (OUTPUT or CAPTURE, multi-planar, one plane)."""
+    """The buffers of one queue (OUTPUT or CAPTURE, multi-planar, one plane).
+
+    ``request(count)`` allocates MMAP buffers and maps them through the node.
+    ``request(count, DMABUF)`` only sets the queue up for imported buffers:
+    ``attach(index, fd)`` then gives each index its dma-buf, which QBUF
+    passes in ``m.fd`` (with ``length`` the dma-buf's size) every time.
+    ``export(index)`` is VIDIOC_EXPBUF of an MMAP buffer; ``read_through_exports()``
+    makes the queue read its MMAP buffers through their exported dma-bufs.
+
+    ``view(index)`` is the CPU's access to a buffer: the node's mapping
+    (MMAP), or the dma-buf's bracketed by DMA_BUF_IOCTL_SYNC (imported or
+    exported buffers)."""
 
     def __init__(self, fd: int, buf_type: int) -> None:
         self.fd = fd
         self.type = buf_type
-        self.maps: list[mmap.mmap] = []
+        self.memory = MMAP
+        self.maps: list[mmap.mmap] = []           # MMAP: the node's mappings
+        self.dmabufs: list[DmaBuf | None] = []    # imported, or exported to read through
         self.lengths: list[int] = []
+        self.granted = 0
         self.streaming = False
 
     @property
     def count(self) -> int:
-        return len(self.maps)
+        return len(self.maps) if self.memory == MMAP else self.granted
 
-    def request(self, count: int) -> int:
-        """REQBUFS(count) and map every buffer; the count the driver granted."""
+    @property
+    def allocated(self) -> bool:
+        """Whether there are buffers to free (MMAP: mapped ones, as ever)."""
+        return bool(self.maps) if self.memory == MMAP else self.granted > 0
+
+    def request(self, count: int, memory: int = MMAP) -> int:
+        """REQBUFS(count) of *memory*; MMAP buffers are mapped. The count the
+        driver granted. DMABUF buffers still need ``attach`` before QBUF."""
         self.release()
         rb = raw.v4l2_requestbuffers()
         rb.type = self.type
         rb.count = count
-        rb.memory = raw.Memory.MMAP
+        rb.memory = memory
         _ioctl(self.fd, raw.IOC.REQBUFS, rb)
-        for index in range(rb.count):
+        self.memory = memory
+        self.granted = int(rb.count)
+        self.dmabufs = [None] * self.granted
+        if memory == MMAP:
+            self._map_all()
+        else:
+            self.lengths = [0] * self.granted
+        return self.granted
+
+    def attach(self, index: int, fd: int) -> None:
+        """Buffer *index* of a DMABUF queue is the dma-buf *fd*: a dup of it is
+        kept (and mapped) until ``release``, so the caller may close its own."""
+        if self.memory != DMABUF:
+            raise ValueError("attach() needs a queue requested with DMABUF memory")
+        old = self.dmabufs[index]
+        if old is not None:
+            old.close()
+        own = os.dup(fd)
+        try:
+            dmabuf = DmaBuf(own, owned=True, writable=self.type == OUTPUT)
+        except BaseException:
+            os.close(own)
+            raise
+        self.dmabufs[index] = dmabuf
+        self.lengths[index] = dmabuf.size
+
+    def export(self, index: int) -> int:
+        """VIDIOC_EXPBUF of MMAP buffer *index* (plane 0): a dma-buf fd
+        (O_CLOEXEC | O_RDWR) that the caller owns and closes."""
+        exp = raw.v4l2_exportbuffer()
+        exp.type = self.type
+        exp.index = index
+        exp.plane = 0
+        exp.flags = EXPBUF_FLAGS
+        _ioctl(self.fd, raw.IOC.EXPBUF, exp)
+        return int(exp.fd)
+
+    def read_through_exports(self) -> None:
+        """Export every MMAP buffer and access it through its dma-buf from now on
+        (the exported fds are closed on ``release``)."""
+        if self.memory != MMAP:
+            raise ValueError("only MMAP buffers are exported")
+        for index in range(self.granted):
+            fd = self.export(index)
+            try:
+                self.dmabufs[index] = DmaBuf(fd, owned=True, writable=self.type == OUTPUT)
+            except BaseException:
+                os.close(fd)
+                raise
+
+    @contextmanager
+    def view(self, index: int) -> Iterator[memoryview]:
+        """Buffer *index*'s bytes for the CPU to read; the view is released
+        on the way out (copy what is kept)."""
+        dmabuf = self.dmabufs[index] if index < len(self.dmabufs) else None
+        if dmabuf is not None:
+            with dmabuf.read() as view:
+                yield view
+        else:
+            with memoryview(self.maps[index]) as view:  # released before any munmap
+                yield view
+
+    def _fill(self, index: int, data: bytes) -> None:
+        dmabuf = self.dmabufs[index] if index < len(self.dmabufs) else None
+        if dmabuf is not None:
+            dmabuf.write(data)
+        else:
+            self.maps[index][:len(data)] = data
+
+    def release(self) -> None:
+        """Unmap (and close the dma-bufs of) the buffers and free them
+        (REQBUFS 0) if there are any."""
+        if not self.allocated:
+            return
+        for m in self.maps:
+            m.close()
+        for dmabuf in self.dmabufs:
+            if dmabuf is not None:
+                dmabuf.close()
+        self.maps.clear()
+        self.dmabufs.clear()
+        self.lengths.clear()
+        self.granted = 0
+        rb = raw.v4l2_requestbuffers()
+        rb.type = self.type
+        rb.count = 0
+        rb.memory = self.memory
+        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
+
+    def create(self, count: int, sizeimage: int) -> int:
+        """CREATE_BUFS of *count* MMAP buffers of *sizeimage* bytes each (the
+        queue's current format with that plane size), mapped like ``request``'s;
+        the queue must have no buffers. The count the driver granted."""
+        self.release()
+        create = raw.v4l2_create_buffers()
+        create.count = count
+        create.memory = MMAP
+        create.format.type = self.type
+        _ioctl(self.fd, raw.IOC.G_FMT, create.format)
+        create.format.fmt.pix_mp.num_planes = 1
+        create.format.fmt.pix_mp.plane_fmt[0].sizeimage = sizeimage
+        _ioctl(self.fd, raw.IOC.CREATE_BUFS, create)
+        self.memory = MMAP
+        self.granted = int(create.index) + int(create.count)
+        self.dmabufs = [None] * self.granted
+        self._map_all()
+        return int(create.count)
+
+    def _map_all(self) -> None:
+        for index in range(self.granted):
             buf, plane = self._buffer(index)
             _ioctl(self.fd, raw.IOC.QUERYBUF, buf)
             self.lengths.append(int(plane.length))
             self.maps.append(mmap.mmap(self.fd, plane.length, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE,
                                        offset=plane.m.mem_offset))
-        return int(rb.count)
-
-    def release(self) -> None:
-        """Unmap and free the buffers (REQBUFS 0) if there are any."""
-        if not self.maps:
-            return
-        for m in self.maps:
-            m.close()
-        self.maps.clear()
-        self.lengths.clear()
-        rb = raw.v4l2_requestbuffers()
-        rb.type = self.type
-        rb.count = 0
-        rb.memory = raw.Memory.MMAP
-        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
 
     def _buffer(self, index: int) -> tuple[raw.v4l2_buffer, raw.v4l2_plane]:
         plane = raw.v4l2_plane()
         buf = raw.v4l2_buffer()
         buf.index = index
         buf.type = self.type
-        buf.memory = raw.Memory.MMAP
+        buf.memory = self.memory
         buf.length = 1  # planes in m.planes
         buf.m.planes = ctypes.pointer(plane)
         return buf, plane
 
     def queue(self, index: int, data: bytes | None = None, timestamp: int = 0) -> None:
-        """QBUF: OUTPUT buffers with *data* (its bytesused) and *timestamp*."""
+        """QBUF: OUTPUT buffers with *data* (its bytesused) and *timestamp*;
+        DMABUF buffers with their dma-buf in ``m.fd`` and its size in ``length``."""
         buf, plane = self._buffer(index)
+        if self.memory == DMABUF:
+            dmabuf = self.dmabufs[index]
+            if dmabuf is None:
+                raise ValueError(f"DMABUF buffer {index} has no dma-buf attached")
+            plane.m.fd = dmabuf.fd
+            plane.length = self.lengths[index]
         if data is not None:
-            self.maps[index][:len(data)] = data
+            self._fill(index, data)
             plane.bytesused = len(data)
             plane.length = self.lengths[index]
             buf.timestamp.secs, buf.timestamp.usecs = timestamp_to_timeval(timestamp)
