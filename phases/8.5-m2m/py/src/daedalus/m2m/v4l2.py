@@ -1,13 +1,19 @@
 """A stateful-decoder client of a V4L2 memory-to-memory node, on linuxpy's raw structs.
 
 The sequence is the kernel's Documentation/userspace-api/media/v4l/dev-decoder.rst,
-multi-planar API, MMAP memory, one plane per buffer:
+multi-planar API, one plane per buffer. The node offers MMAP and DMABUF
+memory (no USERPTR) on both queues, and VIDIOC_EXPBUF of its MMAP buffers.
+The decode uses MMAP by default; CAPTURE can be read through exported
+dma-bufs instead, or import DMABUF buffers, and OUTPUT too can import them
+(``StatefulDecode``'s options; ``ExportingContext`` is a source of such
+buffers: a second open of the node, exporting its own MMAP buffers):
 
 1. S_FMT(OUTPUT) with the coded format; REQBUFS, QUERYBUF and mmap the
    OUTPUT buffers; SUBSCRIBE_EVENT for SOURCE_CHANGE and EOS; STREAMON(OUTPUT);
    queue bitstream, one packet per buffer, its timestamp the packet's index.
 2. On V4L2_EVENT_SOURCE_CHANGE: G_FMT(CAPTURE), G_SELECTION(COMPOSE) for the
-   visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE, queue every buffer,
+   visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE (DMABUF: REQBUFS, and a
+   dma-buf of at least sizeimage per buffer, mapped), queue every buffer,
    STREAMON(CAPTURE).
 3. Loop: DQBUF(CAPTURE) hands out a decoded frame (written out cropped,
    then requeued); DQBUF(OUTPUT) returns consumed bitstream buffers, which
@@ -26,6 +32,10 @@ multi-planar API, MMAP memory, one plane per buffer:
    alone proves nothing: it also means a queue without buffers). The first
    EIO ends the decode with ``NodeStopped``.
 
+The CPU reads a frame out of a dma-buf (imported or exported) through
+mmap(2) of its fd, between DMA_BUF_IOCTL_SYNC START|READ and END|READ
+(dmabuf.py); OUTPUT bitstream is written between START|WRITE and END|WRITE.
+
 The file descriptor is non-blocking and every wait is a poll(2) with a
 timeout: when nothing moves for ``timeout`` seconds the decode fails with a
 message saying what it was waiting for. It never hangs.
@@ -42,7 +52,7 @@ import mmap
 import os
 import select
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -453,6 +463,101 @@ class M2MNode(VideoNode):
         return ready[0][1] if ready else 0
 
 
+DmabufSource = Callable[[int, int], Sequence[int]]
+"""Supplies dma-bufs for a queue to import: called with (count, sizeimage), it
+returns *count* dma-buf fds of at least *sizeimage* bytes each. The importer
+dups what it keeps, so the fds stay the source's; it is asked again, after
+the importer has let go of the previous ones, when the size changes."""
+
+
+class _ExportPool:
+    """One queue of the exporting context: its MMAP buffers and their dma-bufs."""
+
+    def __init__(self, fd: int, buf_type: int) -> None:
+        self.queue = BufferQueue(fd, buf_type)
+        self.fds: list[int] = []
+        self.size = 0
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        self.size = 0
+        self.queue.close()
+
+
+class ExportingContext:
+    """A second open of the decoder node that only allocates MMAP buffers and
+    exports them (VIDIOC_EXPBUF), for another context to import as DMABUF:
+    ``capture`` and ``output`` are DmabufSources for the two queues. The
+    buffers and their fds live until ``close`` (or until a larger size or
+    count is asked for; the old ones are then freed). Nothing is ever queued
+    or streamed here; the context is idle, a buffer allocator.
+
+    How it gets buffers of a given size: CREATE_BUFS, whose format carries the
+    plane's sizeimage outright (vb2 hands it to queue_setup, which takes any
+    size at least the context's own format's). REQBUFS would allocate the
+    context's own format's sizeimage, which follows its S_FMT(OUTPUT) and so
+    needs the stream's coded format and size, which a DmabufSource is not
+    told; an idle context never parses a header either. The size asked of
+    CREATE_BUFS is the larger of the importer's sizeimage and this context's
+    G_FMT sizeimage (queue_setup refuses less); a larger dma-buf imports fine."""
+
+    def __init__(self, node: str | Path | M2MNode) -> None:
+        self.owns_node = not isinstance(node, M2MNode)
+        self.node = M2MNode(node) if not isinstance(node, M2MNode) else node
+        self.pools = {CAPTURE: _ExportPool(self.node.fd, CAPTURE),
+                      OUTPUT: _ExportPool(self.node.fd, OUTPUT)}
+
+    def __enter__(self) -> ExportingContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def capture(self, count: int, sizeimage: int) -> list[int]:
+        """A DmabufSource of CAPTURE buffers (NV12 frames)."""
+        return self._provide(CAPTURE, count, sizeimage)
+
+    def output(self, count: int, sizeimage: int) -> list[int]:
+        """A DmabufSource of OUTPUT buffers (bitstream)."""
+        return self._provide(OUTPUT, count, sizeimage)
+
+    def _provide(self, buf_type: int, count: int, sizeimage: int) -> list[int]:
+        pool = self.pools[buf_type]
+        if len(pool.fds) >= count and pool.size >= sizeimage:
+            return pool.fds[:count]
+        pool.close()
+        name = "CAPTURE" if buf_type == CAPTURE else "OUTPUT"
+        step = "G_FMT"
+        try:
+            size = max(sizeimage, self.node.g_fmt(buf_type).sizeimage)
+            step = "CREATE_BUFS"
+            granted = pool.queue.create(count, size)
+            if granted < count:
+                raise DecodeError(f"the exporting context got {granted} {name} buffers of "
+                                  f"CREATE_BUFS, not {count}")
+            step = "EXPBUF"
+            for index in range(granted):
+                pool.fds.append(pool.queue.export(index))
+        except OSError as exc:
+            pool.close()
+            raise DecodeError(f"the exporting context cannot provide {count} {name} buffers "
+                              f"of {sizeimage} bytes: {step} failed: "
+                              f"{exc.strerror or exc}") from None
+        except BaseException:
+            pool.close()
+            raise
+        pool.size = min(pool.queue.lengths) if pool.queue.lengths else size
+        return list(pool.fds)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        if self.owns_node:
+            self.node.close()
+
+
 @dataclass(frozen=True)
 class Frame:
     """A decoded picture, tightly packed NV12, as the decode wrote it."""
@@ -503,15 +608,32 @@ class StatefulDecode:
     *warn* every buffer in error and every packet skipped. *fail_fast*: give
     up (StreamRefused) when the first that many OUTPUT buffers all come back
     in error before any frame; None decodes to the end whatever comes back
-    (a fuzzing campaign wants to see the clean part after a bad one)."""
+    (a fuzzing campaign wants to see the clean part after a bad one).
+
+    How the buffers are provided (the node offers MMAP and DMABUF memory):
+    by default both queues are MMAP, read and written through the node's
+    mappings. *capture_export*: CAPTURE stays MMAP, but every buffer is
+    exported (VIDIOC_EXPBUF) and frames are read through the dma-bufs.
+    *capture_from*: CAPTURE imports DMABUF buffers from that DmabufSource
+    (asked again after every resolution change); *output_from* likewise for
+    OUTPUT, whose bitstream is then written through the dma-bufs."""
 
     def __init__(self, node: M2MNode, code: str, packets: Iterator[tuple[int, bytes]],
                  on_frame: Callable[[Frame], None], *, buffers: int = DEFAULT_BUFFERS,
                  timeout: float = DEFAULT_TIMEOUT, width: int = 0, height: int = 0,
                  log: Callable[[str], None] | None = None,
                  warn: Callable[[str], None] | None = None,
-                 fail_fast: int | None = FAIL_FAST) -> None:
+                 fail_fast: int | None = FAIL_FAST, capture_export: bool = False,
+                 capture_from: DmabufSource | None = None,
+                 output_from: DmabufSource | None = None) -> None:
+        if capture_export and capture_from is not None:
+            raise ValueError("capture_export (MMAP) and capture_from (DMABUF) exclude "
+                             "each other")
         self.node = node
+        self.capture_export = capture_export
+        self.capture_from = capture_from
+        self.output_from = output_from
+        self.output_limit = 0  # the largest packet an OUTPUT buffer takes
         self.fail_fast = fail_fast
         self.code = code
         self.packets = packets
@@ -545,14 +667,42 @@ class StatefulDecode:
         fmt = self.node.set_output_format(self.code, self.width or 320, self.height or 240)
         if fmt.pixelformat != self.code:
             raise DecodeError(f"S_FMT(OUTPUT, {self.code}) gave {fmt.pixelformat}")
-        count = self.output.request(self.buffers)
-        if count < 1:
-            raise DecodeError("REQBUFS(OUTPUT) granted no buffers")
+        count = self._request(self.output, self.output_from, fmt.sizeimage)
+        self.output_limit = fmt.sizeimage
         self.free_output = list(range(count))
         self.node.subscribe(EVENT_SOURCE_CHANGE)
         self.node.subscribe(EVENT_EOS)
         self.output.streamon()
-        self.log(f"OUTPUT: {fmt.pixelformat}, {count} buffers of {fmt.sizeimage} bytes")
+        self.log(f"OUTPUT: {fmt.pixelformat}, {count} {MEMORY_NAMES[self.output.memory]} "
+                 f"buffers of {fmt.sizeimage} bytes")
+
+    def _request(self, queue: BufferQueue, source: DmabufSource | None, sizeimage: int) -> int:
+        """The queue's buffers: MMAP, or DMABUF imported from *source*."""
+        name = "OUTPUT" if queue.type == OUTPUT else "CAPTURE"
+        memory = MMAP if source is None else DMABUF
+        try:
+            count = queue.request(self.buffers, memory)
+        except OSError as exc:
+            if memory != DMABUF or exc.errno != errno.EINVAL:
+                raise
+            raise DecodeError(f"REQBUFS({name}, DMABUF) failed with EINVAL: the node does "
+                              "not import dma-bufs") from None
+        if count < 1:
+            raise DecodeError(f"REQBUFS({name}) granted no buffers")
+        if source is not None:
+            fds = list(source(count, sizeimage))
+            if len(fds) < count:
+                raise DecodeError(f"{len(fds)} dma-bufs were provided for {count} {name} "
+                                  "buffers")
+            for index in range(count):
+                queue.attach(index, fds[index])
+            small = min(queue.lengths[:count])
+            if small < sizeimage:
+                raise DecodeError(f"a dma-buf provided for {name} has {small} bytes, the "
+                                  f"format's sizeimage is {sizeimage}")
+        elif self.capture_export and queue.type == CAPTURE:
+            queue.read_through_exports()
+        return count
 
     def _setup_capture(self) -> None:
         """CAPTURE for the stream's current geometry (first time or after a change)."""
@@ -567,9 +717,7 @@ class StatefulDecode:
                               f"within the {fmt.width}x{fmt.height} CAPTURE format")
         queue = self.capture.queue if self.capture is not None else BufferQueue(
             self.node.fd, CAPTURE)
-        count = queue.request(self.buffers)
-        if count < 1:
-            raise DecodeError("REQBUFS(CAPTURE) granted no buffers")
+        count = self._request(queue, self.capture_from, fmt.sizeimage)
         for index in range(count):
             queue.queue(index)
         queue.streamon()
@@ -577,8 +725,10 @@ class StatefulDecode:
         self.change_pending = False
         self.last_at = None
         self.stats.source_changes += 1
+        how = " (read through EXPBUF dma-bufs)" if self.capture_export else ""
         self.log(f"CAPTURE: {fmt.pixelformat} {fmt.width}x{fmt.height}, bytesperline "
-                 f"{fmt.bytesperline}, visible {width}x{height}, {count} buffers")
+                 f"{fmt.bytesperline}, visible {width}x{height}, {count} "
+                 f"{MEMORY_NAMES[queue.memory]} buffers{how}")
 
     # -- the loop -----------------------------------------------------------------
 
@@ -656,10 +806,13 @@ class StatefulDecode:
                 self.eof = True
                 break
             index = self.free_output[-1]
-            if len(data) > self.output.lengths[index]:
+            limit = self.output.lengths[index]
+            if self.output.memory == DMABUF:  # a dma-buf may be larger than the format's
+                limit = min(limit, self.output_limit)
+            if len(data) > limit:
                 self.stats.skipped.append(timestamp)
                 self.warn(f"packet {timestamp}: {len(data)} bytes exceed the OUTPUT buffer's "
-                          f"{self.output.lengths[index]}; skipped")
+                          f"{limit}; skipped")
                 continue
             self.free_output.pop()
             self.output.queue(index, data, timestamp)
@@ -717,7 +870,7 @@ class StatefulDecode:
             cap.queue.queue(buf.index)
 
     def _write(self, cap: _Capture, buf: Dequeued) -> None:
-        with memoryview(cap.queue.maps[buf.index]) as view:  # released before any munmap
+        with cap.queue.view(buf.index) as view:  # released before any munmap
             picture = crop(view, cap.fmt.bytesperline, cap.fmt.height, cap.visible)
         size = (cap.visible.width, cap.visible.height)
         if size not in self.stats.sizes:
