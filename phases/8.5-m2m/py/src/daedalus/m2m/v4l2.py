@@ -504,8 +504,10 @@ class ExportingContext:
     G_FMT sizeimage (queue_setup refuses less); a larger dma-buf imports fine."""
 
     def __init__(self, node: str | Path | M2MNode) -> None:
+        """*node*: the device to open (closed with this context), or an open node
+        (left open)."""
         self.owns_node = not isinstance(node, M2MNode)
-        self.node = M2MNode(node) if not isinstance(node, M2MNode) else node
+        self.node = node if isinstance(node, M2MNode) else M2MNode(node)
         self.pools = {CAPTURE: _ExportPool(self.node.fd, CAPTURE),
                       OUTPUT: _ExportPool(self.node.fd, OUTPUT)}
 
