@@ -23,18 +23,13 @@ from pathlib import Path
 
 import pytest
 
-from daedalus.m2m.layout import Geometry
-from daedalus.m2m.reference import reference_output
+from daedalus.m2m.clients import ffmpeg_argv, frame_sizes, gst_frames, gstreamer, reference_frames
 from daedalus.m2m.status import DecodeExit
 from daedalus.parse import corpus
 from daedalus.testbed.guestctl import daemon_pid, daemon_state, tool
 
 pytestmark = pytest.mark.guest
 
-FFMPEG = "/usr/bin/ffmpeg"
-GST_DECODER = {"vp9": ["matroskademux", "!", "v4l2vp9dec"],
-               "h264": ["h264parse", "!", "v4l2h264dec"]}
-V4L2M2M = {"vp9": "vp9_v4l2m2m", "h264": "h264_v4l2m2m"}
 TIMEOUT_PARAM = Path("/sys/module/daedalus_v4l2/parameters/daemon_timeout_ms")
 
 ODD_WIDTHS = ["vp9-176x144", "h264-high-176x144", "vp9-352x288", "h264-high-352x288",
@@ -49,67 +44,6 @@ REFUSED = {
     "vp9-p2-10bit-320x240": "10-bit",
     "h264-high10-320x240": "10-bit",
 }
-
-
-def frame_sizes(name: str) -> list[tuple[int, int]]:
-    """Each frame's size, from the recipe that made the clip."""
-    return [(p.width, p.height) for p in corpus.spec(name).parts for _ in range(p.frames)]
-
-
-def reference_frames(name: str) -> list[bytes]:
-    data = reference_output(corpus.path(name))
-    frames, pos = [], 0
-    for width, height in frame_sizes(name):
-        size = Geometry(width, height).packed_size
-        frames.append(data[pos:pos + size])
-        pos += size
-    assert pos == len(data), f"ffmpeg made {len(data)} bytes, the sizes say {pos}"
-    return frames
-
-
-def gst_frames(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
-    """GStreamer's raw NV12 frames (rows of ROUND_UP_4(width) bytes, chroma
-    at stride * ROUND_UP_2(height)) cropped to their visible pixels."""
-    frames, pos = [], 0
-    for width, height in sizes:
-        stride = (width + 3) & ~3
-        rows = (height + 1) & ~1
-        luma = [data[pos + r * stride:pos + r * stride + width] for r in range(height)]
-        base = pos + stride * rows
-        cwidth = 2 * ((width + 1) // 2)
-        chroma = [data[base + r * stride:base + r * stride + cwidth]
-                  for r in range((height + 1) // 2)]
-        frames.append(b"".join(luma + chroma))
-        pos += stride * rows * 3 // 2
-    assert pos == len(data), f"GStreamer wrote {len(data)} bytes, {len(sizes)} frames make {pos}"
-    return frames
-
-
-def webm_of(clip: Path, tmp_path: Path) -> Path:
-    """GStreamer 1.22's plugins-good read WebM, not IVF: the same frames, remuxed."""
-    if clip.suffix != ".ivf":
-        return clip
-    out = tmp_path / "clip.webm"
-    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(clip), "-c", "copy",
-                    str(out)], check=True, timeout=300)
-    return out
-
-
-def gstreamer(name: str, tmp_path: Path, timeout: float = 600) -> tuple[int, str, bytes]:
-    codec = corpus.entry(name).codec
-    out = tmp_path / "gst.yuv"
-    proc = subprocess.run(["gst-launch-1.0", "-q", "filesrc",
-                           f"location={webm_of(corpus.path(name), tmp_path)}", "!",
-                           *GST_DECODER[codec], "!", "video/x-raw,format=NV12", "!", "filesink",
-                           f"location={out}"], timeout=timeout, capture_output=True, text=True)
-    return proc.returncode, proc.stdout + proc.stderr, out.read_bytes() if out.exists() else b""
-
-
-def ffmpeg_argv(name: str, out: Path, *extra: str) -> list[str]:
-    codec = corpus.entry(name).codec
-    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-c:v", V4L2M2M[codec],
-            "-i", str(corpus.path(name)), *extra, "-fps_mode", "passthrough", "-pix_fmt", "nv12",
-            "-f", "rawvideo", "-y", str(out)]
 
 
 def dmesg() -> str:

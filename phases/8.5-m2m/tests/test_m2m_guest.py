@@ -21,12 +21,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
 
+from daedalus.m2m.clients import decode, decode_argv, split, summary
 from daedalus.m2m.layout import Geometry, crop
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.status import DecodeExit
@@ -53,7 +53,6 @@ from daedalus.testbed.guestctl import (
     daemon_stopped,
     kill_daemon,
     start_daemon,
-    tool,
 )
 
 pytestmark = pytest.mark.guest
@@ -61,8 +60,6 @@ pytestmark = pytest.mark.guest
 T = TypeVar("T")
 
 TIMEOUT = 600  # one decode under TCG, generously
-SUMMARY = re.compile(r"^decode: (?P<file>.+): (?P<frames>\d+) frames, (?P<sizes>.*), "
-                     r"(?P<fps>[\d.]+) fps, (?P<errors>\d+) errors")
 VP9 = "vp9-320x240"
 H264 = "h264-high-320x240"
 RESIZE = "vp9-resize-320x240-174x98"
@@ -72,42 +69,6 @@ V4L2_BUF_CAP_SUPPORTS_MMAP = 0x00000001
 V4L2_FMT_FLAG_COMPRESSED = 0x0001
 V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM = 0x0004
 V4L2_FMT_FLAG_DYN_RESOLUTION = 0x0008
-
-
-@dataclass(frozen=True)
-class Summary:
-    frames: int
-    sizes: list[str]
-    errors: int
-
-
-def summary(stdout: str) -> Summary:
-    for line in stdout.splitlines():
-        m = SUMMARY.match(line)
-        if m:
-            sizes = [] if m["sizes"] == "no picture" else m["sizes"].split(", ")
-            return Summary(int(m["frames"]), sizes, int(m["errors"]))
-    raise AssertionError(f"no summary line in {stdout!r}")
-
-
-def decode_argv(path: Path, out: Path, *extra: str) -> list[str]:
-    return [tool("daedalus-v4l2"), "decode", str(path), "-o", str(out), *extra]
-
-
-def decode(path: Path, out: Path, *extra: str,
-           timeout: float = TIMEOUT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(decode_argv(path, out, *extra), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def split(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
-    frames, pos = [], 0
-    for width, height in sizes:
-        size = Geometry(width, height).packed_size
-        frames.append(data[pos:pos + size])
-        pos += size
-    assert pos == len(data), f"{len(sizes)} frames make {pos} bytes, not {len(data)}"
-    return frames
 
 
 def test_reqbufs_allocates_mmap_buffers_on_both_queues() -> None:

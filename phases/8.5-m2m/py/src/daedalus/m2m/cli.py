@@ -12,6 +12,16 @@ One summary line on stdout::
 
     decode: FILE: 30 frames, 320x240, 212.5 fps, 0 errors -> OUT
 
+Buffer memory: the node offers MMAP and DMABUF (no USERPTR) on both
+queues, and VIDIOC_EXPBUF of its MMAP buffers. ``--capture-io`` says how
+CAPTURE buffers are provided: ``mmap`` (the default: MMAP, read through the
+node's mappings), ``export`` (MMAP, each buffer exported with EXPBUF and the
+frames read through the dma-bufs) or ``import`` (DMABUF: buffers allocated by a
+second open of the same node, exported there and imported here; see
+v4l2.ExportingContext). ``--output-io dmabuf`` imports the OUTPUT buffers the
+same way; the bitstream is written through the dma-bufs. The CPU reads and
+writes dma-bufs between DMA_BUF_IOCTL_SYNC START and END.
+
 Buffers in error are reported on stderr as they come. ``--compare`` then
 decodes FILE with Debian's ffmpeg (reference.py) and prints
 ``byte-exact: yes`` or ``byte-exact: no (first difference at byte N, frame F)``.
@@ -38,6 +48,7 @@ import argparse
 import errno
 import logging
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
 
@@ -47,6 +58,7 @@ from daedalus.m2m.v4l2 import (
     DEFAULT_TIMEOUT,
     DecodeError,
     DecodeTimeout,
+    ExportingContext,
     Frame,
     M2MNode,
     NodeStopped,
@@ -60,6 +72,8 @@ from daedalus.m2m.v4l2 import (
 from daedalus.proto import codecs
 
 PROG = "daedalus-v4l2 decode"
+CAPTURE_IO = ("mmap", "export", "import")
+OUTPUT_IO = ("mmap", "dmabuf")
 log = logging.getLogger("daedalus.m2m.decode")
 
 
@@ -139,6 +153,17 @@ class DecodeCommand:
                                  "(default: %(default)g)")
         parser.add_argument("--compare", action="store_true",
                             help="compare OUT byte for byte with /usr/bin/ffmpeg's decode")
+        parser.add_argument("--capture-io", choices=CAPTURE_IO, default="mmap",
+                            help="CAPTURE buffers (the node offers MMAP and DMABUF memory, no "
+                                 "USERPTR): mmap = MMAP buffers read through the node's "
+                                 "mappings; export = MMAP buffers exported with VIDIOC_EXPBUF "
+                                 "and read through the dma-bufs; import = DMABUF buffers "
+                                 "exported by a second context of the same node "
+                                 "(default: %(default)s)")
+        parser.add_argument("--output-io", choices=OUTPUT_IO, default="mmap",
+                            help="OUTPUT buffers: mmap = MMAP; dmabuf = DMABUF buffers exported "
+                                 "by a second context of the same node, the bitstream written "
+                                 "through the dma-bufs (default: %(default)s)")
 
     def run(self, args: argparse.Namespace) -> int:
         status, message = self._run(args)
@@ -172,13 +197,33 @@ class DecodeCommand:
         def warn(text: str) -> None:
             print(f"{PROG}: {text}", file=sys.stderr, flush=True)
 
+        capture_io: str = args.capture_io
+        output_io: str = args.output_io
+        exporter: ExportingContext | None = None
+        if capture_io == "import" or output_io == "dmabuf":
+            try:
+                exporter = ExportingContext(device)
+            except OSError as exc:
+                node.close()
+                return DecodeExit.NO_DEVICE, (f"cannot open a second context of {device} to "
+                                              f"export buffers from: {exc.strerror or exc}")
+
         failure: tuple[DecodeExit, str | None] | None = None
         try:
-            with node, open(args.output, "wb") as out:
+            with ExitStack() as stack:
+                stack.enter_context(node)
+                if exporter is not None:
+                    stack.enter_context(exporter)  # closed after the decode's queues
+                out = stack.enter_context(open(args.output, "wb"))
                 writer = _Writer(out)
-                decode = StatefulDecode(node, code, packets, writer, buffers=args.buffers,
-                                        timeout=args.timeout, width=width, height=height,
-                                        log=log.debug, warn=warn)
+                decode = StatefulDecode(
+                    node, code, packets, writer, buffers=args.buffers, timeout=args.timeout,
+                    width=width, height=height, log=log.debug, warn=warn,
+                    capture_export=capture_io == "export",
+                    capture_from=exporter.capture if capture_io == "import" and exporter
+                    else None,
+                    output_from=exporter.output if output_io == "dmabuf" and exporter
+                    else None)
                 try:
                     decode.run()
                 except NotADecoder as exc:

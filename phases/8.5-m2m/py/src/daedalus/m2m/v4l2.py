@@ -1,13 +1,19 @@
 """A stateful-decoder client of a V4L2 memory-to-memory node, on linuxpy's raw structs.
 
 The sequence is the kernel's Documentation/userspace-api/media/v4l/dev-decoder.rst,
-multi-planar API, MMAP memory, one plane per buffer:
+multi-planar API, one plane per buffer. The node offers MMAP and DMABUF
+memory (no USERPTR) on both queues, and VIDIOC_EXPBUF of its MMAP buffers.
+The decode uses MMAP by default; CAPTURE can be read through exported
+dma-bufs instead, or import DMABUF buffers, and OUTPUT too can import them
+(``StatefulDecode``'s options; ``ExportingContext`` is a source of such
+buffers: a second open of the node, exporting its own MMAP buffers):
 
 1. S_FMT(OUTPUT) with the coded format; REQBUFS, QUERYBUF and mmap the
    OUTPUT buffers; SUBSCRIBE_EVENT for SOURCE_CHANGE and EOS; STREAMON(OUTPUT);
    queue bitstream, one packet per buffer, its timestamp the packet's index.
 2. On V4L2_EVENT_SOURCE_CHANGE: G_FMT(CAPTURE), G_SELECTION(COMPOSE) for the
-   visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE, queue every buffer,
+   visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE (DMABUF: REQBUFS, and a
+   dma-buf of at least sizeimage per buffer, mapped), queue every buffer,
    STREAMON(CAPTURE).
 3. Loop: DQBUF(CAPTURE) hands out a decoded frame (written out cropped,
    then requeued); DQBUF(OUTPUT) returns consumed bitstream buffers, which
@@ -26,6 +32,10 @@ multi-planar API, MMAP memory, one plane per buffer:
    alone proves nothing: it also means a queue without buffers). The first
    EIO ends the decode with ``NodeStopped``.
 
+The CPU reads a frame out of a dma-buf (imported or exported) through
+mmap(2) of its fd, between DMA_BUF_IOCTL_SYNC START|READ and END|READ
+(dmabuf.py); OUTPUT bitstream is written between START|WRITE and END|WRITE.
+
 The file descriptor is non-blocking and every wait is a poll(2) with a
 timeout: when nothing moves for ``timeout`` seconds the decode fails with a
 message saying what it was waiting for. It never hangs.
@@ -42,12 +52,14 @@ import mmap
 import os
 import select
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from linuxpy.video import raw
 
+from daedalus.m2m.dmabuf import DmaBuf
 from daedalus.m2m.layout import Geometry, crop
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, fourcc
 
@@ -153,66 +165,193 @@ class LastBufferDequeued(Exception):
     """DQBUF(CAPTURE) failed with EPIPE: the LAST buffer was already dequeued."""
 
 
+MMAP = int(raw.Memory.MMAP)
+DMABUF = int(raw.Memory.DMABUF)
+MEMORY_NAMES = {MMAP: "MMAP", DMABUF: "DMABUF"}
+EXPBUF_FLAGS = os.O_CLOEXEC | os.O_RDWR  # VIDIOC_EXPBUF: the dma-buf fd's open flags
+
+
 class BufferQueue:
-    """The MMAP buffers of one queue (OUTPUT or CAPTURE, multi-planar, one plane)."""
+    """The buffers of one queue (OUTPUT or CAPTURE, multi-planar, one plane).
+
+    ``request(count)`` allocates MMAP buffers and maps them through the node.
+    ``request(count, DMABUF)`` only sets the queue up for imported buffers:
+    ``attach(index, fd)`` then gives each index its dma-buf, which QBUF
+    passes in ``m.fd`` (with ``length`` the dma-buf's size) every time.
+    ``export(index)`` is VIDIOC_EXPBUF of an MMAP buffer; ``read_through_exports()``
+    makes the queue read its MMAP buffers through their exported dma-bufs.
+
+    ``view(index)`` is the CPU's access to a buffer: the node's mapping
+    (MMAP), or the dma-buf's bracketed by DMA_BUF_IOCTL_SYNC (imported or
+    exported buffers)."""
 
     def __init__(self, fd: int, buf_type: int) -> None:
         self.fd = fd
         self.type = buf_type
-        self.maps: list[mmap.mmap] = []
+        self.memory = MMAP
+        self.maps: list[mmap.mmap] = []           # MMAP: the node's mappings
+        self.dmabufs: list[DmaBuf | None] = []    # imported, or exported to read through
         self.lengths: list[int] = []
+        self.granted = 0
         self.streaming = False
 
     @property
     def count(self) -> int:
-        return len(self.maps)
+        return len(self.maps) if self.memory == MMAP else self.granted
 
-    def request(self, count: int) -> int:
-        """REQBUFS(count) and map every buffer; the count the driver granted."""
+    @property
+    def allocated(self) -> bool:
+        """Whether there are buffers to free (MMAP: mapped ones, as ever)."""
+        return bool(self.maps) if self.memory == MMAP else self.granted > 0
+
+    def request(self, count: int, memory: int = MMAP) -> int:
+        """REQBUFS(count) of *memory*; MMAP buffers are mapped. The count the
+        driver granted. DMABUF buffers still need ``attach`` before QBUF."""
         self.release()
         rb = raw.v4l2_requestbuffers()
         rb.type = self.type
         rb.count = count
-        rb.memory = raw.Memory.MMAP
+        rb.memory = memory
         _ioctl(self.fd, raw.IOC.REQBUFS, rb)
-        for index in range(rb.count):
+        self.memory = memory
+        self.granted = int(rb.count)
+        self.dmabufs = [None] * self.granted
+        if memory == MMAP:
+            self._map_all()
+        else:
+            self.lengths = [0] * self.granted
+        return self.granted
+
+    def attach(self, index: int, fd: int) -> None:
+        """Buffer *index* of a DMABUF queue is the dma-buf *fd*: a dup of it is
+        kept (and mapped) until ``release``, so the caller may close its own."""
+        if self.memory != DMABUF:
+            raise ValueError("attach() needs a queue requested with DMABUF memory")
+        old = self.dmabufs[index]
+        if old is not None:
+            old.close()
+        own = os.dup(fd)
+        try:
+            dmabuf = DmaBuf(own, owned=True, writable=self.type == OUTPUT)
+        except BaseException:
+            os.close(own)
+            raise
+        self.dmabufs[index] = dmabuf
+        self.lengths[index] = dmabuf.size
+
+    def export(self, index: int) -> int:
+        """VIDIOC_EXPBUF of MMAP buffer *index* (plane 0): a dma-buf fd
+        (O_CLOEXEC | O_RDWR) that the caller owns and closes."""
+        exp = raw.v4l2_exportbuffer()
+        exp.type = self.type
+        exp.index = index
+        exp.plane = 0
+        exp.flags = EXPBUF_FLAGS
+        _ioctl(self.fd, raw.IOC.EXPBUF, exp)
+        return int(exp.fd)
+
+    def read_through_exports(self) -> None:
+        """Export every MMAP buffer and access it through its dma-buf from now on
+        (the exported fds are closed on ``release``)."""
+        if self.memory != MMAP:
+            raise ValueError("only MMAP buffers are exported")
+        for index in range(self.granted):
+            fd = self.export(index)
+            try:
+                self.dmabufs[index] = DmaBuf(fd, owned=True, writable=self.type == OUTPUT)
+            except BaseException:
+                os.close(fd)
+                raise
+
+    @contextmanager
+    def view(self, index: int) -> Iterator[memoryview]:
+        """Buffer *index*'s bytes for the CPU to read; the view is released
+        on the way out (copy what is kept)."""
+        dmabuf = self.dmabufs[index] if index < len(self.dmabufs) else None
+        if dmabuf is not None:
+            with dmabuf.read() as view:
+                yield view
+        else:
+            with memoryview(self.maps[index]) as view:  # released before any munmap
+                yield view
+
+    def _fill(self, index: int, data: bytes) -> None:
+        dmabuf = self.dmabufs[index] if index < len(self.dmabufs) else None
+        if dmabuf is not None:
+            dmabuf.write(data)
+        else:
+            self.maps[index][:len(data)] = data
+
+    def release(self) -> None:
+        """Unmap (and close the dma-bufs of) the buffers and free them
+        (REQBUFS 0) if there are any."""
+        if not self.allocated:
+            return
+        for m in self.maps:
+            m.close()
+        for dmabuf in self.dmabufs:
+            if dmabuf is not None:
+                dmabuf.close()
+        self.maps.clear()
+        self.dmabufs.clear()
+        self.lengths.clear()
+        self.granted = 0
+        rb = raw.v4l2_requestbuffers()
+        rb.type = self.type
+        rb.count = 0
+        rb.memory = self.memory
+        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
+
+    def create(self, count: int, sizeimage: int) -> int:
+        """CREATE_BUFS of *count* MMAP buffers of *sizeimage* bytes each (the
+        queue's current format with that plane size), mapped like ``request``'s;
+        the queue must have no buffers. The count the driver granted."""
+        self.release()
+        create = raw.v4l2_create_buffers()
+        create.count = count
+        create.memory = MMAP
+        create.format.type = self.type
+        _ioctl(self.fd, raw.IOC.G_FMT, create.format)
+        create.format.fmt.pix_mp.num_planes = 1
+        create.format.fmt.pix_mp.plane_fmt[0].sizeimage = sizeimage
+        _ioctl(self.fd, raw.IOC.CREATE_BUFS, create)
+        self.memory = MMAP
+        self.granted = int(create.index) + int(create.count)
+        self.dmabufs = [None] * self.granted
+        self._map_all()
+        return int(create.count)
+
+    def _map_all(self) -> None:
+        for index in range(self.granted):
             buf, plane = self._buffer(index)
             _ioctl(self.fd, raw.IOC.QUERYBUF, buf)
             self.lengths.append(int(plane.length))
             self.maps.append(mmap.mmap(self.fd, plane.length, mmap.MAP_SHARED,
                                        mmap.PROT_READ | mmap.PROT_WRITE,
                                        offset=plane.m.mem_offset))
-        return int(rb.count)
-
-    def release(self) -> None:
-        """Unmap and free the buffers (REQBUFS 0) if there are any."""
-        if not self.maps:
-            return
-        for m in self.maps:
-            m.close()
-        self.maps.clear()
-        self.lengths.clear()
-        rb = raw.v4l2_requestbuffers()
-        rb.type = self.type
-        rb.count = 0
-        rb.memory = raw.Memory.MMAP
-        _ioctl(self.fd, raw.IOC.REQBUFS, rb)
 
     def _buffer(self, index: int) -> tuple[raw.v4l2_buffer, raw.v4l2_plane]:
         plane = raw.v4l2_plane()
         buf = raw.v4l2_buffer()
         buf.index = index
         buf.type = self.type
-        buf.memory = raw.Memory.MMAP
+        buf.memory = self.memory
         buf.length = 1  # planes in m.planes
         buf.m.planes = ctypes.pointer(plane)
         return buf, plane
 
     def queue(self, index: int, data: bytes | None = None, timestamp: int = 0) -> None:
-        """QBUF: OUTPUT buffers with *data* (its bytesused) and *timestamp*."""
+        """QBUF: OUTPUT buffers with *data* (its bytesused) and *timestamp*;
+        DMABUF buffers with their dma-buf in ``m.fd`` and its size in ``length``."""
         buf, plane = self._buffer(index)
+        if self.memory == DMABUF:
+            dmabuf = self.dmabufs[index]
+            if dmabuf is None:
+                raise ValueError(f"DMABUF buffer {index} has no dma-buf attached")
+            plane.m.fd = dmabuf.fd
+            plane.length = self.lengths[index]
         if data is not None:
-            self.maps[index][:len(data)] = data
+            self._fill(index, data)
             plane.bytesused = len(data)
             plane.length = self.lengths[index]
             buf.timestamp.secs, buf.timestamp.usecs = timestamp_to_timeval(timestamp)
@@ -324,6 +463,103 @@ class M2MNode(VideoNode):
         return ready[0][1] if ready else 0
 
 
+DmabufSource = Callable[[int, int], Sequence[int]]
+"""Supplies dma-bufs for a queue to import: called with (count, sizeimage), it
+returns *count* dma-buf fds of at least *sizeimage* bytes each. The importer
+dups what it keeps, so the fds stay the source's; it is asked again, after
+the importer has let go of the previous ones, when the size changes."""
+
+
+class _ExportPool:
+    """One queue of the exporting context: its MMAP buffers and their dma-bufs."""
+
+    def __init__(self, fd: int, buf_type: int) -> None:
+        self.queue = BufferQueue(fd, buf_type)
+        self.fds: list[int] = []
+        self.size = 0
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        self.size = 0
+        self.queue.close()
+
+
+class ExportingContext:
+    """A second open of the decoder node that only allocates MMAP buffers and
+    exports them (VIDIOC_EXPBUF), for another context to import as DMABUF:
+    ``capture`` and ``output`` are DmabufSources for the two queues. The
+    buffers and their fds live until ``close`` (or until a larger size or
+    count is asked for; the old ones are then freed). Nothing is ever queued
+    or streamed here; the context is idle, a buffer allocator.
+
+    How it gets buffers of a given size: CREATE_BUFS, whose format carries the
+    plane's sizeimage outright (vb2 hands it to queue_setup, which takes any
+    size at least the context's own format's). REQBUFS would allocate the
+    context's own format's sizeimage, which follows its S_FMT(OUTPUT) and so
+    needs the stream's coded format and size, which a DmabufSource is not
+    told; an idle context never parses a header either. The size asked of
+    CREATE_BUFS is the larger of the importer's sizeimage and this context's
+    G_FMT sizeimage (queue_setup refuses less); a larger dma-buf imports fine."""
+
+    def __init__(self, node: str | Path | M2MNode) -> None:
+        """*node*: the device to open (closed with this context), or an open node
+        (left open)."""
+        self.owns_node = not isinstance(node, M2MNode)
+        self.node = node if isinstance(node, M2MNode) else M2MNode(node)
+        self.pools = {CAPTURE: _ExportPool(self.node.fd, CAPTURE),
+                      OUTPUT: _ExportPool(self.node.fd, OUTPUT)}
+
+    def __enter__(self) -> ExportingContext:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def capture(self, count: int, sizeimage: int) -> list[int]:
+        """A DmabufSource of CAPTURE buffers (NV12 frames)."""
+        return self._provide(CAPTURE, count, sizeimage)
+
+    def output(self, count: int, sizeimage: int) -> list[int]:
+        """A DmabufSource of OUTPUT buffers (bitstream)."""
+        return self._provide(OUTPUT, count, sizeimage)
+
+    def _provide(self, buf_type: int, count: int, sizeimage: int) -> list[int]:
+        pool = self.pools[buf_type]
+        if len(pool.fds) >= count and pool.size >= sizeimage:
+            return pool.fds[:count]
+        pool.close()
+        name = "CAPTURE" if buf_type == CAPTURE else "OUTPUT"
+        step = "G_FMT"
+        try:
+            size = max(sizeimage, self.node.g_fmt(buf_type).sizeimage)
+            step = "CREATE_BUFS"
+            granted = pool.queue.create(count, size)
+            if granted < count:
+                raise DecodeError(f"the exporting context got {granted} {name} buffers of "
+                                  f"CREATE_BUFS, not {count}")
+            step = "EXPBUF"
+            for index in range(granted):
+                pool.fds.append(pool.queue.export(index))
+        except OSError as exc:
+            pool.close()
+            raise DecodeError(f"the exporting context cannot provide {count} {name} buffers "
+                              f"of {sizeimage} bytes: {step} failed: "
+                              f"{exc.strerror or exc}") from None
+        except BaseException:
+            pool.close()
+            raise
+        pool.size = min(pool.queue.lengths) if pool.queue.lengths else size
+        return list(pool.fds)
+
+    def close(self) -> None:
+        for pool in self.pools.values():
+            pool.close()
+        if self.owns_node:
+            self.node.close()
+
+
 @dataclass(frozen=True)
 class Frame:
     """A decoded picture, tightly packed NV12, as the decode wrote it."""
@@ -374,15 +610,32 @@ class StatefulDecode:
     *warn* every buffer in error and every packet skipped. *fail_fast*: give
     up (StreamRefused) when the first that many OUTPUT buffers all come back
     in error before any frame; None decodes to the end whatever comes back
-    (a fuzzing campaign wants to see the clean part after a bad one)."""
+    (a fuzzing campaign wants to see the clean part after a bad one).
+
+    How the buffers are provided (the node offers MMAP and DMABUF memory):
+    by default both queues are MMAP, read and written through the node's
+    mappings. *capture_export*: CAPTURE stays MMAP, but every buffer is
+    exported (VIDIOC_EXPBUF) and frames are read through the dma-bufs.
+    *capture_from*: CAPTURE imports DMABUF buffers from that DmabufSource
+    (asked again after every resolution change); *output_from* likewise for
+    OUTPUT, whose bitstream is then written through the dma-bufs."""
 
     def __init__(self, node: M2MNode, code: str, packets: Iterator[tuple[int, bytes]],
                  on_frame: Callable[[Frame], None], *, buffers: int = DEFAULT_BUFFERS,
                  timeout: float = DEFAULT_TIMEOUT, width: int = 0, height: int = 0,
                  log: Callable[[str], None] | None = None,
                  warn: Callable[[str], None] | None = None,
-                 fail_fast: int | None = FAIL_FAST) -> None:
+                 fail_fast: int | None = FAIL_FAST, capture_export: bool = False,
+                 capture_from: DmabufSource | None = None,
+                 output_from: DmabufSource | None = None) -> None:
+        if capture_export and capture_from is not None:
+            raise ValueError("capture_export (MMAP) and capture_from (DMABUF) exclude "
+                             "each other")
         self.node = node
+        self.capture_export = capture_export
+        self.capture_from = capture_from
+        self.output_from = output_from
+        self.output_limit = 0  # the largest packet an OUTPUT buffer takes
         self.fail_fast = fail_fast
         self.code = code
         self.packets = packets
@@ -416,14 +669,42 @@ class StatefulDecode:
         fmt = self.node.set_output_format(self.code, self.width or 320, self.height or 240)
         if fmt.pixelformat != self.code:
             raise DecodeError(f"S_FMT(OUTPUT, {self.code}) gave {fmt.pixelformat}")
-        count = self.output.request(self.buffers)
-        if count < 1:
-            raise DecodeError("REQBUFS(OUTPUT) granted no buffers")
+        count = self._request(self.output, self.output_from, fmt.sizeimage)
+        self.output_limit = fmt.sizeimage
         self.free_output = list(range(count))
         self.node.subscribe(EVENT_SOURCE_CHANGE)
         self.node.subscribe(EVENT_EOS)
         self.output.streamon()
-        self.log(f"OUTPUT: {fmt.pixelformat}, {count} buffers of {fmt.sizeimage} bytes")
+        self.log(f"OUTPUT: {fmt.pixelformat}, {count} {MEMORY_NAMES[self.output.memory]} "
+                 f"buffers of {fmt.sizeimage} bytes")
+
+    def _request(self, queue: BufferQueue, source: DmabufSource | None, sizeimage: int) -> int:
+        """The queue's buffers: MMAP, or DMABUF imported from *source*."""
+        name = "OUTPUT" if queue.type == OUTPUT else "CAPTURE"
+        memory = MMAP if source is None else DMABUF
+        try:
+            count = queue.request(self.buffers, memory)
+        except OSError as exc:
+            if memory != DMABUF or exc.errno != errno.EINVAL:
+                raise
+            raise DecodeError(f"REQBUFS({name}, DMABUF) failed with EINVAL: the node does "
+                              "not import dma-bufs") from None
+        if count < 1:
+            raise DecodeError(f"REQBUFS({name}) granted no buffers")
+        if source is not None:
+            fds = list(source(count, sizeimage))
+            if len(fds) < count:
+                raise DecodeError(f"{len(fds)} dma-bufs were provided for {count} {name} "
+                                  "buffers")
+            for index in range(count):
+                queue.attach(index, fds[index])
+            small = min(queue.lengths[:count])
+            if small < sizeimage:
+                raise DecodeError(f"a dma-buf provided for {name} has {small} bytes, the "
+                                  f"format's sizeimage is {sizeimage}")
+        elif self.capture_export and queue.type == CAPTURE:
+            queue.read_through_exports()
+        return count
 
     def _setup_capture(self) -> None:
         """CAPTURE for the stream's current geometry (first time or after a change)."""
@@ -438,9 +719,7 @@ class StatefulDecode:
                               f"within the {fmt.width}x{fmt.height} CAPTURE format")
         queue = self.capture.queue if self.capture is not None else BufferQueue(
             self.node.fd, CAPTURE)
-        count = queue.request(self.buffers)
-        if count < 1:
-            raise DecodeError("REQBUFS(CAPTURE) granted no buffers")
+        count = self._request(queue, self.capture_from, fmt.sizeimage)
         for index in range(count):
             queue.queue(index)
         queue.streamon()
@@ -448,8 +727,10 @@ class StatefulDecode:
         self.change_pending = False
         self.last_at = None
         self.stats.source_changes += 1
+        how = " (read through EXPBUF dma-bufs)" if self.capture_export else ""
         self.log(f"CAPTURE: {fmt.pixelformat} {fmt.width}x{fmt.height}, bytesperline "
-                 f"{fmt.bytesperline}, visible {width}x{height}, {count} buffers")
+                 f"{fmt.bytesperline}, visible {width}x{height}, {count} "
+                 f"{MEMORY_NAMES[queue.memory]} buffers{how}")
 
     # -- the loop -----------------------------------------------------------------
 
@@ -527,10 +808,13 @@ class StatefulDecode:
                 self.eof = True
                 break
             index = self.free_output[-1]
-            if len(data) > self.output.lengths[index]:
+            limit = self.output.lengths[index]
+            if self.output.memory == DMABUF:  # a dma-buf may be larger than the format's
+                limit = min(limit, self.output_limit)
+            if len(data) > limit:
                 self.stats.skipped.append(timestamp)
                 self.warn(f"packet {timestamp}: {len(data)} bytes exceed the OUTPUT buffer's "
-                          f"{self.output.lengths[index]}; skipped")
+                          f"{limit}; skipped")
                 continue
             self.free_output.pop()
             self.output.queue(index, data, timestamp)
@@ -588,7 +872,7 @@ class StatefulDecode:
             cap.queue.queue(buf.index)
 
     def _write(self, cap: _Capture, buf: Dequeued) -> None:
-        with memoryview(cap.queue.maps[buf.index]) as view:  # released before any munmap
+        with cap.queue.view(buf.index) as view:  # released before any munmap
             picture = crop(view, cap.fmt.bytesperline, cap.fmt.height, cap.visible)
         size = (cap.visible.width, cap.visible.height)
         if size not in self.stats.sizes:

@@ -1,0 +1,147 @@
+"""The guest tests' clients of the node, and how their output is compared.
+
+Shared by the guest tests of phase 8.5 and later (test directories are not
+packages, so what several import lives here):
+
+- the project's own decode tool, ``daedalus-v4l2 decode``, run as a separate
+  process as an application would be (``decode``), its summary line
+  (``summary``) and its output cut into frames (``split``);
+- Debian 12's GStreamer 1.22 (``v4l2h264dec`` / ``v4l2vp9dec``, any decoder
+  properties such as ``capture-io-mode=dmabuf`` appended) and FFmpeg 5.1
+  (``h264_v4l2m2m`` / ``vp9_v4l2m2m``) on a corpus clip;
+- the reference: Debian's ffmpeg decoding the same clip in software
+  (daedalus.m2m.reference), cut into frames at the sizes of the clip's
+  recipe. GStreamer's raw NV12 rows are padded to a multiple of 4 bytes (its
+  default stride), so its frames are compared on their visible pixels
+  (``gst_frames``).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from daedalus.m2m.layout import Geometry
+from daedalus.m2m.reference import reference_output
+from daedalus.parse import corpus
+from daedalus.testbed.guestctl import tool
+
+FFMPEG = "/usr/bin/ffmpeg"
+GST_DECODER = {"vp9": ["matroskademux", "!", "v4l2vp9dec"],
+               "h264": ["h264parse", "!", "v4l2h264dec"]}
+V4L2M2M = {"vp9": "vp9_v4l2m2m", "h264": "h264_v4l2m2m"}
+DECODE_TIMEOUT = 600  # one decode under TCG, generously
+SUMMARY = re.compile(r"^decode: (?P<file>.+): (?P<frames>\d+) frames, (?P<sizes>.*), "
+                     r"(?P<fps>[\d.]+) fps, (?P<errors>\d+) errors")
+
+
+# --- the decode tool ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Summary:
+    frames: int
+    sizes: list[str]
+    errors: int
+
+
+def summary(stdout: str) -> Summary:
+    for line in stdout.splitlines():
+        m = SUMMARY.match(line)
+        if m:
+            sizes = [] if m["sizes"] == "no picture" else m["sizes"].split(", ")
+            return Summary(int(m["frames"]), sizes, int(m["errors"]))
+    raise AssertionError(f"no summary line in {stdout!r}")
+
+
+def decode_argv(path: Path, out: Path, *extra: str) -> list[str]:
+    return [tool("daedalus-v4l2"), "decode", str(path), "-o", str(out), *extra]
+
+
+def decode(path: Path, out: Path, *extra: str,
+           timeout: float = DECODE_TIMEOUT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(decode_argv(path, out, *extra), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def split(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
+    """Tightly packed NV12 frames of *sizes*, one after the other."""
+    frames, pos = [], 0
+    for width, height in sizes:
+        size = Geometry(width, height).packed_size
+        frames.append(data[pos:pos + size])
+        pos += size
+    assert pos == len(data), f"{len(sizes)} frames make {pos} bytes, not {len(data)}"
+    return frames
+
+
+# --- the reference, and GStreamer and FFmpeg ---------------------------------------------
+
+
+def frame_sizes(name: str) -> list[tuple[int, int]]:
+    """Each frame's size, from the recipe that made the clip."""
+    return [(p.width, p.height) for p in corpus.spec(name).parts for _ in range(p.frames)]
+
+
+def reference_frames(name: str) -> list[bytes]:
+    data = reference_output(corpus.path(name))
+    frames, pos = [], 0
+    for width, height in frame_sizes(name):
+        size = Geometry(width, height).packed_size
+        frames.append(data[pos:pos + size])
+        pos += size
+    assert pos == len(data), f"ffmpeg made {len(data)} bytes, the sizes say {pos}"
+    return frames
+
+
+def gst_frames(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
+    """GStreamer's raw NV12 frames (rows of ROUND_UP_4(width) bytes, chroma
+    at stride * ROUND_UP_2(height)) cropped to their visible pixels."""
+    frames, pos = [], 0
+    for width, height in sizes:
+        stride = (width + 3) & ~3
+        rows = (height + 1) & ~1
+        luma = [data[pos + r * stride:pos + r * stride + width] for r in range(height)]
+        base = pos + stride * rows
+        cwidth = 2 * ((width + 1) // 2)
+        chroma = [data[base + r * stride:base + r * stride + cwidth]
+                  for r in range((height + 1) // 2)]
+        frames.append(b"".join(luma + chroma))
+        pos += stride * rows * 3 // 2
+    assert pos == len(data), f"GStreamer wrote {len(data)} bytes, {len(sizes)} frames make {pos}"
+    return frames
+
+
+def webm_of(clip: Path, tmp_path: Path) -> Path:
+    """GStreamer 1.22's plugins-good read WebM, not IVF: the same frames, remuxed."""
+    if clip.suffix != ".ivf":
+        return clip
+    out = tmp_path / "clip.webm"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-i", str(clip), "-c", "copy",
+                    str(out)], check=True, timeout=300)
+    return out
+
+
+def gstreamer(name: str, tmp_path: Path, timeout: float = 600,
+              decoder_options: Sequence[str] = ()) -> tuple[int, str, bytes]:
+    """gst-launch-1.0 decoding clip *name* to raw NV12 through the node's
+    decoder element, with *decoder_options* (``property=value``) set on it:
+    (exit status, its output, the bytes it wrote)."""
+    codec = corpus.entry(name).codec
+    out = tmp_path / "gst.yuv"
+    proc = subprocess.run(["gst-launch-1.0", "-q", "filesrc",
+                           f"location={webm_of(corpus.path(name), tmp_path)}", "!",
+                           *GST_DECODER[codec], *decoder_options, "!",
+                           "video/x-raw,format=NV12", "!", "filesink", f"location={out}"],
+                          timeout=timeout, capture_output=True, text=True)
+    return proc.returncode, proc.stdout + proc.stderr, out.read_bytes() if out.exists() else b""
+
+
+def ffmpeg_argv(name: str, out: Path, *extra: str) -> list[str]:
+    codec = corpus.entry(name).codec
+    return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-c:v", V4L2M2M[codec],
+            "-i", str(corpus.path(name)), *extra, "-fps_mode", "passthrough", "-pix_fmt", "nv12",
+            "-f", "rawvideo", "-y", str(out)]
