@@ -137,7 +137,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     in_guest = os.environ.get("DAEDALUS_IN_GUEST") == "1"
     skip_guest = pytest.mark.skip(reason="runs inside the guest (see test_guest_tier.py)")
     skip_host = pytest.mark.skip(reason="host-tier test; this is the guest")
+    top = _phase_key(str(config.getoption("--phase")))
     for item in items:
+        superseded = item.get_closest_marker("superseded_in")
+        if superseded is not None and top >= _phase_key(str(superseded.args[0])):
+            item.add_marker(pytest.mark.skip(
+                reason=f"phase {superseded.args[0]} replaces this behaviour"))
+            continue
         is_guest = item.get_closest_marker("guest") is not None
         if is_guest and not in_guest:
             item.add_marker(skip_guest)

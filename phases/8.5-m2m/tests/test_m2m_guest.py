@@ -453,6 +453,7 @@ def test_stop_drains_and_start_resumes_with_capture_set_up_early() -> None:
             assert [f for _, f in frames] == want
 
 
+@pytest.mark.superseded_in("8.6")  # dma-buf: no inline cap (test_dmabuf_guest.py decodes 720p)
 def test_frames_beyond_the_inline_transport_are_refused_clearly(tmp_path: Path) -> None:
     """1280x720 NV12 (1,382,400 bytes) does not fit one FETCH answer: the
     kernel says so in its log and the CAPTURE buffer comes back in error;
