@@ -134,16 +134,24 @@ class GuestCommand:
         return result.status
 
 
-DEMO_CLIP = "vp9-320x240"
+# The clip the demo decodes, by the phase that can: 8.5's inline transport
+# carries frames up to ~1 MiB, 8.6's dma-bufs any size.
+DEMO_CLIPS = {(8, 5): "vp9-320x240", (8, 6): "vp9-1280x720"}
 
 
-def _demo_clip() -> Path | None:
-    """The corpus clip the demo decodes (phase 8.3's corpus), if installed."""
+def demo_clip_name(phase: tuple[int, int]) -> str | None:
+    """The corpus clip the demo decodes at *phase*; None before phase 8.5."""
+    names = [name for key, name in sorted(DEMO_CLIPS.items()) if key <= phase]
+    return names[-1] if names else None
+
+
+def _demo_clip(name: str) -> Path | None:
+    """Phase 8.3's corpus clip *name* (made on first use if large), if installed."""
     try:
         from daedalus.parse import corpus  # phase 8.3 and later
     except ImportError:
         return None
-    return Path(corpus.path(DEMO_CLIP))
+    return Path(corpus.path(name))
 
 
 class DemoCommand:
@@ -163,10 +171,11 @@ class DemoCommand:
                   "awk '/daedalus-v4l2/{getline; print $1; exit}'); "
                   "v4l2-ctl -d \"$dev\" --info; v4l2-ctl -d \"$dev\" --list-formats-out; "
                   "v4l2-ctl -d \"$dev\" --list-formats; v4l2-ctl -d \"$dev\" --get-fmt-video-out")
-        clip = _demo_clip()
-        decodes = phase_by_number(phase).key >= (8, 5) and clip is not None
+        name = demo_clip_name(phase_by_number(phase).key)
+        clip = _demo_clip(name) if name else None
+        decodes = clip is not None
         if decodes:
-            script += (f"; echo; echo '== decoding {DEMO_CLIP} through' \"$dev\"; "
+            script += (f"; echo; echo '== decoding {name} through' \"$dev\"; "
                        f"daedalus-v4l2 decode {clip} -o /tmp/demo.yuv --device \"$dev\" "
                        "--compare")
         config = GuestConfig(kernel=kernel, phase=phase)
