@@ -3,7 +3,6 @@ with per-stream state (``close_stream``), answered exactly once."""
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import socket
 import threading
@@ -12,18 +11,14 @@ from typing import ClassVar
 
 import pytest
 
-from daedalus.dispatch.loopback import serve_against
+from daedalus.dispatch.loopback import recv, send, serve_until_done
 from daedalus.dispatch.registry import Registry, RegistryError, StreamOwner
 from daedalus.proto import (
-    HDR_SIZE,
-    MAX_PAYLOAD,
     RESPONSE,
     Header,
     MsgType,
-    pack_header,
     pack_hello,
     pack_stream,
-    parse_header,
 )
 
 FIRST, SECOND, PLAIN = 0x41, 0x42, 0x43
@@ -127,22 +122,7 @@ Kernel = Callable[[socket.socket], Awaitable[None]]
 
 
 def serve(registry: Registry, kernel: Kernel) -> None:
-    async def main() -> None:
-        _, status = await serve_against(kernel, registry)
-        assert status == 0
-
-    asyncio.run(main())
-
-
-async def send(sock: socket.socket, type_: int, cookie: int, payload: bytes) -> None:
-    loop = asyncio.get_running_loop()
-    await loop.sock_sendall(sock, pack_header(type_, cookie, len(payload)) + payload)
-
-
-async def recv(sock: socket.socket, timeout: float = 5) -> tuple[Header, bytes]:
-    loop = asyncio.get_running_loop()
-    data = await asyncio.wait_for(loop.sock_recv(sock, HDR_SIZE + MAX_PAYLOAD), timeout)
-    return parse_header(data), data[HDR_SIZE:]
+    serve_until_done(registry, kernel)
 
 
 async def silent(sock: socket.socket, timeout: float = 0.3) -> bool:

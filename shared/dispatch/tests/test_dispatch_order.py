@@ -21,17 +21,13 @@ from typing import Any, ClassVar
 import pytest
 
 from daedalus.dispatch import daemon
-from daedalus.dispatch.loopback import serve_against
+from daedalus.dispatch.loopback import recv, send, serve_until_done
 from daedalus.dispatch.registry import Ordered, Registry, RegistryError
 from daedalus.proto import (
-    HDR_SIZE,
-    MAX_PAYLOAD,
     RESPONSE,
     Header,
     MsgType,
-    pack_header,
     pack_hello,
-    parse_header,
 )
 
 KEYED, BARRIER, OTHER, PLAIN, ASYNC = 0x51, 0x52, 0x53, 0x54, 0x55
@@ -150,22 +146,7 @@ def sessions(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[daemon.Session]]:
 
 
 def serve(registry: Registry, kernel: Kernel) -> None:
-    async def main() -> None:
-        _, status = await serve_against(kernel, registry)
-        assert status == 0
-
-    asyncio.run(main())
-
-
-async def send(sock: socket.socket, type_: int, cookie: int, payload: bytes) -> None:
-    loop = asyncio.get_running_loop()
-    await loop.sock_sendall(sock, pack_header(type_, cookie, len(payload)) + payload)
-
-
-async def recv(sock: socket.socket, timeout: float = 10) -> tuple[Header, bytes]:
-    loop = asyncio.get_running_loop()
-    data = await asyncio.wait_for(loop.sock_recv(sock, HDR_SIZE + MAX_PAYLOAD), timeout)
-    return parse_header(data), data[HDR_SIZE:]
+    serve_until_done(registry, kernel)
 
 
 async def hello(sock: socket.socket) -> None:

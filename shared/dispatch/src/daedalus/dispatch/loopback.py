@@ -35,6 +35,7 @@ from daedalus.dispatch.device import (
     DmaBufError,
 )
 from daedalus.dispatch.registry import Registry
+from daedalus.proto import HDR_SIZE, MAX_PAYLOAD, Header, pack_header, parse_header
 
 T = TypeVar("T")
 
@@ -57,6 +58,29 @@ async def serve_against(kernel: Callable[[socket.socket], Awaitable[T]],
         finally:
             stop.set()
         return result, await asyncio.wait_for(served, stop_timeout)
+
+
+def serve_until_done(registry: Registry | Iterable[object],
+                     kernel: Callable[[socket.socket], Awaitable[object]]) -> None:
+    """``serve_against`` in a fresh event loop; the daemon must exit 0."""
+    async def main() -> None:
+        _, status = await serve_against(kernel, registry)
+        assert status == 0, f"daedalusd exited {status}"
+
+    asyncio.run(main())
+
+
+async def send(sock: socket.socket, type_: int, cookie: int, payload: bytes) -> None:
+    """The stand-in kernel queues one request (a header and *payload*)."""
+    loop = asyncio.get_running_loop()
+    await loop.sock_sendall(sock, pack_header(type_, cookie, len(payload)) + payload)
+
+
+async def recv(sock: socket.socket, timeout: float = 10) -> tuple[Header, bytes]:
+    """The next message the daemon wrote: its header and payload."""
+    loop = asyncio.get_running_loop()
+    data = await asyncio.wait_for(loop.sock_recv(sock, HDR_SIZE + MAX_PAYLOAD), timeout)
+    return parse_header(data), data[HDR_SIZE:]
 
 
 # --- a stand-in for DAEDALUS_IOC_GET_DMABUF ----------------------------------------

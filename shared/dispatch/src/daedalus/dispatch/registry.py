@@ -56,7 +56,7 @@ Entry points come in no reliable order, so handlers are sorted by
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -138,6 +138,21 @@ class DeviceUser(Protocol):
     blocking). It may run again with another device for a new session."""
 
     def attach_device(self, device: Device) -> None: ...
+
+
+def _each(registrations: Iterable[Registration], call: Callable[[Registration], None],
+          what: str) -> list[tuple[Registration, Exception]]:
+    """*call* each registration in order; never raises. Returns the ones that
+    failed (each logged as failing to *what*), with their exception: one
+    handler's bug must not cost the others."""
+    failed: list[tuple[Registration, Exception]] = []
+    for reg in registrations:
+        try:
+            call(reg)
+        except Exception as exc:
+            log.exception("handler %s failed to %s", reg.name, what)
+            failed.append((reg, exc))
+    return failed
 
 
 def opcode_name(opcode: int) -> str:
@@ -285,16 +300,11 @@ class Registry:
         """Tell every StreamOwner that *stream_id* is closed, in registration
         order; never raises. Returns the handlers that failed (each logged),
         with their exception: a handler's bug must not keep the others' state."""
-        failed: list[tuple[Registration, Exception]] = []
-        for reg in self.stream_owners:
-            owner = reg.stream_owner
-            assert owner is not None
-            try:
-                owner.close_stream(stream_id)
-            except Exception as exc:
-                log.exception("handler %s failed to close stream %d", reg.name, stream_id)
-                failed.append((reg, exc))
-        return failed
+        def close(reg: Registration) -> None:
+            assert reg.stream_owner is not None
+            reg.stream_owner.close_stream(stream_id)
+
+        return _each(self.stream_owners, close, f"close stream {stream_id}")
 
     @property
     def device_users(self) -> tuple[Registration, ...]:
@@ -305,16 +315,11 @@ class Registry:
         """Hand *device* to every DeviceUser, in registration order; never
         raises. Returns the handlers that failed (each logged), with their
         exception: the others are attached all the same."""
-        failed: list[tuple[Registration, Exception]] = []
-        for reg in self.device_users:
-            user = reg.device_user
-            assert user is not None
-            try:
-                user.attach_device(device)
-            except Exception as exc:
-                log.exception("handler %s failed to attach the device", reg.name)
-                failed.append((reg, exc))
-        return failed
+        def attach(reg: Registration) -> None:
+            assert reg.device_user is not None
+            reg.device_user.attach_device(device)
+
+        return _each(self.device_users, attach, "attach the device")
 
     @property
     def opcodes(self) -> Sequence[int]:
