@@ -150,6 +150,7 @@ static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix)
 void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix)
 {
 	const struct daedalus_coded_fmt *fmt;
+	u32 limit;
 
 	fmt = daedalus_find_coded_fmt(pix->pixelformat);
 	if (!fmt)
@@ -157,10 +158,16 @@ void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix)
 	pix->pixelformat = fmt->fourcc;
 	daedalus_clamp_size(pix);
 	pix->plane_fmt[0].bytesperline = 0;
-	pix->plane_fmt[0].sizeimage = max(pix->plane_fmt[0].sizeimage,
-					  fmt->min_buffer_size);
-	pix->plane_fmt[0].sizeimage = min_t(u32, pix->plane_fmt[0].sizeimage,
-					    SZ_32M);
+	/*
+	 * A coded frame takes about what its raw picture takes at most, so
+	 * the buffer an application may ask for is bounded by the NV12 size
+	 * of the coded picture (never below the codec's minimum, never above
+	 * 32 MiB): a small stream cannot pin large buffers.
+	 */
+	limit = clamp_t(u32, pix->width * pix->height * 3 / 2,
+			fmt->min_buffer_size, SZ_32M);
+	pix->plane_fmt[0].sizeimage = clamp_t(u32, pix->plane_fmt[0].sizeimage,
+					      fmt->min_buffer_size, limit);
 }
 
 /*
