@@ -60,7 +60,8 @@ from typing import Any, NoReturn
 import numpy as np
 from linuxpy.video import raw
 
-from daedalus.m2m.layout import Geometry, crop, fits, lay_out
+from daedalus.dispatch.device import Device
+from daedalus.m2m.layout import Geometry, buffer_size, crop, fits, lay_out
 from daedalus.m2m.v4l2 import (
     EVENT_EOS,
     EVENT_SOURCE_CHANGE,
@@ -1000,9 +1001,18 @@ class FakeDaemon(threading.Thread):
                 return
             packed = np.frombuffer(fake_frame_pixels(n), np.uint8)
             split = FAKE_WIDTH * FAKE_HEIGHT
-            pixels = lay_out(packed[:split].reshape(FAKE_HEIGHT, FAKE_WIDTH),
-                             packed[split:].reshape(FAKE_HEIGHT // 2, FAKE_WIDTH),
-                             fetch.bytesperline, fetch.height)
+            luma = packed[:split].reshape(FAKE_HEIGHT, FAKE_WIDTH)
+            chroma = packed[split:].reshape(FAKE_HEIGHT // 2, FAKE_WIDTH)
+            if fetch.dmabuf:  # phase 8.6: into the CAPTURE buffer, as daedalusd does
+                size = buffer_size(fetch.bytesperline, fetch.height)
+                with Device(self.fd).get_dmabuf(hdr.cookie) as buf, \
+                        buf.access(write=True) as data:
+                    lay_out(luma, chroma, fetch.bytesperline, fetch.height,
+                            out=np.frombuffer(data, np.uint8, count=size), zeroed=False)
+                self.log.append(("fetch", n))
+                self._answer(hdr.type, hdr.cookie, pack_fetch_resp(info, nr_bytes=size))
+                return
+            pixels = lay_out(luma, chroma, fetch.bytesperline, fetch.height)
             self.log.append(("fetch", n))
             self._answer(hdr.type, hdr.cookie, pack_fetch_resp(info, pixels.tobytes()))
         elif hdr.type == MsgType.PING:
