@@ -25,6 +25,12 @@ static int daedalus_querycap(struct file *file, void *priv,
 	return 0;
 }
 
+/*
+ * The description is the table's name, the same string the V4L2 core gives
+ * the formats it knows ("VP9", "H.264"). A fourcc the core does not know
+ * ('AV01', see compat.h) must come with one: without it the core warns
+ * (WARN, "Unknown pixelformat") at every enumeration.
+ */
 static int daedalus_enum_fmt_out(struct file *file, void *priv,
 				 struct v4l2_fmtdesc *f)
 {
@@ -36,6 +42,7 @@ static int daedalus_enum_fmt_out(struct file *file, void *priv,
 		return -EINVAL;
 	f->pixelformat = fmt->fourcc;
 	f->flags = V4L2_FMT_FLAG_COMPRESSED;
+	strscpy(f->description, fmt->name, sizeof(f->description));
 	return 0;
 }
 

@@ -36,7 +36,7 @@
  * struct daedalus_coded_fmt - a codec: a compressed format accepted on OUTPUT
  * @fourcc: V4L2 pixel format.
  * @codec: enum daedalus_codec, how requests to the daemon name it.
- * @name: human-readable codec name.
+ * @name: human-readable codec name; the format's ENUM_FMT description.
  * @min_buffer_size: smallest OUTPUT buffer we hand out, in bytes.
  * @fmt_flags: V4L2_FMT_FLAG_* besides COMPRESSED that describe how the
  *	decoder takes this codec's bytestream (continuous bytestream, dynamic
