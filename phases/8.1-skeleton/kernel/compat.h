@@ -43,16 +43,17 @@ static inline void daedalus_fh_del(struct v4l2_fh *fh, struct file *file)
 }
 
 /*
- * AV1 on a stateful decoder needs a stateful AV1 coded format. Neither 6.1
- * nor 6.12 defines one (6.12 has only the stateless V4L2_PIX_FMT_AV1_FRAME,
- * which belongs on a request-API node), so AV1 is offered only where the
- * kernel headers provide V4L2_PIX_FMT_AV1; elsewhere its fourcc is 0 and the
- * format table skips the entry.
+ * AV1 on a stateful decoder needs a stateful AV1 coded format (one temporal
+ * unit per buffer). Neither 6.1 nor 6.12 defines one: 6.12 has only the
+ * stateless V4L2_PIX_FMT_AV1_FRAME ('AV1F'), which belongs on a request-API
+ * node. Where the uAPI lacks V4L2_PIX_FMT_AV1 the node uses 'AV01', the
+ * value ChromeOS' V4L2 stack defines for stateful AV1 (not upstream yet).
+ * Which phases offer it is the format table's business (daedalus-formats.c).
  */
 #ifdef V4L2_PIX_FMT_AV1
 #define DAEDALUS_PIX_FMT_AV1	V4L2_PIX_FMT_AV1
 #else
-#define DAEDALUS_PIX_FMT_AV1	0	/* not offered: see daedalus-formats.c */
+#define DAEDALUS_PIX_FMT_AV1	v4l2_fourcc('A', 'V', '0', '1')
 #endif
 
 #endif /* _DAEDALUS_COMPAT_H */

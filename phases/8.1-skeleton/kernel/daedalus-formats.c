@@ -5,10 +5,19 @@
  * Codec specifics are data here, never switch statements: a codec is one
  * entry of daedalus_coded_fmts[], the kernel's only table of codecs (its
  * fourcc, wire codec id, name, buffer size and bytestream flags; later
- * layers read it, they keep no table of their own). An entry whose fourcc
- * is 0 is not offered by the running kernel (see DAEDALUS_PIX_FMT_AV1 in
- * compat.h) and is skipped by enumeration and lookup alike.
+ * layers read it, they keep no table of their own).
+ *
+ * An entry marked opt_in is a codec a later phase brings to the node: the
+ * node offers it only once that layer's @init enabled it on the device
+ * (daedalus_coded_fmt_enable()); until then enumeration, lookup by fourcc,
+ * TRY_FMT / S_FMT and ENUM_FRAMESIZES skip it as if the table lacked it, so
+ * the earlier phases' node offers exactly what it always did. AV1 is one:
+ * the roadmap puts it on the node with phase 8.6 (see daedalus-dmabuf.c).
+ * Lookup by wire codec (daedalus_coded_fmt_by_codec()) does not look at
+ * opt_in: it names codecs for the daemon, not formats of the node.
  */
+#include <linux/bits.h>
+#include <linux/build_bug.h>
 #include <linux/kernel.h>
 #include <linux/minmax.h>
 #include <linux/string.h>
@@ -35,13 +44,18 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 					  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
 	},
 	{
+		/* One temporal unit per OUTPUT buffer: no continuous bytestream. */
 		.fourcc			= DAEDALUS_PIX_FMT_AV1,
 		.codec			= DAEDALUS_CODEC_AV1,
 		.name			= "AV1",
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
+		.opt_in			= true,
 	},
 };
+
+/* One bit of daedalus_dev.coded_fmts_enabled per entry. */
+static_assert(ARRAY_SIZE(daedalus_coded_fmts) <= BITS_PER_LONG);
 
 static const struct daedalus_decoded_fmt daedalus_decoded_fmts[] = {
 	{
@@ -52,17 +66,26 @@ static const struct daedalus_decoded_fmt daedalus_decoded_fmts[] = {
 	},
 };
 
+/* Whether @dev offers entry @i of daedalus_coded_fmts[]. */
+static bool daedalus_coded_fmt_offered(const struct daedalus_dev *dev,
+				       unsigned int i)
+{
+	return !daedalus_coded_fmts[i].opt_in ||
+	       (dev->coded_fmts_enabled & BIT(i));
+}
+
 /*
- * daedalus_coded_fmt_by_index() - the @index-th coded format this kernel offers
+ * daedalus_coded_fmt_by_index() - the @index-th coded format @dev offers
  *
- * Entries with a zero fourcc do not count. Returns NULL past the end.
+ * Entries @dev does not offer do not count. Returns NULL past the end.
  */
-const struct daedalus_coded_fmt *daedalus_coded_fmt_by_index(unsigned int index)
+const struct daedalus_coded_fmt *
+daedalus_coded_fmt_by_index(const struct daedalus_dev *dev, unsigned int index)
 {
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(daedalus_coded_fmts); i++) {
-		if (!daedalus_coded_fmts[i].fourcc)
+		if (!daedalus_coded_fmt_offered(dev, i))
 			continue;
 		if (!index--)
 			return &daedalus_coded_fmts[i];
@@ -74,9 +97,9 @@ const struct daedalus_coded_fmt *daedalus_coded_fmt_by_index(unsigned int index)
  * daedalus_coded_fmt_by_codec() - the table's entry for a wire codec
  * @codec: enum daedalus_codec, as a request names it
  *
- * Return: the entry, also for a codec the running kernel has no V4L2 format
- * for (its fourcc is 0: it is still decoded through the debugfs round trip),
- * or NULL for a value that names no codec.
+ * Return: the entry, also for a codec the node does not offer (an opt-in
+ * entry no layer enabled: it is still decoded through the debugfs round
+ * trip of phase 8.4), or NULL for a value that names no codec.
  */
 const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec)
 {
@@ -88,16 +111,68 @@ const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec)
 	return NULL;
 }
 
-const struct daedalus_coded_fmt *daedalus_find_coded_fmt(u32 fourcc)
+/* The coded format @dev offers as @fourcc, or NULL. */
+const struct daedalus_coded_fmt *
+daedalus_find_coded_fmt(const struct daedalus_dev *dev, u32 fourcc)
 {
 	unsigned int i;
 
-	if (!fourcc)
-		return NULL;
 	for (i = 0; i < ARRAY_SIZE(daedalus_coded_fmts); i++)
-		if (daedalus_coded_fmts[i].fourcc == fourcc)
+		if (daedalus_coded_fmts[i].fourcc == fourcc &&
+		    daedalus_coded_fmt_offered(dev, i))
 			return &daedalus_coded_fmts[i];
 	return NULL;
+}
+
+/* The index of the opt-in entry of wire codec @codec, or -EINVAL. */
+static int daedalus_opt_in_index(u32 codec)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_coded_fmts); i++)
+		if (daedalus_coded_fmts[i].codec == codec &&
+		    daedalus_coded_fmts[i].opt_in)
+			return i;
+	return -EINVAL;
+}
+
+/**
+ * daedalus_coded_fmt_enable() - offer an opt-in codec on @dev
+ * @dev: the device.
+ * @codec: enum daedalus_codec of an entry marked opt_in.
+ *
+ * The hook through which a later layer brings its codec to the node: its
+ * @init calls this and its @exit calls daedalus_coded_fmt_disable(). No
+ * lock: @init runs before any layer's @publish and @exit after the last
+ * user is gone (see daedalus_layer_priv()), so no ioctl reads
+ * @dev->coded_fmts_enabled while it changes. Process context.
+ *
+ * Return: 0, or -EINVAL when no opt-in entry has @codec (an entry without
+ * opt_in is always offered).
+ */
+int daedalus_coded_fmt_enable(struct daedalus_dev *dev, u32 codec)
+{
+	int i = daedalus_opt_in_index(codec);
+
+	if (i < 0)
+		return i;
+	dev->coded_fmts_enabled |= BIT(i);
+	return 0;
+}
+
+/**
+ * daedalus_coded_fmt_disable() - undo daedalus_coded_fmt_enable()
+ * @dev: the device.
+ * @codec: the codec the same layer enabled.
+ *
+ * From the enabling layer's @exit only (no lock, as for enabling).
+ */
+void daedalus_coded_fmt_disable(struct daedalus_dev *dev, u32 codec)
+{
+	int i = daedalus_opt_in_index(codec);
+
+	if (i >= 0)
+		dev->coded_fmts_enabled &= ~BIT(i);
 }
 
 const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index)
@@ -142,19 +217,21 @@ static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix)
 }
 
 /*
- * daedalus_fill_coded_fmt() - make @pix a valid OUTPUT format
+ * daedalus_fill_coded_fmt() - make @pix a valid OUTPUT format of @dev
  *
- * An unknown fourcc becomes the first coded format (VIDIOC_TRY_FMT never
- * fails on a format it does not know). Coded data has no line stride.
+ * A fourcc @dev does not offer becomes the first coded format
+ * (VIDIOC_TRY_FMT never fails on a format it does not know). Coded data has
+ * no line stride.
  */
-void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix)
+void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
+			     struct v4l2_pix_format_mplane *pix)
 {
 	const struct daedalus_coded_fmt *fmt;
 	u32 limit;
 
-	fmt = daedalus_find_coded_fmt(pix->pixelformat);
+	fmt = daedalus_find_coded_fmt(dev, pix->pixelformat);
 	if (!fmt)
-		fmt = daedalus_coded_fmt_by_index(0);
+		fmt = daedalus_coded_fmt_by_index(dev, 0);
 	pix->pixelformat = fmt->fourcc;
 	daedalus_clamp_size(pix);
 	pix->plane_fmt[0].bytesperline = 0;
@@ -202,11 +279,11 @@ void daedalus_default_fmts(struct daedalus_ctx *ctx)
 	struct v4l2_pix_format_mplane *cap = &ctx->cap_fmt;
 
 	memset(out, 0, sizeof(*out));
-	out->pixelformat = daedalus_coded_fmt_by_index(0)->fourcc;
+	out->pixelformat = daedalus_coded_fmt_by_index(ctx->dev, 0)->fourcc;
 	out->width = 320;
 	out->height = 240;
 	out->colorspace = V4L2_COLORSPACE_REC709;
-	daedalus_fill_coded_fmt(out);
+	daedalus_fill_coded_fmt(ctx->dev, out);
 
 	memset(cap, 0, sizeof(*cap));
 	cap->pixelformat = V4L2_PIX_FMT_NV12;

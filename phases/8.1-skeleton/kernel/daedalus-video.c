@@ -25,16 +25,24 @@ static int daedalus_querycap(struct file *file, void *priv,
 	return 0;
 }
 
+/*
+ * The description is the table's name, the same string the V4L2 core gives
+ * the formats it knows ("VP9", "H.264"). A fourcc the core does not know
+ * ('AV01', see compat.h) must come with one: without it the core warns
+ * (WARN, "Unknown pixelformat") at every enumeration.
+ */
 static int daedalus_enum_fmt_out(struct file *file, void *priv,
 				 struct v4l2_fmtdesc *f)
 {
 	const struct daedalus_coded_fmt *fmt;
 
-	fmt = daedalus_coded_fmt_by_index(f->index);
+	fmt = daedalus_coded_fmt_by_index(daedalus_file_to_ctx(file)->dev,
+					  f->index);
 	if (!fmt)
 		return -EINVAL;
 	f->pixelformat = fmt->fourcc;
 	f->flags = V4L2_FMT_FLAG_COMPRESSED;
+	strscpy(f->description, fmt->name, sizeof(f->description));
 	return 0;
 }
 
@@ -53,9 +61,11 @@ static int daedalus_enum_fmt_cap(struct file *file, void *priv,
 static int daedalus_enum_framesizes(struct file *file, void *priv,
 				    struct v4l2_frmsizeenum *fsize)
 {
+	struct daedalus_dev *dev = daedalus_file_to_ctx(file)->dev;
+
 	if (fsize->index)
 		return -EINVAL;
-	if (!daedalus_find_coded_fmt(fsize->pixel_format) &&
+	if (!daedalus_find_coded_fmt(dev, fsize->pixel_format) &&
 	    !daedalus_find_decoded_fmt(fsize->pixel_format))
 		return -EINVAL;
 
@@ -86,7 +96,7 @@ static int daedalus_g_fmt_cap(struct file *file, void *priv,
 static int daedalus_try_fmt_out(struct file *file, void *priv,
 				struct v4l2_format *f)
 {
-	daedalus_fill_coded_fmt(&f->fmt.pix_mp);
+	daedalus_fill_coded_fmt(daedalus_file_to_ctx(file)->dev, &f->fmt.pix_mp);
 	return 0;
 }
 
@@ -117,7 +127,7 @@ static int daedalus_s_fmt_out(struct file *file, void *priv,
 	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 	struct v4l2_pix_format_mplane *cap = &ctx->cap_fmt;
 
-	daedalus_fill_coded_fmt(&f->fmt.pix_mp);
+	daedalus_fill_coded_fmt(ctx->dev, &f->fmt.pix_mp);
 	ctx->out_fmt = f->fmt.pix_mp;
 
 	/* dev-decoder.rst: S_FMT(OUTPUT) propagates size and colorimetry. */

@@ -34,13 +34,16 @@
 
 /**
  * struct daedalus_coded_fmt - a codec: a compressed format accepted on OUTPUT
- * @fourcc: V4L2 pixel format; 0 when the running kernel has no such format.
+ * @fourcc: V4L2 pixel format.
  * @codec: enum daedalus_codec, how requests to the daemon name it.
- * @name: human-readable codec name.
+ * @name: human-readable codec name; the format's ENUM_FMT description.
  * @min_buffer_size: smallest OUTPUT buffer we hand out, in bytes.
  * @fmt_flags: V4L2_FMT_FLAG_* besides COMPRESSED that describe how the
  *	decoder takes this codec's bytestream (continuous bytestream, dynamic
  *	resolution); reported by the layer that decodes (phase 8.5 on).
+ * @opt_in: not offered on the node until a later layer enables it on the
+ *	device (daedalus_coded_fmt_enable()): a codec that a later phase
+ *	brings, while the earlier phases' node keeps its formats.
  *
  * The one table of codecs in the kernel (daedalus-formats.c): every fact a
  * layer needs about a codec is a member here, and later layers read it
@@ -53,6 +56,7 @@ struct daedalus_coded_fmt {
 	const char *name;
 	u32 min_buffer_size;
 	u32 fmt_flags;
+	bool opt_in;
 };
 
 /**
@@ -79,6 +83,12 @@ struct daedalus_decoded_fmt {
  *	layer's @init may point it at its own copy that wraps them.
  * @ioctl_ops: ioctl table for @vfd, registered by phase 8.1's @init; a later
  *	layer's @init may point it at its own copy that wraps it.
+ * @coded_fmts_enabled: the opt-in coded formats a later layer enabled on
+ *	this device, bit i for entry i of the table (daedalus-formats.c).
+ *	Written by layers' @init and @exit only (daedalus_coded_fmt_enable()),
+ *	read-only while anything is published: no lock. Per device, not
+ *	global: after an unbind, the old device's @exit runs when its last
+ *	file closes, possibly after a new device was probed and published.
  * @layers_inited: how many layers' @init succeeded (for unwinding).
  * @layers_published: how many layers' @publish succeeded (for unwinding).
  * @layer_priv: one slot per entry of daedalus_layers[], at the same index:
@@ -91,6 +101,7 @@ struct daedalus_dev {
 	struct mutex vdev_lock; /* serializes ioctls on vfd */
 	const struct v4l2_file_operations *fops;
 	const struct v4l2_ioctl_ops *ioctl_ops;
+	unsigned long coded_fmts_enabled;
 	unsigned int layers_inited;
 	unsigned int layers_published;
 	void *layer_priv[];
@@ -118,13 +129,18 @@ static inline struct daedalus_ctx *daedalus_file_to_ctx(struct file *file)
 }
 
 /* daedalus-formats.c */
-const struct daedalus_coded_fmt *daedalus_coded_fmt_by_index(unsigned int index);
-const struct daedalus_coded_fmt *daedalus_find_coded_fmt(u32 fourcc);
+const struct daedalus_coded_fmt *
+daedalus_coded_fmt_by_index(const struct daedalus_dev *dev, unsigned int index);
+const struct daedalus_coded_fmt *
+daedalus_find_coded_fmt(const struct daedalus_dev *dev, u32 fourcc);
 const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec);
+int daedalus_coded_fmt_enable(struct daedalus_dev *dev, u32 codec);
+void daedalus_coded_fmt_disable(struct daedalus_dev *dev, u32 codec);
 const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index);
 const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc);
 const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt);
-void daedalus_fill_coded_fmt(struct v4l2_pix_format_mplane *pix);
+void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
+			     struct v4l2_pix_format_mplane *pix);
 void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
 void daedalus_default_fmts(struct daedalus_ctx *ctx);
 

@@ -29,17 +29,6 @@ V4L2_CAP_DEVICE_CAPS = 0x80000000
 V4L2_FMT_FLAG_COMPRESSED = 0x0001
 
 
-def _kernel_defines(macro: str) -> bool:
-    """Whether the running kernel's uapi videodev2.h defines *macro*."""
-    release = os.uname().release
-    for hdr in [*Path("/usr/src").glob(f"linux-headers-{release}*/include/uapi/linux/videodev2.h"),
-                *Path("/usr/src").glob(
-                    f"linux-headers-{release.rsplit('-', 1)[0]}-common/include/uapi/linux/"
-                    "videodev2.h")]:
-        return re.search(rf"^#define\s+{macro}\s", hdr.read_text(), re.M) is not None
-    pytest.fail(f"no kernel headers for {release} under /usr/src")
-
-
 @pytest.fixture()
 def node() -> Path:
     return find_node()
@@ -67,10 +56,11 @@ def test_querycap(node: Path) -> None:
     assert cap.version >> 16 == major and (cap.version >> 8) & 0xFF == minor
 
 
+@pytest.mark.superseded_in("8.6")  # AV1 joins: phases/8.6-dmabuf/tests/test_av1_guest.py
 def test_coded_formats_on_output(node: Path) -> None:
+    """VP9 and H.264, exactly, on every kernel: the table's AV1 entry is
+    opt-in, and no layer up to phase 8.5 enables it (daedalus-formats.c)."""
     expected = ["VP90", "H264"]
-    if _kernel_defines("V4L2_PIX_FMT_AV1"):
-        expected.append("AV01")
     with VideoNode(node) as v:
         assert v.formats(OUTPUT) == expected
         for i in range(len(expected)):

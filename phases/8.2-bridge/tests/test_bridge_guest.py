@@ -26,6 +26,7 @@ from daedalus.bridge.fake import (
     CHARDEV,
     HDR,
     DebugfsCall,
+    chardev,
     handshake,
     hdr_bytes,
     hello_payload,
@@ -50,12 +51,8 @@ def write_expect(fd: int, data: bytes, err: int | None) -> None:
 @pytest.fixture()
 def fake() -> Iterator[int]:
     """The chardev, opened by this process with the real daemon stopped."""
-    with daemon_stopped():
-        fd = os.open(CHARDEV, os.O_RDWR | os.O_NONBLOCK)
-        try:
-            yield fd
-        finally:
-            os.close(fd)
+    with daemon_stopped(), chardev() as fd:
+        yield fd
 
 
 class Pinger(DebugfsCall):

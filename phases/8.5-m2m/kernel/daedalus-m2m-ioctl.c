@@ -35,7 +35,8 @@ static int daedalus_m2m_enum_fmt_out(struct file *file, void *priv,
 	ret = base->vidioc_enum_fmt_vid_out(file, priv, f);
 	if (ret)
 		return ret;
-	fmt = daedalus_find_coded_fmt(f->pixelformat);
+	fmt = daedalus_find_coded_fmt(daedalus_file_to_ctx(file)->dev,
+				      f->pixelformat);
 	if (fmt)
 		f->flags |= fmt->fmt_flags;
 	return 0;

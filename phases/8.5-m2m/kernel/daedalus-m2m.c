@@ -559,7 +559,8 @@ static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 			 struct vb2_v4l2_buffer *src, u32 flags)
 {
 	const struct daedalus_coded_fmt *codec =
-		daedalus_find_coded_fmt(ctx->base.out_fmt.pixelformat);
+		daedalus_find_coded_fmt(daedalus_m2m_dev(ctx),
+					ctx->base.out_fmt.pixelformat);
 
 	if (!codec)
 		return -EINVAL;

@@ -12,9 +12,10 @@ build, not PyAV's), and their digests with a pure-Python FNV-1a 64.
 
 Streams are phase 8.3's corpus: vp9-320x240.ivf one frame per buffer,
 h264-high-320x240.h264 cut into 1000-byte slices and into random slices (a
-continuous byte stream knows no frame boundaries). Expected H.264 timestamps
-come from ffprobe: the byte position of the packet each frame was decoded
-from, looked up among the slices.
+continuous byte stream knows no frame boundaries), av1-320x240.ivf and
+av1-174x98.obu one temporal unit per buffer (what phase 8.6's node sends for
+'AV01'). Expected H.264 timestamps come from ffprobe: the byte position of
+the packet each frame was decoded from, looked up among the slices.
 
 Phase 8.6's dma-bufs: the same ``Kernel`` in dmabuf mode sends its FEEDs
 with DAEDALUS_DECODE_DMABUF (the bytes at an offset of an OUTPUT buffer) and
@@ -102,6 +103,7 @@ from daedalus.proto import (
     Header,
     MsgType,
     PixFmt,
+    codecs,
     fnv1a64,
     pack_decode_req,
     pack_fetch_req,
@@ -121,6 +123,8 @@ VP9 = "vp9-320x240"
 H264 = "h264-high-320x240"
 VP9_10BIT = "vp9-p2-10bit-320x240"
 RESIZE = "vp9-resize-320x240-174x98"
+AV1 = "av1-320x240"        # IVF; hidden frames and show_existing_frame
+AV1_OBU = "av1-174x98"     # a low-overhead OBU stream, odd size
 
 
 def fnv1a64_reference(data: bytes) -> int:
@@ -977,11 +981,11 @@ def test_p010_frames_need_a_p010_stride() -> None:
     assert [f.picture for f in got] == want[1:]
 
 
-@pytest.mark.parametrize("name", [VP9_10BIT, "h264-high10-320x240"])
+@pytest.mark.parametrize("name", [VP9_10BIT, "h264-high10-320x240", "av1-10bit-320x240"])
 def test_10bit_420_is_reported_as_p010(name: str) -> None:
     """10-bit 4:2:0 is delivered (the kernel decides whether its node offers P010)."""
     path = corpus_path(name)
-    codec = Codec.H264 if name.startswith("h264") else Codec.VP9
+    codec = codecs.BY_NAME[corpus.entry(name).codec].codec
     chunks = slices(path.read_bytes(), lambda: 1000) if codec == Codec.H264 else packets(name)
     kernel = Kernel(StatefulHandler(), 19, codec)
     kernel.feed_all(chunks)
@@ -1028,6 +1032,42 @@ def test_resolution_change_reports_each_frame_at_its_size() -> None:
     sizes = [(f.frame.width, f.frame.height) for f in got]
     assert sizes == [(320, 240)] * 10 + [(174, 98)] * 10
     assert [f.picture for f in got] == reference_frames(path, sizes)
+
+
+# --- AV1: one temporal unit per buffer (on the node from phase 8.6) ----------------------
+
+
+@pytest.mark.parametrize("transport", ["inline", "dmabuf"])
+@pytest.mark.parametrize(("name", "container", "width", "height"), [
+    (AV1, "ivf", 320, 240), (AV1_OBU, "obu", 174, 98)])
+def test_av1_temporal_unit_per_buffer_is_byte_exact(name: str, container: str, width: int,
+                                                    height: int, transport: str) -> None:
+    """'AV01' as the node sends it: one temporal unit per FEED, no parser (no
+    CONTINUOUS_BYTESTREAM). Each FEED's answer lists the one frame its unit
+    shows (a 5-byte show_existing_frame unit too), with that buffer's
+    timestamp; the drain adds none. The pictures are Debian ffmpeg's, byte
+    for byte, through either transport."""
+    path = corpus_path(name)
+    info, read = read_all(path)
+    assert (info.codec, info.container) == ("av1", container)
+    units = [p.data for p in read]
+    timestamps = [7_000_000_000 + 40_000_000 * i for i in range(len(units))]
+    kernel = (Kernel(StatefulHandler(), 21, Codec.AV1) if transport == "inline"
+              else dmabuf_kernel(21, Codec.AV1))
+    listed = [kernel.feed(unit, ts).frames for unit, ts in zip(units, timestamps, strict=True)]
+    assert not kernel.errors
+    assert [[f.timestamp for f in frames] for frames in listed] == [[ts] for ts in timestamps]
+    assert not kernel.feed(flags=DECODE_FLUSH, timestamp=2**64 - 1).frames
+    got = kernel.fetch_all()
+    assert len(got) == len(units) == 10
+    assert [f.frame.key for f in got] == [True] + [False] * 9
+    assert {(f.frame.width, f.frame.height, f.frame.pixfmt) for f in got} == {
+        (width, height, PixFmt.NV12)}
+    want = reference_frames(path, [(width, height)] * 10)
+    assert [f.picture for f in got] == want
+    assert [f.frame.digest for f in got] == [fnv1a64(w) for w in want]
+    if kernel.device is not None:
+        assert not kernel.device.leaks() and not kernel.device.buffers
 
 
 # --- phase 8.6: bitstream and pixels through dma-bufs -------------------------------------

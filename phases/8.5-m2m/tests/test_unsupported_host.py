@@ -7,7 +7,8 @@ for that format's bit depth and chroma subsampling (log2_chroma_w / _h). The
 expected lines are built from those facts. Then the tool's own path: an EIO
 from the node (the fatal state of dev-decoder.rst) ends the decode with
 NodeStopped, and ``daedalus-v4l2 decode`` turns that into REFUSED and one
-line naming the property.
+line naming the property. A codec the node does not list on OUTPUT (AV1 on
+phase 8.5's node) is REFUSED before any buffer, in one line too.
 """
 
 from __future__ import annotations
@@ -188,7 +189,8 @@ def run_decode(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 @pytest.mark.parametrize("name", ["h264-high444-176x144", "h264-high422-176x144",
                                   "vp9-p1-444-176x144", "h264-high10-320x240",
-                                  "vp9-p2-10bit-320x240"])
+                                  "vp9-p2-10bit-320x240", "av1-10bit-128x96",
+                                  "av1-10bit-320x240"])
 def test_decode_says_which_property_is_unsupported(name: str, tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,3 +217,37 @@ def test_decode_of_a_stream_the_node_carries_says_what_the_node_did(
     assert err == ("daedalus-v4l2 decode: /dev/video-stopped: the node stopped the stream (a "
                    "V4L2 call failed with EIO after 0 frames): it refused the stream or has no "
                    "CAPTURE format for its frames\n")
+
+
+class NodeWithoutAv1(StoppedNode):
+    """Stands in for phase 8.5's node: a decoder whose OUTPUT offers VP9 and
+    H.264 only. No ioctl may reach it (fd -1)."""
+
+    fd = -1
+
+    def check_m2m(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("name", ["av1-320x240", "av1-174x98"])
+def test_decode_of_av1_on_a_node_without_av01_is_refused_in_one_line(
+        name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """AV1 in IVF and as an OBU stream: the tool reads the file, looks for the
+    codec table's fourcc (AV01) among ENUM_FMT(OUTPUT) and stops REFUSED
+    before S_FMT or any buffer, with the line phase 8.5's guest test expects."""
+    monkeypatch.setattr(cli, "M2MNode", NodeWithoutAv1)
+    monkeypatch.setattr(cli, "daemon_connected", lambda: True)
+    parser = argparse.ArgumentParser()
+    DecodeCommand().add_arguments(parser)
+    args = parser.parse_args([str(corpus.path(name)), "-o", str(tmp_path / "out.yuv"),
+                              "--device", "/dev/video-85"])
+    status = DecodeCommand().run(args)
+    out, err = capsys.readouterr()
+    assert status == DecodeExit.REFUSED
+    assert out.startswith(f"decode: {corpus.path(name)}: 0 frames, no picture")
+    assert err == ("daedalus-v4l2 decode: /dev/video-85: /dev/video-85 does not offer the "
+                   "coded format AV01 (it offers VP90, H264)\n")

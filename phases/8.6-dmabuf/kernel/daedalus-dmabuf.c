@@ -39,6 +39,15 @@
  * themselves. Where every mapping of the device bounces anyway
  * (swiotlb=force, confidential guests) the layer keeps the inline transport.
  *
+ * AV1 on the node: this layer also enables the AV1 entry of phase 8.1's
+ * format table (opt-in there, daedalus_coded_fmt_enable()), so the node
+ * offers 'AV01' from this phase on: one temporal unit per OUTPUT buffer,
+ * V4L2_FMT_FLAG_DYN_RESOLUTION and no CONTINUOUS_BYTESTREAM, as the table
+ * says. The roadmap puts AV1 on the node here, not with the inline
+ * transport of phase 8.5, whose node (and its tests, and a bisect through
+ * it) keeps offering exactly VP9 and H.264. The daemon has decoded AV1
+ * since phase 8.4, so nothing else changes for it.
+ *
  * Locking: this layer has no lock of its own. daedalus_dmabuf_get() runs
  * under the bridge lock (see daedalus_bridge_get_dmabuf() for why the
  * buffer is valid then); the ioctl makes the file descriptor after the
@@ -278,8 +287,8 @@ err_put_dbuf:
 
 /*
  * After phase 8.5's init (its transport is in place) and before anything is
- * published: the dma-buf transport replaces the inline one, and the bridge
- * gets its ioctl.
+ * published: AV1 is offered, the dma-buf transport replaces the inline one,
+ * and the bridge gets its ioctl.
  */
 static int daedalus_dmabuf_init(struct daedalus_dev *dev)
 {
@@ -290,6 +299,10 @@ static int daedalus_dmabuf_init(struct daedalus_dev *dev)
 	if (!m2m || !daedalus_dev_bridge(dev))
 		return -ENODEV;
 	ret = dma_set_mask_and_coherent(dma_dev, DMA_BIT_MASK(64));
+	if (ret)
+		return ret;
+	/* Before publish, so no ioctl sees it change (see the hook). */
+	ret = daedalus_coded_fmt_enable(dev, DAEDALUS_CODEC_AV1);
 	if (ret)
 		return ret;
 	daedalus_bridge_set_ioctl(dev, daedalus_dmabuf_ioctl);
@@ -303,10 +316,14 @@ static int daedalus_dmabuf_init(struct daedalus_dev *dev)
 	return 0;
 }
 
-/* Runs once the last file is closed: no ioctl can come any more. */
+/*
+ * Runs after every unpublish, once the last file is closed: no ioctl can
+ * come any more, so AV1 can stop being offered without a lock.
+ */
 static void daedalus_dmabuf_exit(struct daedalus_dev *dev)
 {
 	daedalus_bridge_set_ioctl(dev, NULL);
+	daedalus_coded_fmt_disable(dev, DAEDALUS_CODEC_AV1);
 }
 
 const struct daedalus_layer daedalus_dmabuf_layer = {

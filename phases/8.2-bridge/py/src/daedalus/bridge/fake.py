@@ -12,6 +12,8 @@ import os
 import select
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from daedalus.proto import ffi, lib
@@ -23,6 +25,19 @@ HDR: int = ffi.sizeof("struct daedalus_msg_hdr")
 
 class FakeDaemonError(AssertionError):
     """The kernel sent something a daemon should never see."""
+
+
+@contextmanager
+def chardev(flags: int = os.O_RDWR | os.O_NONBLOCK) -> Iterator[int]:
+    """/dev/daedalus-v4l2 opened by this process, the fake daemon, for the block
+    (the real daedalusd must be stopped first: only one process may hold the
+    device; see daedalus.testbed.guestctl.daemon_stopped). Closing it fails
+    every request still waiting with ENOTCONN."""
+    fd = os.open(CHARDEV, flags)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def hdr_bytes(type_: int, cookie: int, payload: bytes = b"", **fields: int) -> bytes:
@@ -94,8 +109,8 @@ def write_errno(fd: int, data: bytes) -> int | None:
     return None
 
 
-def handshake(fd: int) -> None:
-    """Answer the kernel's HELLO as a daemon of this protocol version."""
+def handshake(fd: int) -> int:
+    """Answer the kernel's HELLO as a daemon of this protocol version; its cookie."""
     type_, cookie, status, _ = parse(read_msg(fd))
     if type_ != lib.DAEDALUS_MSG_HELLO or status:
         raise FakeDaemonError(f"expected HELLO, got type {type_}")
@@ -103,6 +118,7 @@ def handshake(fd: int) -> None:
                                     hello_payload()))
     if err is not None:
         raise FakeDaemonError(f"HELLO answer refused: {os.strerror(err)}")
+    return cookie
 
 
 class DebugfsCall(threading.Thread):

@@ -1,12 +1,16 @@
 """``daedalus-v4l2 decode FILE -o OUT.yuv``: decode through the V4L2 node like any application.
 
-FILE (VP9 in IVF, H.264 Annex-B; AV1 where the node offers a stateful AV1
-format) is read with phase 8.3's readers, one packet per OUTPUT buffer, its
-timestamp the packet's index. The node (``--device``, default: the
-daedalus-v4l2 node found by its card name) is driven through the stateful
-decoder sequence of dev-decoder.rst (see v4l2.py), and every decoded picture
-is written to OUT as tightly packed NV12 at its own size: the visible
-rectangle's luma rows, then its interleaved CbCr rows.
+FILE (VP9 in IVF, H.264 Annex-B, AV1 in IVF or as a low-overhead OBU stream)
+is read with phase 8.3's readers, one packet per OUTPUT buffer (an AV1
+packet is one temporal unit), its timestamp the packet's index. The coded
+format is the codec's V4L2 fourcc in daedalus.proto.codecs (VP90, H264,
+AV01); a node whose ENUM_FMT(OUTPUT) does not list it (AV1 before phase
+8.6) is REFUSED: "... does not offer the coded format AV01 (it offers VP90,
+H264)". The node (``--device``, default: the daedalus-v4l2 node found by
+its card name) is driven through the stateful decoder sequence of
+dev-decoder.rst (see v4l2.py), and every decoded picture is written to OUT
+as tightly packed NV12 at its own size: the visible rectangle's luma rows,
+then its interleaved CbCr rows.
 
 One summary line on stdout::
 
@@ -134,13 +138,15 @@ def seconds(text: str) -> float:
 
 class DecodeCommand:
     NAME = "decode"
-    HELP = ("decode a VP9 / H.264 file through the V4L2 stateful decoder node into raw NV12 "
-            "(optionally compared with ffmpeg byte for byte)")
+    HELP = ("decode a VP9 / H.264 / AV1 file through the V4L2 stateful decoder node into raw "
+            "NV12 (optionally compared with ffmpeg byte for byte)")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.epilog = epilog()
-        parser.add_argument("file", metavar="FILE", help="VP9 in IVF or H.264 Annex-B")
+        parser.add_argument("file", metavar="FILE",
+                            help="VP9 in IVF, H.264 Annex-B, or AV1 in IVF or as a low-overhead "
+                                 "OBU stream (where the node offers AV01)")
         parser.add_argument("-o", "--output", required=True, metavar="OUT.yuv",
                             help="where the decoded frames go (tightly packed NV12)")
         parser.add_argument("--device", metavar="/dev/videoN",
