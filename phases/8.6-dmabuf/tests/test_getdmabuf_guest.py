@@ -226,21 +226,30 @@ class BackgroundDecode:
                     + "\n  ".join(self.stderr))
 
 
+def poll_request(fd: int) -> tuple[Header, bytes] | None:
+    """A request the kernel queued within POLL s (checked as the daemon
+    checks it), or None."""
+    ready, _, _ = select.select([fd], [], [], POLL)
+    if not ready:
+        return None
+    try:
+        msg = os.read(fd, HDR_SIZE + MAX_PAYLOAD)
+    except BlockingIOError:
+        return None
+    header = parse_header(msg)
+    validate_request(header, msg[HDR_SIZE:])
+    return header, msg[HDR_SIZE:]
+
+
 def next_request(fd: int, client: BackgroundDecode,
                  timeout: float = PATIENCE) -> tuple[Header, bytes]:
     """The next request the kernel sends (checked as the daemon checks it),
     within *timeout* s; the test fails at once if the client ends first."""
     deadline = time.monotonic() + timeout
     while True:
-        ready, _, _ = select.select([fd], [], [], POLL)
-        if ready:
-            try:
-                msg = os.read(fd, HDR_SIZE + MAX_PAYLOAD)
-            except BlockingIOError:
-                continue
-            header = parse_header(msg)
-            validate_request(header, msg[HDR_SIZE:])
-            return header, msg[HDR_SIZE:]
+        got = poll_request(fd)
+        if got is not None:
+            return got
         if client.returncode is not None:
             pytest.fail(f"the client ended (status {client.returncode}) while the fake "
                         f"daemon waited for a request:\n{client.output()}")
@@ -268,16 +277,11 @@ def serve_until_exit(fd: int, client: BackgroundDecode, feed_answer: bytes,
     deadline = time.monotonic() + timeout
     ended_at: float | None = None
     while True:
-        ready, _, _ = select.select([fd], [], [], POLL)
-        if ready:
-            try:
-                msg = os.read(fd, HDR_SIZE + MAX_PAYLOAD)
-            except BlockingIOError:
-                continue
-            header = parse_header(msg)
-            validate_request(header, msg[HDR_SIZE:])
+        got = poll_request(fd)
+        if got is not None:
+            header, payload = got
             if header.type == MsgType.FEED:
-                req = feed_of(header, msg[HDR_SIZE:])
+                req = feed_of(header, payload)
                 assert req.dmabuf or req.flush, req  # bytes never cross inline
                 taken = answer(fd, header, feed_answer) is None
                 seen.append(("flush" if req.flush else "feed") + ("" if taken else " (gone)"))
