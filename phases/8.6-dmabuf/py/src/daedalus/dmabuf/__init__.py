@@ -1,1 +1,6 @@
-"""Phase 8.6: dma-buf zero copy (placeholder; the daemon side comes separately)."""
+"""Phase 8.6: dma-buf zero copy.
+
+The kernel layer is phases/8.6-dmabuf/kernel; the daemon serves its
+DECODE_DMABUF / FETCH_DMABUF requests with phase 8.5's StatefulHandler and
+``daedalus.dispatch.device``, so this package holds no handler.
+"""
