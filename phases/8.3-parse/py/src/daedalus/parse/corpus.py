@@ -318,6 +318,29 @@ def concat_ivf(parts: Sequence[bytes]) -> bytes:
     return bytes(header + body)
 
 
+def pad_ivf_packet(data: bytes, index: int, size: int) -> bytes:
+    """The IVF *data* with packet *index* grown to *size* bytes by zero bytes
+    after its end (a VP9 or AV1 decoder reads no further than the frame's
+    own data: the pictures stay the same), for tests of packets larger than
+    a buffer."""
+    out = bytearray(data[:IVF_HEADER.size])
+    pos = IVF_HEADER.size
+    count = 0
+    while pos < len(data):
+        length, pts = IVF_FRAME_HEADER.unpack_from(data, pos)
+        packet = data[pos + IVF_FRAME_HEADER.size:pos + IVF_FRAME_HEADER.size + length]
+        if count == index:
+            if size < length:
+                raise ValueError(f"packet {index} has {length} bytes, more than {size}")
+            packet += bytes(size - length)
+        out += IVF_FRAME_HEADER.pack(len(packet), pts) + packet
+        pos += IVF_FRAME_HEADER.size + length
+        count += 1
+    if index >= count:
+        raise ValueError(f"no packet {index} (the file has {count})")
+    return bytes(out)
+
+
 def encode(s: Spec, out_dir: Path) -> Path:
     """Encode *s* into *out_dir*/<file>; returns the path."""
     out_dir.mkdir(parents=True, exist_ok=True)
