@@ -316,6 +316,7 @@ int daedalus_bridge_call_attached(struct daedalus_dev *dev,
 		return -ENOMEM;
 	req->caller = caller;
 	req->reply = reply;
+	req->reply->dmabufs = 0;
 	req->attach = attach;
 
 	mutex_lock(&b->lock);
@@ -499,6 +500,10 @@ void daedalus_bridge_set_ioctl(struct daedalus_dev *dev,
  * therefore outlives the request if the daemon keeps it (see the trust model
  * in daedalus_v4l2_proto.h).
  *
+ * Each buffer handed out is counted in the request's reply (@dmabufs of
+ * struct daedalus_reply), which the sender's validation of the answer may
+ * look at.
+ *
  * Context: process context (the daemon's ioctl); takes the bridge lock and
  * calls @get() under it.
  * Return: a new reference to the dma-buf, or ERR_PTR(-ENOENT) (no such
@@ -521,8 +526,11 @@ struct dma_buf *daedalus_bridge_get_dmabuf(struct daedalus_dev *dev,
 			break;
 		}
 	}
-	if (req && req->attach)
+	if (req && req->attach) {
 		dbuf = req->attach->get(req->attach, index, size);
+		if (!IS_ERR(dbuf))
+			req->reply->dmabufs++;
+	}
 	mutex_unlock(&b->lock);
 	return dbuf;
 }

@@ -36,6 +36,11 @@ extern const struct daedalus_layer daedalus_bridge_layer;
  * @max_len: size of @buf; an answer with a longer payload is rejected.
  * @len: bytes of payload received.
  * @status: the answer's status (0 or a positive errno from the daemon).
+ * @dmabufs: how many buffers of the request's job the daemon was handed
+ *	(daedalus_bridge_get_dmabuf()) while it was in flight; set to zero
+ *	when the request is sent and counted by the bridge. @validate may
+ *	require one: an answer saying that the daemon wrote into a buffer it
+ *	never took is false. Protected by the bridge lock.
  * @validate: optional; checks an answer's status and payload before it is
  *	accepted. Returning false rejects the daemon's write with -EINVAL and
  *	leaves the request waiting. Called with the bridge lock held; must not
@@ -46,6 +51,7 @@ struct daedalus_reply {
 	u32 max_len;
 	u32 len;
 	u32 status;
+	u32 dmabufs;
 	bool (*validate)(const struct daedalus_reply *reply, u32 status,
 			 const void *payload, u32 len);
 };

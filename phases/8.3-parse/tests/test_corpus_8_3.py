@@ -75,6 +75,28 @@ def test_concat_ivf() -> None:
 
 
 @needs_ffmpeg
+def test_pad_ivf_packet_grows_one_packet_and_keeps_the_pictures(tmp_path: Path) -> None:
+    """Packet 3 grown by zero bytes; the other packets as they were, and
+    ffmpeg decodes the same pictures (the later phases' test of a packet
+    larger than a buffer relies on it)."""
+    def pictures(path: Path) -> bytes:
+        return subprocess.run([corpus.FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(path),
+                               "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"],
+                              capture_output=True, check=True, timeout=120).stdout
+
+    src = corpus.path("vp9-128x96")
+    padded = tmp_path / "padded.ivf"
+    padded.write_bytes(corpus.pad_ivf_packet(src.read_bytes(), 3, 5000))
+    before, after = read_all(src)[1], read_all(padded)[1]
+    assert [len(p.data) for p in after] == [5000 if i == 3 else len(p.data)
+                                            for i, p in enumerate(before)]
+    assert after[3].data[:len(before[3].data)] == before[3].data
+    assert pictures(padded) == pictures(src) != b""
+    with pytest.raises(ValueError, match="no packet 10"):
+        corpus.pad_ivf_packet(src.read_bytes(), 10, 5000)
+
+
+@needs_ffmpeg
 def test_check_reproduces_committed_vectors() -> None:
     results = corpus.check()
     assert len(results) == sum(1 for e in ENTRIES if e.committed)

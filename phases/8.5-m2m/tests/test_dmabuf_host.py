@@ -14,7 +14,9 @@ EXPBUF; the sync bracket around every CPU access to a dma-buf; the ioctl
 numbers against /usr/include/linux/dma-buf.h (and, where a C compiler is
 installed, against what it computes from the kernel headers); StatefulDecode
 with MMAP, exported and imported CAPTURE buffers and imported OUTPUT
-buffers, across resolution changes; the decode command's options.
+buffers, across resolution changes; the decode command's options; OUTPUT
+buffers asked as large as the file's largest packet, and a packet larger
+than the node grants refused before anything is queued.
 """
 
 from __future__ import annotations
@@ -60,12 +62,18 @@ from daedalus.m2m.v4l2 import (
     ExportingContext,
     Frame,
     M2MNode,
+    PacketTooLarge,
     StatefulDecode,
     Stats,
+    largest_packet,
 )
+from daedalus.parse import corpus
+from daedalus.parse.reference import have_ffprobe, probe_packets
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, fourcc
 
 DMA_BUF_H = Path("/usr/include/linux/dma-buf.h")
+FAKE_OUTPUT_MIN = 4096   # the fake node's OUTPUT sizeimage, at least (the node: 1 MiB)
+FAKE_OUTPUT_MAX = 8192   # and at most (the node: the coded picture's NV12 size)
 PAGE = mmap.PAGESIZE
 USERPTR = int(raw.Memory.USERPTR)
 
@@ -379,6 +387,7 @@ class FakeDecoder:
         self.reqbufs: list[tuple[int, int, int]] = []
         self.created: list[tuple[int, int, int]] = []
         self.syncs: list[tuple[int, int]] = []
+        self.output_sizeimage: list[int] = []  # what S_FMT(OUTPUT) asked for
 
     def open(self) -> FakeNode:
         f = FakeFile(self)
@@ -418,7 +427,10 @@ class FakeNode(M2MNode):
 
     def set_output_format(self, code: str, width: int, height: int,
                           sizeimage: int = 0) -> PixFormat:
-        self.file.out_fmt = PixFormat(code, width, height, 1, 0, 4096, 0)
+        """Clamps sizeimage as the node does, here to [FAKE_OUTPUT_MIN, FAKE_OUTPUT_MAX]."""
+        self.file.kernel.output_sizeimage.append(sizeimage)
+        granted = min(max(sizeimage, FAKE_OUTPUT_MIN), FAKE_OUTPUT_MAX)
+        self.file.out_fmt = PixFormat(code, width, height, 1, 0, granted, 0)
         return self.file.out_fmt
 
     def g_fmt(self, buf_type: int) -> PixFormat:
@@ -998,3 +1010,71 @@ def test_decode_command_when_the_second_context_cannot_be_opened(
     assert capsys.readouterr().err == (
         "daedalus-v4l2 decode: cannot open a second context of /dev/video-x to export buffers "
         "from: Device or resource busy\n")
+
+
+# --- OUTPUT buffers for the largest packet -----------------------------------------------
+
+
+@pytest.mark.skipif(not have_ffprobe(), reason="needs Debian's ffprobe (apt-get install ffmpeg)")
+@pytest.mark.parametrize("name", ["vp9-320x240", "h264-high-320x240", "av1-174x98"])
+def test_largest_packet_is_ffprobes(name: str) -> None:
+    """IVF, Annex-B and OBU: the index and size of the largest packet, as
+    ffprobe's demuxer sees the packets."""
+    sizes = [size for _, size in probe_packets(corpus.path(name))]
+    assert largest_packet(corpus.path(name)) == (sizes.index(max(sizes)), max(sizes))
+
+
+def test_output_buffers_are_asked_as_large_as_the_largest_packet(kernel: FakeDecoder) -> None:
+    node = kernel.open()
+    sizes = [(32, 16)] * 3
+    frames, _ = run_decode(node, sizes, largest_packet=(1, 6000))
+    assert frames == expected(sizes)
+    assert kernel.output_sizeimage == [6000]
+    assert node.file.out_fmt.sizeimage == 6000
+    node.close()
+    node = kernel.open()
+    run_decode(node, sizes)  # not known: the node's default
+    assert kernel.output_sizeimage[-1] == 0 and node.file.out_fmt.sizeimage == FAKE_OUTPUT_MIN
+    node.close()
+
+
+def test_a_packet_larger_than_the_node_grants_is_refused_before_anything_is_queued(
+        kernel: FakeDecoder) -> None:
+    node = kernel.open()
+    with pytest.raises(PacketTooLarge) as info:
+        run_decode(node, [(32, 16)] * 3, largest_packet=(2, FAKE_OUTPUT_MAX + 1))
+    assert str(info.value) == (
+        f"packet 2 is {FAKE_OUTPUT_MAX + 1} bytes, more than an OUTPUT buffer holds: "
+        f"{node.path} grants at most {FAKE_OUTPUT_MAX} bytes for 32x16 VP90; nothing was queued")
+    assert kernel.qbufs == []
+    node.close()
+
+
+def test_decode_command_refuses_a_file_with_a_packet_too_large(
+        tmp_path: Path, kernel: FakeDecoder, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Packet 3 of vp9-128x96 grown past what the fake node grants: REFUSED,
+    one line naming the file, the packet and both sizes; the summary says
+    no frame; nothing is queued."""
+    big = tmp_path / "big.ivf"
+    big.write_bytes(corpus.pad_ivf_packet(corpus.path("vp9-128x96").read_bytes(), 3,
+                                          FAKE_OUTPUT_MAX + 1))
+    nodes: list[FakeNode] = []
+
+    def open_node(path: Path) -> FakeNode:
+        nodes.append(kernel.open())
+        return nodes[-1]
+
+    monkeypatch.setattr(cli, "M2MNode", open_node)
+    monkeypatch.setattr(cli, "daemon_connected", lambda: True)
+    out = tmp_path / "out.yuv"
+    args = parser().parse_args([str(big), "-o", str(out), "--device", "/dev/video-x"])
+    assert DecodeCommand().run(args) == DecodeExit.REFUSED
+    captured = capsys.readouterr()
+    assert captured.err == (
+        f"daedalus-v4l2 decode: {big}: packet 3 is {FAKE_OUTPUT_MAX + 1} bytes, more than an "
+        f"OUTPUT buffer holds: {nodes[0].path} grants at most {FAKE_OUTPUT_MAX} bytes for "
+        "128x96 VP90; nothing was queued\n")
+    assert captured.out.startswith(f"decode: {big}: 0 frames, no picture, ")
+    assert kernel.output_sizeimage == [FAKE_OUTPUT_MAX + 1] and kernel.qbufs == []
+    assert out.read_bytes() == b""

@@ -260,8 +260,8 @@ def test_decode_exit_status_refused_for_a_codec_the_node_does_not_offer(
 
 
 def test_decode_exit_status_unreadable_for_a_file_cut_inside_a_packet(tmp_path: Path) -> None:
-    """The readers stream the file: a cut inside packet 10 is found once the
-    decode is under way; the tool stops there with UNREADABLE, one line."""
+    """A cut inside packet 10 is found when the tool reads the file for its
+    largest packet, before anything is queued: UNREADABLE, one line."""
     path = corpus.path(VP9)
     _, packets = read_all(path)
     cut = tmp_path / "cut.ivf"

@@ -164,7 +164,10 @@ struct daedalus_dmabuf_fetch_reply {
 /*
  * A FETCH answer carries no pixels: exactly a struct daedalus_fetch_resp,
  * naming the frame asked for, whose bytes are those the request's layout
- * holds (none for a DISCARD).
+ * holds (none for a DISCARD). A daemon that says it wrote them must have
+ * taken the CAPTURE buffer (DAEDALUS_IOC_GET_DMABUF) while the FETCH was in
+ * flight: otherwise the buffer would go to the application holding whatever
+ * it held before, flagged as a decoded frame.
  */
 static bool daedalus_dmabuf_fetch_valid(const struct daedalus_reply *reply,
 					u32 status, const void *payload,
@@ -176,6 +179,8 @@ static bool daedalus_dmabuf_fetch_valid(const struct daedalus_reply *reply,
 
 	if (status)
 		return true;
+	if (fr->bytes && !reply->dmabufs)
+		return false;
 	return len == sizeof(*resp) &&
 	       daedalus_m2m_fetch_frame_valid(&fr->want, resp) &&
 	       resp->bytes == fr->bytes;

@@ -22,9 +22,18 @@ of which it must refuse (the kerneldoc of struct daedalus_dmabuf_req):
    through the OUTPUT dma-buf, every other FEED with no frame; the kernel
    FETCHes that frame into a CAPTURE buffer the daemon maps read-write and
    writes as the real daemon does (daedalus.m2m.layout.lay_out). FETCH
-   answers whose ``bytes`` or frame are wrong, or that carry pixels, are
-   refused (EINVAL: daedalus_dmabuf_fetch_valid); the right one is taken and
-   the client's only frame is that frame, ffmpeg's frame 0.
+   answers whose ``bytes`` or frame are wrong, that carry pixels, or that
+   come before the daemon took the buffer (a daemon answering for a buffer
+   it was never given) are refused (EINVAL: daedalus_dmabuf_fetch_valid);
+   the right one is taken and the client's only frame is that frame,
+   ffmpeg's frame 0.
+4. The daemon goes away mid-write: the fake daemon takes the FETCH's
+   CAPTURE buffer, writes half of the frame and closes /dev/daedalus-v4l2
+   (what its death does: the file's release) with the buffer still mapped.
+   The kernel fails every request in flight (ENOTCONN): the CAPTURE buffer
+   comes back in ERROR and empty, the client ends on its own, saying the
+   daemon is gone, no half-written frame reaches it, the kernel logs no
+   warning; with daedalusd back, the next decode is byte-exact.
 
 Every wait is bounded (poll timeouts; the client's own --timeout), the
 client is killed on any way out, and daedalusd is restarted by
@@ -40,6 +49,7 @@ import errno
 import fcntl
 import mmap
 import os
+import re
 import select
 import subprocess
 import threading
@@ -58,7 +68,7 @@ from daedalus.bridge.fake import chardev, handshake, read_msg, write_errno
 from daedalus.codec.session import create_decoder
 from daedalus.dispatch.device import DMA_BUF_IOCTL_SYNC, Device, DmaBuf, ioc
 from daedalus.m2m.campaign import bridge_timeout
-from daedalus.m2m.clients import decode, decode_argv, reference_frames
+from daedalus.m2m.clients import decode, decode_argv, reference_frames, summary
 from daedalus.m2m.layout import Geometry, buffer_size, fits, lay_out
 from daedalus.m2m.stateful import read_output
 from daedalus.m2m.status import DecodeExit
@@ -98,7 +108,7 @@ from daedalus.proto import (
     validate_request,
 )
 from daedalus.roundtrip.frames import PackedFrame, pack
-from daedalus.testbed.guestctl import daemon_state, daemon_stopped
+from daedalus.testbed.guestctl import KernelLog, daemon_state, daemon_stopped
 
 pytestmark = pytest.mark.guest
 
@@ -445,7 +455,8 @@ def test_feed_output_buffer_is_read_only_and_only_while_the_feed_waits(tmp_path:
 def test_fetch_writes_the_frame_into_the_capture_buffer_through_get_dmabuf(
         tmp_path: Path) -> None:
     """A FETCH_DMABUF FETCH names a read-write CAPTURE buffer the fake daemon
-    writes its own decode of frame 0 into; wrong answers are EINVAL, the right
+    writes its own decode of frame 0 into; wrong answers are EINVAL (among
+    them the right one, sent before the daemon took the buffer), the right
     one is taken, and the client's only frame is ffmpeg's frame 0."""
     path = corpus.path(CLIP)
     out = tmp_path / "fake.yuv"
@@ -485,7 +496,12 @@ def test_fetch_writes_the_frame_into_the_capture_buffer_through_get_dmabuf(
             size = buffer_size(fetch.bytesperline, fetch.height)
             assert size == fetch.bytesperline * fetch.height * 3 // 2 <= fetch.max_bytes
 
-            got = get_dmabuf(fd, header.cookie)
+            # the right answer before the daemon took the buffer it claims to have
+            # written: refused (daedalus_dmabuf_fetch_valid), the FETCH keeps waiting
+            assert write_errno(fd, pack_message(MsgType.FETCH | RESPONSE, header.cookie,
+                                                pack_fetch_resp(info, nr_bytes=size))) \
+                == errno.EINVAL, "an answer for a buffer the daemon never took"
+            got = get_dmabuf(fd, header.cookie)  # (which proves the FETCH still waits)
             with DmaBuf(got.fd, got.size, writable=True) as buf:
                 check_fd(got, writable=True)
                 assert got.size >= size, (got, fetch)
@@ -530,3 +546,75 @@ def check_answers(fd: int, header: Header, fetch: FetchReq, info: FrameInfo, siz
     assert write_errno(fd, pack_message(response, header.cookie,
                                         pack_fetch_resp(info, nr_bytes=size))) is None
     assert refused(fd, header.cookie) == errno.ENOENT  # answered
+
+
+# --- 4: the daemon goes away mid-write -------------------------------------------------------
+
+
+def close_chardev(fd: int) -> None:
+    """Close the fake daemon's /dev/daedalus-v4l2 now, as its death would (the
+    file's release), leaving *fd* open on /dev/null so that chardev() closes
+    that, never a number reused meanwhile."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
+
+
+def test_a_daemon_closing_its_device_mid_write_fails_the_job_and_the_next_one_works(
+        tmp_path: Path) -> None:
+    """The fake daemon answers the first FEED with frame 0, takes the FETCH's
+    CAPTURE buffer, writes half of the frame into it and closes the chardev
+    while the buffer is mapped. The client's CAPTURE buffer comes back in
+    ERROR, its later OUTPUT buffers too (no daemon); it ends by itself,
+    NO_DEVICE, its last line saying daedalusd is not connected, with no
+    frame written. The kernel log has no warning. With daedalusd back, the
+    same clip decodes byte-exact."""
+    path = corpus.path(CLIP)
+    out = tmp_path / "fake.yuv"
+    with KernelLog() as kernel_log:
+        with fake_daemon() as fd:
+            handshake(fd)
+            with BackgroundDecode(path, out) as client:
+                header, payload = next_request(fd, client)
+                req = feed_of(header, payload)
+                frame = first_frame(req.codec, read_output(Device(fd), header.cookie, req))
+                info = frame.info(req.timestamp)
+                assert answer(fd, header, pack_frame_resp(DecodeStatus.OK, 0, [info])) is None
+                while True:
+                    header, payload = next_request(fd, client)
+                    if header.type != MsgType.FEED:
+                        break
+                    feed_of(header, payload)
+                    assert answer(fd, header, pack_frame_resp(DecodeStatus.OK)) is None
+                assert header.type == MsgType.FETCH, header
+                fetch = parse_fetch_req(payload)
+                validate_fetch_req(fetch)
+                assert fetch.dmabuf, fetch
+                size = buffer_size(fetch.bytesperline, fetch.height)
+                pixels = np.zeros(size, np.uint8)
+                lay_out(frame.luma, frame.chroma, fetch.bytesperline, fetch.height, out=pixels)
+                got = get_dmabuf(fd, header.cookie)
+                with DmaBuf(got.fd, got.size, writable=True) as buf:
+                    with buf.access(write=True) as data:
+                        np.frombuffer(data, np.uint8, count=size)[:size // 2] = \
+                            pixels[:size // 2]
+                        close_chardev(fd)  # mid-write, the buffer still mapped
+                        assert daemon_state() == "disconnected"
+                status = client.wait(PATIENCE)
+                print(f"the client ended with {status}:\n{client.output()}")
+                stderr = client.stderr
+        problems = kernel_log.problems()
+        lines = kernel_log.read()
+    assert status == DecodeExit.NO_DEVICE, client.output()
+    assert any(re.fullmatch(r"daedalus-v4l2 decode: CAPTURE buffer \d+ \(timestamp 0\) "
+                            r"returned with ERROR; skipped", line) for line in stderr), stderr
+    assert stderr[-1].endswith("daedalusd is not connected: start it"), stderr
+    assert summary("\n".join(client.stdout)).frames == 0
+    assert out.read_bytes() == b"", "a frame reached the client"
+    assert any("daemon disconnected" in line for line in lines), lines
+    assert not problems, problems
+    again = decode(path, tmp_path / "after.yuv", "--compare", "--timeout", "120")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "byte-exact: yes" in again.stdout.splitlines(), again.stdout

@@ -4,11 +4,14 @@ Guest-tier tests that need the module unloaded, or the device to themselves
 (a fake daemon), stop the daemon with ``daemon_stopped()`` and get it back
 afterwards. The kernel's own view (debugfs ``daemon``: disconnected,
 connected or ready) is what they wait on, not process states.
+``KernelLog`` reads what the kernel logs from a point on (warnings, BUGs,
+oopses: ``KernelLog.problems()``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -128,3 +131,46 @@ def tool(name: str) -> str:
 
     candidate = Path(sys.executable).with_name(name)
     return str(candidate) if candidate.exists() else name
+
+
+KERNEL_BAD = re.compile(
+    r"WARNING:|BUG[: ]|Oops|general protection|hung_task|blocked for more than|"
+    r"Call Trace|RIP: |KASAN|UBSAN|refcount_t:|list_add corruption|Kernel panic|"
+    r"possible (circular|recursive) locking")
+
+
+class KernelLog:
+    """The kernel log from its creation on (/dev/kmsg), one line per record;
+    a context manager."""
+
+    def __init__(self) -> None:
+        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.lseek(self.fd, 0, os.SEEK_END)
+        self.lines: list[str] = []
+
+    def __enter__(self) -> KernelLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self) -> list[str]:
+        """Every line logged since the start (read so far and new)."""
+        while True:
+            try:
+                record = os.read(self.fd, 8192)
+            except BlockingIOError:
+                return self.lines
+            except BrokenPipeError:  # records overwritten meanwhile; go on with the next
+                continue
+            text = record.decode(errors="replace")
+            self.lines.append(text.partition(";")[2].split("\n")[0])
+
+    def problems(self) -> list[str]:
+        """The lines that are warnings, BUGs, oopses, hung tasks, lockdep reports."""
+        return [line for line in self.read() if KERNEL_BAD.search(line)]
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -7,7 +7,7 @@ same bytes: ``daedalus-v4l2 corpus --check`` re-encodes and compares SHA-256.
 
 The small vectors are committed under ``phases/8.3-parse/corpus/`` with the
 manifest ``corpus.toml`` (written by ``daedalus-v4l2 corpus``); the large ones
-(1080p) are listed in the manifest too but generated on demand into
+(720p, 1080p, 4096x2304) are listed in the manifest too but generated on demand into
 ``${DAEDALUS_CACHE:-~/.cache/daedalus-v4l2}/corpus``.
 
 API for other phases' tests::
@@ -148,9 +148,9 @@ def _vp9(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", two_pass: bool = F
                  "-row-mt", "0", "-tile-columns", "0"), pix_fmt, two_pass)
 
 
-def _vp9_fast(w: int, h: int, n: int) -> Part:
+def _vp9_fast(w: int, h: int, n: int, bitrate: str = "4M") -> Part:
     return Part(w, h, n, "libvpx-vp9",
-                ("-deadline", "realtime", "-cpu-used", "8", "-b:v", "4M", "-g", "30",
+                ("-deadline", "realtime", "-cpu-used", "8", "-b:v", bitrate, "-g", "30",
                  "-aq-mode", "3", "-row-mt", "0", "-tile-columns", "0"))
 
 
@@ -242,6 +242,8 @@ SPECS: tuple[Spec, ...] = (
          "H.264 High 4:2:2, 8-bit 4:2:2: a layout daedalus-v4l2 refuses (NV12 / P010 only)"),
     Spec("av1-320x240", "av1", "ivf", 8, (_av1(320, 240, 10),),
          "AV1 main 8-bit in IVF, hidden frames and show_existing_frame"),
+    Spec("av1-128x96", "av1", "ivf", 8, (_av1(128, 96, 10),),
+         "AV1 main 8-bit in IVF, smallest size"),
     Spec("av1-10bit-128x96", "av1", "ivf", 10, (_av1(128, 96, 10, pix_fmt=TEN),),
          "AV1 main 10-bit in IVF"),
     Spec("av1-174x98", "av1", "obu", 8, (_av1(174, 98, 10),),
@@ -262,6 +264,9 @@ SPECS: tuple[Spec, ...] = (
     Spec("av1-1920x1080", "av1", "ivf", 8,
          (_av1(1920, 1080, 10, usage="realtime", cpu="8", bitrate="2M"),),
          "AV1 main 8-bit 1080p, 10 frames (realtime settings)", large=True),
+    Spec("vp9-4096x2304", "vp9", "ivf", 8, (_vp9_fast(4096, 2304, 3, bitrate="1M"),),
+         "VP9 profile 0 4096x2304 (14 MiB NV12 frames), 3 frames at a low bitrate "
+         "(realtime settings)", large=True),
 )
 
 
@@ -311,6 +316,29 @@ def concat_ivf(parts: Sequence[bytes]) -> bytes:
         next_pts = last + 1
     struct.pack_into("<I", header, 24, count)
     return bytes(header + body)
+
+
+def pad_ivf_packet(data: bytes, index: int, size: int) -> bytes:
+    """The IVF *data* with packet *index* grown to *size* bytes by zero bytes
+    after its end (a VP9 or AV1 decoder reads no further than the frame's
+    own data: the pictures stay the same), for tests of packets larger than
+    a buffer."""
+    out = bytearray(data[:IVF_HEADER.size])
+    pos = IVF_HEADER.size
+    count = 0
+    while pos < len(data):
+        length, pts = IVF_FRAME_HEADER.unpack_from(data, pos)
+        packet = data[pos + IVF_FRAME_HEADER.size:pos + IVF_FRAME_HEADER.size + length]
+        if count == index:
+            if size < length:
+                raise ValueError(f"packet {index} has {length} bytes, more than {size}")
+            packet += bytes(size - length)
+        out += IVF_FRAME_HEADER.pack(len(packet), pts) + packet
+        pos += IVF_FRAME_HEADER.size + length
+        count += 1
+    if index >= count:
+        raise ValueError(f"no packet {index} (the file has {count})")
+    return bytes(out)
 
 
 def encode(s: Spec, out_dir: Path) -> Path:
@@ -437,7 +465,7 @@ def load_manifest(directory: Path | None = None) -> tuple[str, list[Entry]]:
 
 
 def entries(*, large: bool = True) -> list[Entry]:
-    """The manifest's entries (committed ones first); *large*=False leaves out 1080p."""
+    """The manifest's entries (committed ones first); *large*=False leaves out the large ones."""
     return [e for e in load_manifest()[1] if large or not e.large]
 
 
@@ -510,7 +538,7 @@ class CorpusCommand:
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--large", action="store_true",
-                            help="also the large (1080p) vectors, into the cache "
+                            help="also the large (720p and up) vectors, into the cache "
                                  "(or --out)")
         parser.add_argument("--check", action="store_true",
                             help="re-encode into a temporary directory and compare sha256 "

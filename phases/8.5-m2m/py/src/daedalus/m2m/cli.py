@@ -26,6 +26,21 @@ v4l2.ExportingContext). ``--output-io dmabuf`` imports the OUTPUT buffers the
 same way; the bitstream is written through the dma-bufs. The CPU reads and
 writes dma-bufs between DMA_BUF_IOCTL_SYNC START and END.
 
+OUTPUT buffers are asked as large as FILE's largest packet (found by
+reading FILE once before the decode; S_FMT's sizeimage, which the node
+clamps to the coded picture's NV12 size, at least 1 MiB, at most 32 MiB).
+A packet larger than what the node grants is REFUSED before anything is
+queued, in one line (a decode that skipped it would lose the frames that
+refer to it)::
+
+    daedalus-v4l2 decode: FILE: packet 3 is 1048577 bytes, more than an OUTPUT
+    buffer holds: /dev/video0 grants at most 1048576 bytes for 128x96 VP90;
+    nothing was queued
+
+The picture size S_FMT is given comes from the IVF header; for an H.264
+Annex-B or AV1 OBU file the tool does not read it, and asks for 320x240
+(so at most 1 MiB packets).
+
 Buffers in error are reported on stderr as they come. ``--compare`` then
 decodes FILE with Debian's ffmpeg (reference.py) and prints
 ``byte-exact: yes`` or ``byte-exact: no (first difference at byte N, frame F)``.
@@ -67,10 +82,12 @@ from daedalus.m2m.v4l2 import (
     M2MNode,
     NodeStopped,
     NotADecoder,
+    PacketTooLarge,
     StatefulDecode,
     Stats,
     StreamRefused,
     daemon_connected,
+    largest_packet,
     packets_of,
 )
 from daedalus.proto import codecs
@@ -184,6 +201,7 @@ class DecodeCommand:
 
         path: str = args.file
         try:
+            largest = largest_packet(path)  # reads the whole file once: malformed is found now
             codec, width, height, packets = packets_of(path)
         except ReaderError as exc:
             return DecodeExit.UNREADABLE, str(exc)  # names the file
@@ -229,11 +247,13 @@ class DecodeCommand:
                     capture_from=exporter.capture if capture_io == "import" and exporter
                     else None,
                     output_from=exporter.output if output_io == "dmabuf" and exporter
-                    else None)
+                    else None, largest_packet=largest)
                 try:
                     decode.run()
                 except NotADecoder as exc:
                     failure = DecodeExit.NO_DEVICE, str(exc)
+                except PacketTooLarge as exc:
+                    failure = DecodeExit.REFUSED, f"{path}: {exc}"
                 except NodeStopped as exc:
                     failure = DecodeExit.REFUSED, refusal(path, device, node, exc)
                 except StreamRefused as exc:

@@ -126,15 +126,21 @@ def webm_of(clip: Path, tmp_path: Path) -> Path:
 
 
 def gstreamer(name: str, tmp_path: Path, timeout: float = 600,
-              decoder_options: Sequence[str] = ()) -> tuple[int, str, bytes]:
+              decoder_options: Sequence[str] = (),
+              frames: int | None = None) -> tuple[int, str, bytes]:
     """gst-launch-1.0 decoding clip *name* to raw NV12 through the node's
     decoder element, with *decoder_options* (``property=value``) set on it:
-    (exit status, its output, the bytes it wrote)."""
+    (exit status, its output, the bytes it wrote). With *frames*, the
+    pipeline ends after that many decoded frames: ``identity`` after the
+    decoder answers the next buffer with EOS (GStreamer 1.22's
+    ``eos-after=N`` lets N - 1 buffers through), the decoder stops, and the
+    EOS the source then sends ends the pipeline."""
     codec = corpus.entry(name).codec
     out = tmp_path / "gst.yuv"
+    limit = [] if frames is None else ["identity", f"eos-after={frames + 1}", "!"]
     proc = subprocess.run(["gst-launch-1.0", "-q", "filesrc",
                            f"location={webm_of(corpus.path(name), tmp_path)}", "!",
-                           *GST_DECODER[codec], *decoder_options, "!",
+                           *GST_DECODER[codec], *decoder_options, "!", *limit,
                            "video/x-raw,format=NV12", "!", "filesink", f"location={out}"],
                           timeout=timeout, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr, out.read_bytes() if out.exists() else b""

@@ -31,15 +31,15 @@ class DecodeExit(IntEnum):
 MEANINGS: dict[DecodeExit, str] = {
     DecodeExit.OK: "every packet decoded, no buffer in error (and with --compare: "
                      "byte-exact with ffmpeg)",
-    DecodeExit.ERRORS: "frames were decoded, but some buffers came back in error or "
-                         "packets were too large to queue",
+    DecodeExit.ERRORS: "frames were decoded, but some buffers came back in error",
     DecodeExit.USAGE: "bad command line",
     DecodeExit.MISMATCH: "--compare: decoded without errors, but not byte-exact with "
                            "ffmpeg",
     DecodeExit.REFUSED: "nothing decoded: the node does not offer the codec, stopped "
                           "the stream (a pixel layout it does not deliver, e.g. 4:4:4 "
                           "chroma or 10-bit on an NV12 node: the line names it), returned "
-                          "every buffer in error, or the stream holds no picture",
+                          "every buffer in error, grants no OUTPUT buffer as large as the "
+                          "largest packet, or the stream holds no picture",
     DecodeExit.UNREADABLE: "FILE cannot be read: missing, empty, not IVF / H.264 Annex-B "
                              "/ AV1 OBU, or malformed",
     DecodeExit.TIMEOUT: "nothing moved for --timeout seconds",

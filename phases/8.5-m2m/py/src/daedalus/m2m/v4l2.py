@@ -92,6 +92,11 @@ class StreamRefused(DecodeError):
     OUTPUT buffer came back in error before anything was decoded."""
 
 
+class PacketTooLarge(StreamRefused):
+    """The stream's largest packet does not fit the largest OUTPUT buffer the
+    node grants for it (S_FMT(OUTPUT) clamps sizeimage); nothing was queued."""
+
+
 class NodeStopped(StreamRefused):
     """The node put the stream in the fatal state of dev-decoder.rst: every
     queued buffer came back with ERROR and the next V4L2 call failed with EIO.
@@ -618,7 +623,15 @@ class StatefulDecode:
     exported (VIDIOC_EXPBUF) and frames are read through the dma-bufs.
     *capture_from*: CAPTURE imports DMABUF buffers from that DmabufSource
     (asked again after every resolution change); *output_from* likewise for
-    OUTPUT, whose bitstream is then written through the dma-bufs."""
+    OUTPUT, whose bitstream is then written through the dma-bufs.
+
+    *largest_packet*: (timestamp, bytes) of the largest packet *packets*
+    will yield, when known (``largest_packet()`` of a file). The OUTPUT
+    buffers are then asked that large (S_FMT's sizeimage; the node grants up
+    to the coded picture's NV12 size, at least 1 MiB), and a node that
+    grants less refuses the stream before anything is queued
+    (PacketTooLarge). Without it, a packet larger than its OUTPUT buffer is
+    skipped with a warning (counted in ``Stats.skipped``)."""
 
     def __init__(self, node: M2MNode, code: str, packets: Iterator[tuple[int, bytes]],
                  on_frame: Callable[[Frame], None], *, buffers: int = DEFAULT_BUFFERS,
@@ -627,7 +640,8 @@ class StatefulDecode:
                  warn: Callable[[str], None] | None = None,
                  fail_fast: int | None = FAIL_FAST, capture_export: bool = False,
                  capture_from: DmabufSource | None = None,
-                 output_from: DmabufSource | None = None) -> None:
+                 output_from: DmabufSource | None = None,
+                 largest_packet: tuple[int, int] | None = None) -> None:
         if capture_export and capture_from is not None:
             raise ValueError("capture_export (MMAP) and capture_from (DMABUF) exclude "
                              "each other")
@@ -636,6 +650,7 @@ class StatefulDecode:
         self.capture_from = capture_from
         self.output_from = output_from
         self.output_limit = 0  # the largest packet an OUTPUT buffer takes
+        self.largest_packet = largest_packet
         self.fail_fast = fail_fast
         self.code = code
         self.packets = packets
@@ -666,9 +681,16 @@ class StatefulDecode:
         if self.code not in offered:
             raise StreamRefused(f"{self.node.path} does not offer the coded format "
                               f"{self.code} (it offers {', '.join(offered) or 'none'})")
-        fmt = self.node.set_output_format(self.code, self.width or 320, self.height or 240)
+        wanted = self.largest_packet[1] if self.largest_packet is not None else 0
+        fmt = self.node.set_output_format(self.code, self.width or 320, self.height or 240,
+                                          sizeimage=wanted)
         if fmt.pixelformat != self.code:
             raise DecodeError(f"S_FMT(OUTPUT, {self.code}) gave {fmt.pixelformat}")
+        if self.largest_packet is not None and wanted > fmt.sizeimage:
+            raise PacketTooLarge(
+                f"packet {self.largest_packet[0]} is {wanted} bytes, more than an OUTPUT "
+                f"buffer holds: {self.node.path} grants at most {fmt.sizeimage} bytes for "
+                f"{fmt.width}x{fmt.height} {self.code}; nothing was queued")
         count = self._request(self.output, self.output_from, fmt.sizeimage)
         self.output_limit = fmt.sizeimage
         self.free_output = list(range(count))
@@ -913,6 +935,19 @@ class StatefulDecode:
             self.stats.epipe_after_last = True
             return
         self.log(f"DQBUF(CAPTURE) after the LAST buffer gave {buf} instead of EPIPE")
+
+
+def largest_packet(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(index, bytes) of the largest packet of a file, the first of equals
+    ((0, 0) for a file without packets): one pass of phase 8.3's readers,
+    which raise ReaderError for a malformed file."""
+    from daedalus.parse.readers import open_stream
+
+    best = (0, 0)
+    for p in open_stream(path)[1]:
+        if len(p.data) > best[1]:
+            best = (p.index, len(p.data))
+    return best
 
 
 def packets_of(path: str | os.PathLike[str]) -> tuple[str, int, int, Iterator[tuple[int, bytes]]]:
