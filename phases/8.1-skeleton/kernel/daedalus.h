@@ -41,6 +41,8 @@
  * @fmt_flags: V4L2_FMT_FLAG_* besides COMPRESSED that describe how the
  *	decoder takes this codec's bytestream (continuous bytestream, dynamic
  *	resolution); reported by the layer that decodes (phase 8.5 on).
+ * @frmsize: the coded picture sizes the node takes for this codec
+ *	(ENUM_FRAMESIZES; TRY_FMT and S_FMT clamp to them).
  * @opt_in: not offered on the node until a later layer enables it on the
  *	device (daedalus_coded_fmt_enable()): a codec that a later phase
  *	brings, while the earlier phases' node keeps its formats.
@@ -48,7 +50,9 @@
  * The one table of codecs in the kernel (daedalus-formats.c): every fact a
  * layer needs about a codec is a member here, and later layers read it
  * through daedalus_find_coded_fmt(), daedalus_coded_fmt_by_index() and
- * daedalus_coded_fmt_by_codec().
+ * daedalus_coded_fmt_by_codec(). There are no per-codec operations: the
+ * kernel does nothing codec-specific (the daemon parses and decodes), so
+ * adding a codec is an entry here and a handler in the daemon.
  */
 struct daedalus_coded_fmt {
 	u32 fourcc;
@@ -56,6 +60,7 @@ struct daedalus_coded_fmt {
 	const char *name;
 	u32 min_buffer_size;
 	u32 fmt_flags;
+	struct v4l2_frmsize_stepwise frmsize;
 	bool opt_in;
 };
 
@@ -129,6 +134,8 @@ static inline struct daedalus_ctx *daedalus_file_to_ctx(struct file *file)
 }
 
 /* daedalus-formats.c */
+const struct v4l2_frmsize_stepwise *
+daedalus_frmsize(const struct daedalus_dev *dev, u32 fourcc);
 const struct daedalus_coded_fmt *
 daedalus_coded_fmt_by_index(const struct daedalus_dev *dev, unsigned int index);
 const struct daedalus_coded_fmt *
