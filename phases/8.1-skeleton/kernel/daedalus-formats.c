@@ -4,8 +4,10 @@
  *
  * Codec specifics are data here, never switch statements: a codec is one
  * entry of daedalus_coded_fmts[], the kernel's only table of codecs (its
- * fourcc, wire codec id, name, buffer size, bytestream flags and frame
- * sizes; later layers read it, they keep no table of their own).
+ * fourcc, wire codec id, name, buffer size, bytestream flags, frame sizes
+ * and controls; later layers read it, they keep no table of their own). What
+ * a codec has of its own beyond that table row lives in its codec file
+ * (daedalus-vp9.c, daedalus-h264.c, daedalus-av1.c: the controls).
  *
  * An entry marked opt_in is a codec a later phase brings to the node: the
  * node offers it only once that layer's @init enabled it on the device
@@ -51,6 +53,7 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
 		.frmsize		= DAEDALUS_FRMSIZE_WIRE,
+		.ctrls			= &daedalus_vp9_ctrls,
 	},
 	{
 		.fourcc			= V4L2_PIX_FMT_H264,
@@ -60,6 +63,7 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION |
 					  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
 		.frmsize		= DAEDALUS_FRMSIZE_WIRE,
+		.ctrls			= &daedalus_h264_ctrls,
 	},
 	{
 		/* One temporal unit per OUTPUT buffer: no continuous bytestream. */
@@ -69,6 +73,7 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
 		.frmsize		= DAEDALUS_FRMSIZE_WIRE,
+		.ctrls			= &daedalus_av1_ctrls,
 		.opt_in			= true,
 	},
 };
