@@ -56,4 +56,17 @@ static inline void daedalus_fh_del(struct v4l2_fh *fh, struct file *file)
 #define DAEDALUS_PIX_FMT_AV1	v4l2_fourcc('A', 'V', '0', '1')
 #endif
 
+/*
+ * The stateless AV1 uAPI (V4L2_CID_STATELESS_AV1_*, struct v4l2_ctrl_av1_*)
+ * came with 6.5: 6.12 has it, 6.1 does not. DAEDALUS_IF_AV1_UAPI(...) keeps
+ * its arguments where the uAPI has the controls and drops them (unexpanded,
+ * so they may name what the uAPI lacks) where it does not: daedalus-av1.c
+ * lists its controls inside it, and on 6.1 the node has no AV1 control.
+ */
+#ifdef V4L2_CID_STATELESS_AV1_SEQUENCE
+#define DAEDALUS_IF_AV1_UAPI(...)	__VA_ARGS__
+#else
+#define DAEDALUS_IF_AV1_UAPI(...)
+#endif
+
 #endif /* _DAEDALUS_COMPAT_H */

@@ -4,8 +4,10 @@
  *
  * Codec specifics are data here, never switch statements: a codec is one
  * entry of daedalus_coded_fmts[], the kernel's only table of codecs (its
- * fourcc, wire codec id, name, buffer size and bytestream flags; later
- * layers read it, they keep no table of their own).
+ * fourcc, wire codec id, name, buffer size, bytestream flags, frame sizes
+ * and controls; later layers read it, they keep no table of their own). What
+ * a codec has of its own beyond that table row lives in its codec file
+ * (daedalus-vp9.c, daedalus-h264.c, daedalus-av1.c: the controls).
  *
  * An entry marked opt_in is a codec a later phase brings to the node: the
  * node offers it only once that layer's @init enabled it on the device
@@ -27,6 +29,22 @@
 /* 1 MiB holds any 1080p VP9/H.264/AV1 frame at sane bitrates. */
 #define DAEDALUS_CODED_BUF_SIZE	SZ_1M
 
+/*
+ * Every picture size the wire carries (DAEDALUS_MAX_WIDTH x
+ * DAEDALUS_MAX_HEIGHT, the daemon refuses larger frames), in steps of two
+ * (4:2:0 chroma). Every codec takes them all: what a stream may code beyond
+ * that (VP9 and AV1 up to 65536 x 65536, H.264 as its level allows) is the
+ * daemon's decoders' to refuse.
+ */
+#define DAEDALUS_FRMSIZE_WIRE {				\
+	.min_width	= DAEDALUS_MIN_WIDTH,		\
+	.max_width	= DAEDALUS_MAX_WIDTH,		\
+	.step_width	= DAEDALUS_SIZE_STEP,		\
+	.min_height	= DAEDALUS_MIN_HEIGHT,		\
+	.max_height	= DAEDALUS_MAX_HEIGHT,		\
+	.step_height	= DAEDALUS_SIZE_STEP,		\
+}
+
 static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 	{
 		.fourcc			= V4L2_PIX_FMT_VP9,
@@ -34,6 +52,8 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 		.name			= "VP9",
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
+		.frmsize		= DAEDALUS_FRMSIZE_WIRE,
+		.ctrls			= &daedalus_vp9_ctrls,
 	},
 	{
 		.fourcc			= V4L2_PIX_FMT_H264,
@@ -42,6 +62,8 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION |
 					  V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM,
+		.frmsize		= DAEDALUS_FRMSIZE_WIRE,
+		.ctrls			= &daedalus_h264_ctrls,
 	},
 	{
 		/* One temporal unit per OUTPUT buffer: no continuous bytestream. */
@@ -50,9 +72,15 @@ static const struct daedalus_coded_fmt daedalus_coded_fmts[] = {
 		.name			= "AV1",
 		.min_buffer_size	= DAEDALUS_CODED_BUF_SIZE,
 		.fmt_flags		= V4L2_FMT_FLAG_DYN_RESOLUTION,
+		.frmsize		= DAEDALUS_FRMSIZE_WIRE,
+		.ctrls			= &daedalus_av1_ctrls,
 		.opt_in			= true,
 	},
 };
+
+/* Decoded pictures: whatever size the coded ones have. */
+static const struct v4l2_frmsize_stepwise daedalus_decoded_frmsize =
+	DAEDALUS_FRMSIZE_WIRE;
 
 /* One bit of daedalus_dev.coded_fmts_enabled per entry. */
 static_assert(ARRAY_SIZE(daedalus_coded_fmts) <= BITS_PER_LONG);
@@ -203,12 +231,35 @@ const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt)
 	return NULL;
 }
 
-static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix)
+/**
+ * daedalus_frmsize() - the picture sizes @dev takes in format @fourcc
+ * @dev: the device.
+ * @fourcc: a coded format @dev offers, or a decoded format.
+ *
+ * Return: the coded format's table entry's sizes, the decoded formats'
+ * sizes, or NULL for a format @dev does not offer.
+ */
+const struct v4l2_frmsize_stepwise *
+daedalus_frmsize(const struct daedalus_dev *dev, u32 fourcc)
 {
-	pix->width = clamp_t(u32, ALIGN(pix->width, DAEDALUS_SIZE_STEP),
-			     DAEDALUS_MIN_WIDTH, DAEDALUS_MAX_WIDTH);
-	pix->height = clamp_t(u32, ALIGN(pix->height, DAEDALUS_SIZE_STEP),
-			      DAEDALUS_MIN_HEIGHT, DAEDALUS_MAX_HEIGHT);
+	const struct daedalus_coded_fmt *fmt;
+
+	fmt = daedalus_find_coded_fmt(dev, fourcc);
+	if (fmt)
+		return &fmt->frmsize;
+	if (daedalus_find_decoded_fmt(fourcc))
+		return &daedalus_decoded_frmsize;
+	return NULL;
+}
+
+/* Steps are powers of two (ALIGN()); each table's sizes are. */
+static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix,
+				const struct v4l2_frmsize_stepwise *size)
+{
+	pix->width = clamp_t(u32, ALIGN(pix->width, size->step_width),
+			     size->min_width, size->max_width);
+	pix->height = clamp_t(u32, ALIGN(pix->height, size->step_height),
+			      size->min_height, size->max_height);
 	pix->field = V4L2_FIELD_NONE;
 	pix->num_planes = 1;
 	memset(pix->reserved, 0, sizeof(pix->reserved));
@@ -233,7 +284,7 @@ void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 	if (!fmt)
 		fmt = daedalus_coded_fmt_by_index(dev, 0);
 	pix->pixelformat = fmt->fourcc;
-	daedalus_clamp_size(pix);
+	daedalus_clamp_size(pix, &fmt->frmsize);
 	pix->plane_fmt[0].bytesperline = 0;
 	/*
 	 * A coded frame takes about what its raw picture takes at most, so
@@ -266,7 +317,7 @@ void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix)
 	if (!fmt)
 		fmt = daedalus_decoded_fmt_by_index(0);
 	pix->pixelformat = fmt->fourcc;
-	daedalus_clamp_size(pix);
+	daedalus_clamp_size(pix, &daedalus_decoded_frmsize);
 	stride = ALIGN(pix->width * fmt->bpp_num, 4);
 	pix->plane_fmt[0].bytesperline = stride;
 	pix->plane_fmt[0].sizeimage = stride * pix->height * 3 / 2;

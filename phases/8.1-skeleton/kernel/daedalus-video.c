@@ -58,24 +58,21 @@ static int daedalus_enum_fmt_cap(struct file *file, void *priv,
 	return 0;
 }
 
+/* A coded format's sizes are its table entry's (daedalus_frmsize()). */
 static int daedalus_enum_framesizes(struct file *file, void *priv,
 				    struct v4l2_frmsizeenum *fsize)
 {
-	struct daedalus_dev *dev = daedalus_file_to_ctx(file)->dev;
+	const struct v4l2_frmsize_stepwise *size;
 
 	if (fsize->index)
 		return -EINVAL;
-	if (!daedalus_find_coded_fmt(dev, fsize->pixel_format) &&
-	    !daedalus_find_decoded_fmt(fsize->pixel_format))
+	size = daedalus_frmsize(daedalus_file_to_ctx(file)->dev,
+				fsize->pixel_format);
+	if (!size)
 		return -EINVAL;
 
 	fsize->type = V4L2_FRMSIZE_TYPE_STEPWISE;
-	fsize->stepwise.min_width = DAEDALUS_MIN_WIDTH;
-	fsize->stepwise.max_width = DAEDALUS_MAX_WIDTH;
-	fsize->stepwise.step_width = DAEDALUS_SIZE_STEP;
-	fsize->stepwise.min_height = DAEDALUS_MIN_HEIGHT;
-	fsize->stepwise.max_height = DAEDALUS_MAX_HEIGHT;
-	fsize->stepwise.step_height = DAEDALUS_SIZE_STEP;
+	fsize->stepwise = *size;
 	return 0;
 }
 

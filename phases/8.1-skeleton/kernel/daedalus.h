@@ -4,7 +4,9 @@
  *
  * Reading order: daedalus-core.c (module and layer stack), then
  * daedalus-video.c (the /dev/videoN node of phase 8.1), then
- * daedalus-formats.c (the coded and decoded format tables).
+ * daedalus-formats.c (the coded and decoded format tables), then the codec
+ * files daedalus-vp9.c, daedalus-h264.c and daedalus-av1.c (each codec's
+ * own data, which its table entry points to).
  */
 #ifndef _DAEDALUS_H
 #define _DAEDALUS_H
@@ -32,6 +34,28 @@
 #define DAEDALUS_MIN_HEIGHT	16
 #define DAEDALUS_SIZE_STEP	2
 
+struct v4l2_ctrl_config;
+
+/**
+ * struct daedalus_codec_ctrls - a codec's V4L2 controls, as data
+ * @cfgs: one configuration per control, for v4l2_ctrl_new_custom(). A
+ *	standard control gives its id and only what the V4L2 core does not
+ *	fill in itself (a menu's range and default, an array's dimensions).
+ * @num: entries in @cfgs (0 where the uAPI the module is built against
+ *	has none of the codec's controls, see compat.h).
+ *
+ * The stateless codec controls of the codec's uAPI (V4L2_CID_STATELESS_*).
+ * On this stateful node they do nothing: the daemon parses the bitstream
+ * itself, so no control's value ever reaches it or changes a decode. They
+ * are offered (by phase 8.6, which registers them on every open file) so
+ * that applications probing the node find them, with valid defaults and
+ * the V4L2 core's checks of every value set.
+ */
+struct daedalus_codec_ctrls {
+	const struct v4l2_ctrl_config *cfgs;
+	unsigned int num;
+};
+
 /**
  * struct daedalus_coded_fmt - a codec: a compressed format accepted on OUTPUT
  * @fourcc: V4L2 pixel format.
@@ -41,6 +65,10 @@
  * @fmt_flags: V4L2_FMT_FLAG_* besides COMPRESSED that describe how the
  *	decoder takes this codec's bytestream (continuous bytestream, dynamic
  *	resolution); reported by the layer that decodes (phase 8.5 on).
+ * @frmsize: the coded picture sizes the node takes for this codec
+ *	(ENUM_FRAMESIZES; TRY_FMT and S_FMT clamp to them).
+ * @ctrls: the codec's controls (its codec file: daedalus-vp9.c, ...), or
+ *	NULL for none; registered by phase 8.6 (daedalus-ctrls.c).
  * @opt_in: not offered on the node until a later layer enables it on the
  *	device (daedalus_coded_fmt_enable()): a codec that a later phase
  *	brings, while the earlier phases' node keeps its formats.
@@ -48,7 +76,11 @@
  * The one table of codecs in the kernel (daedalus-formats.c): every fact a
  * layer needs about a codec is a member here, and later layers read it
  * through daedalus_find_coded_fmt(), daedalus_coded_fmt_by_index() and
- * daedalus_coded_fmt_by_codec().
+ * daedalus_coded_fmt_by_codec(). A codec's own data lives in its codec file,
+ * which exports exactly one symbol, and the entry points to it. There are no
+ * per-codec operations: the kernel does nothing codec-specific (the daemon
+ * parses and decodes), so adding a codec is an entry here, a codec file for
+ * its controls, and a handler in the daemon.
  */
 struct daedalus_coded_fmt {
 	u32 fourcc;
@@ -56,6 +88,8 @@ struct daedalus_coded_fmt {
 	const char *name;
 	u32 min_buffer_size;
 	u32 fmt_flags;
+	struct v4l2_frmsize_stepwise frmsize;
+	const struct daedalus_codec_ctrls *ctrls;
 	bool opt_in;
 };
 
@@ -129,6 +163,8 @@ static inline struct daedalus_ctx *daedalus_file_to_ctx(struct file *file)
 }
 
 /* daedalus-formats.c */
+const struct v4l2_frmsize_stepwise *
+daedalus_frmsize(const struct daedalus_dev *dev, u32 fourcc);
 const struct daedalus_coded_fmt *
 daedalus_coded_fmt_by_index(const struct daedalus_dev *dev, unsigned int index);
 const struct daedalus_coded_fmt *
@@ -143,5 +179,10 @@ void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 			     struct v4l2_pix_format_mplane *pix);
 void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
 void daedalus_default_fmts(struct daedalus_ctx *ctx);
+
+/* The codec files: each one's controls (struct daedalus_codec_ctrls). */
+extern const struct daedalus_codec_ctrls daedalus_vp9_ctrls;
+extern const struct daedalus_codec_ctrls daedalus_h264_ctrls;
+extern const struct daedalus_codec_ctrls daedalus_av1_ctrls;
 
 #endif /* _DAEDALUS_H */

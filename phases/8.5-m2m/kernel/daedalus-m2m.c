@@ -930,6 +930,7 @@ static int daedalus_queue_init(void *priv, struct vb2_queue *src_vq,
 static int daedalus_m2m_open(struct file *file)
 {
 	struct daedalus_dev *dev = video_drvdata(file);
+	const struct daedalus_m2m *m2m = daedalus_dev_m2m(dev);
 	struct daedalus_m2m_ctx *ctx;
 	int ret;
 
@@ -965,13 +966,15 @@ static int daedalus_m2m_open(struct file *file)
 	v4l2_ctrl_handler_init(&ctx->ctrls, 1);
 	v4l2_ctrl_new_std(&ctx->ctrls, NULL, V4L2_CID_MIN_BUFFERS_FOR_CAPTURE,
 			  1, 32, 1, 4);
+	if (m2m->add_ctrls)
+		m2m->add_ctrls(dev, &ctx->ctrls);
 	ret = ctx->ctrls.error;
 	if (ret)
 		goto err_free_ctrls;
 	ctx->base.fh.ctrl_handler = &ctx->ctrls;
 
-	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(daedalus_dev_m2m(dev)->m2m_dev,
-						 ctx, daedalus_queue_init);
+	ctx->base.fh.m2m_ctx = v4l2_m2m_ctx_init(m2m->m2m_dev, ctx,
+						 daedalus_queue_init);
 	if (IS_ERR(ctx->base.fh.m2m_ctx)) {
 		ret = PTR_ERR(ctx->base.fh.m2m_ctx);
 		goto err_free_ctrls;

@@ -102,6 +102,11 @@ struct daedalus_m2m_transport {
  *	registered on the node.
  * @transport: how buffers' bytes cross to the daemon; the inline transport
  *	unless a later layer's init replaced it.
+ * @add_ctrls: adds a later layer's controls to the control handler of a
+ *	file being opened, after this layer's own; NULL (this layer's own
+ *	only) unless a later layer's init set it. Errors are recorded in the
+ *	handler (v4l2_ctrl_handler.error), as v4l2_ctrl_new_*() record them.
+ *	Called from open(), in process context, before the file is usable.
  *
  * Written by the init of this layer and of later layers only, and read-only
  * afterwards (the node is published after every init): no lock.
@@ -113,12 +118,15 @@ struct daedalus_m2m {
 	const struct v4l2_ioctl_ops *ioctl_ops;
 	struct v4l2_file_operations fops;
 	struct daedalus_m2m_transport transport;
+	void (*add_ctrls)(struct daedalus_dev *dev,
+			  struct v4l2_ctrl_handler *hdl);
 };
 
 /**
  * struct daedalus_m2m_ctx - one open file of the decoder
  * @base: formats and the V4L2 file handle; must stay first.
- * @ctrls: control handler (V4L2_CID_MIN_BUFFERS_FOR_CAPTURE).
+ * @ctrls: control handler (V4L2_CID_MIN_BUFFERS_FOR_CAPTURE, and what a
+ *	later layer adds through daedalus_m2m.add_ctrls).
  * @work: runs daedalus_m2m_pump(); one instance at a time (a work item
  *	never runs concurrently with itself).
  * @q_lock: the lock of both vb2 queues (and of v4l2-mem2mem's queue

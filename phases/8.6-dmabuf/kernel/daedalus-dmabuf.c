@@ -48,6 +48,10 @@
  * it) keeps offering exactly VP9 and H.264. The daemon has decoded AV1
  * since phase 8.4, so nothing else changes for it.
  *
+ * Stateless controls: this layer's init also installs daedalus_ctrls_add()
+ * (daedalus-ctrls.c) as the m2m layer's add_ctrls hook, so every open file
+ * gets the VP9, H.264 and AV1 stateless controls of the codec table.
+ *
  * Locking: this layer has no lock of its own. daedalus_dmabuf_get() runs
  * under the bridge lock (see daedalus_bridge_get_dmabuf() for why the
  * buffer is valid then); the ioctl makes the file descriptor after the
@@ -64,6 +68,7 @@
 
 #include "daedalus.h"
 #include "daedalus-bridge.h"
+#include "daedalus-ctrls.h"
 #include "daedalus-m2m.h"
 
 /**
@@ -292,8 +297,8 @@ err_put_dbuf:
 
 /*
  * After phase 8.5's init (its transport is in place) and before anything is
- * published: AV1 is offered, the dma-buf transport replaces the inline one,
- * and the bridge gets its ioctl.
+ * published: AV1 is offered, open files get the stateless controls, the
+ * dma-buf transport replaces the inline one, and the bridge gets its ioctl.
  */
 static int daedalus_dmabuf_init(struct daedalus_dev *dev)
 {
@@ -310,6 +315,7 @@ static int daedalus_dmabuf_init(struct daedalus_dev *dev)
 	ret = daedalus_coded_fmt_enable(dev, DAEDALUS_CODEC_AV1);
 	if (ret)
 		return ret;
+	m2m->add_ctrls = daedalus_ctrls_add;
 	daedalus_bridge_set_ioctl(dev, daedalus_dmabuf_ioctl);
 	if (is_swiotlb_force_bounce(dma_dev)) {
 		dev_warn(dma_dev,
@@ -322,12 +328,13 @@ static int daedalus_dmabuf_init(struct daedalus_dev *dev)
 }
 
 /*
- * Runs after every unpublish, once the last file is closed: no ioctl can
- * come any more, so AV1 can stop being offered without a lock.
+ * Runs after every unpublish, once the last file is closed: no ioctl or
+ * open can come any more, so AV1 and the controls can go without a lock.
  */
 static void daedalus_dmabuf_exit(struct daedalus_dev *dev)
 {
 	daedalus_bridge_set_ioctl(dev, NULL);
+	daedalus_dev_m2m(dev)->add_ctrls = NULL;
 	daedalus_coded_fmt_disable(dev, DAEDALUS_CODEC_AV1);
 }
 
