@@ -164,8 +164,9 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 /*
  * The stream's picture size is now @f's: set the CAPTURE format from it and
  * tell the application, which sets CAPTURE up again (dev-decoder.rst,
- * "Initialization" and "Dynamic resolution change"). Called with ctx->lock
- * held.
+ * "Initialization" and "Dynamic resolution change"), with the stream's
+ * colorimetry where @f signals it, else the application's (OUTPUT's).
+ * Called with ctx->lock held.
  *
  * One exception: the stream's first picture size when CAPTURE already
  * streams with exactly the format it needs. Clients that set CAPTURE up
@@ -195,6 +196,7 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 	cap->height = f->height;
 	cap->pixelformat = fmt->fourcc;
 	daedalus_fill_decoded_fmt(cap);
+	daedalus_stream_colour(cap, &ctx->base.out_fmt, f);
 	ctx->visible_width = f->width;
 	ctx->visible_height = f->height;
 	ctx->have_geometry = true;
