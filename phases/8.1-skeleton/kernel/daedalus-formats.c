@@ -17,12 +17,19 @@
  * the roadmap puts it on the node with phase 8.6 (see daedalus-dmabuf.c).
  * Lookup by wire codec (daedalus_coded_fmt_by_codec()) does not look at
  * opt_in: it names codecs for the daemon, not formats of the node.
+ *
+ * Colorimetry: the OUTPUT format keeps the application's (TRY_FMT / S_FMT,
+ * daedalus_fill_coded_colour()), and a stream's own colour description,
+ * which the daemon reports with each frame as ITU-T H.273 code points,
+ * becomes V4L2's through one table, daedalus_colour_map
+ * (daedalus_stream_colour(), used where a layer learns a stream's format).
  */
 #include <linux/bits.h>
 #include <linux/build_bug.h>
 #include <linux/kernel.h>
 #include <linux/minmax.h>
 #include <linux/string.h>
+#include <media/v4l2-common.h>
 
 #include "daedalus.h"
 
@@ -268,11 +275,33 @@ static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix,
 }
 
 /*
+ * The colorimetry of coded data is the application's to give
+ * (pixfmt-v4l2.rst: set "by the application for output streams"), and what
+ * S_FMT(OUTPUT) hands to CAPTURE: kept when valid. V4L2_COLORSPACE_DEFAULT
+ * lets the driver fill it in (colorspaces-defs.rst): Rec. 709, the node's
+ * default, as for a value out of range and the deprecated BT878 ("No driver
+ * will ever return this"). The other three fields stay *_DEFAULT (derived
+ * from the colorspace) unless valid.
+ */
+static void daedalus_fill_coded_colour(struct v4l2_pix_format_mplane *pix)
+{
+	if (!v4l2_is_colorspace_valid(pix->colorspace) ||
+	    pix->colorspace == V4L2_COLORSPACE_BT878)
+		pix->colorspace = V4L2_COLORSPACE_REC709;
+	if (!v4l2_is_xfer_func_valid(pix->xfer_func))
+		pix->xfer_func = V4L2_XFER_FUNC_DEFAULT;
+	if (!v4l2_is_ycbcr_enc_valid(pix->ycbcr_enc))
+		pix->ycbcr_enc = V4L2_YCBCR_ENC_DEFAULT;
+	if (!v4l2_is_quant_valid(pix->quantization))
+		pix->quantization = V4L2_QUANTIZATION_DEFAULT;
+}
+
+/*
  * daedalus_fill_coded_fmt() - make @pix a valid OUTPUT format of @dev
  *
  * A fourcc @dev does not offer becomes the first coded format
  * (VIDIOC_TRY_FMT never fails on a format it does not know). Coded data has
- * no line stride.
+ * no line stride. The colorimetry is the application's, when valid.
  */
 void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 			     struct v4l2_pix_format_mplane *pix)
@@ -285,6 +314,7 @@ void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 		fmt = daedalus_coded_fmt_by_index(dev, 0);
 	pix->pixelformat = fmt->fourcc;
 	daedalus_clamp_size(pix, &fmt->frmsize);
+	daedalus_fill_coded_colour(pix);
 	pix->plane_fmt[0].bytesperline = 0;
 	/*
 	 * A coded frame takes about what its raw picture takes at most, so
@@ -342,4 +372,78 @@ void daedalus_default_fmts(struct daedalus_ctx *ctx)
 	cap->height = out->height;
 	cap->colorspace = out->colorspace;
 	daedalus_fill_decoded_fmt(cap);
+}
+
+/*
+ * ITU-T H.273 code points (and FFmpeg's AVColorRange) to V4L2 colorimetry,
+ * field by field, indexed by the code point. An entry is the V4L2 value with
+ * the same definition (colorspaces-details.rst: chromaticities, transfer
+ * function, Y'CbCr encoding, quantization); 0, V4L2's *_DEFAULT, where V4L2
+ * has none (H.273's "unspecified" and reserved values, gamma 2.2 and 2.8,
+ * HLG, P3-D65, YCgCo ...): the stream's value then says nothing V4L2 can
+ * carry. A code point is a byte on the wire, so each array has an entry for
+ * every value the daemon can send. Model: amphion's vpu_color.c.
+ */
+static const struct daedalus_colour_map {
+	u8 colorspace[256];	/* by ColourPrimaries */
+	u8 xfer_func[256];	/* by TransferCharacteristics */
+	u8 ycbcr_enc[256];	/* by MatrixCoefficients */
+	u8 quantization[256];	/* by AVColorRange */
+} daedalus_colour_map = {
+	.colorspace = {
+		[1]	= V4L2_COLORSPACE_REC709,	 /* BT.709 */
+		[4]	= V4L2_COLORSPACE_470_SYSTEM_M,	 /* BT.470 System M */
+		[5]	= V4L2_COLORSPACE_470_SYSTEM_BG, /* BT.470 System B, G */
+		[6]	= V4L2_COLORSPACE_SMPTE170M,	 /* BT.601 525, SMPTE 170M */
+		[7]	= V4L2_COLORSPACE_SMPTE240M,	 /* SMPTE 240M */
+		[9]	= V4L2_COLORSPACE_BT2020,	 /* BT.2020, BT.2100 */
+		[11]	= V4L2_COLORSPACE_DCI_P3,	 /* SMPTE RP 431-2 */
+	},
+	.xfer_func = {
+		[1]	= V4L2_XFER_FUNC_709,		/* BT.709 */
+		[6]	= V4L2_XFER_FUNC_709,		/* BT.601, SMPTE 170M */
+		[7]	= V4L2_XFER_FUNC_SMPTE240M,	/* SMPTE 240M */
+		[8]	= V4L2_XFER_FUNC_NONE,		/* linear */
+		[13]	= V4L2_XFER_FUNC_SRGB,		/* IEC 61966-2-1 (sRGB) */
+		[14]	= V4L2_XFER_FUNC_709,		/* BT.2020, 10 bits */
+		[15]	= V4L2_XFER_FUNC_709,		/* BT.2020, 12 bits */
+		[16]	= V4L2_XFER_FUNC_SMPTE2084,	/* SMPTE ST 2084 (PQ) */
+	},
+	.ycbcr_enc = {
+		[1]	= V4L2_YCBCR_ENC_709,		/* BT.709 */
+		[5]	= V4L2_YCBCR_ENC_601,		/* BT.601 625, BT.470 B, G */
+		[6]	= V4L2_YCBCR_ENC_601,		/* BT.601 525, SMPTE 170M */
+		[7]	= V4L2_YCBCR_ENC_SMPTE240M,	/* SMPTE 240M */
+		[9]	= V4L2_YCBCR_ENC_BT2020,	/* BT.2020 non-constant */
+		[10]	= V4L2_YCBCR_ENC_BT2020_CONST_LUM, /* BT.2020 constant */
+	},
+	.quantization = {
+		[DAEDALUS_RANGE_LIMITED]	= V4L2_QUANTIZATION_LIM_RANGE,
+		[DAEDALUS_RANGE_FULL]		= V4L2_QUANTIZATION_FULL_RANGE,
+	},
+};
+
+/**
+ * daedalus_stream_colour() - the CAPTURE colorimetry of a stream's frame
+ * @cap: the CAPTURE format whose four colorimetry fields are set.
+ * @app: the OUTPUT format, with the application's colorimetry.
+ * @f: the frame, as the daemon described it.
+ *
+ * Field by field: what the stream signals where V4L2 has a name for it
+ * (daedalus_colour_map), else the application's value. The daemon is not
+ * trusted: a code point the table does not name counts as not signalled,
+ * so @cap only ever gets a value of the table or of @app. Called by the
+ * layer that learns a stream's format (phase 8.5, at SOURCE_CHANGE) under
+ * the lock that guards @cap; does not sleep.
+ */
+void daedalus_stream_colour(struct v4l2_pix_format_mplane *cap,
+			    const struct v4l2_pix_format_mplane *app,
+			    const struct daedalus_frame_info *f)
+{
+	const struct daedalus_colour_map *map = &daedalus_colour_map;
+
+	cap->colorspace = map->colorspace[f->primaries] ?: app->colorspace;
+	cap->xfer_func = map->xfer_func[f->transfer] ?: app->xfer_func;
+	cap->ycbcr_enc = map->ycbcr_enc[f->matrix] ?: app->ycbcr_enc;
+	cap->quantization = map->quantization[f->range] ?: app->quantization;
 }

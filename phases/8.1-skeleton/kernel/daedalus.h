@@ -178,6 +178,9 @@ const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt);
 void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 			     struct v4l2_pix_format_mplane *pix);
 void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
+void daedalus_stream_colour(struct v4l2_pix_format_mplane *cap,
+			    const struct v4l2_pix_format_mplane *app,
+			    const struct daedalus_frame_info *f);
 void daedalus_default_fmts(struct daedalus_ctx *ctx);
 
 /* The codec files: each one's controls (struct daedalus_codec_ctrls). */

@@ -88,7 +88,8 @@ static bool daedalus_frame_valid(const struct daedalus_frame_info *f)
 		return false;
 	if (f->flags & ~(DAEDALUS_FRAME_KEY | DAEDALUS_FRAME_CORRUPT))
 		return false;
-	return daedalus_zero(f->reserved, ARRAY_SIZE(f->reserved));
+	/* Any colour code point goes: unknown ones count as not signalled. */
+	return !f->reserved;
 }
 
 /*

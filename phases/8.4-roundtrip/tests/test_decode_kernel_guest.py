@@ -115,7 +115,7 @@ def test_malformed_resp_frame_is_rejected(fake: int, bad: str) -> None:
         "zero width": answer([frame(width=0)]),
         "huge height": answer([frame(height=100000)]),
         "unknown frame flag": answer([frame(flags=0x80)]),
-        "frame reserved": answer([frame(reserved1=5)]),
+        "frame reserved": answer([frame(reserved=5)]),
         "answer longer than the kernel's buffer": b"\x00" * (64 * 1024),
     }[bad]
     assert write_errno(fake, hdr_bytes(RESPONSE, cookie, payload)) == errno.EINVAL

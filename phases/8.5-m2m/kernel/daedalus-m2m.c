@@ -164,8 +164,9 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 /*
  * The stream's picture size is now @f's: set the CAPTURE format from it and
  * tell the application, which sets CAPTURE up again (dev-decoder.rst,
- * "Initialization" and "Dynamic resolution change"). Called with ctx->lock
- * held.
+ * "Initialization" and "Dynamic resolution change"), with the stream's
+ * colorimetry where @f signals it, else the application's (OUTPUT's).
+ * Called with ctx->lock held.
  *
  * One exception: the stream's first picture size when CAPTURE already
  * streams with exactly the format it needs. Clients that set CAPTURE up
@@ -195,6 +196,7 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 	cap->height = f->height;
 	cap->pixelformat = fmt->fourcc;
 	daedalus_fill_decoded_fmt(cap);
+	daedalus_stream_colour(cap, &ctx->base.out_fmt, f);
 	ctx->visible_width = f->width;
 	ctx->visible_height = f->height;
 	ctx->have_geometry = true;
@@ -245,23 +247,25 @@ struct daedalus_fetch_reply {
  * @want: the frame the FETCH asked for, as the FEED answer listed it.
  * @resp: the fixed part of the answer (at least that many bytes received).
  *
- * Reserved fields zero and the frame exactly @want; the byte counts are the
- * transport's to check. Called with the bridge lock held (a reply's
- * validate); does not sleep.
+ * Reserved fields zero and the frame exactly @want, its colour description
+ * included; the byte counts are the transport's to check. Called with the
+ * bridge lock held (a reply's validate); does not sleep.
  *
  * Return: true when the answer describes @want.
  */
 bool daedalus_m2m_fetch_frame_valid(const struct daedalus_frame_info *want,
 				    const struct daedalus_fetch_resp *resp)
 {
+	const struct daedalus_frame_info *f = &resp->frame;
+
 	if (resp->reserved[0] || resp->reserved[1] || resp->reserved[2] ||
-	    resp->frame.reserved[0] || resp->frame.reserved[1])
+	    f->reserved)
 		return false;
-	return resp->frame.width == want->width &&
-	       resp->frame.height == want->height &&
-	       resp->frame.pixfmt == want->pixfmt &&
-	       resp->frame.timestamp == want->timestamp &&
-	       resp->frame.digest == want->digest;
+	return f->width == want->width && f->height == want->height &&
+	       f->pixfmt == want->pixfmt && f->timestamp == want->timestamp &&
+	       f->digest == want->digest && f->primaries == want->primaries &&
+	       f->transfer == want->transfer && f->matrix == want->matrix &&
+	       f->range == want->range;
 }
 
 /* A FETCH answer must describe the frame we expect, with exact sizes. */

@@ -137,9 +137,10 @@ struct daedalus_m2m {
  *	CAPTURE stops or the file closes).
  * @pump_wq: woken when the pump lets go of a CAPTURE buffer.
  * @lock: protects every member from here to @cap_sequence, and
- *	@base.cap_fmt (the pump rewrites it when the stream's size changes).
- *	Never held across a daemon round trip, so no ioctl waits for the
- *	daemon.
+ *	@base.cap_fmt (the pump rewrites it when the stream's size changes);
+ *	S_FMT(OUTPUT) holds it while it changes @base.out_fmt, whose
+ *	colorimetry the pump reads. Never held across a daemon round trip, so
+ *	no ioctl waits for the daemon.
  * @pending: frames decoded by the daemon and not yet fetched, oldest first.
  * @pending_head: index of the oldest entry of @pending.
  * @nr_pending: entries in @pending.

@@ -537,6 +537,12 @@ def check_answers(fd: int, header: Header, fetch: FetchReq, info: FrameInfo, siz
         "another timestamp": pack_fetch_resp(replace(info, timestamp=info.timestamp + 1),
                                              nr_bytes=size),
         "reserved set": pack_fetch_resp(info, nr_bytes=size, reserved=(0, 0, 1)),
+        "frame reserved set": pack_fetch_resp(replace(info, reserved=1), nr_bytes=size),
+        # protocol v9: the colour description is part of the frame named
+        "another range": pack_fetch_resp(replace(info, range=info.range ^ 3),
+                                         nr_bytes=size),
+        "another matrix": pack_fetch_resp(replace(info, matrix=info.matrix ^ 1),
+                                          nr_bytes=size),
         "a RESP_FRAME's payload": pack_frame_resp(DecodeStatus.OK),
     }
     for name, body in wrong.items():

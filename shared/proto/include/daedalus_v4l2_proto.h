@@ -36,7 +36,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		8
+#define DAEDALUS_PROTO_VERSION		9
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -90,7 +90,10 @@
  * with errors are listed with DAEDALUS_FRAME_CORRUPT, not dropped (phase 8.5);
  * 8 = DAEDALUS_IOC_GET_DMABUF, FEED's DAEDALUS_DECODE_DMABUF and FETCH's
  * DAEDALUS_FETCH_DMABUF: bitstream and pixels cross as dma-bufs of the
- * application's own buffers, not inline (phase 8.6).
+ * application's own buffers, not inline (phase 8.6); 9 = struct
+ * daedalus_frame_info carries the frame's colour description (@primaries,
+ * @transfer, @matrix, @range) in what was its first reserved word; @reserved
+ * is the one word left (phase 8.6).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -230,6 +233,17 @@ struct daedalus_decode_req {
  */
 #define DAEDALUS_FRAME_CORRUPT	0x2
 
+/*
+ * daedalus_frame_info colour description: @primaries, @transfer and @matrix
+ * are ITU-T H.273 code points (ColourPrimaries, TransferCharacteristics,
+ * MatrixCoefficients; FFmpeg's AVCOL_PRI_*, AVCOL_TRC_* and AVCOL_SPC_*
+ * values), @range FFmpeg's AVColorRange.
+ */
+#define DAEDALUS_COLOUR_UNSPECIFIED	2	/* H.273 "unspecified" */
+#define DAEDALUS_RANGE_UNSPECIFIED	0
+#define DAEDALUS_RANGE_LIMITED		1	/* "video" / "tv" / MPEG range */
+#define DAEDALUS_RANGE_FULL		2	/* "pc" / JPEG range */
+
 /**
  * struct daedalus_frame_info - one decoded frame in a RESP_FRAME
  * @width: visible width in pixels.
@@ -240,7 +254,23 @@ struct daedalus_decode_req {
  *	interleaved chroma plane, rows without padding (NV12: width bytes per
  *	row; P010: 2 * width bytes per row, little-endian words).
  * @timestamp: the timestamp of the request whose bitstream held the frame.
+ * @primaries: the colour primaries the bitstream signals for this frame, an
+ *	H.273 ColourPrimaries code point; DAEDALUS_COLOUR_UNSPECIFIED when it
+ *	signals none.
+ * @transfer: the transfer characteristics, an H.273
+ *	TransferCharacteristics code point, or DAEDALUS_COLOUR_UNSPECIFIED.
+ * @matrix: the matrix coefficients (Y'CbCr encoding), an H.273
+ *	MatrixCoefficients code point, or DAEDALUS_COLOUR_UNSPECIFIED.
+ * @range: DAEDALUS_RANGE_LIMITED, DAEDALUS_RANGE_FULL, or
+ *	DAEDALUS_RANGE_UNSPECIFIED when the bitstream signals no range.
  * @reserved: must be zero.
+ *
+ * The colour description is codec-neutral: the code points the bitstream
+ * carries (VP9's color_space and color_range, H.264's VUI, AV1's
+ * color_config), as the daemon's decoder reports them. The kernel never
+ * trusts it: a value it does not know (out of its table, or one V4L2 has no
+ * name for) counts as not signalled, and the CAPTURE format keeps the
+ * application's colorimetry for that field.
  */
 struct daedalus_frame_info {
 	__u32 width;
@@ -249,7 +279,11 @@ struct daedalus_frame_info {
 	__u32 flags;
 	__u64 digest;
 	__u64 timestamp;
-	__u32 reserved[2];
+	__u8 primaries;
+	__u8 transfer;
+	__u8 matrix;
+	__u8 range;
+	__u32 reserved;
 };
 
 /**

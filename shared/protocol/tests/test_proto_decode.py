@@ -9,6 +9,7 @@ the C digest against published vectors and a pure-Python reference.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 from typing import Any
@@ -170,9 +171,29 @@ def test_pack_frame_resp_layout() -> None:
     first = data[32:72]
     assert [_u(first, o, 4) for o in (0, 4, 8, 12)] == [320, 240, 1, 1]
     assert (_u(first, 16, 8), _u(first, 24, 8)) == (0xFEDCBA9876543210, 41)
-    assert first[32:40] == bytes(8)
+    # no colour given: H.273 "unspecified" (2) three times, range unspecified (0)
+    assert first[32:36] == bytes([2, 2, 2, 0]) and first[36:40] == bytes(4)
     assert _u(data[72:112], 24, 8) == 2**64 - 1
     assert data[112:] == b"hi"
+
+
+def test_frame_colour_description_layout_and_round_trip() -> None:
+    """Protocol v9: primaries, transfer, matrix and range are one byte each at
+    32..35 (H.273 code points, FFmpeg's AVColorRange), reserved at 36..39."""
+    tagged = proto.FrameInfo(width=128, height=96, pixfmt=proto.PixFmt.NV12, flags=0, digest=7,
+                             timestamp=3, primaries=9, transfer=16, matrix=9,
+                             range=proto.RANGE_FULL)
+    data = proto.pack_frame_resp(proto.DecodeStatus.OK, 0, [tagged])
+    assert data[32 + 32:32 + 40] == bytes([9, 16, 9, 2, 0, 0, 0, 0])
+    resp = proto.parse_frame_resp(data)
+    assert resp.frames == (tagged,)
+    proto.validate_frame_resp(resp)  # any code point is accepted: the kernel judges them
+    odd = dataclasses.replace(tagged, primaries=255, transfer=0, matrix=200, range=7)
+    proto.validate_frame_resp(proto.parse_frame_resp(proto.pack_frame_resp(0, 0, [odd])))
+    with pytest.raises(proto.ProtocolError, match="cannot pack"):
+        proto.pack_frame_resp(0, 0, [dataclasses.replace(tagged, primaries=256)])
+    fetched, _ = proto.parse_fetch_resp(proto.pack_fetch_resp(tagged, b"xy"))
+    assert fetched.frame == tagged
 
 
 def test_frame_resp_round_trip() -> None:
@@ -216,7 +237,8 @@ def test_parse_frame_resp_rejects_lengths(data: bytes, match: str) -> None:
     (proto.FrameResp(0, 0, (FRAME.__class__(0, 240, 1, 0, 0, 0),)), "size 0x240"),
     (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 3, 0, 0, 0),)), "unknown pixfmt 3"),
     (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 4, 0, 0),)), "unknown flags 0x4"),
-    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 0, 0, 0, (0, 1)),)), "reserved"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 0, 0, 0, reserved=1),)),
+     "reserved"),
 ])
 def test_validate_frame_resp_rejects(resp: proto.FrameResp, match: str) -> None:
     with pytest.raises(proto.ProtocolError, match=match):

@@ -23,6 +23,10 @@
    reserved[2] at 24..31 (32 bytes); DAEDALUS_IOC_GET_DMABUF is
    _IOWR(0xDA, 1, that struct): direction 3 (read and write) in bits 30..31,
    size 32 in bits 16..29, type 0xDA in bits 8..15, number 1: 0xc020da01.
+   Protocol v9 splits struct daedalus_frame_info's first reserved word into
+   four __u8 (primaries, transfer, matrix, range at 32, 33, 34, 35: no
+   padding between bytes) and keeps one __u32 reserved at 36..39, so the struct
+   stays 40 bytes and struct daedalus_fetch_resp 56.
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
@@ -68,7 +72,8 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
                                  "bitstream_offset": (28, 4), "reserved": (32, 16)}),
     "daedalus_frame_info": (40, {"width": (0, 4), "height": (4, 4), "pixfmt": (8, 4),
                                  "flags": (12, 4), "digest": (16, 8), "timestamp": (24, 8),
-                                 "reserved": (32, 8)}),
+                                 "primaries": (32, 1), "transfer": (33, 1), "matrix": (34, 1),
+                                 "range": (35, 1), "reserved": (36, 4)}),
     "daedalus_frame_resp": (32, {"status": (0, 4), "error": (4, 4), "nr_frames": (8, 4),
                                  "msg_len": (12, 4), "reserved": (16, 16)}),
     "daedalus_stream": (16, {"stream_id": (0, 8), "reserved": (8, 8)}),
@@ -79,7 +84,7 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_dmabuf_req": (32, {"cookie": (0, 8), "index": (8, 4), "flags": (12, 4),
                                  "fd": (16, 4), "size": (20, 4), "reserved": (24, 8)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 8,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 9,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
@@ -90,7 +95,10 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 8,
              "DAEDALUS_MSG_FEED": 5, "DAEDALUS_MSG_FETCH": 6, "DAEDALUS_DECODE_RESET": 2,
              "DAEDALUS_DECODE_RESYNC": 4, "DAEDALUS_FETCH_DISCARD": 1, "DAEDALUS_MAX_WIDTH": 8192,
              "DAEDALUS_MAX_HEIGHT": 4352, "DAEDALUS_DECODE_DMABUF": 8, "DAEDALUS_FETCH_DMABUF": 2,
-             "DAEDALUS_IOC_MAGIC": 0xDA, "DAEDALUS_IOC_GET_DMABUF": 0xC020DA01}
+             "DAEDALUS_IOC_MAGIC": 0xDA, "DAEDALUS_IOC_GET_DMABUF": 0xC020DA01,
+             # H.273's "unspecified" code point; FFmpeg's AVColorRange
+             "DAEDALUS_COLOUR_UNSPECIFIED": 2, "DAEDALUS_RANGE_UNSPECIFIED": 0,
+             "DAEDALUS_RANGE_LIMITED": 1, "DAEDALUS_RANGE_FULL": 2}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -139,7 +147,7 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 8, 1024 * 1024, 0x8000)
+        0x4C345644, 9, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
@@ -154,6 +162,8 @@ def test_golden_constants_match_cffi() -> None:
     assert (proto.FRAME_CORRUPT, proto.FRAME_FLAGS) == (2, 3)
     assert (proto.DECODE_DMABUF, proto.FETCH_DMABUF, proto.FETCH_FLAGS) == (8, 2, 3)
     assert proto.IOC_GET_DMABUF == 0xC020DA01
+    assert (proto.COLOUR_UNSPECIFIED, proto.RANGE_UNSPECIFIED, proto.RANGE_LIMITED,
+            proto.RANGE_FULL) == (2, 0, 1, 2)
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
@@ -194,6 +204,8 @@ int main(void)
     OFF(daedalus_frame_info, width); OFF(daedalus_frame_info, height);
     OFF(daedalus_frame_info, pixfmt); OFF(daedalus_frame_info, flags);
     OFF(daedalus_frame_info, digest); OFF(daedalus_frame_info, timestamp);
+    OFF(daedalus_frame_info, primaries); OFF(daedalus_frame_info, transfer);
+    OFF(daedalus_frame_info, matrix); OFF(daedalus_frame_info, range);
     OFF(daedalus_frame_info, reserved);
     OFF(daedalus_frame_resp, status); OFF(daedalus_frame_resp, error);
     OFF(daedalus_frame_resp, nr_frames); OFF(daedalus_frame_resp, msg_len);
@@ -222,7 +234,8 @@ int main(void)
     VAL(DAEDALUS_DECODE_RESYNC);
     VAL(DAEDALUS_FETCH_DISCARD); VAL(DAEDALUS_MAX_WIDTH); VAL(DAEDALUS_MAX_HEIGHT);
     VAL(DAEDALUS_DECODE_DMABUF); VAL(DAEDALUS_FETCH_DMABUF); VAL(DAEDALUS_IOC_MAGIC);
-    VAL(DAEDALUS_IOC_GET_DMABUF);
+    VAL(DAEDALUS_IOC_GET_DMABUF); VAL(DAEDALUS_COLOUR_UNSPECIFIED);
+    VAL(DAEDALUS_RANGE_UNSPECIFIED); VAL(DAEDALUS_RANGE_LIMITED); VAL(DAEDALUS_RANGE_FULL);
     return 0;
 }
 """
@@ -461,6 +474,7 @@ def _compile_drifted(tmp_path: Path, name: str, old: str, new: str) -> ModuleTyp
     ("cookie", "__u64 cookie;", "__u32 cookie;", "struct daedalus_msg_hdr", "wrong"),
     ("phase", "    __u32 phase;\n", "", "struct daedalus_hello", "wrong"),
     ("digest", "__u64 digest;", "__u32 digest;", "struct daedalus_frame_info", "wrong"),
+    ("range", "__u8 range;", "__u16 range;", "struct daedalus_frame_info", "wrong"),
     ("timestamp", "__u64 timestamp;\n    __u32 codec;",
      "__u32 timestamp;\n    __u32 codec;", "struct daedalus_decode_req", "wrong"),
     ("fetch_bytes", "__u32 bytes;", "__u64 bytes;", "struct daedalus_fetch_resp", "wrong"),
@@ -489,6 +503,9 @@ def test_drifted_cdef_does_not_load(tmp_path: Path, tag: str, old: str, new: str
     ("enum", "DAEDALUS_CODEC_AV1,", "DAEDALUS_CODEC_AV2,"),
     ("feed", "DAEDALUS_MSG_FEED,", "DAEDALUS_MSG_FED,"),
     ("max_bytes", "__u32 max_bytes;", "__u32 maxbytes;"),
+    # protocol v8's frame_info (no colour description) against the v9 header
+    ("frame_info_v8", "__u8 primaries;\n    __u8 transfer;\n    __u8 matrix;\n"
+     "    __u8 range;\n    __u32 reserved;", "__u32 reserved[2];"),
 ])
 def test_drifted_cdef_does_not_compile(tmp_path: Path, tag: str, old: str, new: str) -> None:
     assert old in CDEF

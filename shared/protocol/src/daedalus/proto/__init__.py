@@ -31,6 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
         f"(hatch env prune) or run: python {_build.__file__}") from exc
 
 __all__ = [
+    "COLOUR_UNSPECIFIED",
     "DECODE_DMABUF",
     "DECODE_FLAGS",
     "DECODE_FLUSH",
@@ -60,6 +61,9 @@ __all__ = [
     "MAX_MSG",
     "MAX_PAYLOAD",
     "MAX_WIDTH",
+    "RANGE_FULL",
+    "RANGE_LIMITED",
+    "RANGE_UNSPECIFIED",
     "RESERVED_WORDS",
     "RESPONSE",
     "STREAM_SIZE",
@@ -196,6 +200,12 @@ MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
 FRAME_KEY: Final = lib.DAEDALUS_FRAME_KEY
 FRAME_CORRUPT: Final = lib.DAEDALUS_FRAME_CORRUPT
 FRAME_FLAGS: Final = FRAME_KEY | FRAME_CORRUPT  # what a frame entry may carry
+# A frame's colour description (struct daedalus_frame_info): ITU-T H.273 code
+# points for primaries, transfer and matrix, FFmpeg's AVColorRange for range.
+COLOUR_UNSPECIFIED: Final = lib.DAEDALUS_COLOUR_UNSPECIFIED
+RANGE_UNSPECIFIED: Final = lib.DAEDALUS_RANGE_UNSPECIFIED
+RANGE_LIMITED: Final = lib.DAEDALUS_RANGE_LIMITED
+RANGE_FULL: Final = lib.DAEDALUS_RANGE_FULL
 FNV1A64_OFFSET_BASIS: Final = lib.DAEDALUS_FNV1A64_OFFSET_BASIS
 FNV1A64_PRIME: Final = lib.DAEDALUS_FNV1A64_PRIME
 
@@ -445,7 +455,14 @@ class DecodeReq:
 
 @dataclass(frozen=True)
 class FrameInfo:
-    """struct daedalus_frame_info: one decoded frame of a RESP_FRAME."""
+    """struct daedalus_frame_info: one decoded frame of a RESP_FRAME.
+
+    The colour description (protocol v9) is what the bitstream signals, as
+    code points: *primaries*, *transfer*, *matrix* from ITU-T H.273 (FFmpeg's
+    AVCOL_PRI / AVCOL_TRC / AVCOL_SPC values, COLOUR_UNSPECIFIED when not
+    signalled) and *range* (FFmpeg's AVColorRange: RANGE_UNSPECIFIED,
+    RANGE_LIMITED, RANGE_FULL). The kernel maps them to V4L2 colorimetry and
+    treats any value it does not know as not signalled."""
 
     width: int
     height: int
@@ -453,7 +470,11 @@ class FrameInfo:
     flags: int
     digest: int
     timestamp: int
-    reserved: tuple[int, ...] = (0, 0)
+    primaries: int = COLOUR_UNSPECIFIED
+    transfer: int = COLOUR_UNSPECIFIED
+    matrix: int = COLOUR_UNSPECIFIED
+    range: int = RANGE_UNSPECIFIED
+    reserved: int = 0
 
     @property
     def key(self) -> bool:
@@ -600,14 +621,17 @@ def pack_frame_resp(status: int, error: int = 0, frames: Sequence[FrameInfo] = (
 
 def _frame_fields(f: FrameInfo) -> dict[str, Any]:
     return {"width": f.width, "height": f.height, "pixfmt": f.pixfmt, "flags": f.flags,
-            "digest": f.digest, "timestamp": f.timestamp, "reserved": list(f.reserved)}
+            "digest": f.digest, "timestamp": f.timestamp, "primaries": f.primaries,
+            "transfer": f.transfer, "matrix": f.matrix, "range": f.range,
+            "reserved": f.reserved}
 
 
 def _frame_info(f: Any) -> FrameInfo:
     """A FrameInfo from a struct daedalus_frame_info cdata."""
     return FrameInfo(width=int(f.width), height=int(f.height), pixfmt=int(f.pixfmt),
                      flags=int(f.flags), digest=int(f.digest), timestamp=int(f.timestamp),
-                     reserved=tuple(int(w) for w in f.reserved))
+                     primaries=int(f.primaries), transfer=int(f.transfer),
+                     matrix=int(f.matrix), range=int(f.range), reserved=int(f.reserved))
 
 
 def parse_frame_resp(data: bytes | bytearray | memoryview) -> FrameResp:
@@ -659,15 +683,17 @@ def validate_frame_resp(resp: FrameResp) -> None:
 
 def validate_frame(frame: FrameInfo, what: str = "frame") -> None:
     """One struct daedalus_frame_info as the kernel accepts it: a known layout
-    and flags, a size, reserved zero (*what* starts the error message)."""
+    and flags, a size, reserved zero (*what* starts the error message). The
+    colour description is not checked: any code point is accepted, and one
+    the kernel does not know counts as not signalled."""
     if frame.pixfmt not in set(PixFmt):
         raise ProtocolError(f"{what}: unknown pixfmt {frame.pixfmt}")
     if not frame.width or not frame.height:
         raise ProtocolError(f"{what}: size {frame.width}x{frame.height}")
     if frame.flags & ~FRAME_FLAGS:
         raise ProtocolError(f"{what}: unknown flags {frame.flags & ~FRAME_FLAGS:#x}")
-    if any(frame.reserved):
-        raise ProtocolError(f"{what}: reserved words not zero: {list(frame.reserved)}")
+    if frame.reserved:
+        raise ProtocolError(f"{what}: reserved word not zero: {frame.reserved:#x}")
 
 
 def pack_stream(stream_id: int, *, reserved: Sequence[int] | None = None) -> bytes:

@@ -102,6 +102,11 @@ struct daedalus_decode_req {
 
 #define DAEDALUS_FRAME_CORRUPT ...
 
+#define DAEDALUS_COLOUR_UNSPECIFIED ...
+#define DAEDALUS_RANGE_UNSPECIFIED ...
+#define DAEDALUS_RANGE_LIMITED ...
+#define DAEDALUS_RANGE_FULL ...
+
 struct daedalus_frame_info {
     __u32 width;
     __u32 height;
@@ -109,7 +114,11 @@ struct daedalus_frame_info {
     __u32 flags;
     __u64 digest;
     __u64 timestamp;
-    __u32 reserved[2];
+    __u8 primaries;
+    __u8 transfer;
+    __u8 matrix;
+    __u8 range;
+    __u32 reserved;
 };
 
 struct daedalus_frame_resp {

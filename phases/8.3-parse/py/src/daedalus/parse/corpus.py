@@ -139,13 +139,23 @@ CONCAT_NOTE = {
 }
 
 
+def colour(primaries: str | None = None, transfer: str | None = None,
+           matrix: str | None = None, range_: str | None = None) -> tuple[str, ...]:
+    """ffmpeg's options that make the encoder signal a colour description (FFmpeg's
+    names: ``-color_primaries``, ``-color_trc``, ``-colorspace``, ``-color_range``);
+    what a codec cannot carry (VP9 has no primaries or transfer) it leaves out."""
+    options = {"-color_primaries": primaries, "-color_trc": transfer, "-colorspace": matrix,
+               "-color_range": range_}
+    return tuple(x for name, value in options.items() if value for x in (name, value))
+
+
 def _vp9(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", two_pass: bool = False,
-         bitrate: str = "300k") -> Part:
+         bitrate: str = "300k", tags: tuple[str, ...] = ()) -> Part:
     # aq-mode 1 (variance) turns on segmentation, so FFmpeg exports per-block qp
     return Part(w, h, n, "libvpx-vp9",
                 ("-deadline", "good", "-cpu-used", "4", "-b:v", bitrate, "-g", "30",
                  "-auto-alt-ref", "1", "-lag-in-frames", "10", "-aq-mode", "1",
-                 "-row-mt", "0", "-tile-columns", "0"), pix_fmt, two_pass)
+                 "-row-mt", "0", "-tile-columns", "0", *tags), pix_fmt, two_pass)
 
 
 def _vp9_fast(w: int, h: int, n: int, bitrate: str = "4M") -> Part:
@@ -154,23 +164,25 @@ def _vp9_fast(w: int, h: int, n: int, bitrate: str = "4M") -> Part:
                  "-aq-mode", "3", "-row-mt", "0", "-tile-columns", "0"))
 
 
-# libx264's profile for each input layout: the lowest H.264 profile that carries it.
-X264_PROFILES = {"yuv420p": "high", "yuv420p10le": "high10", "yuv422p": "high422",
-                 "yuv444p": "high444"}
+# libx264's profile for each input layout: the lowest H.264 profile that carries it
+# (yuvj420p: full-range 4:2:0, what FFmpeg's H.264 decoder makes of a full-range stream).
+X264_PROFILES = {"yuv420p": "high", "yuvj420p": "high", "yuv420p10le": "high10",
+                 "yuv422p": "high422", "yuv444p": "high444"}
 
 
 def _h264(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", preset: str = "medium",
-          profile: str | None = None, bframes: int = 2, x264: str = "aq-mode=1") -> Part:
+          profile: str | None = None, bframes: int = 2, x264: str = "aq-mode=1",
+          tags: tuple[str, ...] = ()) -> Part:
     return Part(w, h, n, "libx264",
                 ("-preset", preset, "-profile:v", profile or X264_PROFILES[pix_fmt],
-                 "-g", "30", "-bf", str(bframes), "-x264-params", x264), pix_fmt)
+                 "-g", "30", "-bf", str(bframes), "-x264-params", x264, *tags), pix_fmt)
 
 
 def _av1(w: int, h: int, n: int, *, pix_fmt: str = "yuv420p", usage: str = "good",
-         cpu: str = "6", bitrate: str = "200k") -> Part:
+         cpu: str = "6", bitrate: str = "200k", tags: tuple[str, ...] = ()) -> Part:
     return Part(w, h, n, "libaom-av1",
                 ("-usage", usage, "-cpu-used", cpu, "-b:v", bitrate, "-g", "30",
-                 "-row-mt", "0", "-tiles", "1x1", "-aq-mode", "1"), pix_fmt)
+                 "-row-mt", "0", "-tiles", "1x1", "-aq-mode", "1", *tags), pix_fmt)
 
 
 TEN = "yuv420p10le"
@@ -250,6 +262,28 @@ SPECS: tuple[Spec, ...] = (
          "AV1 main 8-bit, low-overhead OBU stream, odd size"),
     Spec("av1-10bit-320x240", "av1", "obu", 10, (_av1(320, 240, 10, pix_fmt=TEN),),
          "AV1 main 10-bit, low-overhead OBU stream"),
+    # colour-tagged: what each bitstream signals (phase 8.6's colorspace round trip);
+    # every other vector signals no colour description (H.264: no range either;
+    # VP9 and AV1 always code a range bit, limited in the untagged ones)
+    Spec("vp9-bt709-tv-128x96", "vp9", "ivf", 8,
+         (_vp9(128, 96, 5, bitrate="150k", tags=colour(matrix="bt709", range_="tv")),),
+         "VP9 profile 0 signalling BT.709 (color_space) and limited range; VP9 carries no "
+         "primaries or transfer"),
+    Spec("vp9-smpte170m-pc-128x96", "vp9", "ivf", 8,
+         (_vp9(128, 96, 5, bitrate="150k", tags=colour(matrix="smpte170m", range_="pc")),),
+         "VP9 profile 0 signalling BT.601 (SMPTE 170M color_space) and full range"),
+    Spec("h264-bt709-tv-128x96", "h264", "annexb", 8,
+         (_h264(128, 96, 5, tags=colour("bt709", "bt709", "bt709", "tv")),),
+         "H.264 High, VUI: BT.709 primaries, transfer and matrix, limited range"),
+    Spec("h264-bt470bg-pc-128x96", "h264", "annexb", 8,
+         (_h264(128, 96, 5, pix_fmt="yuvj420p",
+                tags=colour("bt470bg", "gamma28", "bt470bg", "pc")),),
+         "H.264 High, VUI: BT.470 System B/G primaries, gamma 2.8 transfer (V4L2 has no "
+         "name for it), BT.601 matrix, full range (decodes to yuvj420p)"),
+    Spec("av1-bt2020-pq-128x96", "av1", "ivf", 8,
+         (_av1(128, 96, 5, tags=colour("bt2020", "smpte2084", "bt2020nc", "tv")),),
+         "AV1 main 8-bit, color_config: BT.2020 primaries and matrix, SMPTE 2084 (PQ) "
+         "transfer, limited range"),
     Spec("vp9-1280x720", "vp9", "ivf", 8, (_vp9_fast(1280, 720, 10),),
          "VP9 profile 0 720p, 10 frames (realtime settings)", large=True),
     Spec("h264-high-1280x720", "h264", "annexb", 8,

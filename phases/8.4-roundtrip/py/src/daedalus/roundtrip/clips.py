@@ -5,6 +5,9 @@ The reference for every digest is the ffmpeg command line (Debian's
 file: ``ffmpeg -i FILE -fps_mode passthrough -autoscale 0 -pix_fmt nv12 -f
 rawvideo -`` (``p010le`` for 10-bit), cut into frames of ``frame_size``
 bytes (``-autoscale 0``: a stream that changes size keeps each frame's own).
+The samples are the decoder's, as daedalusd hands them out: ``-vf KEEP_RANGE``
+keeps swscale from squeezing a full-range stream into limited range on its way
+to NV12 (it gives the same bytes as before on every other stream).
 
 Clips come from phase 8.3's corpus when it has one that fits a role
 (``daedalus.parse.corpus``), else they are made here with the ffmpeg CLI
@@ -31,6 +34,9 @@ GOP = 10
 SIZE = (320, 240)
 FRAMES = 30
 CORPUS_MAX_BYTES = 4 * 1024 * 1024  # corpus files probed (decoded) to find a role's clip
+# The reference's filter: the same range in and out, so swscale only moves samples
+# into NV12 / P010's planes and never rescales them (frames.py: no range conversion).
+KEEP_RANGE = "scale=in_range=tv:out_range=tv"
 
 
 class ClipError(RuntimeError):
@@ -132,10 +138,11 @@ ROLES: dict[str, Callable[[], Role]] = {
 
 def reference_output(path: Path, pixfmt: PixFmt) -> bytes:
     """ffmpeg's decoded frames of *path*, tightly packed NV12 / P010, concatenated.
-    (-autoscale 0: a stream that changes size keeps each frame's own size.)"""
+    (-autoscale 0: a stream that changes size keeps each frame's own size;
+    KEEP_RANGE: samples as decoded, a full-range stream's too.)"""
     cmd = [_ffmpeg(), "-hide_banner", "-loglevel", "error", "-nostdin", "-i", str(path),
            "-map", "0:v:0", "-fps_mode", "passthrough", "-autoscale", "0",
-           "-pix_fmt", AV_FORMATS[pixfmt], "-f", "rawvideo", "-"]
+           "-vf", KEEP_RANGE, "-pix_fmt", AV_FORMATS[pixfmt], "-f", "rawvideo", "-"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         raise ClipError(f"{' '.join(cmd)} failed: {proc.stderr.decode(errors='replace')}")

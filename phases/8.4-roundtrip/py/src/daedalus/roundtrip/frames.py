@@ -27,6 +27,12 @@ more than 10 bits -- would need a filter (a chroma downscale, or dropping
 bits), so ``pack`` raises ``UnsupportedLayout`` and the stream is refused
 (the handlers answer DECODE_ERROR / EOPNOTSUPP with its one-line message)
 rather than converted.
+
+Each frame also carries its colour description (protocol v9), as FFmpeg's
+decoder read it from the bitstream (``Colour.of``): ITU-T H.273 code points
+for the primaries, transfer characteristics and matrix coefficients, and
+FFmpeg's AVColorRange. The daemon passes the code points on without judging
+them; which of them V4L2 can name is the kernel's business.
 """
 
 from __future__ import annotations
@@ -37,7 +43,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from daedalus.proto import FRAME_KEY, FrameInfo, PixFmt, fnv1a64
+from daedalus.proto import (
+    COLOUR_UNSPECIFIED,
+    FRAME_KEY,
+    RANGE_UNSPECIFIED,
+    FrameInfo,
+    PixFmt,
+    fnv1a64,
+)
 
 if TYPE_CHECKING:
     import av
@@ -47,6 +60,7 @@ AV_FORMATS = {PixFmt.NV12: "nv12", PixFmt.P010: "p010le"}
 # Planar 4:2:0 layouts whose planes pack() interleaves itself (little-endian samples).
 PLANAR_420 = frozenset({"yuv420p", "yuvj420p", "yuv420p10le"})
 MAX_BITS = 10  # P010's sample
+CODE_POINT_MAX = 0xFF  # each colour field of struct daedalus_frame_info is a __u8
 
 
 class UnsupportedLayout(ValueError):
@@ -111,6 +125,36 @@ def _rows(plane: av.video.plane.VideoPlane, rows: int, row_bytes: int) -> npt.ND
 
 
 @dataclass(frozen=True)
+class Colour:
+    """A frame's colour description as struct daedalus_frame_info carries it:
+    *primaries*, *transfer*, *matrix* are ITU-T H.273 code points
+    (COLOUR_UNSPECIFIED when the bitstream signals none), *range* FFmpeg's
+    AVColorRange (RANGE_UNSPECIFIED, RANGE_LIMITED, RANGE_FULL)."""
+
+    primaries: int = COLOUR_UNSPECIFIED
+    transfer: int = COLOUR_UNSPECIFIED
+    matrix: int = COLOUR_UNSPECIFIED
+    range: int = RANGE_UNSPECIFIED
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Colour:
+        """FFmpeg's description of *frame*: AVFrame's color_primaries,
+        color_trc, colorspace and color_range, which the decoder sets from the
+        bitstream (VP9's color_space and color_range, H.264's VUI, AV1's
+        color_config); FFmpeg's values are H.273's code points. A value that
+        does not fit the wire's byte (FFmpeg's private code points from 256
+        on) is reported as unspecified."""
+
+        def code(value: int, unspecified: int) -> int:
+            return value if 0 <= value <= CODE_POINT_MAX else unspecified
+
+        return cls(primaries=code(frame.color_primaries, COLOUR_UNSPECIFIED),
+                   transfer=code(frame.color_trc, COLOUR_UNSPECIFIED),
+                   matrix=code(frame.colorspace, COLOUR_UNSPECIFIED),
+                   range=code(frame.color_range, RANGE_UNSPECIFIED))
+
+
+@dataclass(frozen=True)
 class PackedFrame:
     """One decoded frame in its protocol layout, planes tightly packed."""
 
@@ -121,6 +165,7 @@ class PackedFrame:
     pts: int | None
     luma: npt.NDArray[np.uint8]    # rows x row bytes
     chroma: npt.NDArray[np.uint8]  # interleaved CbCr, rows x row bytes
+    colour: Colour = Colour()
 
     @property
     def digest(self) -> int:
@@ -133,7 +178,9 @@ class PackedFrame:
     def info(self, timestamp: int) -> FrameInfo:
         return FrameInfo(width=self.width, height=self.height, pixfmt=self.pixfmt,
                          flags=FRAME_KEY if self.key else 0, digest=self.digest,
-                         timestamp=timestamp)
+                         timestamp=timestamp, primaries=self.colour.primaries,
+                         transfer=self.colour.transfer, matrix=self.colour.matrix,
+                         range=self.colour.range)
 
 
 def frame_size(width: int, height: int, pixfmt: PixFmt) -> int:
@@ -181,4 +228,5 @@ def pack(frame: av.VideoFrame) -> PackedFrame:
         chroma = _rows(converted.planes[1], (height + 1) // 2,
                        2 * ((width + 1) // 2) * sample)
     return PackedFrame(width=frame.width, height=frame.height, pixfmt=pixfmt,
-                       key=bool(frame.key_frame), pts=frame.pts, luma=luma, chroma=chroma)
+                       key=bool(frame.key_frame), pts=frame.pts, luma=luma, chroma=chroma,
+                       colour=Colour.of(frame))

@@ -7,6 +7,15 @@ passthrough`` (every decoded frame once, none duplicated or dropped) and
 own size instead of scaling it to the first one's). Frames are tightly
 packed: ``w * h`` bytes of luma, then ``2 * ceil(w / 2) * ceil(h / 2)`` of
 interleaved chroma.
+
+The samples are the decoder's, never rescaled: ``-vf
+scale=in_range=tv:out_range=tv`` (phase 8.4's KEEP_RANGE, the same filter its
+reference uses) gives swscale the same range on both sides, so it only moves
+samples into NV12's planes. Without it a full-range stream
+(H.264's yuvj420p, a VP9 or AV1 frame tagged full range) would be squeezed
+into limited range on the way to NV12, while daedalusd hands out the samples
+as decoded (phase 8.4's frames.py). On limited-range and untagged streams the
+two commands give the same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from daedalus.roundtrip.clips import KEEP_RANGE
 
 FFMPEG = os.environ.get("DAEDALUS_FFMPEG", "/usr/bin/ffmpeg")
 TIMEOUT = 600.0
@@ -29,7 +40,7 @@ class ReferenceError(RuntimeError):
 def reference_command(path: str | os.PathLike[str], pix_fmt: str = "nv12") -> list[str]:
     return [FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-i", os.fspath(path),
             "-map", "0:v:0", "-fps_mode", "passthrough", "-autoscale", "0",
-            "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"]
+            "-vf", KEEP_RANGE, "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"]
 
 
 def reference_output(path: str | os.PathLike[str], pix_fmt: str = "nv12", *,
