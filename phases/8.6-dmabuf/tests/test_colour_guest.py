@@ -175,19 +175,28 @@ def test_try_fmt_output_keeps_the_applications_colorimetry(colour: Colorimetry) 
 
 
 @pytest.mark.parametrize(("given", "kept"), [
-    # DEFAULT: the driver fills in its default colorspace; DEFAULT others are kept
+    # DEFAULT: the driver fills in its default colorspace. A DEFAULT or invalid
+    # colorspace makes the V4L2 core itself reset the other three fields before
+    # the driver sees them (v4l_sanitize_colorspace() in v4l2-ioctl.c, 6.1 and
+    # 6.12: "if (!v4l2_is_colorspace_valid(*colorspace))", and DEFAULT is not
+    # valid there), so they come back DEFAULT whatever the application passed.
     (Colorimetry(CS.DEFAULT, XF.DEFAULT, YE.DEFAULT, QU.DEFAULT),
      Colorimetry(CS.REC709, XF.DEFAULT, YE.DEFAULT, QU.DEFAULT)),
     (Colorimetry(CS.DEFAULT, XF.SRGB, YE._601, QU.FULL_RANGE),
-     Colorimetry(CS.REC709, XF.SRGB, YE._601, QU.FULL_RANGE)),
+     Colorimetry(CS.REC709, XF.DEFAULT, YE.DEFAULT, QU.DEFAULT)),
     # out of range: the default; BT878 is deprecated ("No driver will ever return this")
     (Colorimetry(0xFF, 0xFF, 0xFF, 0xFF), Colorimetry(CS.REC709, XF.DEFAULT, YE.DEFAULT,
                                                        QU.DEFAULT)),
     (Colorimetry(CS.BT878, XF.SMPTE2084 + 1, YE.SMPTE240M + 1, QU.LIM_RANGE + 1),
      Colorimetry(CS.REC709, XF.DEFAULT, YE.DEFAULT, QU.DEFAULT)),
+    # an invalid colorspace: all four reset by the core, as above
     (Colorimetry(CS.DCI_P3 + 1, XF.SMPTE2084, 128, QU.LIM_RANGE),  # 128: an HSV encoding
-     Colorimetry(CS.REC709, XF.SMPTE2084, YE.DEFAULT, QU.LIM_RANGE)),
-], ids=["all-default", "default-colorspace", "all-0xff", "bt878-and-beyond", "hsv-enc"])
+     Colorimetry(CS.REC709, XF.DEFAULT, YE.DEFAULT, QU.DEFAULT)),
+    # a valid colorspace keeps the valid fields; the invalid encoding alone resets
+    (Colorimetry(CS.SRGB, XF.SMPTE2084, 128, QU.LIM_RANGE),
+     Colorimetry(CS.SRGB, XF.SMPTE2084, YE.DEFAULT, QU.LIM_RANGE)),
+], ids=["all-default", "default-colorspace", "all-0xff", "bt878-and-beyond", "hsv-enc",
+         "hsv-enc-valid-colorspace"])
 def test_try_and_s_fmt_output_replace_what_is_not_valid(given: Colorimetry,
                                                         kept: Colorimetry) -> None:
     with M2MNode(find_node()) as node:
