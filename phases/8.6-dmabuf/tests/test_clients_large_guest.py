@@ -72,9 +72,14 @@ LARGE = ["vp9-1280x720", "h264-high-1280x720", "vp9-1920x1080", "h264-high-1920x
 ODD = {"vp9": "vp9-174x98", "h264": "h264-high-174x98"}  # neither side a multiple of 16
 # the issue's minimum at 1080p: VP9 10 frames (all), H.264 5
 FRAMES = {"h264-high-1920x1080": 5}
-FFMPEG_CLIPS = [*SMALL, *LARGE, ODD["vp9"]]
-GST_CLIPS = [*SMALL, *LARGE]
-GST_DMABUF_CLIPS = [*SMALL, *LARGE, ODD["vp9"], ODD["h264"]]
+# 720p and up through every client take 20-40 s each under TCG: the CI tier
+# leaves them out (marker "extended"; DAEDALUS_EXTENDED=1 runs them, see the
+# 8.6 closure page for the figures). Large frames stay in CI through
+# test_dmabuf_guest.py's 720p/1080p decodes and imports.
+EXTENDED = [pytest.param(name, marks=pytest.mark.extended) for name in LARGE]
+FFMPEG_CLIPS = [*SMALL, *EXTENDED, ODD["vp9"]]
+GST_CLIPS = [*SMALL, *EXTENDED]
+GST_DMABUF_CLIPS = [*SMALL, *EXTENDED, ODD["vp9"], ODD["h264"]]
 TOOL_CLIPS = ["vp9-128x96", "h264-high-128x96", "av1-128x96", ODD["vp9"], ODD["h264"]]
 HUGE = "vp9-4096x2304"
 CLIENT_TIMEOUT = 900  # one client run under TCG, 1080p included, generously
@@ -101,10 +106,11 @@ def test_the_clips_are_the_sizes_the_issue_names() -> None:
     """128x96, 1280x720, 1920x1080 (VP9 at least 10 frames, H.264 at least
     5 decoded), 174x98 and 4096x2304: from the corpus manifest, not from
     the clips themselves."""
-    for name in [*FFMPEG_CLIPS, *GST_DMABUF_CLIPS, *TOOL_CLIPS, HUGE]:
+    ffmpeg_names = [*SMALL, *LARGE, ODD["vp9"]]
+    for name in [*ffmpeg_names, *ODD.values(), *TOOL_CLIPS, HUGE]:
         entry = corpus.entry(name)
         assert f"{entry.width}x{entry.height}" in name, name
-    assert {(corpus.entry(n).width, corpus.entry(n).height) for n in FFMPEG_CLIPS} == {
+    assert {(corpus.entry(n).width, corpus.entry(n).height) for n in ffmpeg_names} == {
         (128, 96), (1280, 720), (1920, 1080), (174, 98)}
     assert len(sizes_of("vp9-1920x1080")) >= 10 and len(sizes_of("h264-high-1920x1080")) >= 5
     assert all(w % 16 and h % 16 for w, h in (frame_sizes(n)[0] for n in ODD.values()))
@@ -182,6 +188,7 @@ def test_decode_tool_at_the_smallest_and_odd_sizes(name: str, tmp_path: Path) ->
     tool_decoded_exact(name, tmp_path)
 
 
+@pytest.mark.extended
 def test_decode_tool_at_4096x2304(tmp_path: Path) -> None:
     """The largest size the issue asks for: 3 frames of 4096x2304 VP9,
     byte-exact, in CAPTURE buffers of 14,155,776 bytes (the NV12 size:
