@@ -19,9 +19,11 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterator
 from functools import cache
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +161,22 @@ def phase(pytestconfig: pytest.Config) -> str:
 @pytest.fixture(scope="session")
 def guest_kernels(pytestconfig: pytest.Config) -> list[str]:
     return [k for k in str(pytestconfig.getoption("--kernels")).split(",") if k]
+
+
+@pytest.fixture
+def kernel_log() -> Iterator[Any]:
+    """The kernel log during one guest test (daedalus.testbed.guestctl.KernelLog,
+    from the test's start). Afterwards the test's daedalus lines are printed, and
+    a warning, BUG, oops, hung task or lockdep report fails the test. A module
+    turns it on for every test with ``pytest.mark.usefixtures("kernel_log")``;
+    a test that reads the log asks for it by name."""
+    from daedalus.testbed.guestctl import KernelLog
+
+    with KernelLog() as log:
+        yield log
+        ours = [line for line in log.read() if "daedalus" in line]
+        if ours:
+            print("kernel log (daedalus):\n  " + "\n  ".join(ours[:30]))
+        bad = log.problems()
+    if bad:
+        pytest.fail("kernel log shows problems:\n" + "\n".join(bad[:60]), pytrace=False)

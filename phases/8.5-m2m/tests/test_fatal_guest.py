@@ -27,7 +27,7 @@ import errno
 import re
 import select
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -45,7 +45,7 @@ from daedalus.parse import corpus
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, find_node
 from daedalus.testbed.guestctl import KernelLog, daemon_state
 
-pytestmark = pytest.mark.guest
+pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
 
 # the corpus' refused clips: what the kernel's "refused" line names
 REFUSED = {
@@ -60,17 +60,6 @@ AFTER = {"vp9": "vp9-128x96", "h264": "h264-high-128x96"}  # 8-bit, 10 frames ea
 BUFFERS = 4
 WAIT = 120.0  # the first frames' decode under TCG, generously
 
-
-@pytest.fixture(autouse=True)
-def kernel_log() -> Iterator[KernelLog]:
-    with KernelLog() as log:
-        yield log
-        ours = [line for line in log.read() if "daedalus" in line]
-        if ours:
-            print("kernel log (daedalus):\n  " + "\n  ".join(ours[:30]))
-        bad = log.problems()
-    if bad:
-        pytest.fail("kernel log shows problems:\n" + "\n".join(bad[:60]), pytrace=False)
 
 
 def fails_with_eio(call: Callable[[], object]) -> None:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import re
 import statistics
 import threading
 import time
@@ -67,41 +66,14 @@ from daedalus.m2m.v4l2 import M2MNode
 from daedalus.parse import corpus
 from daedalus.proto import MAX_HEIGHT, MAX_WIDTH
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, find_node
-from daedalus.testbed.guestctl import daemon_pid, daemon_state
+from daedalus.testbed.guestctl import KernelLog, daemon_pid, daemon_state
 
-pytestmark = pytest.mark.guest
+pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
 
-KERNEL_BAD = re.compile(
-    r"WARNING:|BUG[: ]|Oops|general protection|hung_task|blocked for more than|"
-    r"Call Trace|RIP: |KASAN|UBSAN|refcount_t:|list_add corruption|Kernel panic|"
-    r"possible (circular|recursive) locking")
 NO_ANSWER = "daemon did not answer"
 MIB = 1 << 20
 FRAME = 320 * 240 * 3 // 2
 MAX_BUFFERS = 32
-
-
-class KernelLog:
-    """The kernel log from now on (/dev/kmsg), one line per record."""
-
-    def __init__(self) -> None:
-        self.fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.lseek(self.fd, 0, os.SEEK_END)
-        self.lines: list[str] = []
-
-    def read(self) -> list[str]:
-        while True:
-            try:
-                record = os.read(self.fd, 8192)
-            except BlockingIOError:
-                return self.lines
-            except BrokenPipeError:  # records overwritten meanwhile; go on with the next
-                continue
-            text = record.decode(errors="replace")
-            self.lines.append(text.partition(";")[2].split("\n")[0])
-
-    def close(self) -> None:
-        os.close(self.fd)
 
 
 @dataclass
@@ -143,22 +115,6 @@ def suite() -> Iterator[Suite]:
 
 
 suite_times: dict[str, float] = {}
-
-
-@pytest.fixture(autouse=True)
-def kernel_log() -> Iterator[KernelLog]:
-    log = KernelLog()
-    try:
-        yield log
-        lines = log.read()
-    finally:
-        log.close()
-    ours = [line for line in lines if "daedalus" in line]
-    if ours:
-        print("kernel log (daedalus):\n  " + "\n  ".join(ours[:30]))
-    bad = [line for line in lines if KERNEL_BAD.search(line)]
-    if bad:
-        pytest.fail("kernel log shows problems:\n" + "\n".join(bad[:60]), pytrace=False)
 
 
 def run(suite: Suite, name: str, *, timeout: float, **changes: Any) -> Outcome:
