@@ -6,10 +6,9 @@
  * that table and daedalus_m2m_ioctl_ops_init() replaces what the decoder
  * changes. Format negotiation stays phase 8.1's (daedalus-video.c): the
  * handlers here wrap it (reached through daedalus_base_ops()), guarding it
- * against changes while buffers exist; queue ioctls are v4l2-mem2mem's,
- * QBUF, PREPARE_BUF, DQBUF and STREAMON wrapped for the fatal state of a
- * refused stream. What is ours: the coded formats' bytestream flags, the
- * visible rectangle (G_SELECTION), DECODER_CMD and the events. Non-queue ioctls run with
+ * against changes while buffers exist; queue ioctls are v4l2-mem2mem's. What
+ * is ours: the coded formats' bytestream flags, the visible rectangle
+ * (G_SELECTION), DECODER_CMD and the events. Non-queue ioctls run with
  * dev->vdev_lock held, queue ioctls with the file's ctx->q_lock; handlers
  * that touch the CAPTURE format also take ctx->lock (the pump changes it).
  * None of these locks is ever held across a daemon round trip.
@@ -179,52 +178,6 @@ static int daedalus_m2m_g_selection(struct file *file, void *priv,
 }
 
 /*
- * A refused stream takes no buffer (-EIO) until OUTPUT is stopped, even while
- * DQBUF still hands out the buffers done before the refusal (vb2's own error
- * state waits for those, daedalus_m2m_queue_fatal()).
- */
-static int daedalus_m2m_qbuf(struct file *file, void *priv,
-			     struct v4l2_buffer *buf)
-{
-	if (daedalus_m2m_refused(daedalus_file_to_m2m(file)))
-		return -EIO;
-	return v4l2_m2m_ioctl_qbuf(file, priv, buf);
-}
-
-static int daedalus_m2m_prepare_buf(struct file *file, void *priv,
-				    struct v4l2_buffer *buf)
-{
-	if (daedalus_m2m_refused(daedalus_file_to_m2m(file)))
-		return -EIO;
-	return v4l2_m2m_ioctl_prepare_buf(file, priv, buf);
-}
-
-/*
- * DQBUF of a refused stream: the buffers done before the refusal first (the
- * OUTPUT buffer whose bitstream was refused, flagged ERROR, and frames
- * decoded before it), then -EIO. The dequeue that empties a queue's done
- * list puts the queue in vb2's error state, which answers the -EIO from
- * then on, to a DQBUF asleep in vb2 too. Runs with ctx->q_lock held (a
- * queue ioctl); takes ctx->lock after vb2 has let go of the buffer.
- */
-static int daedalus_m2m_dqbuf(struct file *file, void *priv,
-			      struct v4l2_buffer *buf)
-{
-	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
-	int ret;
-
-	ret = v4l2_m2m_ioctl_dqbuf(file, priv, buf);
-	if (ret)
-		return ret;
-	mutex_lock(&ctx->lock);
-	if (ctx->fatal)
-		daedalus_m2m_queue_fatal(v4l2_m2m_get_vq(ctx->base.fh.m2m_ctx,
-							 buf->type));
-	mutex_unlock(&ctx->lock);
-	return 0;
-}
-
-/*
  * STREAMON, then a look for work (buffers queued before it now count). A
  * refused stream's queues answer -EIO until OUTPUT is stopped.
  */
@@ -337,15 +290,12 @@ int daedalus_m2m_ioctl_ops_init(struct v4l2_ioctl_ops *ops, const struct v4l2_io
 
 	ops->vidioc_g_selection = daedalus_m2m_g_selection;
 
-	/*
-	 * The vb2 queues, which replace phase 8.1's empty REQBUFS; QBUF,
-	 * PREPARE_BUF, DQBUF and STREAMON wrapped for the fatal state.
-	 */
+	/* The vb2 queues, which replace phase 8.1's empty REQBUFS. */
 	ops->vidioc_reqbufs = v4l2_m2m_ioctl_reqbufs;
 	ops->vidioc_querybuf = v4l2_m2m_ioctl_querybuf;
-	ops->vidioc_qbuf = daedalus_m2m_qbuf;
-	ops->vidioc_dqbuf = daedalus_m2m_dqbuf;
-	ops->vidioc_prepare_buf = daedalus_m2m_prepare_buf;
+	ops->vidioc_qbuf = v4l2_m2m_ioctl_qbuf;
+	ops->vidioc_dqbuf = v4l2_m2m_ioctl_dqbuf;
+	ops->vidioc_prepare_buf = v4l2_m2m_ioctl_prepare_buf;
 	ops->vidioc_create_bufs = v4l2_m2m_ioctl_create_bufs;
 	ops->vidioc_expbuf = v4l2_m2m_ioctl_expbuf;
 	ops->vidioc_streamon = daedalus_m2m_streamon;

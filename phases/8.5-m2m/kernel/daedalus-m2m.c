@@ -31,8 +31,7 @@
  * across a daemon round trip; the pump takes it around each decision. A
  * stopping queue or a closing file cancels its bridge requests, so neither
  * STREAMOFF nor close() waits for the daemon. Lock order: the video device's
- * lock (non-queue ioctls), then ctx->q_lock, then ctx->lock, then a vb2
- * queue's done_lock (daedalus_m2m_queue_fatal()).
+ * lock (non-queue ioctls), then ctx->q_lock, then ctx->lock.
  */
 #include <linux/atomic.h>
 #include <linux/cred.h>
@@ -122,51 +121,13 @@ static void daedalus_queue_event(struct daedalus_m2m_ctx *ctx, u32 type)
 	v4l2_event_queue_fh(&ctx->base.fh, &ev);
 }
 
-/**
- * daedalus_m2m_queue_fatal() - vb2's error state for a refused stream's queue
- * @vq: either queue of a file in the fatal state (daedalus_m2m_ctx.fatal).
- *
- * vb2 looks at its error state before its done list (__vb2_wait_for_done_vb()
- * in 6.1 and 6.12 alike): a queue put in it strands the buffers completed
- * before, the OUTPUT buffer whose bitstream was refused among them. So the
- * state is set only once nothing done is left to dequeue; until then DQBUF
- * hands those out (daedalus_m2m_dqbuf() calls this again after each), and the
- * ioctl wrappers answer QBUF, PREPARE_BUF, STREAMON and DECODER_CMD with -EIO.
- * Once set, vb2 answers -EIO itself, and wakes a DQBUF that sleeps; STREAMOFF
- * (or REQBUFS(0)) of the queue clears it. Nothing completes a buffer of the
- * file after the refusal but stopping a queue, which cancels it in vb2 anyway:
- * the done list only shrinks.
- *
- * Context: ctx->lock held (it orders this against the refusal, see
- * daedalus_m2m_fatal()); takes @vq->done_lock, vb2's spinlock of the done
- * list, as v4l2-mem2mem's poll does to look at it.
- */
-void daedalus_m2m_queue_fatal(struct vb2_queue *vq)
-{
-	unsigned long flags;
-	bool done;
-
-	spin_lock_irqsave(&vq->done_lock, flags);
-	done = !list_empty(&vq->done_list);
-	spin_unlock_irqrestore(&vq->done_lock, flags);
-	if (done)
-		wake_up_all(&vq->done_wq); /* poll: the file is ready now */
-	else
-		vb2_queue_error(vq);
-}
-
 /*
- * The stream cannot be decoded exactly (dev-decoder.rst's fatal error): the
- * pump stops and forgets the frames it has not delivered, so no buffer with
- * pixels that are not the decoder's reaches the client. The buffers already
- * done stay dequeueable, the refused OUTPUT buffer (flagged ERROR, completed
- * by the caller before this) among them; after them each queue answers -EIO
- * (daedalus_m2m_queue_fatal()), as QBUF, STREAMON and DECODER_CMD do at once.
- * poll reports the file ready (daedalus_m2m_poll()). The buffers still queued
- * stay with the driver until their queue is stopped; stopping OUTPUT ends the
- * state. Called with ctx->lock held: a DQBUF that empties a done list takes
- * it after vb2 let go of the buffer, so whichever of the two comes second
- * sees the list empty and sets the error state.
+ * The stream cannot be decoded exactly: every further queue operation gets
+ * -EIO (vb2_queue_error(), dev-decoder.rst's fatal error), so no buffer with
+ * pixels that are not the decoder's reaches the client; poll reports the
+ * file ready, so that the client sees the -EIO (daedalus_m2m_poll()).
+ * The buffers stay with the driver until their queue is stopped; stopping
+ * OUTPUT ends the state. Called with ctx->lock held.
  */
 static void daedalus_m2m_fatal(struct daedalus_m2m_ctx *ctx, const char *why)
 {
@@ -180,27 +141,14 @@ static void daedalus_m2m_fatal(struct daedalus_m2m_ctx *ctx, const char *why)
 			    (int)strnlen(why, DAEDALUS_MAX_MSG), why);
 	ctx->fatal = true;
 	ctx->nr_pending = 0;
-	daedalus_m2m_queue_fatal(v4l2_m2m_get_src_vq(m2m));
-	daedalus_m2m_queue_fatal(v4l2_m2m_get_dst_vq(m2m));
-}
-
-/*
- * The FEED just sent was refused (daedalus_m2m_feed_send() returned
- * -EOPNOTSUPP; ctx->result.msg says why): the fatal state, now that its
- * OUTPUT buffer, if it had one, is done. The pump, without ctx->lock.
- */
-static void daedalus_m2m_refuse(struct daedalus_m2m_ctx *ctx)
-{
-	mutex_lock(&ctx->lock);
-	daedalus_m2m_fatal(ctx, ctx->result.msg);
-	mutex_unlock(&ctx->lock);
+	vb2_queue_error(v4l2_m2m_get_src_vq(m2m));
+	vb2_queue_error(v4l2_m2m_get_dst_vq(m2m));
 }
 
 /*
  * poll() of a refused stream: readable and writable, not EPOLLERR (which
- * vb2 would report), so that a client's next DQBUF returns what is done and
- * then reports the -EIO. FFmpeg 5.1 never dequeues after EPOLLERR and would
- * wait forever for its drain.
+ * vb2 would report), so that a client's next DQBUF reports the -EIO. FFmpeg
+ * 5.1 never dequeues after EPOLLERR and would wait forever for its drain.
  */
 static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 {
@@ -211,14 +159,6 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 		mask = (mask & EPOLLPRI) | EPOLLIN | EPOLLRDNORM | EPOLLOUT |
 		       EPOLLWRNORM;
 	return mask;
-}
-
-/* Why frames of @pixfmt are refused: no CAPTURE format carries them. */
-static const char *daedalus_pixfmt_refusal(u32 pixfmt)
-{
-	return pixfmt == DAEDALUS_PIXFMT_P010 ?
-	       "10-bit frames (P010); CAPTURE offers 8-bit only" :
-	       "its frames need a CAPTURE format the node lacks";
 }
 
 /*
@@ -247,8 +187,9 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 
 	fmt = daedalus_decoded_fmt_by_pixfmt(f->pixfmt);
 	if (!fmt) {
-		/* Never queued: daedalus_m2m_feed_send() refuses such frames. */
-		daedalus_m2m_fatal(ctx, daedalus_pixfmt_refusal(f->pixfmt));
+		daedalus_m2m_fatal(ctx, f->pixfmt == DAEDALUS_PIXFMT_P010 ?
+				   "10-bit frames (P010); CAPTURE offers 8-bit only" :
+				   "its frames need a CAPTURE format the node lacks");
 		return;
 	}
 	cap->width = f->width;
@@ -532,24 +473,17 @@ idle:
  * still have been decoded: the daemon then keeps frames the kernel does not
  * know of, and the FEEDs that follow carry DAEDALUS_DECODE_RESYNC until one
  * is answered with all of them. A stream the daemon refuses (EOPNOTSUPP: no
- * exact CAPTURE layout for it), or whose answer lists a frame no CAPTURE
- * format carries (P010 while CAPTURE offers NV12 only), is refused: no frame
- * of the answer is queued and -EOPNOTSUPP is returned, ctx->result.msg saying
- * why. The pump then completes the FEED's OUTPUT buffer in error and only
- * then makes the stream fatal (daedalus_m2m_refuse()), so that the
- * application dequeues that buffer before the -EIO.
+ * exact CAPTURE layout for it) becomes fatal.
  *
  * Context: the pump (a transport's feed), without ctx->lock, which it takes.
- * Return: 0, -EILSEQ when the daemon could not decode the bytes,
- * -EOPNOTSUPP when the stream is refused, or an error of
- * daedalus_decode_op().
+ * Return: 0, -EILSEQ when the daemon could not decode the bytes, or an
+ * error of daedalus_decode_op().
  */
 int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 			   struct daedalus_decode_req *msg, size_t len,
 			   const struct daedalus_attach *attach)
 {
 	u32 flags = msg->flags;
-	const char *refused = NULL;
 	unsigned int i;
 	int ret;
 
@@ -565,24 +499,15 @@ int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 			ctx->resync = true;
 		goto out;
 	}
-	for (i = 0; i < ctx->result.resp.nr_frames && !refused; i++)
-		if (!daedalus_decoded_fmt_by_pixfmt(ctx->result.frames[i].pixfmt))
-			refused = daedalus_pixfmt_refusal(ctx->result.frames[i].pixfmt);
-	if (refused) {
-		/* The daemon kept them; a RESET or CLOSE_STREAM drops them. */
-		strscpy(ctx->result.msg, refused, sizeof(ctx->result.msg));
-		ret = -EOPNOTSUPP;
-	} else if (ctx->result.resp.status != DAEDALUS_DECODE_OK) {
-		ret = ctx->result.resp.error == EOPNOTSUPP ? -EOPNOTSUPP :
-			-EILSEQ;
-	} else {
-		for (i = 0; i < ctx->result.resp.nr_frames; i++)
-			daedalus_pending_push(ctx, &ctx->result.frames[i]);
-	}
+	for (i = 0; i < ctx->result.resp.nr_frames; i++)
+		daedalus_pending_push(ctx, &ctx->result.frames[i]);
+	ret = ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
 	/* More kept frames than one answer lists: ask again. */
 	if (flags & DAEDALUS_DECODE_RESYNC)
 		ctx->resync = ret ||
 			ctx->result.resp.nr_frames == DAEDALUS_MAX_FRAMES;
+	if (ret && ctx->result.resp.error == EOPNOTSUPP)
+		daedalus_m2m_fatal(ctx, ctx->result.msg);
 out:
 	mutex_unlock(&ctx->lock);
 	return ret;
@@ -698,14 +623,11 @@ static bool daedalus_feed_one(struct daedalus_m2m_ctx *ctx)
 	mutex_unlock(&ctx->lock);
 
 	ret = daedalus_feed(ctx, src, flags);
-	if (ret && ret != -EILSEQ && ret != -ECANCELED && ret != -EOPNOTSUPP)
+	if (ret && ret != -EILSEQ && ret != -ECANCELED)
 		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
 				     "stream %llu: OUTPUT buffer %u not decoded: %d\n",
 				     ctx->stream.id, src->vb2_buf.index, ret);
-	/* A refused bitstream: its buffer in error (bytesused as queued) first. */
 	v4l2_m2m_buf_done(src, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
-	if (ret == -EOPNOTSUPP)
-		daedalus_m2m_refuse(ctx);
 	return true;
 }
 
@@ -731,9 +653,6 @@ static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 		mutex_unlock(&ctx->lock);
 		ret = daedalus_feed(ctx, NULL, flags);
 		mutex_lock(&ctx->lock);
-		/* Refused at the FLUSH: no OUTPUT buffer to flag. */
-		if (ret == -EOPNOTSUPP)
-			daedalus_m2m_fatal(ctx, ctx->result.msg);
 		/*
 		 * Frames of the drain may still be in the daemon: FLUSH again
 		 * (with RESYNC) while it lists more, or, a few times, after an
@@ -744,8 +663,7 @@ static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 			      ctx->flush_retries++ < DAEDALUS_FLUSH_RETRIES)))
 			ctx->flushed = false;
 		mutex_unlock(&ctx->lock);
-		if (ret && ret != -EILSEQ && ret != -ECANCELED &&
-		    ret != -EOPNOTSUPP)
+		if (ret && ret != -EILSEQ && ret != -ECANCELED)
 			dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
 					     "stream %llu: drain failed: %d\n",
 					     ctx->stream.id, ret);

@@ -62,10 +62,9 @@ struct daedalus_fetch_dst {
  *	a buffer (vb2_plane_vaddr()): a buffer without one does not fit.
  * @feed: sends @src's bytes (NULL: an empty FLUSH) to the daemon as one FEED
  *	of @codec with the DAEDALUS_DECODE_* @flags (RESET, RESYNC), through
- *	daedalus_m2m_feed_send(), and returns what it returned (-EOPNOTSUPP:
- *	the stream is refused); an error before anything was sent (the buffer
- *	cannot be carried) is returned as it is, never -EOPNOTSUPP, and the
- *	pump does not look for a lost answer.
+ *	daedalus_m2m_feed_send(), and returns what it returned; an error
+ *	before anything was sent (the buffer cannot be carried) is returned
+ *	as it is, and the pump does not look for a lost answer.
  * @fetch: FETCHes frame @want into @dst (daedalus_fetch_dst) and returns 0
  *	once the buffer holds the frame (or, without a buffer, the daemon
  *	dropped it), or an error (-ECANCELED: the queue is stopping).
@@ -170,13 +169,10 @@ struct daedalus_m2m {
  * @flush_retries: FLUSHes of the current drain sent again after a lost
  *	answer.
  * @fatal: the stream cannot be decoded exactly (the daemon refused it, or
- *	it needs a CAPTURE format the node does not offer): QBUF, PREPARE_BUF,
- *	STREAMON and DECODER_CMD get -EIO, DQBUF hands out the buffers already
- *	done (the refused OUTPUT buffer, flagged ERROR, among them) and then
- *	gets -EIO too (each vb2 queue enters its error state once its done
- *	list is empty, daedalus_m2m_queue_fatal()); poll reports the file
- *	ready. Until OUTPUT is stopped (dev-decoder.rst, fatal decoding
- *	errors).
+ *	it needs a CAPTURE format the node does not offer): both vb2 queues are
+ *	in their error state (QBUF, DQBUF, STREAMON get -EIO; poll reports
+ *	the file ready) until OUTPUT is stopped (dev-decoder.rst, fatal
+ *	decoding errors).
  * @cap_sequence: sequence number of the next CAPTURE buffer.
  * @stream: this file's decoder in the daemon; used by the pump only (and by
  *	release once the pump is stopped for good).
@@ -239,7 +235,6 @@ static inline bool daedalus_m2m_refused(struct daedalus_m2m_ctx *ctx)
 /* daedalus-m2m.c */
 extern const struct daedalus_layer daedalus_m2m_layer;
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
-void daedalus_m2m_queue_fatal(struct vb2_queue *vq);
 int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 			   struct daedalus_decode_req *msg, size_t len,
 			   const struct daedalus_attach *attach);

@@ -197,15 +197,13 @@ def test_ffmpeg_b_pyramid_with_a_slowed_daemon(stop: float, tmp_path: Path) -> N
 
 @pytest.mark.parametrize("name", sorted(REFUSED))
 def test_refused_stream_through_the_decode_tool(name: str, tmp_path: Path) -> None:
-    """The tool names the property the node cannot carry; no pixels come out.
-    Before the EIO it got the refused packet's OUTPUT buffer, flagged ERROR."""
+    """The tool names the property the node cannot carry; no pixels come out."""
     out = tmp_path / "out.yuv"
     proc = subprocess.run([tool("daedalus-v4l2"), "decode", str(corpus.path(name)), "-o",
                            str(out)], capture_output=True, text=True, timeout=300)
     text = proc.stdout + proc.stderr
     assert proc.returncode == DecodeExit.REFUSED, text
     assert REFUSED[name] in text, text
-    assert re.search(r"packet \d+: OUTPUT buffer returned with ERROR", proc.stderr), text
     assert not out.exists() or out.stat().st_size == 0
     assert re.search(r"stream \d+ refused: ", dmesg())
 

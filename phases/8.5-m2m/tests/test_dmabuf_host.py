@@ -8,11 +8,6 @@ like the node, as far as the client can tell: one packet per OUTPUT buffer
 (the packet names its frame's size), SOURCE_CHANGE before the first frame
 and at a size change (after a LAST buffer), DECODER_CMD STOP ends with a
 LAST buffer and EOS, then EPIPE. DMA_BUF_IOCTL_SYNC calls are recorded.
-A packet it is told to refuse puts it in dev-decoder.rst's fatal state as
-the node does: that OUTPUT buffer comes back flagged ERROR (bytesused as
-queued), frames not delivered are forgotten, then QBUF, STREAMON and
-DECODER_CMD fail with EIO, and DQBUF too once nothing done is left, until
-STREAMOFF(OUTPUT).
 
 Checked: the fields BufferQueue puts in QBUF for DMABUF memory and in
 EXPBUF; the sync bracket around every CPU access to a dma-buf; the ioctl
@@ -21,10 +16,7 @@ installed, against what it computes from the kernel headers); StatefulDecode
 with MMAP, exported and imported CAPTURE buffers and imported OUTPUT
 buffers, across resolution changes; the decode command's options; OUTPUT
 buffers asked as large as the file's largest packet, and a packet larger
-than the node grants refused before anything is queued; a refused stream:
-the tool takes the OUTPUT buffer in error before it stops (NodeStopped
-names that packet), whichever call met the EIO first, and the decode
-command still names the property the node does not carry.
+than the node grants refused before anything is queued.
 """
 
 from __future__ import annotations
@@ -70,7 +62,6 @@ from daedalus.m2m.v4l2 import (
     ExportingContext,
     Frame,
     M2MNode,
-    NodeStopped,
     PacketTooLarge,
     StatefulDecode,
     Stats,
@@ -154,7 +145,6 @@ class FakeFile:
         self.drained = False
         self.last_dequeued = False
         self.sequence = 0
-        self.fatal = False       # a packet was refused: dev-decoder.rst's fatal state
 
     @staticmethod
     def nv12(width: int, height: int) -> PixFormat:
@@ -204,23 +194,15 @@ class FakeFile:
     def pump(self) -> None:
         out = self.queues[int(OUTPUT)]
         cap = self.queues[int(CAPTURE)]
-        while out.streaming and out.queued and not self.fatal:
+        while out.streaming and out.queued:
             index = out.queued.pop(0)
             buf = out.buffers[index]
-            ts = buf.timestamp[0] * 1_000_000 + buf.timestamp[1]
-            buf.queued = False
-            out.done.append(index)
-            if ts == self.kernel.refuse_at:
-                # the node's refusal: this buffer in error first, then the state
-                buf.flags = v4l2.BUF_FLAG_ERROR
-                self.fatal = True
-                self.pending.clear()
-                return
             data = self.read(buf, out, buf.bytesused)
             width, height = (int(v) for v in data.split(b";")[0].decode().split("x"))
+            ts = buf.timestamp[0] * 1_000_000 + buf.timestamp[1]
             self.pending.append((ts, width, height))
-        if self.fatal:
-            return
+            buf.queued = False
+            out.done.append(index)
         while True:
             if self.last_pending:
                 if not (cap.streaming and cap.queued):
@@ -275,8 +257,6 @@ class FakeFile:
 
     def ioctl(self, request: int, arg: Any) -> None:
         kernel = self.kernel
-        if self.fatal and request in (raw.IOC.QBUF, raw.IOC.STREAMON):
-            raise OSError(errno.EIO, "fatal state")
         if request == raw.IOC.REQBUFS:
             self.reqbufs(arg)
         elif request == raw.IOC.CREATE_BUFS:
@@ -315,8 +295,6 @@ class FakeFile:
         elif request in (raw.IOC.STREAMON, raw.IOC.STREAMOFF):
             queue = self.queues[int(arg.value)]
             queue.streaming = request == raw.IOC.STREAMON
-            if arg.value == OUTPUT and not queue.streaming:
-                self.fatal = False  # STREAMOFF(OUTPUT) ends the fatal state
             if arg.value == CAPTURE and queue.streaming:
                 self.stale = False
             if not queue.streaming:
@@ -367,7 +345,6 @@ class FakeFile:
         if arg.type == OUTPUT:
             buf.bytesused = int(plane.bytesused)
             buf.timestamp = (int(arg.timestamp.secs), int(arg.timestamp.usecs))
-            buf.flags = 0
         buf.queued = True
         queue.queued.append(int(arg.index))
         self.pump()
@@ -378,9 +355,6 @@ class FakeFile:
             raise OSError(errno.EINVAL, "DQBUF: memory")
         self.pump()
         if not queue.done:
-            if self.fatal:  # what was done first, then EIO (vb2: EINVAL if stopped)
-                raise OSError(errno.EIO if queue.streaming else errno.EINVAL,
-                              "DQBUF: fatal state")
             if arg.type == CAPTURE and self.last_dequeued:
                 raise OSError(errno.EPIPE, "DQBUF after LAST")
             raise OSError(errno.EAGAIN, "DQBUF")
@@ -414,7 +388,6 @@ class FakeDecoder:
         self.created: list[tuple[int, int, int]] = []
         self.syncs: list[tuple[int, int]] = []
         self.output_sizeimage: list[int] = []  # what S_FMT(OUTPUT) asked for
-        self.refuse_at: int | None = None      # the packet (timestamp) refused
 
     def open(self) -> FakeNode:
         f = FakeFile(self)
@@ -475,8 +448,6 @@ class FakeNode(M2MNode):
 
     def decoder_cmd(self, cmd: int) -> None:
         assert cmd == V4L2_DEC_CMD_STOP
-        if self.file.fatal:
-            raise OSError(errno.EIO, "DECODER_CMD: fatal state")
         self.file.stop = True
         self.file.pump()
 
@@ -1106,71 +1077,4 @@ def test_decode_command_refuses_a_file_with_a_packet_too_large(
         "128x96 VP90; nothing was queued\n")
     assert captured.out.startswith(f"decode: {big}: 0 frames, no picture, ")
     assert kernel.output_sizeimage == [FAKE_OUTPUT_MAX + 1] and kernel.qbufs == []
-    assert out.read_bytes() == b""
-
-
-# --- a refused stream: the buffer in error, then EIO ----------------------------------
-
-
-def test_a_refused_packet_is_taken_in_error_before_the_decode_stops(
-        kernel: FakeDecoder) -> None:
-    """The node refuses packet 3 after decoding packets 0...2, whose frames it
-    had not delivered yet: the OUTPUT buffer of packet 3 comes back flagged
-    ERROR with the bytes it was queued with, then every call fails with EIO.
-    The tool meets the EIO setting up CAPTURE (its SOURCE_CHANGE came before
-    the refusal), takes every OUTPUT buffer the node returned before that,
-    and NodeStopped names packet 3. No frame comes out: the node forgot
-    the frames it had not delivered."""
-    kernel.refuse_at = 3
-    node = kernel.open()
-    frames: list[Frame] = []
-    decode = StatefulDecode(node, "VP90", stream([(32, 16)] * 8), frames.append, buffers=4,
-                            timeout=5, width=32, height=16)
-    with pytest.raises(NodeStopped) as info:
-        decode.run()
-    assert info.value.packet == 3
-    assert ("failed with EIO after 0 frames; the last OUTPUT buffer, packet 3, came back "
-            "with ERROR): it refused the stream") in str(info.value)
-    assert decode.output_returned == 4 and decode.stats.output_errors == [3]
-    last = decode.last_output
-    assert last is not None and last.error
-    assert (last.timestamp, last.bytesused) == (3, len(packet(32, 16)))
-    assert frames == [] and decode.stats.frames == 0
-    node.close()
-
-
-@pytest.mark.skipif(not have_ffprobe(), reason="needs Debian's ffprobe (apt-get install ffmpeg)")
-@pytest.mark.parametrize("name", ["vp9-p1-444-176x144", "vp9-p2-10bit-320x240"])
-def test_decode_command_takes_the_refused_buffer_and_names_the_property(
-        name: str, tmp_path: Path, kernel: FakeDecoder, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
-    """The node refuses packet 0 (the keyframe) of a 4:4:4 / a 10-bit clip: the
-    tool's QBUF of packet 1 meets the EIO before any DQBUF. The tool still
-    takes the refused buffer and reports it like any buffer in error, then
-    ends REFUSED with the line naming what the node does not carry (the
-    file's pixel format, as the corpus manifest has it). Nothing is written;
-    packet 0 was queued whole (ffprobe's size)."""
-    kernel.refuse_at = 0
-    path = corpus.path(name)
-    nodes: list[FakeNode] = []
-
-    def open_node(device: Path) -> FakeNode:
-        nodes.append(kernel.open())
-        return nodes[-1]
-
-    monkeypatch.setattr(cli, "M2MNode", open_node)
-    monkeypatch.setattr(cli, "daemon_connected", lambda: True)
-    out = tmp_path / "out.yuv"
-    args = parser().parse_args([str(path), "-o", str(out), "--device", "/dev/video-x"])
-    assert DecodeCommand().run(args) == DecodeExit.REFUSED
-    captured = capsys.readouterr()
-    lines = captured.err.splitlines()
-    assert lines[0] == ("daedalus-v4l2 decode: packet 0: OUTPUT buffer returned with ERROR "
-                        "(the decoder rejected it)")
-    assert len(lines) == 2 and lines[1].startswith(f"daedalus-v4l2 decode: {path}: refused: ")
-    assert f", {corpus.entry(name).pix_fmt} (" in lines[1]
-    assert captured.out.startswith(f"decode: {path}: 0 frames, no picture, ")
-    assert "1 errors (1 OUTPUT)" in captured.out
-    queued = [q for q in kernel.qbufs if q["type"] == OUTPUT]
-    assert queued[0]["bytesused"] == probe_packets(path)[0][1]
     assert out.read_bytes() == b""

@@ -54,10 +54,8 @@ failure is one line on stderr.
 
 A stream the node stops (dev-decoder.rst's fatal state, EIO: the daemon
 refused its 4:2:2 / 4:4:4 chroma, or its 10-bit frames need P010 on a node
-that offers NV12 only) is REFUSED. The OUTPUT buffer of the packet the node
-refused comes back flagged ERROR and is reported like any buffer in error;
-then the line names the property, probed from FILE itself (unsupported.py),
-in one line::
+that offers NV12 only) is REFUSED, and the line names the property, probed
+from FILE itself (unsupported.py), in one line::
 
     daedalus-v4l2 decode: FILE: refused: H.264 High 4:4:4 Predictive, yuv444p
     (4:4:4 chroma): the node's CAPTURE format NV12 carries 8-bit 4:2:0 only

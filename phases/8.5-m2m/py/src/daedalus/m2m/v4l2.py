@@ -27,12 +27,10 @@ buffers: a second open of the node, exporting its own MMAP buffers):
    REQBUFS(0), G_FMT and new buffers as in step 2, and decoding goes on.
 6. The fatal state: when the daemon refuses the stream (a pixel layout it
    does not deliver) or a frame needs a CAPTURE format the node does not
-   offer, the node returns the OUTPUT buffer whose packet it refused with
-   ERROR (bytesused as queued); from then on QBUF, STREAMON and DECODER_CMD
-   fail with EIO, and DQBUF too once the buffers done before are dequeued
-   (poll(2) says the file is ready). The first EIO ends the decode with
-   ``NodeStopped``, after the OUTPUT buffers still to dequeue are taken: the
-   last of them, flagged ERROR, names the refused packet.
+   offer, the node returns every queued buffer with ERROR, then QBUF,
+   STREAMON, DECODER_CMD and DQBUF fail with EIO (poll(2) says POLLERR, which
+   alone proves nothing: it also means a queue without buffers). The first
+   EIO ends the decode with ``NodeStopped``.
 
 The CPU reads a frame out of a dma-buf (imported or exported) through
 mmap(2) of its fd, between DMA_BUF_IOCTL_SYNC START|READ and END|READ
@@ -100,15 +98,10 @@ class PacketTooLarge(StreamRefused):
 
 
 class NodeStopped(StreamRefused):
-    """The node put the stream in the fatal state of dev-decoder.rst: a V4L2
-    call failed with EIO. The daemon refused the stream, or a frame needs a
-    CAPTURE pixel format the node does not offer (unsupported.py tells which
-    from the file). *packet*: the timestamp of the last OUTPUT buffer the node
-    returned, when it came back with ERROR (the packet it refused), else None."""
-
-    def __init__(self, message: str, packet: int | None = None) -> None:
-        super().__init__(message)
-        self.packet = packet
+    """The node put the stream in the fatal state of dev-decoder.rst: every
+    queued buffer came back with ERROR and the next V4L2 call failed with EIO.
+    The daemon refused the stream, or a frame needs a CAPTURE pixel format the
+    node does not offer (unsupported.py tells which from the file)."""
 
 
 class NotADecoder(DecodeError):
@@ -679,7 +672,6 @@ class StatefulDecode:
         self.last_at: float | None = None  # when the LAST buffer came, awaiting its event
         self.done = False
         self.output_returned = 0
-        self.last_output: Dequeued | None = None  # the last OUTPUT buffer dequeued
 
     # -- set-up -------------------------------------------------------------------
 
@@ -791,15 +783,9 @@ class StatefulDecode:
         except OSError as exc:
             if exc.errno != errno.EIO:
                 raise
-            self._take_returned_output()
-            last = self.last_output
-            refused = last.timestamp if last is not None and last.error else None
-            which = ("" if refused is None else
-                     f"; the last OUTPUT buffer, packet {refused}, came back with ERROR")
             raise NodeStopped(f"the node stopped the stream (a V4L2 call failed with EIO "
-                              f"after {self.stats.frames} frames{which}): it refused the "
-                              f"stream or has no CAPTURE format for its frames"
-                              f"{daemon_hint()}", refused) from None
+                              f"after {self.stats.frames} frames): it refused the stream or "
+                              f"has no CAPTURE format for its frames{daemon_hint()}") from None
         finally:
             self.stats.seconds = time.monotonic() - start
             if self.capture is not None:
@@ -867,35 +853,18 @@ class StatefulDecode:
         moved = False
         while (buf := self.output.dequeue()) is not None:
             moved = True
-            self._returned(buf)
+            self.output_returned += 1
+            if buf.error:
+                self.stats.output_errors.append(buf.timestamp)
+                self.warn(f"packet {buf.timestamp}: OUTPUT buffer returned with ERROR "
+                          "(the decoder rejected it)")
+            self.free_output.append(buf.index)
         if (self.fail_fast is not None and self.stats.frames == 0 and self.capture is None
                 and self.output_returned >= min(self.fail_fast, max(1, self.stats.packets))
                 and len(self.stats.output_errors) == self.output_returned):
             raise StreamRefused(f"the decoder returned all {self.output_returned} OUTPUT "
                               f"buffers so far with ERROR and decoded nothing{daemon_hint()}")
         return self._refill() or moved
-
-    def _returned(self, buf: Dequeued) -> None:
-        """An OUTPUT buffer is back: counted, reported if in error, free again."""
-        self.output_returned += 1
-        self.last_output = buf
-        if buf.error:
-            self.stats.output_errors.append(buf.timestamp)
-            self.warn(f"packet {buf.timestamp}: OUTPUT buffer returned with ERROR "
-                      "(the decoder rejected it)")
-        self.free_output.append(buf.index)
-
-    def _take_returned_output(self) -> None:
-        """After an EIO (the fatal state): the OUTPUT buffers the node returned
-        before it, the refused one among them, are dequeued (the EIO may have
-        come from another call first); any error ends it, EIO once none is left."""
-        if not self.output.streaming:
-            return
-        try:
-            while (buf := self.output.dequeue()) is not None:
-                self._returned(buf)
-        except OSError:
-            pass
 
     def _capture(self) -> bool:
         cap = self.capture
