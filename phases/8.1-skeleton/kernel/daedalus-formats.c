@@ -280,8 +280,14 @@ static void daedalus_clamp_size(struct v4l2_pix_format_mplane *pix,
  * S_FMT(OUTPUT) hands to CAPTURE: kept when valid. V4L2_COLORSPACE_DEFAULT
  * lets the driver fill it in (colorspaces-defs.rst): Rec. 709, the node's
  * default, as for a value out of range and the deprecated BT878 ("No driver
- * will ever return this"). The other three fields stay *_DEFAULT (derived
- * from the colorspace) unless valid.
+ * will ever return this"). The other three fields are kept when valid, else
+ * *_DEFAULT (derived from the colorspace). On TRY_FMT / S_FMT the V4L2 core
+ * has already done most of this (v4l_sanitize_colorspace(), 6.1 and 6.12):
+ * it turns an invalid field into *_DEFAULT and, when the colorspace is
+ * DEFAULT or invalid, resets all four, so an application's xfer_func,
+ * ycbcr_enc and quantization survive only under a valid colorspace. The
+ * checks here keep the function right for formats the core did not see
+ * (daedalus_default_fmts()).
  */
 static void daedalus_fill_coded_colour(struct v4l2_pix_format_mplane *pix)
 {

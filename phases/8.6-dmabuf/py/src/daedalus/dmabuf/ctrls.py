@@ -15,7 +15,7 @@ What the stateless-control tests need and linuxpy leaves to its callers:
   control, ``%31s %#8.8x (type)``, then a line per menu item
   (v4l2-ctl-common.cpp's print_qctrl in v4l-utils 1.22).
 
-Flag and type values are the uAPI's (include/uapi/linux/videodev2.h).
+Flag and type values are linuxpy's (the uAPI's, include/uapi/linux/videodev2.h).
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ from dataclasses import dataclass, field
 
 from linuxpy.video import raw
 
-CTRL_FLAG_NEXT_CTRL = 0x80000000
-CTRL_FLAG_NEXT_COMPOUND = 0x40000000
-CTRL_FLAG_HAS_PAYLOAD = 0x0100
-CTRL_FLAG_DYNAMIC_ARRAY = 0x0800
+# linuxpy's copies of the uAPI's values, as plain ints
+CTRL_FLAG_NEXT_CTRL = int(raw.ControlFlag.NEXT_CTRL)
+CTRL_FLAG_NEXT_COMPOUND = int(raw.ControlFlag.NEXT_COMPOUND)
+CTRL_FLAG_HAS_PAYLOAD = int(raw.ControlFlag.HAS_PAYLOAD)
+CTRL_FLAG_DYNAMIC_ARRAY = int(raw.ControlFlag.DYNAMIC_ARRAY)
 
-CTRL_TYPE_MENU = 3
-CTRL_TYPE_CTRL_CLASS = 6
+CTRL_TYPE_MENU = int(raw.CtrlType.MENU)
+CTRL_TYPE_CTRL_CLASS = int(raw.CtrlType.CTRL_CLASS)
 
 
 def id2which(cid: int) -> int:
