@@ -254,6 +254,9 @@ SPECS: tuple[Spec, ...] = (
          "H.264 High 4:2:2, 8-bit 4:2:2: a layout daedalus-v4l2 refuses (NV12 / P010 only)"),
     Spec("av1-320x240", "av1", "ivf", 8, (_av1(320, 240, 10),),
          "AV1 main 8-bit in IVF, hidden frames and show_existing_frame"),
+    Spec("av1-320x240-30f", "av1", "ivf", 8, (_av1(320, 240, 30),),
+         "AV1 main 8-bit in IVF, 30 frames: one keyframe, then inter frames, hidden frames "
+         "and show_existing_frame (phase 8.7's multi-frame stream)"),
     Spec("av1-128x96", "av1", "ivf", 8, (_av1(128, 96, 10),),
          "AV1 main 8-bit in IVF, smallest size"),
     Spec("av1-10bit-128x96", "av1", "ivf", 10, (_av1(128, 96, 10, pix_fmt=TEN),),

@@ -73,7 +73,7 @@ EVENT_SOURCE_CHANGE = int(raw.EventType.SOURCE_CHANGE)
 CAP_M2M_MPLANE = int(raw.Capability.VIDEO_M2M_MPLANE)
 DAEMON_STATE = Path("/sys/kernel/debug/daedalus-v4l2/daemon")
 
-DEFAULT_BUFFERS = 8
+DEFAULT_BUFFERS = 4      # per queue: the roadmap's 4-deep ring
 DEFAULT_TIMEOUT = 10.0   # seconds without any progress
 EVENT_GRACE = 1.0        # after a LAST buffer, how long its event may take
 FAIL_FAST = 8            # OUTPUT buffers all in error, nothing decoded: give up
