@@ -689,6 +689,8 @@ COMPLIANCE_EXPLAINED = {
 }
 
 
+@pytest.mark.superseded_in("8.7")  # the media controller: DECODER_CMD must pass (8.7's
+# test_compliance_guest.py runs this command and excuses only the tool's age)
 def test_v4l2_compliance_streams_and_fails_only_for_explained_causes() -> None:
     clip = corpus.path(H264)
     proc = subprocess.run(["v4l2-compliance", "-d", str(find_node()), "-s", "10",
