@@ -13,7 +13,9 @@ a resolution change, the overflow and stalled-daemon reproductions, an
 unbind, and the unmodified clients on everyday streams: odd widths, resolution
 changes, a slowed daemon, refusals; from phase 8.6 the dma-buf memory types,
 1080p, imported buffers, AV1 on the node: its format, small clips, the
-10-bit refusal, and the colorspace round trip); the full 6.1 run is
+10-bit refusal, and the colorspace round trip; from phase 8.7 the media
+device and its topology, both v4l2-compliance runs, four mixed clients at once
+and the daemon restarted under four contexts); the full 6.1 run is
 
     DAEDALUS_FULL_61=1 hatch run test shared/testbed/tests/test_guest_tier.py -k "6.1 and not 6.12"
 
@@ -47,6 +49,8 @@ SMOKE_61 = " or ".join([
     "test_reqbufs_offers_mmap_and_dmabuf", "(test_large_frames and 1920x1080)",
     "test_decode_importing_capture_buffers", "test_gstreamer_capture_io_mode_dmabuf",
     "(test_av1_guest and not 1280x720 and not 1920x1080)", "test_colour_guest",
+    "test_mc_guest", "test_compliance_guest", "test_applications_decoding_at_once",
+    "test_daemon_killed_and_restarted_under_four_contexts",
 ])
 
 
