@@ -20,11 +20,11 @@
  * frees after this one's).
  *
  * Lifetime: the media device is embedded in this layer's state, which lives
- * until the layer's exit. /dev/mediaN has its own lifetime: after
- * media_device_unregister() a process that still holds it open gets errors
- * from its ioctls, and its last close frees the devnode the media core
- * allocated, touching nothing of ours, so an unbind or rmmod with the node
- * open is safe.
+ * until the layer's exit. /dev/mediaN has its own lifetime. The media core
+ * registers its chardev as owned by this module, so while a process holds it
+ * open rmmod is refused. An unbind is not: after media_device_unregister()
+ * the process's ioctls fail (EIO), and its last close frees the devnode the
+ * media core allocated, touching nothing of ours.
  *
  * Locking: none of its own. The media core serializes the graph
  * (media_device.graph_mutex); this layer's state is written by init and
