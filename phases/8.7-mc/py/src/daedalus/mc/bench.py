@@ -501,13 +501,15 @@ class BenchCommand:
             "software FFmpeg (in a guest, as root)")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from daedalus.m2m.cli import positive, seconds
+
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.epilog = ("exit status: 0 every decode ended well and every node decode was "
                          "byte-exact; 1 otherwise;\n2 the bench could not run")
         parser.add_argument("--clip", default=DEFAULT_CLIP, metavar="NAME|FILE",
                             help="corpus clip name or file (VP9 IVF, H.264 Annex-B, AV1 IVF or "
                                  "OBU; default: %(default)s)")
-        parser.add_argument("--repeat", type=_positive, default=DEFAULT_REPEAT, metavar="K",
+        parser.add_argument("--repeat", type=positive, default=DEFAULT_REPEAT, metavar="K",
                             help="decode the clip K times over in one stream "
                                  "(default: %(default)s)")
         parser.add_argument("--contexts", type=contexts_list,
@@ -516,7 +518,7 @@ class BenchCommand:
                                  "(default: 1,2,4)")
         parser.add_argument("--device", metavar="/dev/videoN",
                             help="the decoder node (default: the daedalus-v4l2 node)")
-        parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT,
+        parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
                             metavar="SECONDS",
                             help="longest wait for a worker's start or a run "
                                  "(default: %(default)g)")
@@ -539,29 +541,17 @@ class BenchCommand:
         return 0 if report.ok() else 1
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     """``python -m daedalus.mc.bench [options]``: the same as the subcommand;
     ``--worker CLIP [--device DEV] [--patience S]``: a worker process."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
+        from daedalus.m2m.cli import seconds
+
         parser = argparse.ArgumentParser(prog="python -m daedalus.mc.bench --worker")
         parser.add_argument("clip")
         parser.add_argument("--device")
-        parser.add_argument("--patience", type=_seconds, default=DECODE_PATIENCE)
+        parser.add_argument("--patience", type=seconds, default=DECODE_PATIENCE)
         args = parser.parse_args(argv[1:])
         return worker(args.clip, args.device, args.patience)
     command = BenchCommand()
