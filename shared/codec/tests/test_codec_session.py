@@ -32,6 +32,12 @@ def test_create_decoder_follows_the_codec_table(desc: CodecDesc) -> None:
     # per AV1 request)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_create_decoder_takes_a_thread_count(threads: int) -> None:
+    ctx = create_decoder(Codec.VP9, threads=threads)
+    assert ctx.is_open and ctx.thread_count == threads and ctx.thread_type.name == "SLICE"
+
+
 @dataclass
 class Pts:
     pts: int | None

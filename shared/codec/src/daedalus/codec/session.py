@@ -86,15 +86,19 @@ def ffmpeg_text(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-def create_decoder(codec: Codec) -> VideoCodecContext:
+def create_decoder(codec: Codec, *, threads: int | None = None) -> VideoCodecContext:
     """A fresh, opened decoder of the codec table's ``decoder`` for *codec*,
-    with its ``low_delay_options``: one packet in, its frame out."""
+    with its ``low_delay_options``: one packet in, its frame out. *threads*:
+    its thread count (None: FFmpeg's automatic count, what daedalusd uses;
+    the count cannot change once the decoder is open)."""
     desc = by_codec(codec)
     ctx = av.CodecContext.create(desc.decoder, "r")
     if not isinstance(ctx, VideoCodecContext):  # pragma: no cover - PyAV's business
         raise TypeError(f"{desc.decoder} is not a video decoder")
     # Slice threads never delay output; frame threads would hold frames back.
     ctx.thread_type = "SLICE"
+    if threads is not None:
+        ctx.thread_count = threads
     if desc.low_delay_options:
         ctx.options = dict(desc.low_delay_options)
     ctx.open()

@@ -1,0 +1,452 @@
+"""``daedalus-v4l2 bench FILE...``: raw FFmpeg decoding against the daemon's per-frame path.
+
+For each clip (a file, or a corpus name), in one run, on the host:
+
+- **raw**: the clip's packets through the FFmpeg decoder daedalusd uses
+  (PyAV, ``daedalus.codec.session.create_decoder``: the codec table's
+  decoder, slice threads, its low-delay options), frames discarded;
+- **daemon**: the same decode, and for every frame what daedalusd does
+  with it, without the kernel: phase 8.5's FEED packs it
+  (``daedalus.roundtrip.frames.pack``: tightly packed NV12 / P010) and
+  lists it with its FNV-1a 64 digest (``PackedFrame.info``, the FEED
+  answer's entry, ``daedalus.proto.fnv1a64``), then FETCH with
+  DAEDALUS_FETCH_DMABUF lays it out into the CAPTURE buffer
+  (``daedalus.m2m.layout.lay_out`` with ``zeroed=False``, as
+  ``daedalus.m2m.stateful.write_capture`` calls it), here one buffer kept
+  for the run in the CAPTURE format the node sets for the picture
+  (``capture_format``).
+
+The packets are read into memory first (phase 8.3's readers, as the
+decode tool reads them), each decoder is made before its clock starts, and
+the two are run ``--rounds`` times, alternately; each keeps its fastest
+round. The ratio daemon / raw is the share of FFmpeg's speed the daemon's
+path keeps (1.0: it costs nothing on top of decoding). The daemon rounds
+also time the three steps on their own (``pack_us``, ``digest_us``,
+``layout_us``: microseconds per frame, from that fastest round).
+
+Output: a table on stdout, a progress line per step on stderr, and with
+``--json FILE`` (``-``: stdout, after the table) ``{"results": [{"file",
+"codec", "decoder", "width", "height", "bit_depth", "pixfmt", "frames",
+"threads", "rounds", "raw_s", "raw_fps", "daemon_s", "daemon_fps",
+"daemon_ratio", "pack_us", "digest_us", "layout_us", "bytesperline",
+"error"}], "software", "cpus", "machine"}``. ``threads`` is the decoder's
+thread count as FFmpeg set it (``--threads``; without it FFmpeg's automatic
+count, what daedalusd uses). Exit status: 0 every clip measured; 1 a clip
+failed (its row says why: unreadable, a decoder error, a layout the daemon
+refuses, raw and daemon frame counts differ); 2 the bench could not run.
+
+``--make-clips DIR`` makes clips first (daedalus.perf.clips) and prints
+their paths; without FILE it stops there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import numpy.typing as npt
+from av.video.codeccontext import VideoCodecContext
+
+from daedalus.codec.session import create_decoder
+from daedalus.m2m.layout import buffer_size, lay_out
+from daedalus.proto import FrameInfo, PixFmt
+from daedalus.proto.codecs import BY_NAME
+from daedalus.roundtrip.frames import pack
+
+PROG = "daedalus-v4l2 bench"
+DEFAULT_ROUNDS = 3
+SIZE_STEP = 2   # DAEDALUS_SIZE_STEP: CAPTURE widths and heights are even
+STRIDE_ALIGN = 4  # daedalus_fill_decoded_fmt(): rows padded to 4 bytes
+
+# Called by the daemon path for every frame (tests): its FEED answer entry
+# and the CAPTURE buffer it was laid out in, with that buffer's geometry
+# (bytesperline, height). The buffer is reused by the next frame.
+FrameHook = Callable[[FrameInfo, npt.NDArray[np.uint8], int, int], None]
+
+
+class BenchError(Exception):
+    """The bench cannot run (exit status 2)."""
+
+
+def _align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+def capture_format(width: int, height: int, pixfmt: PixFmt) -> tuple[int, int]:
+    """(bytesperline, height) of the CAPTURE format the node sets for a
+    picture of *width* x *height* (phases/8.1-skeleton's
+    daedalus_fill_decoded_fmt): the size rounded up to even, rows padded to
+    a multiple of 4 bytes; P010 rows take two bytes a sample."""
+    sample = 2 if pixfmt == PixFmt.P010 else 1
+    return (_align(_align(width, SIZE_STEP) * sample, STRIDE_ALIGN),
+            _align(height, SIZE_STEP))
+
+
+# --- one clip -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A clip read into memory: as named, its codec (the codec table's
+    name) and its packets."""
+
+    file: str
+    codec: str
+    packets: tuple[bytes, ...]
+
+
+def load_clip(name: str) -> Clip:
+    """A file or a corpus clip's packets (phase 8.3's readers); BenchError if
+    it is neither or cannot be read."""
+    from daedalus.m2m.v4l2 import packets_of
+
+    path = Path(name)
+    if not path.exists():
+        from daedalus.parse import corpus
+
+        try:
+            path = corpus.path(name)
+        except Exception as exc:  # (CorpusError, KeyError: an unknown name)
+            raise BenchError(f"{name}: neither a file nor a corpus clip ({exc})") from None
+    try:
+        codec, _, _, stream = packets_of(path)
+        packets = tuple(data for _, data in stream)
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{name}: {exc}") from None
+    if not packets:
+        raise BenchError(f"{name}: no packets")
+    return Clip(name, codec, packets)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One decode of a clip: seconds, frames, and (daemon path) the seconds
+    of its steps summed over the frames."""
+
+    seconds: float
+    frames: int
+    pack_s: float = 0.0
+    digest_s: float = 0.0
+    layout_s: float = 0.0
+
+
+def _decoder(clip: Clip, threads: int | None) -> VideoCodecContext:
+    return create_decoder(BY_NAME[clip.codec].codec, threads=threads)
+
+
+def _packets(clip: Clip) -> list[av.Packet[Any]]:
+    packets = []
+    for number, data in enumerate(clip.packets):
+        packet = av.Packet(data)
+        packet.pts = number
+        packets.append(packet)
+    return packets
+
+
+def raw_run(clip: Clip, threads: int | None) -> Run:
+    """Decode *clip*, frames discarded."""
+    decoder = _decoder(clip, threads)
+    packets = _packets(clip)
+    frames = 0
+    start = time.perf_counter()
+    for packet in packets:
+        frames += len(decoder.decode(packet))
+    frames += len(decoder.decode(None))
+    return Run(time.perf_counter() - start, frames)
+
+
+class DaemonPath:
+    """The daemon's work for each decoded frame (see the module doc), into
+    one CAPTURE buffer, remade when the picture's geometry changes."""
+
+    def __init__(self, hook: FrameHook | None = None) -> None:
+        self.hook = hook
+        self.capture = np.empty(0, np.uint8)
+        self.geometry = (0, 0)
+        self.pack_s = self.digest_s = self.layout_s = 0.0
+        self.first: FrameInfo | None = None
+        self.bits = 0
+
+    def frame(self, frame: av.VideoFrame, timestamp: int) -> None:
+        t0 = time.perf_counter()
+        packed = pack(frame)                       # FEED: the kept frame
+        t1 = time.perf_counter()
+        info = packed.info(timestamp)              # FEED: its answer entry, with the digest
+        t2 = time.perf_counter()
+        bytesperline, height = capture_format(info.width, info.height, PixFmt(info.pixfmt))
+        if (bytesperline, height) != self.geometry:  # a new CAPTURE format (not timed)
+            self.capture = np.zeros(buffer_size(bytesperline, height), np.uint8)
+            self.geometry = (bytesperline, height)
+        t3 = time.perf_counter()
+        lay_out(packed.luma, packed.chroma, bytesperline, height, out=self.capture,
+                zeroed=False)                       # FETCH (DMABUF): the CAPTURE buffer
+        t4 = time.perf_counter()
+        self.pack_s += t1 - t0
+        self.digest_s += t2 - t1
+        self.layout_s += t4 - t3
+        if self.first is None:
+            self.first = info
+            self.bits = max(c.bits for c in frame.format.components)
+        if self.hook is not None:
+            self.hook(info, self.capture, bytesperline, height)
+
+
+def daemon_run(clip: Clip, threads: int | None,
+               hook: FrameHook | None = None) -> tuple[Run, DaemonPath]:
+    """Decode *clip* and put every frame through the daemon's path."""
+    decoder = _decoder(clip, threads)
+    packets = _packets(clip)
+    path = DaemonPath(hook)
+    frames = 0
+    start = time.perf_counter()
+    for packet in [*packets, None]:
+        for frame in decoder.decode(packet):
+            path.frame(frame, frame.pts if frame.pts is not None else frames)
+            frames += 1
+    seconds = time.perf_counter() - start
+    return Run(seconds, frames, path.pack_s, path.digest_s, path.layout_s), path
+
+
+def threads_of(threads: int | None, clip: Clip) -> int:
+    """The thread count FFmpeg's decoder of *clip* runs with for *threads*."""
+    return int(_decoder(clip, threads).thread_count)
+
+
+@dataclass(frozen=True)
+class Result:
+    """One clip's figures (a JSON result; see the module doc)."""
+
+    file: str
+    codec: str
+    decoder: str
+    width: int = 0
+    height: int = 0
+    bit_depth: int = 0
+    pixfmt: str = ""
+    frames: int = 0
+    threads: int = 0
+    rounds: int = 0
+    raw_s: float = 0.0
+    raw_fps: float = 0.0
+    daemon_s: float = 0.0
+    daemon_fps: float = 0.0
+    daemon_ratio: float = 0.0
+    pack_us: float = 0.0
+    digest_us: float = 0.0
+    layout_us: float = 0.0
+    bytesperline: int = 0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: (round(v, 4) if isinstance(v, float) else v)
+                for k, v in asdict(self).items()}
+
+
+def fps(run: Run) -> float:
+    return run.frames / run.seconds if run.seconds > 0 else 0.0
+
+
+def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROUNDS,
+            hook: FrameHook | None = None,
+            progress: Callable[[str], None] | None = None) -> Result:
+    """*clip*'s figures: raw and daemon decodes alternately, *rounds* each,
+    the fastest of each kept. *hook* sees the daemon path's frames of the
+    first round. A failure of the clip (a decoder error, a layout the daemon
+    refuses, frame counts that differ) is the result's ``error``."""
+    decoder = BY_NAME[clip.codec].decoder
+    raw: Run | None = None
+    daemon: Run | None = None
+    path: DaemonPath | None = None
+    try:
+        count = threads_of(threads, clip)
+        for i in range(rounds):
+            if progress is not None:
+                progress(f"round {i + 1}/{rounds}: raw FFmpeg")
+            got = raw_run(clip, threads)
+            raw = got if raw is None or got.seconds < raw.seconds else raw
+            if progress is not None:
+                progress(f"round {i + 1}/{rounds}: daemon path")
+            run, ran = daemon_run(clip, threads, hook if i == 0 else None)
+            if daemon is None or run.seconds < daemon.seconds:
+                daemon, path = run, ran
+    except (av.FFmpegError, ValueError) as exc:  # (UnsupportedLayout is a ValueError)
+        return Result(clip.file, clip.codec, decoder, error=f"{type(exc).__name__}: {exc}")
+    assert raw is not None and daemon is not None and path is not None
+    info = path.first
+    if info is None or raw.frames == 0:
+        return Result(clip.file, clip.codec, decoder, threads=count,
+                      error="no frame decoded")
+    error = (None if raw.frames == daemon.frames
+             else f"raw FFmpeg decoded {raw.frames} frames, the daemon path {daemon.frames}")
+    per = 1e6 / daemon.frames
+    return Result(
+        clip.file, clip.codec, decoder, info.width, info.height, path.bits,
+        PixFmt(info.pixfmt).name, raw.frames, count, rounds, raw.seconds, fps(raw),
+        daemon.seconds, fps(daemon), fps(daemon) / fps(raw) if fps(raw) > 0 else 0.0,
+        daemon.pack_s * per, daemon.digest_s * per, daemon.layout_s * per,
+        path.geometry[0], error)
+
+
+# --- the report ------------------------------------------------------------------------
+
+
+def software() -> str:
+    """PyAV's and its libavcodec's versions."""
+    lavc = av.library_versions.get("libavcodec")
+    return f"PyAV {av.__version__}" + (f", libavcodec {'.'.join(map(str, lavc))}"
+                                       if lavc else "")
+
+
+def report_json(results: Sequence[Result]) -> dict[str, Any]:
+    return {"results": [r.to_json() for r in results], "software": software(),
+            "cpus": os.cpu_count(), "machine": platform.machine()}
+
+
+TABLE_HEAD = ("file", "codec", "size", "bits", "frames", "threads", "raw fps", "daemon fps",
+              "daemon/raw", "pack us", "digest us", "layout us")
+
+
+def table(results: Sequence[Result]) -> str:
+    """The results as a text table, one row per clip; a failed clip's row
+    names its error instead of figures."""
+    rows: list[tuple[str, ...]] = [TABLE_HEAD]
+    errors = []
+    for r in results:
+        name = Path(r.file).name
+        if r.error is not None and not r.frames:
+            rows.append((name, r.codec, *("-",) * (len(TABLE_HEAD) - 2)))
+        else:
+            rows.append((name, r.codec, f"{r.width}x{r.height}", str(r.bit_depth),
+                         str(r.frames), str(r.threads), f"{r.raw_fps:.1f}",
+                         f"{r.daemon_fps:.1f}", f"{r.daemon_ratio:.3f}", f"{r.pack_us:.0f}",
+                         f"{r.digest_us:.0f}", f"{r.layout_us:.0f}"))
+        if r.error is not None:
+            errors.append(f"  {name}: {r.error}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEAD))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
+             for row in rows]
+    return "\n".join([*lines, *errors])
+
+
+def bench(files: Sequence[str], *, threads: int | None = None, rounds: int = DEFAULT_ROUNDS,
+          progress: Callable[[str], None] | None = None) -> list[Result]:
+    """Every clip of *files* measured, in order (BenchError: one cannot be read)."""
+    clips = []
+    for name in files:
+        if progress is not None:
+            progress(f"reading {name}")
+        clips.append(load_clip(name))
+    results = []
+    for i, clip in enumerate(clips, 1):
+        def step(text: str, i: int = i, clip: Clip = clip) -> None:
+            if progress is not None:
+                progress(f"[{i}/{len(clips)}] {Path(clip.file).name}: {text}")
+
+        results.append(measure(clip, threads=threads, rounds=rounds, progress=step))
+    return results
+
+
+# --- the command -------------------------------------------------------------------------
+
+
+def threads_arg(text: str) -> int:
+    """argparse type: a thread count >= 0 (0: FFmpeg's automatic count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 (automatic) or more, not {value}")
+    return value
+
+
+def size_arg(text: str) -> tuple[int, int]:
+    """argparse type: WIDTHxHEIGHT, both even and at least 16."""
+    width, sep, height = text.lower().partition("x")
+    try:
+        size = (int(width), int(height))
+    except ValueError:
+        size = (0, 0)
+    if not sep or min(size) < 16 or size[0] % 2 or size[1] % 2:
+        raise argparse.ArgumentTypeError(f"not an even WIDTHxHEIGHT of at least 16x16: {text}")
+    return size
+
+
+class BenchCommand:
+    NAME = "bench"
+    HELP = ("decode throughput on the host: raw FFmpeg against the daemon's per-frame path "
+            "(decode + pack + digest + CAPTURE layout), per clip")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        from daedalus.m2m.cli import positive
+        from daedalus.perf import clips
+
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = ("exit status: 0 every clip measured; 1 a clip failed (its row says "
+                         "why); 2 the bench could not run")
+        parser.add_argument("files", nargs="*", metavar="FILE",
+                            help="clips (VP9 IVF, H.264 Annex-B, AV1 IVF or OBU) or corpus "
+                                 "names")
+        parser.add_argument("--threads", type=threads_arg, metavar="N",
+                            help="decoder threads (0: FFmpeg's automatic count; default: "
+                                 "the daemon's, automatic)")
+        parser.add_argument("--rounds", type=positive, default=DEFAULT_ROUNDS, metavar="R",
+                            help="decode each clip R times each way, keep the fastest "
+                                 "(default: %(default)s)")
+        parser.add_argument("--json", metavar="OUT",
+                            help="also write the figures as JSON (-: on stdout, after the "
+                                 "table)")
+        parser.add_argument("--make-clips", type=Path, metavar="DIR",
+                            help="first make VP9 / H.264 / AV1 8- and 10-bit clips in DIR "
+                                 "with Debian's ffmpeg (then FILE may be omitted)")
+        parser.add_argument("--clip-size", type=size_arg, default=clips.DEFAULT_SIZE,
+                            metavar="WxH", help="--make-clips: picture size (default: "
+                                                "1920x1080)")
+        parser.add_argument("--clip-frames", type=positive, default=clips.DEFAULT_FRAMES,
+                            metavar="N", help="--make-clips: frames per clip "
+                                              "(default: %(default)s)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from daedalus.perf.clips import ClipError, make_clips
+
+        def say(text: str) -> None:
+            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+        if not args.files and args.make_clips is None:
+            say("no FILE (and no --make-clips DIR)")
+            return 2
+        if args.make_clips is not None:
+            try:
+                made = make_clips(args.make_clips, size=args.clip_size,
+                                  frames=args.clip_frames, progress=say)
+            except ClipError as exc:
+                say(str(exc))
+                return 2
+            for path in made:
+                print(path, flush=True)
+        if not args.files:
+            return 0
+        try:
+            results = bench(args.files, threads=args.threads, rounds=args.rounds,
+                            progress=say)
+        except BenchError as exc:
+            say(str(exc))
+            return 2
+        print(table(results), flush=True)
+        document = report_json(results)
+        if args.json == "-":
+            print(json.dumps(document), flush=True)
+        elif args.json:
+            Path(args.json).write_text(json.dumps(document, indent=2) + "\n")
+        return 0 if all(r.error is None for r in results) else 1
