@@ -528,6 +528,18 @@ def path(name: str) -> Path:
     return p
 
 
+
+def file_or_vector(name: str) -> Path:
+    """*name* as a file when one exists there, else the corpus vector of that
+    name (see path()); CorpusError when it is neither."""
+    given = Path(name)
+    if given.exists():
+        return given
+    try:
+        return path(name)
+    except CorpusError as exc:
+        raise CorpusError(f"{name}: neither a file nor a corpus clip ({exc})") from None
+
 # --- check -----------------------------------------------------------------
 
 

@@ -408,15 +408,13 @@ class Workers:
 
 def _resolve(clip: str) -> tuple[str, Path]:
     """(name, path) of a corpus name or a file."""
-    path = Path(clip)
-    if path.exists():
-        return path.name, path
     from daedalus.parse import corpus
 
     try:
-        return clip, corpus.path(clip)
-    except Exception as exc:  # (CorpusError, KeyError: an unknown name)
-        raise BenchError(f"{clip}: neither a file nor a corpus clip ({exc})") from None
+        source = corpus.file_or_vector(clip)
+    except corpus.CorpusError as exc:
+        raise BenchError(str(exc)) from None
+    return (source.name if source == Path(clip) else clip), source
 
 
 def _size(name: str, width: int, height: int) -> str:

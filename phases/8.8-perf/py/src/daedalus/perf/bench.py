@@ -109,15 +109,12 @@ def load_clip(name: str) -> Clip:
     """A file or a corpus clip's packets (phase 8.3's readers); BenchError if
     it is neither or cannot be read."""
     from daedalus.m2m.v4l2 import packets_of
+    from daedalus.parse import corpus
 
-    path = Path(name)
-    if not path.exists():
-        from daedalus.parse import corpus
-
-        try:
-            path = corpus.path(name)
-        except Exception as exc:  # (CorpusError, KeyError: an unknown name)
-            raise BenchError(f"{name}: neither a file nor a corpus clip ({exc})") from None
+    try:
+        path = corpus.file_or_vector(name)
+    except corpus.CorpusError as exc:
+        raise BenchError(str(exc)) from None
     try:
         codec, _, _, stream = packets_of(path)
         packets = tuple(data for _, data in stream)
