@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from daedalus.perf.memory import Report, Sample, read_meminfo, read_rss
+from daedalus.m2m.campaign import rss_kib
+from daedalus.perf.memory import Report, Sample, read_meminfo
 
 MEMINFO = """MemTotal:        4026152 kB
 MemFree:         3000000 kB
@@ -29,9 +30,9 @@ def test_meminfo_fields_are_read_in_kib(tmp_path: Path) -> None:
 
 
 def test_rss_of_this_process_and_of_none() -> None:
-    rss = read_rss(os.getpid())
+    rss = rss_kib(os.getpid())
     assert rss is not None and rss > 0
-    assert read_rss(None) is None
+    assert rss_kib(None) is None
 
 
 def test_growth_compares_the_quarters_of_the_decoding_samples() -> None:

@@ -38,6 +38,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from daedalus.m2m.campaign import rss_kib as read_rss
+
 MEMINFO_KEYS = ("MemAvailable", "Slab", "SUnreclaim", "VmallocUsed")
 DEFAULT_CLIP = "vp9-320x240"
 DEFAULT_REPEAT = 100
@@ -137,19 +139,6 @@ def read_meminfo(path: Path = Path("/proc/meminfo")) -> dict[str, int]:
         if name in MEMINFO_KEYS:
             out[name] = int(rest.split()[0])
     return out
-
-
-def read_rss(pid: int | None) -> int | None:
-    """VmRSS of *pid* in KiB; None without a pid or once it is gone."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
 
 
 class Sampler(threading.Thread):
