@@ -135,15 +135,22 @@ def gstreamer(name: str, tmp_path: Path, timeout: float = 600,
     decoder answers the next buffer with EOS (GStreamer 1.22's
     ``eos-after=N`` lets N - 1 buffers through), the decoder stops, and the
     EOS the source then sends ends the pipeline."""
-    codec = corpus.entry(name).codec
     out = tmp_path / "gst.yuv"
-    limit = [] if frames is None else ["identity", f"eos-after={frames + 1}", "!"]
-    proc = subprocess.run(["gst-launch-1.0", "-q", "filesrc",
-                           f"location={webm_of(corpus.path(name), tmp_path)}", "!",
-                           *GST_DECODER[codec], *decoder_options, "!", *limit,
-                           "video/x-raw,format=NV12", "!", "filesink", f"location={out}"],
+    proc = subprocess.run(gstreamer_argv(name, out, tmp_path, decoder_options, frames),
                           timeout=timeout, capture_output=True, text=True)
     return proc.returncode, proc.stdout + proc.stderr, out.read_bytes() if out.exists() else b""
+
+
+def gstreamer_argv(name: str, out: Path, workdir: Path, decoder_options: Sequence[str] = (),
+                   frames: int | None = None) -> list[str]:
+    """gstreamer()'s pipeline, writing to *out*; a VP9 clip is remuxed to
+    WebM in *workdir* first (GStreamer 1.22 reads no IVF)."""
+    codec = corpus.entry(name).codec
+    limit = [] if frames is None else ["identity", f"eos-after={frames + 1}", "!"]
+    return ["gst-launch-1.0", "-q", "filesrc",
+            f"location={webm_of(corpus.path(name), workdir)}", "!",
+            *GST_DECODER[codec], *decoder_options, "!", *limit,
+            "video/x-raw,format=NV12", "!", "filesink", f"location={out}"]
 
 
 def ffmpeg_argv(name: str, out: Path, *extra: str) -> list[str]:

@@ -58,8 +58,8 @@ from daedalus.m2m.clients import (
     ffmpeg_argv,
     frame_sizes,
     gst_frames,
+    gstreamer_argv,
     split,
-    webm_of,
 )
 from daedalus.parse import corpus
 from daedalus.proto import Codec
@@ -111,16 +111,13 @@ def ffmpeg(name: str, workdir: Path, *extra: str) -> Client:
 
 
 def gstreamer(name: str, workdir: Path, *options: str) -> Client:
-    """``gst-launch-1.0 filesrc ! [matroskademux|h264parse] ! v4l2*dec [options] !
-    video/x-raw,format=NV12 ! filesink`` (a VP9 clip remuxed to WebM first:
-    GStreamer 1.22 reads no IVF), as daedalus.m2m.clients.gstreamer runs it."""
+    """daedalus.m2m.clients.gstreamer's pipeline (``filesrc ! [matroskademux|
+    h264parse] ! v4l2*dec [options] ! video/x-raw,format=NV12 ! filesink``)."""
     where = _workdir(workdir, "gst", name)
     out = where / "out.yuv"
     codec = corpus.entry(name).codec
-    source = webm_of(corpus.path(name), where)
-    argv = ("gst-launch-1.0", "-q", "filesrc", f"location={source}", "!", *GST_DECODER[codec],
-            *options, "!", "video/x-raw,format=NV12", "!", "filesink", f"location={out}")
-    return Client(f"GStreamer {GST_DECODER[codec][-1]}, {name}", "gst", name, argv, out)
+    return Client(f"GStreamer {GST_DECODER[codec][-1]}, {name}", "gst", name,
+                  tuple(gstreamer_argv(name, out, where, options)), out)
 
 
 @dataclass(frozen=True)
