@@ -404,6 +404,11 @@ class Session:
             else:  # an error text: shorten it
                 body = body[:self.kernel_max_payload]
         message = pack_message(header.type | RESPONSE, header.cookie, body, status=status)
+        # Logged before the write: a log line never lags behind the kernel
+        # having the answer (a daemon stopped between the write and the line
+        # would show a request as still pending); a refusal is logged next.
+        log.debug("-> %s cookie %d, status %d, %d payload bytes",
+                  describe_type(header.type | RESPONSE), header.cookie, status, len(body))
         async with self._write_lock:
             while True:
                 try:
@@ -421,8 +426,6 @@ class Session:
             log.error("short write answering cookie %d: %d of %d bytes", header.cookie,
                       written, len(message))
             return False
-        log.debug("-> %s cookie %d, status %d, %d payload bytes",
-                  describe_type(header.type | RESPONSE), header.cookie, status, len(body))
         return True
 
     async def _writable(self) -> None:
