@@ -72,8 +72,8 @@
  *	any slice of a continuous bytestream for H.264, one frame (or
  *	superframe / temporal unit) for VP9 and AV1. The daemon parses and
  *	decodes it and keeps the frames it completes, oldest first, for FETCH.
- *	The answer is a RESP_FRAME listing those frames (their digests are
- *	those of the pixels FETCH will return, tightly packed); with
+ *	The answer is a RESP_FRAME listing those frames (each digest names
+ *	its frame: see struct daedalus_frame_info); with
  *	DAEDALUS_DECODE_RESYNC it first lists the frames the daemon still keeps
  *	from earlier FEEDs, whose answers the kernel lost.
  * @DAEDALUS_MSG_FETCH: kernel -> daemon; payload struct daedalus_fetch_req,
@@ -250,9 +250,12 @@ struct daedalus_decode_req {
  * @height: visible height in pixels.
  * @pixfmt: enum daedalus_pixfmt.
  * @flags: DAEDALUS_FRAME_* flags.
- * @digest: FNV-1a 64 over the tightly packed frame: the luma plane then the
- *	interleaved chroma plane, rows without padding (NV12: width bytes per
- *	row; P010: 2 * width bytes per row, little-endian words).
+ * @digest: in the answer to DECODE, FNV-1a 64 over the tightly packed
+ *	frame: the luma plane then the interleaved chroma plane, rows without
+ *	padding (NV12: width bytes per row; P010: 2 * width bytes per row,
+ *	little-endian words). In the answer to FEED, a value the daemon
+ *	chooses that names the frame among the stream's (its number in the
+ *	stream), which FETCH gives back; the kernel only compares it.
  * @timestamp: the timestamp of the request whose bitstream held the frame.
  * @primaries: the colour primaries the bitstream signals for this frame, an
  *	H.273 ColourPrimaries code point; DAEDALUS_COLOUR_UNSPECIFIED when it

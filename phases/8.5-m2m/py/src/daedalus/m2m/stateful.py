@@ -14,8 +14,9 @@ the codec is fixed by its first FEED) this handler keeps:
   (V4L2_FMT_FLAG_CONTINUOUS_BYTESTREAM), which the parser splits into access
   units, one packet each. A buffer of a codec without one (a VP9 frame or
   superframe, an AV1 temporal unit) is decoded as one packet;
-- the decoded frames not fetched yet, oldest first, tightly packed NV12 /
-  P010 (phase 8.4's frames.py), at most ``max_kept`` (64).
+- the decoded frames not fetched yet, oldest first, at most ``max_kept``
+  (64): FFmpeg's pictures themselves (PyAV frames, referenced, not copied),
+  each laid out into its CAPTURE buffer once, by FETCH.
 
 FEED (struct daedalus_decode_req, then the buffer's bytes):
 
@@ -38,7 +39,11 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
   bytes) after the bytes flushes the parser and drains the decoder; both are
   created afresh by the next FEED, whose stream must start at a keyframe;
 - the answer is a RESP_FRAME listing the frames the FEED completed, exactly
-  as FETCH will return them (digest: FNV-1a 64 of the tightly packed frame).
+  as FETCH will return them. The entry's ``digest`` is the frame's number
+  in its stream (1, 2, ... in the order the decoder output them, never
+  reused while the stream lives): the kernel only echoes it in FETCH to name
+  the frame, and a content digest would cost a serial pass over every byte
+  (FNV-1a 64 took three times the NV12 layout at 1080p; phase 8.8's bench).
   More than DAEDALUS_MAX_FRAMES frames: DECODE_ERROR / EOVERFLOW, and they
   are not kept. A FEED that finds ``max_kept - DAEDALUS_MAX_FRAMES`` frames
   still kept gets DECODE_ERROR / ENOSPC without being decoded (the kernel
@@ -82,9 +87,11 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
 
 FETCH (struct daedalus_fetch_req): the kept frame it names (timestamp and
 digest, as the FEED answer listed it), laid out in the requested geometry
-(layout.py): luma rows at stride ``bytesperline``, the chroma plane at
-``bytesperline * height``, rows zero-padded, rows past the picture zero,
-``bytesperline * height * 3 / 2`` bytes after struct daedalus_fetch_resp
+(layout.py; written by the per-frame kernel ``place`` of kernels.py, in one
+pass from FFmpeg's planes with phase 8.8's implementation): luma rows at
+stride ``bytesperline``, the chroma plane at ``bytesperline * height``,
+rows zero-padded, rows past the picture zero, ``bytesperline * height * 3 /
+2`` bytes after struct daedalus_fetch_resp
 (whose frame is the FEED answer's entry, unchanged); with
 DAEDALUS_FETCH_DISCARD no pixels. With DAEDALUS_FETCH_DMABUF (phase 8.6)
 the same layout goes into the CAPTURE buffer itself, mapped read-write
@@ -132,7 +139,7 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import partial
 from itertools import islice
 from typing import Any, ClassVar
@@ -153,11 +160,13 @@ from daedalus.codec.session import (
     open_stream,
 )
 from daedalus.dispatch.device import Device, DmaBufError
-from daedalus.m2m.layout import Geometry, buffer_size, fits, lay_out
+from daedalus.m2m import kernels
+from daedalus.m2m.layout import Geometry, buffer_size, fits
 from daedalus.proto import (
     FEED_FLAGS,
     FETCH_RESP_SIZE,
     FRAME_CORRUPT,
+    FRAME_KEY,
     MAX_FRAMES,
     MAX_HEIGHT,
     MAX_PAYLOAD,
@@ -175,7 +184,7 @@ from daedalus.proto import (
     validate_fetch_req,
 )
 from daedalus.proto.codecs import by_codec
-from daedalus.roundtrip.frames import UnsupportedLayout, pack
+from daedalus.roundtrip.frames import Colour, UnsupportedLayout, layout_for
 
 log = logging.getLogger("daedalus.m2m")
 
@@ -234,11 +243,29 @@ class ByteTimeline:
 
 @dataclass(frozen=True)
 class KeptFrame:
-    """A decoded frame waiting for FETCH: its FEED answer entry and pixels."""
+    """A decoded frame waiting for FETCH: its FEED answer entry and FFmpeg's
+    picture (referenced: its pixels are copied once, into the CAPTURE buffer)."""
 
     info: FrameInfo
-    luma: npt.NDArray[np.uint8]    # rows x row bytes, tightly packed
-    chroma: npt.NDArray[np.uint8]  # interleaved CbCr rows
+    picture: av.VideoFrame
+
+    def place(self, bytesperline: int, height: int, out: npt.NDArray[np.uint8],
+              zeroed: bool) -> None:
+        """Lay the picture out into *out* (the CAPTURE layout; ``fits`` checked)."""
+        kernels.table().place(self.picture, PixFmt(self.info.pixfmt), bytesperline, height,
+                              out, zeroed)
+
+
+def frame_entry(frame: av.VideoFrame, timestamp: int, number: int) -> FrameInfo:
+    """The FEED answer's entry for FFmpeg's *frame*: its size, NV12 or P010
+    (UnsupportedLayout for a layout neither carries), key and corrupt flags,
+    colour, *timestamp*, and as digest its *number* in the stream."""
+    pixfmt = layout_for(frame)
+    colour = Colour.of(frame)
+    flags = (FRAME_KEY if frame.key_frame else 0) | (FRAME_CORRUPT if frame.is_corrupt else 0)
+    return FrameInfo(width=frame.width, height=frame.height, pixfmt=pixfmt, flags=flags,
+                     digest=number, timestamp=timestamp, primaries=colour.primaries,
+                     transfer=colour.transfer, matrix=colour.matrix, range=colour.range)
 
 
 @dataclass(frozen=True)
@@ -417,18 +444,16 @@ class FeedStream(DecoderSession):
         corrupt = 0
         for frame in decoded:
             try:
-                packed = pack(frame)
+                info = frame_entry(frame, self._timestamp(frame, req.timestamp),
+                                   self.frames + len(good) + 1)
             except UnsupportedLayout as exc:  # 4:2:2 / 4:4:4: refused, not converted
                 raise self._refuse(str(exc)) from None
-            if not (0 < packed.width <= MAX_WIDTH and 0 < packed.height <= MAX_HEIGHT):
-                problems.append(Problem(errno.EFBIG, f"a frame of {packed.width}x"
-                                        f"{packed.height} exceeds {MAX_WIDTH}x{MAX_HEIGHT}"))
+            if not (0 < info.width <= MAX_WIDTH and 0 < info.height <= MAX_HEIGHT):
+                problems.append(Problem(errno.EFBIG, f"a frame of {info.width}x"
+                                        f"{info.height} exceeds {MAX_WIDTH}x{MAX_HEIGHT}"))
                 continue
-            info = packed.info(self._timestamp(packed, req.timestamp))
-            if frame.is_corrupt:
-                corrupt += 1
-                info = replace(info, flags=info.flags | FRAME_CORRUPT)
-            good.append(KeptFrame(info, packed.luma, packed.chroma))
+            corrupt += bool(info.flags & FRAME_CORRUPT)
+            good.append(KeptFrame(info, frame))
         if corrupt:
             problems.append(Problem(errno.EILSEQ, f"{corrupt} frame(s) decoded with errors "
                                                   "(concealed), listed as corrupt"))
@@ -499,8 +524,8 @@ class FeedStream(DecoderSession):
             return 0, pack_fetch_resp(info, nr_bytes=size)
         answer = bytearray(FETCH_RESP_SIZE + size)
         answer[:FETCH_RESP_SIZE] = pack_fetch_resp(info, nr_bytes=size)
-        lay_out(frame.luma, frame.chroma, req.bytesperline, req.height,
-                out=np.frombuffer(answer, np.uint8, offset=FETCH_RESP_SIZE))
+        frame.place(req.bytesperline, req.height,
+                    np.frombuffer(answer, np.uint8, offset=FETCH_RESP_SIZE), zeroed=True)
         return 0, bytes(answer)
 
     def _fetch_failed(self, info: FrameInfo, reason: str) -> bytes:
@@ -682,7 +707,7 @@ def write_capture(device: Device, cookie: int, frame: KeptFrame, req: FetchReq,
                     f"{req.bytesperline} x {req.height} takes {size} bytes, the buffer has "
                     f"{buf.size}"))
             with buf.access(write=True) as data:
-                lay_out(frame.luma, frame.chroma, req.bytesperline, req.height,
-                        out=np.frombuffer(data, np.uint8, count=size), zeroed=False)
+                frame.place(req.bytesperline, req.height,
+                            np.frombuffer(data, np.uint8, count=size), zeroed=False)
     except DmaBufError as exc:
         raise CaptureFailure(exc.errno or errno.EIO, exc.message) from None

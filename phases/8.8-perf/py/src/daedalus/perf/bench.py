@@ -6,12 +6,12 @@ For each clip (a file, or a corpus name), in one run, on the host:
   (PyAV, ``daedalus.codec.session.create_decoder``: the codec table's
   decoder, slice threads, its low-delay options), frames discarded;
 - **daemon**: the same decode, and for every frame what daedalusd does
-  with it, without the kernel: phase 8.5's FEED packs it
-  (``daedalus.roundtrip.frames.pack``: tightly packed NV12 / P010) and
-  lists it with its FNV-1a 64 digest (``PackedFrame.info``, the FEED
-  answer's entry, ``daedalus.proto.fnv1a64``), then FETCH with
+  with it, without the kernel: phase 8.5's FEED keeps FFmpeg's picture and
+  makes its answer entry (``daedalus.m2m.stateful.frame_entry``: layout
+  check, colour, the frame's number as its digest), then FETCH with
   DAEDALUS_FETCH_DMABUF lays it out into the CAPTURE buffer
-  (``daedalus.m2m.layout.lay_out`` with ``zeroed=False``, as
+  (``KeptFrame.place``: the per-frame kernel ``place`` of
+  ``daedalus.m2m.kernels``, with ``zeroed=False``, as
   ``daedalus.m2m.stateful.write_capture`` calls it), here one buffer kept
   for the run in the CAPTURE format the node sets for the picture
   (``capture_format``).
@@ -21,19 +21,25 @@ decode tool reads them), each decoder is made before its clock starts, and
 the two are run ``--rounds`` times, alternately; each keeps its fastest
 round. The ratio daemon / raw is the share of FFmpeg's speed the daemon's
 path keeps (1.0: it costs nothing on top of decoding). The daemon rounds
-also time the three steps on their own (``pack_us``, ``digest_us``,
-``layout_us``: microseconds per frame, from that fastest round).
+also time the two steps on their own (``feed_us``, ``place_us``:
+microseconds per frame, from that fastest round; ``place``: the
+implementation the dispatch table chose, ``DAEDALUS_DISPATCH`` overrides).
+Then every registered implementation of ``place`` lays the clip's first
+frames out (at most KERNEL_FRAMES, best of KERNEL_ROUNDS):
+``kernels`` = ``{"place": {"reference": us, "direct": us, ...}}`` per
+frame, and ``place_speedup`` = the reference's time over the chosen one's.
 
 Output: a table on stdout, a progress line per step on stderr, and with
 ``--json FILE`` (``-``: stdout, after the table) ``{"results": [{"file",
 "codec", "decoder", "width", "height", "bit_depth", "pixfmt", "frames",
 "threads", "rounds", "raw_s", "raw_fps", "daemon_s", "daemon_fps",
-"daemon_ratio", "pack_us", "digest_us", "layout_us", "bytesperline",
-"error"}], "software", "cpus", "machine"}``. ``threads`` is the decoder's
-thread count as FFmpeg set it (``--threads``; without it FFmpeg's automatic
-count, what daedalusd uses). Exit status: 0 every clip measured; 1 a clip
-failed (its row says why: unreadable, a decoder error, a layout the daemon
-refuses, raw and daemon frame counts differ); 2 the bench could not run.
+"daemon_ratio", "feed_us", "place_us", "place", "place_speedup", "kernels",
+"bytesperline", "error"}], "software", "cpus", "machine", "dispatch"}``.
+``threads`` is the decoder's thread count as FFmpeg set it (``--threads``;
+without it FFmpeg's automatic count, what daedalusd uses). Exit status: 0
+every clip measured; 1 a clip failed (its row says why: unreadable, a
+decoder error, a layout the daemon refuses, raw and daemon frame counts
+differ); 2 the bench could not run.
 
 ``--make-clips DIR`` makes clips first (daedalus.perf.clips) and prints
 their paths; without FILE it stops there.
@@ -48,7 +54,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,15 +64,18 @@ import numpy.typing as npt
 from av.video.codeccontext import VideoCodecContext
 
 from daedalus.codec.session import create_decoder
-from daedalus.m2m.layout import buffer_size, lay_out
+from daedalus.m2m import kernels
+from daedalus.m2m.layout import buffer_size
+from daedalus.m2m.stateful import KeptFrame, frame_entry
 from daedalus.proto import FrameInfo, PixFmt
 from daedalus.proto.codecs import BY_NAME
-from daedalus.roundtrip.frames import pack
 
 PROG = "daedalus-v4l2 bench"
 DEFAULT_ROUNDS = 3
 SIZE_STEP = 2   # DAEDALUS_SIZE_STEP: CAPTURE widths and heights are even
 STRIDE_ALIGN = 4  # daedalus_fill_decoded_fmt(): rows padded to 4 bytes
+KERNEL_FRAMES = 8  # frames each per-frame kernel implementation is timed on
+KERNEL_ROUNDS = 5
 
 # Called by the daemon path for every frame (tests): its FEED answer entry
 # and the CAPTURE buffer it was laid out in, with that buffer's geometry
@@ -132,9 +141,8 @@ class Run:
 
     seconds: float
     frames: int
-    pack_s: float = 0.0
-    digest_s: float = 0.0
-    layout_s: float = 0.0
+    feed_s: float = 0.0
+    place_s: float = 0.0
 
 
 def _decoder(clip: Clip, threads: int | None) -> VideoCodecContext:
@@ -164,46 +172,50 @@ def raw_run(clip: Clip, threads: int | None) -> Run:
 
 class DaemonPath:
     """The daemon's work for each decoded frame (see the module doc), into
-    one CAPTURE buffer, remade when the picture's geometry changes."""
+    one CAPTURE buffer, remade when the picture's geometry changes. Keeps
+    the first KERNEL_FRAMES frames (*keep*) for the kernels' timing."""
 
-    def __init__(self, hook: FrameHook | None = None) -> None:
+    def __init__(self, hook: FrameHook | None = None, keep: int = 0) -> None:
         self.hook = hook
         self.capture = np.empty(0, np.uint8)
         self.geometry = (0, 0)
-        self.pack_s = self.digest_s = self.layout_s = 0.0
+        self.feed_s = self.place_s = 0.0
         self.first: FrameInfo | None = None
         self.bits = 0
+        self.number = 0
+        self.keep = keep
+        self.kept: list[KeptFrame] = []
 
     def frame(self, frame: av.VideoFrame, timestamp: int) -> None:
         t0 = time.perf_counter()
-        packed = pack(frame)                       # FEED: the kept frame
+        self.number += 1
+        kept = KeptFrame(frame_entry(frame, timestamp, self.number), frame)  # FEED
         t1 = time.perf_counter()
-        info = packed.info(timestamp)              # FEED: its answer entry, with the digest
-        t2 = time.perf_counter()
+        info = kept.info
         bytesperline, height = capture_format(info.width, info.height, PixFmt(info.pixfmt))
         if (bytesperline, height) != self.geometry:  # a new CAPTURE format (not timed)
             self.capture = np.zeros(buffer_size(bytesperline, height), np.uint8)
             self.geometry = (bytesperline, height)
+        t2 = time.perf_counter()
+        kept.place(bytesperline, height, self.capture, zeroed=False)  # FETCH (DMABUF)
         t3 = time.perf_counter()
-        lay_out(packed.luma, packed.chroma, bytesperline, height, out=self.capture,
-                zeroed=False)                       # FETCH (DMABUF): the CAPTURE buffer
-        t4 = time.perf_counter()
-        self.pack_s += t1 - t0
-        self.digest_s += t2 - t1
-        self.layout_s += t4 - t3
+        self.feed_s += t1 - t0
+        self.place_s += t3 - t2
         if self.first is None:
             self.first = info
             self.bits = max(c.bits for c in frame.format.components)
+        if len(self.kept) < self.keep:
+            self.kept.append(kept)
         if self.hook is not None:
             self.hook(info, self.capture, bytesperline, height)
 
 
-def daemon_run(clip: Clip, threads: int | None,
-               hook: FrameHook | None = None) -> tuple[Run, DaemonPath]:
+def daemon_run(clip: Clip, threads: int | None, hook: FrameHook | None = None,
+               keep: int = 0) -> tuple[Run, DaemonPath]:
     """Decode *clip* and put every frame through the daemon's path."""
     decoder = _decoder(clip, threads)
     packets = _packets(clip)
-    path = DaemonPath(hook)
+    path = DaemonPath(hook, keep)
     frames = 0
     start = time.perf_counter()
     for packet in [*packets, None]:
@@ -211,7 +223,32 @@ def daemon_run(clip: Clip, threads: int | None,
             path.frame(frame, frame.pts if frame.pts is not None else frames)
             frames += 1
     seconds = time.perf_counter() - start
-    return Run(seconds, frames, path.pack_s, path.digest_s, path.layout_s), path
+    return Run(seconds, frames, path.feed_s, path.place_s), path
+
+
+def time_kernels(frames: Sequence[KeptFrame]) -> dict[str, dict[str, float]]:
+    """Microseconds per frame of every registered implementation of the
+    per-frame kernels on *frames* (best of KERNEL_ROUNDS), each into a
+    CAPTURE buffer of the node's format, as FETCH into a mapped buffer."""
+    if not frames:
+        return {}
+    out: dict[str, dict[str, float]] = {}
+    info = frames[0].info
+    bytesperline, height = capture_format(info.width, info.height, PixFmt(info.pixfmt))
+    capture = np.zeros(buffer_size(bytesperline, height), np.uint8)
+    same = [k for k in frames if (k.info.width, k.info.height, k.info.pixfmt) ==
+            (info.width, info.height, info.pixfmt)]
+    for impl in kernels.registered()["place"]:
+        table = kernels.Table({"place": impl})
+        best = float("inf")
+        for _ in range(KERNEL_ROUNDS):
+            start = time.perf_counter()
+            for kept in same:
+                table.place(kept.picture, PixFmt(kept.info.pixfmt), bytesperline, height,
+                            capture, False)
+            best = min(best, time.perf_counter() - start)
+        out.setdefault("place", {})[impl.name] = best / len(same) * 1e6
+    return out
 
 
 def threads_of(threads: int | None, clip: Clip) -> int:
@@ -238,15 +275,23 @@ class Result:
     daemon_s: float = 0.0
     daemon_fps: float = 0.0
     daemon_ratio: float = 0.0
-    pack_us: float = 0.0
-    digest_us: float = 0.0
-    layout_us: float = 0.0
+    feed_us: float = 0.0
+    place_us: float = 0.0
+    place: str = ""
+    place_speedup: float = 0.0
+    kernels: dict[str, dict[str, float]] = field(default_factory=dict)
     bytesperline: int = 0
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {k: (round(v, 4) if isinstance(v, float) else v)
-                for k, v in asdict(self).items()}
+        def rounded(value: Any) -> Any:
+            if isinstance(value, float):
+                return round(value, 4)
+            if isinstance(value, dict):
+                return {k: rounded(v) for k, v in value.items()}
+            return value
+
+        return {k: rounded(v) for k, v in asdict(self).items()}
 
 
 def fps(run: Run) -> float:
@@ -264,6 +309,7 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
     raw: Run | None = None
     daemon: Run | None = None
     path: DaemonPath | None = None
+    sample: list[KeptFrame] = []
     try:
         count = threads_of(threads, clip)
         for i in range(rounds):
@@ -273,9 +319,15 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
             raw = got if raw is None or got.seconds < raw.seconds else raw
             if progress is not None:
                 progress(f"round {i + 1}/{rounds}: daemon path")
-            run, ran = daemon_run(clip, threads, hook if i == 0 else None)
+            run, ran = daemon_run(clip, threads, hook if i == 0 else None,
+                                  keep=KERNEL_FRAMES if i == 0 else 0)
+            if i == 0:
+                sample = ran.kept
             if daemon is None or run.seconds < daemon.seconds:
                 daemon, path = run, ran
+        if progress is not None:
+            progress("per-frame kernels")
+        timed = time_kernels(sample)
     except (av.FFmpegError, ValueError) as exc:  # (UnsupportedLayout is a ValueError)
         return Result(clip.file, clip.codec, decoder, error=f"{type(exc).__name__}: {exc}")
     assert raw is not None and daemon is not None and path is not None
@@ -286,11 +338,15 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
     error = (None if raw.frames == daemon.frames
              else f"raw FFmpeg decoded {raw.frames} frames, the daemon path {daemon.frames}")
     per = 1e6 / daemon.frames
+    chosen = kernels.table().chosen["place"].name
+    place = timed.get("place", {})
+    speedup = (place[kernels.REFERENCE] / place[chosen]
+               if place.get(chosen) and kernels.REFERENCE in place else 0.0)
     return Result(
         clip.file, clip.codec, decoder, info.width, info.height, path.bits,
         PixFmt(info.pixfmt).name, raw.frames, count, rounds, raw.seconds, fps(raw),
         daemon.seconds, fps(daemon), fps(daemon) / fps(raw) if fps(raw) > 0 else 0.0,
-        daemon.pack_s * per, daemon.digest_s * per, daemon.layout_s * per,
+        daemon.feed_s * per, daemon.place_s * per, chosen, speedup, timed,
         path.geometry[0], error)
 
 
@@ -306,11 +362,12 @@ def software() -> str:
 
 def report_json(results: Sequence[Result]) -> dict[str, Any]:
     return {"results": [r.to_json() for r in results], "software": software(),
-            "cpus": os.cpu_count(), "machine": platform.machine()}
+            "cpus": os.cpu_count(), "machine": platform.machine(),
+            "dispatch": kernels.table().describe()}
 
 
 TABLE_HEAD = ("file", "codec", "size", "bits", "frames", "threads", "raw fps", "daemon fps",
-              "daemon/raw", "pack us", "digest us", "layout us")
+              "daemon/raw", "feed us", "place us", "place", "vs reference")
 
 
 def table(results: Sequence[Result]) -> str:
@@ -325,8 +382,8 @@ def table(results: Sequence[Result]) -> str:
         else:
             rows.append((name, r.codec, f"{r.width}x{r.height}", str(r.bit_depth),
                          str(r.frames), str(r.threads), f"{r.raw_fps:.1f}",
-                         f"{r.daemon_fps:.1f}", f"{r.daemon_ratio:.3f}", f"{r.pack_us:.0f}",
-                         f"{r.digest_us:.0f}", f"{r.layout_us:.0f}"))
+                         f"{r.daemon_fps:.1f}", f"{r.daemon_ratio:.3f}", f"{r.feed_us:.0f}",
+                         f"{r.place_us:.0f}", r.place, f"{r.place_speedup:.2f}x"))
         if r.error is not None:
             errors.append(f"  {name}: {r.error}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEAD))]
@@ -383,7 +440,7 @@ def size_arg(text: str) -> tuple[int, int]:
 class BenchCommand:
     NAME = "bench"
     HELP = ("decode throughput on the host: raw FFmpeg against the daemon's per-frame path "
-            "(decode + pack + digest + CAPTURE layout), per clip")
+            "(decode, FEED's entry, CAPTURE layout), per clip")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         from daedalus.m2m.cli import positive

@@ -1,0 +1,95 @@
+"""Phase 8.8's implementations of the daemon's per-frame kernels (``daedalus.m2m.kernels``).
+
+Registered in the ``daedalus.kernels`` entry-point group; the table prefers
+them to phase 8.5's references unless ``DAEDALUS_DISPATCH`` says otherwise.
+
+``place`` = ``direct`` (vectorised numpy): the decoded picture goes from
+FFmpeg's planes straight into the CAPTURE buffer, each byte copied once:
+luma rows read through a strided view of the plane (no copy without its
+padding first) and written at the buffer's stride; Cb and Cr written into
+the even and odd bytes (NV12) or 16-bit words (P010, shifted to the upper
+bits as they go) of the chroma rows; then, unless the buffer is zero
+already, the padding and the rows past the picture set to zero. The
+reference packs tightly first and lays out second: two copies and a
+temporary of the frame's size. Planar 4:2:0 with 8-bit samples (NV12) and
+9- or 10-bit little-endian ones (P010) only, what FFmpeg's VP9, H.264 and
+AV1 decoders output; anything else (a semi-planar or big-endian decoder
+output, an odd P010 stride) is left to the reference (``NotImplemented``).
+"""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided
+
+from daedalus.m2m.kernels import Implementation
+from daedalus.proto import PixFmt
+
+PLANAR_8 = frozenset({"yuv420p", "yuvj420p"})
+PLANAR_DEEP = {"yuv420p9le": 9, "yuv420p10le": 10}
+
+
+def _plane(plane: av.video.plane.VideoPlane, rows: int, samples: int,
+           dtype: type[np.generic]) -> npt.NDArray[np.generic]:
+    """*rows* x *samples* samples of *plane* as a view at the plane's stride."""
+    size = np.dtype(dtype).itemsize
+    stride = plane.line_size
+    data = np.frombuffer(memoryview(plane), np.uint8)
+    if stride < samples * size or data.size < (rows - 1) * stride + samples * size:
+        raise ValueError(f"plane of {data.size} bytes, stride {stride}, cannot hold {rows} "
+                         f"rows of {samples} samples")
+    if stride % size or data.ctypes.data % size:
+        raise ValueError("plane not aligned to its samples")
+    return as_strided(data.view(dtype) if data.size % size == 0 else
+                      data[:data.size - data.size % size].view(dtype),
+                      (rows, samples), (stride, size), writeable=False)
+
+
+def place_direct(frame: av.VideoFrame, pixfmt: PixFmt, bytesperline: int, height: int,
+                 out: npt.NDArray[np.uint8], zeroed: bool) -> object:
+    """``place`` in one copy (see the module doc); NotImplemented for a frame
+    or a buffer it does not handle."""
+    name = frame.format.name
+    deep = PLANAR_DEEP.get(name)
+    if not ((pixfmt == PixFmt.NV12 and name in PLANAR_8)
+            or (pixfmt == PixFmt.P010 and deep is not None and bytesperline % 2 == 0)):
+        return NotImplemented
+    width, rows = frame.width, frame.height
+    cw, ch = (width + 1) // 2, (rows + 1) // 2
+    split = bytesperline * height
+    if out.size != split + bytesperline * (height // 2):
+        raise ValueError(f"output of {out.size} bytes, a {bytesperline} x {height} layout "
+                         f"takes {split + bytesperline * (height // 2)}")
+    luma = out[:split].reshape(height, bytesperline)
+    chroma = out[split:].reshape(height // 2, bytesperline)
+    planes = frame.planes
+    if deep is None:
+        luma[:rows, :width] = _plane(planes[0], rows, width, np.uint8)
+        chroma[:ch, 0:2 * cw:2] = _plane(planes[1], ch, cw, np.uint8)
+        chroma[:ch, 1:2 * cw:2] = _plane(planes[2], ch, cw, np.uint8)
+        row_bytes = width
+    else:
+        shift = 16 - deep
+        luma16 = luma.view("<u2")
+        chroma16 = chroma.view("<u2")
+        np.left_shift(_plane(planes[0], rows, width, np.uint16), shift,
+                      out=luma16[:rows, :width])
+        np.left_shift(_plane(planes[1], ch, cw, np.uint16), shift,
+                      out=chroma16[:ch, 0:2 * cw:2])
+        np.left_shift(_plane(planes[2], ch, cw, np.uint16), shift,
+                      out=chroma16[:ch, 1:2 * cw:2])
+        row_bytes = 2 * width
+    if not zeroed:
+        chroma_bytes = 2 * cw * (2 if deep else 1)
+        luma[:rows, row_bytes:] = 0
+        luma[rows:] = 0
+        chroma[:ch, chroma_bytes:] = 0
+        chroma[ch:] = 0
+    return None
+
+
+PLACE_DIRECT = Implementation(
+    "place", "direct", place_direct, rank=1,
+    about="FFmpeg's planes straight into the CAPTURE buffer (numpy): one copy")

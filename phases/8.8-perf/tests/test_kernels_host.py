@@ -1,0 +1,138 @@
+"""Phase 8.8 on the host: the per-frame kernels' dispatch table and the fast ``place``.
+
+The fast implementation (daedalus.perf.kernels' ``direct``) must write the
+very bytes phase 8.5's reference writes (pack tightly, then lay out): on
+random pictures (hypothesis: sizes odd and even, 8-bit and 10-bit, strides
+and heights larger than the picture, a buffer zero already or full of
+garbage) and on every frame of every corpus clip, decoded by the daemon's
+decoder and laid out in the CAPTURE format the node sets. The reference
+itself is checked against Debian's ffmpeg by phase 8.5's tests. Then the
+table: entry points found, the fastest chosen, DAEDALUS_DISPATCH obeyed,
+nonsense in it refused with a message naming what there is.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import av
+from daedalus.codec.session import create_decoder
+from daedalus.m2m import kernels
+from daedalus.m2m.layout import buffer_size
+from daedalus.m2m.v4l2 import packets_of
+from daedalus.parse import corpus
+from daedalus.perf.bench import capture_format
+from daedalus.perf.kernels import place_direct
+from daedalus.proto import PixFmt
+from daedalus.proto.codecs import BY_NAME
+from daedalus.roundtrip.frames import layout_for
+
+
+def random_frame(data: st.DataObject, fmt: str, width: int, height: int) -> av.VideoFrame:
+    frame = av.VideoFrame(width, height, fmt)
+    seed = data.draw(st.integers(0, 2**32 - 1), label="seed")
+    rng = np.random.default_rng(seed)
+    for plane in frame.planes:
+        view = np.frombuffer(memoryview(plane), np.uint8)
+        view[:] = rng.integers(0, 256, view.size, dtype=np.uint8)
+    return frame
+
+
+def both(frame: av.VideoFrame, pixfmt: PixFmt, bytesperline: int, height: int,
+         garbage: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The reference's and direct's layouts of *frame* into buffers that are
+    zero (*garbage* None) or filled with *garbage*."""
+    size = buffer_size(bytesperline, height)
+    outs = []
+    for place in (kernels.place_reference, place_direct):
+        out = np.full(size, 0 if garbage is None else garbage, np.uint8)
+        result = place(frame, pixfmt, bytesperline, height, out, garbage is None)
+        assert result is None
+        outs.append(out)
+    return outs[0], outs[1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), fmt=st.sampled_from(["yuv420p", "yuvj420p", "yuv420p10le"]),
+       width=st.integers(1, 97), height=st.integers(1, 67),
+       extra_bytes=st.integers(0, 40), extra_rows=st.integers(0, 9),
+       garbage=st.one_of(st.none(), st.integers(1, 255)))
+def test_direct_place_writes_the_references_bytes(data: st.DataObject, fmt: str, width: int,
+                                                  height: int, extra_bytes: int,
+                                                  extra_rows: int, garbage: int | None) -> None:
+    frame = random_frame(data, fmt, width, height)
+    pixfmt = PixFmt.P010 if fmt.endswith("10le") else PixFmt.NV12
+    sample = 2 if pixfmt == PixFmt.P010 else 1
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    bytesperline = max(width, 2 * cw) * sample + extra_bytes * sample
+    rows = height + extra_rows
+    rows += max(0, 2 * ch - rows)  # height // 2 chroma rows must hold ch
+    reference, direct = both(frame, pixfmt, bytesperline, rows, garbage)
+    assert np.array_equal(reference, direct)
+
+
+def test_direct_leaves_what_it_does_not_handle_to_the_reference() -> None:
+    frame = av.VideoFrame(64, 48, "nv12")   # semi-planar already: not direct's
+    out = np.zeros(buffer_size(64, 48), np.uint8)
+    assert place_direct(frame, PixFmt.NV12, 64, 48, out, True) is NotImplemented
+    deep = av.VideoFrame(64, 48, "yuv420p10le")
+    out = np.zeros(buffer_size(129, 48), np.uint8)  # P010 rows of an odd byte count
+    assert place_direct(deep, PixFmt.P010, 129, 48, out, True) is NotImplemented
+    # the table then runs the reference, which writes the frame
+    table = kernels.Table({"place": kernels.registered()["place"][-1]})
+    table.place(frame, PixFmt.NV12, 64, 48, out := np.ones(buffer_size(64, 48), np.uint8),
+                False)
+    reference = np.zeros_like(out)
+    kernels.place_reference(frame, PixFmt.NV12, 64, 48, reference, True)
+    assert np.array_equal(out, reference)
+
+
+@pytest.mark.parametrize("name", [e.name for e in corpus.entries()])
+def test_direct_place_on_every_corpus_frame(name: str) -> None:
+    codec, _, _, stream = packets_of(corpus.path(name))
+    decoder = create_decoder(BY_NAME[codec].codec, threads=1)
+    frames = 0
+    for _, data in [*stream, (0, None)]:
+        try:
+            decoded = decoder.decode(None if data is None else av.Packet(data))
+        except av.FFmpegError:
+            continue  # the corpus's corrupt streams: what decodes is compared
+        for frame in decoded:
+            try:
+                pixfmt = layout_for(frame)
+            except ValueError:
+                pytest.skip(f"{name}: {frame.format.name} is refused before any layout")
+            bytesperline, height = capture_format(frame.width, frame.height, pixfmt)
+            reference, direct = both(frame, pixfmt, bytesperline, height, 0xA5)
+            assert np.array_equal(reference, direct), f"{name}: frame {frames}"
+            frames += 1
+    assert frames or name.startswith(("corrupt", "garbage")), f"{name}: no frame decoded"
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def test_the_fast_place_is_registered_and_chosen_by_default() -> None:
+    found = kernels.registered()
+    assert [i.name for i in found["place"]] == ["reference", "direct"]
+    assert kernels.choose(found, None).chosen["place"].name == "direct"
+    assert kernels.choose(found, "").describe() == "place=direct"
+
+
+@pytest.mark.parametrize("setting", ["reference", "place=reference", " place=reference , "])
+def test_dispatch_reference_from_the_environment(setting: str) -> None:
+    assert kernels.choose(kernels.registered(), setting).chosen["place"].name == "reference"
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("fast", r"'fast' is not KERNEL=IMPLEMENTATION with a kernel of \['place'\]"),
+    ("digest=c", r"'digest=c' is not KERNEL=IMPLEMENTATION"),
+    ("place=simd", r"kernel 'place' has no implementation 'simd' \(it has \['direct', "
+                   r"'reference'\]\)"),
+])
+def test_dispatch_nonsense_is_refused(setting: str, message: str) -> None:
+    with pytest.raises(kernels.DispatchError, match=message):
+        kernels.choose(kernels.registered(), setting)
