@@ -13,12 +13,12 @@ nonsense in it refused with a message naming what there is.
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import av
 from daedalus.codec.session import create_decoder
 from daedalus.m2m import kernels
 from daedalus.m2m.layout import buffer_size
@@ -136,3 +136,20 @@ def test_dispatch_reference_from_the_environment(setting: str) -> None:
 def test_dispatch_nonsense_is_refused(setting: str, message: str) -> None:
     with pytest.raises(kernels.DispatchError, match=message):
         kernels.choose(kernels.registered(), setting)
+
+
+def test_the_handler_chooses_at_start_up_and_refuses_a_bad_setting(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from daedalus.m2m.stateful import StatefulHandler
+
+    monkeypatch.setenv(kernels.ENV, "place=simd")
+    kernels.use(None)
+    try:
+        with pytest.raises(kernels.DispatchError, match="no implementation 'simd'"):
+            StatefulHandler()
+        monkeypatch.setenv(kernels.ENV, "reference")
+        kernels.use(None)
+        StatefulHandler()
+        assert kernels.table().describe() == "place=reference"
+    finally:
+        kernels.use(None)

@@ -556,6 +556,9 @@ class StatefulHandler:
         self._lock = threading.Lock()  # protects _streams
         self._streams: dict[int, FeedStream] = {}
         self._device: Device | None = None
+        # the per-frame kernels, chosen now: the choice is logged at start-up,
+        # and a DAEDALUS_DISPATCH naming nothing stops daedalusd with its message
+        kernels.table()
 
     # -- the daemon's entry points ---------------------------------------------
 

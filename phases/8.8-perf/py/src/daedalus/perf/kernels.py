@@ -6,9 +6,11 @@ them to phase 8.5's references unless ``DAEDALUS_DISPATCH`` says otherwise.
 ``place`` = ``direct`` (vectorised numpy): the decoded picture goes from
 FFmpeg's planes straight into the CAPTURE buffer, each byte copied once:
 luma rows read through a strided view of the plane (no copy without its
-padding first) and written at the buffer's stride; Cb and Cr written into
-the even and odd bytes (NV12) or 16-bit words (P010, shifted to the upper
-bits as they go) of the chroma rows; then, unless the buffer is zero
+padding first) and written at the buffer's stride; a Cb and Cr pair
+written as one little-endian word (NV12: Cr << 8 | Cb) or double word (P010:
+both shifted to the upper bits of their 16-bit halves), contiguous writes
+that vectorise where byte-strided ones do not (a stride that does not hold
+whole words takes the strided writes); then, unless the buffer is zero
 already, the padding and the rows past the picture set to zero. The
 reference packs tightly first and lays out second: two copies and a
 temporary of the frame's size. Planar 4:2:0 with 8-bit samples (NV12) and
@@ -67,19 +69,28 @@ def place_direct(frame: av.VideoFrame, pixfmt: PixFmt, bytesperline: int, height
     planes = frame.planes
     if deep is None:
         luma[:rows, :width] = _plane(planes[0], rows, width, np.uint8)
-        chroma[:ch, 0:2 * cw:2] = _plane(planes[1], ch, cw, np.uint8)
-        chroma[:ch, 1:2 * cw:2] = _plane(planes[2], ch, cw, np.uint8)
+        cb, cr = _plane(planes[1], ch, cw, np.uint8), _plane(planes[2], ch, cw, np.uint8)
+        if bytesperline % 2 == 0:  # a CbCr pair is one little-endian word: Cr << 8 | Cb
+            pairs = chroma.view("<u2")[:ch, :cw]
+            np.left_shift(cr, 8, out=pairs, dtype=np.uint16)
+            pairs |= cb
+        else:
+            chroma[:ch, 0:2 * cw:2] = cb
+            chroma[:ch, 1:2 * cw:2] = cr
         row_bytes = width
     else:
         shift = 16 - deep
-        luma16 = luma.view("<u2")
-        chroma16 = chroma.view("<u2")
         np.left_shift(_plane(planes[0], rows, width, np.uint16), shift,
-                      out=luma16[:rows, :width])
-        np.left_shift(_plane(planes[1], ch, cw, np.uint16), shift,
-                      out=chroma16[:ch, 0:2 * cw:2])
-        np.left_shift(_plane(planes[2], ch, cw, np.uint16), shift,
-                      out=chroma16[:ch, 1:2 * cw:2])
+                      out=luma.view("<u2")[:rows, :width])
+        cb, cr = _plane(planes[1], ch, cw, np.uint16), _plane(planes[2], ch, cw, np.uint16)
+        if bytesperline % 4 == 0:  # a CbCr pair is one little-endian double word
+            pairs = chroma.view("<u4")[:ch, :cw]
+            np.left_shift(cr, 16 + shift, out=pairs, dtype=np.uint32)
+            pairs |= np.left_shift(cb, shift)  # (16-bit: what spills is dropped, as P010's)
+        else:
+            chroma16 = chroma.view("<u2")
+            np.left_shift(cb, shift, out=chroma16[:ch, 0:2 * cw:2])
+            np.left_shift(cr, shift, out=chroma16[:ch, 1:2 * cw:2])
         row_bytes = 2 * width
     if not zeroed:
         chroma_bytes = 2 * cw * (2 if deep else 1)
