@@ -99,7 +99,18 @@ static const struct daedalus_decoded_fmt daedalus_decoded_fmts[] = {
 		.depth		= 8,
 		.bpp_num	= 1,
 	},
+	{
+		/* 10 bits in the upper bits of 16-bit little-endian samples */
+		.fourcc		= V4L2_PIX_FMT_P010,
+		.pixfmt		= DAEDALUS_PIXFMT_P010,
+		.depth		= 10,
+		.bpp_num	= 2,
+		.opt_in		= true,
+	},
 };
+
+/* One bit of daedalus_dev.decoded_fmts_enabled per entry. */
+static_assert(ARRAY_SIZE(daedalus_decoded_fmts) <= BITS_PER_LONG);
 
 /* Whether @dev offers entry @i of daedalus_coded_fmts[]. */
 static bool daedalus_coded_fmt_offered(const struct daedalus_dev *dev,
@@ -210,30 +221,113 @@ void daedalus_coded_fmt_disable(struct daedalus_dev *dev, u32 codec)
 		dev->coded_fmts_enabled &= ~BIT(i);
 }
 
-const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index)
+/* Whether @dev offers entry @i of daedalus_decoded_fmts[]. */
+static bool daedalus_decoded_fmt_offered(const struct daedalus_dev *dev,
+					 unsigned int i)
 {
-	if (index >= ARRAY_SIZE(daedalus_decoded_fmts))
-		return NULL;
-	return &daedalus_decoded_fmts[index];
+	return !daedalus_decoded_fmts[i].opt_in ||
+	       (dev->decoded_fmts_enabled & BIT(i));
 }
 
-const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc)
+/* Whether @ctx's CAPTURE offers entry @i now (see daedalus_ctx). */
+static bool daedalus_decoded_fmt_allowed(const struct daedalus_ctx *ctx,
+					 unsigned int i)
+{
+	u32 stream = READ_ONCE(ctx->stream_fourcc);
+
+	if (stream)
+		return daedalus_decoded_fmts[i].fourcc == stream;
+	return daedalus_decoded_fmt_offered(ctx->dev, i);
+}
+
+/* The index of the opt-in entry of wire layout @pixfmt, or -EINVAL. */
+static int daedalus_decoded_opt_in_index(u32 pixfmt)
 {
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++)
-		if (daedalus_decoded_fmts[i].fourcc == fourcc)
+		if (daedalus_decoded_fmts[i].pixfmt == pixfmt &&
+		    daedalus_decoded_fmts[i].opt_in)
+			return i;
+	return -EINVAL;
+}
+
+/**
+ * daedalus_decoded_fmt_enable() - offer an opt-in decoded format on @dev
+ * @dev: the device.
+ * @pixfmt: enum daedalus_pixfmt of an entry marked opt_in.
+ *
+ * As daedalus_coded_fmt_enable(), for CAPTURE: a later layer's @init
+ * brings its format, its @exit calls daedalus_decoded_fmt_disable().
+ *
+ * Return: 0, or -EINVAL when no opt-in entry has @pixfmt.
+ */
+int daedalus_decoded_fmt_enable(struct daedalus_dev *dev, u32 pixfmt)
+{
+	int i = daedalus_decoded_opt_in_index(pixfmt);
+
+	if (i < 0)
+		return i;
+	dev->decoded_fmts_enabled |= BIT(i);
+	return 0;
+}
+
+/**
+ * daedalus_decoded_fmt_disable() - undo daedalus_decoded_fmt_enable()
+ * @dev: the device.
+ * @pixfmt: the layout the same layer enabled.
+ *
+ * From the enabling layer's @exit only (no lock, as for enabling).
+ */
+void daedalus_decoded_fmt_disable(struct daedalus_dev *dev, u32 pixfmt)
+{
+	int i = daedalus_decoded_opt_in_index(pixfmt);
+
+	if (i >= 0)
+		dev->decoded_fmts_enabled &= ~BIT(i);
+}
+
+/*
+ * daedalus_decoded_fmt_by_index() - the @index-th CAPTURE format @ctx offers
+ *
+ * Entries it does not offer now do not count. Returns NULL past the end.
+ */
+const struct daedalus_decoded_fmt *
+daedalus_decoded_fmt_by_index(const struct daedalus_ctx *ctx, unsigned int index)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++) {
+		if (!daedalus_decoded_fmt_allowed(ctx, i))
+			continue;
+		if (!index--)
+			return &daedalus_decoded_fmts[i];
+	}
+	return NULL;
+}
+
+/* The CAPTURE format @fourcc if @ctx offers it now, else NULL. */
+const struct daedalus_decoded_fmt *
+daedalus_find_decoded_fmt(const struct daedalus_ctx *ctx, u32 fourcc)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++)
+		if (daedalus_decoded_fmts[i].fourcc == fourcc &&
+		    daedalus_decoded_fmt_allowed(ctx, i))
 			return &daedalus_decoded_fmts[i];
 	return NULL;
 }
 
-/* The CAPTURE format that carries the daemon's @pixfmt frames, or NULL. */
-const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt)
+/* The CAPTURE format @dev offers for the daemon's @pixfmt frames, or NULL. */
+const struct daedalus_decoded_fmt *
+daedalus_decoded_fmt_by_pixfmt(const struct daedalus_dev *dev, u32 pixfmt)
 {
 	unsigned int i;
 
 	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++)
-		if (daedalus_decoded_fmts[i].pixfmt == pixfmt)
+		if (daedalus_decoded_fmts[i].pixfmt == pixfmt &&
+		    daedalus_decoded_fmt_offered(dev, i))
 			return &daedalus_decoded_fmts[i];
 	return NULL;
 }
@@ -250,12 +344,15 @@ const struct v4l2_frmsize_stepwise *
 daedalus_frmsize(const struct daedalus_dev *dev, u32 fourcc)
 {
 	const struct daedalus_coded_fmt *fmt;
+	unsigned int i;
 
 	fmt = daedalus_find_coded_fmt(dev, fourcc);
 	if (fmt)
 		return &fmt->frmsize;
-	if (daedalus_find_decoded_fmt(fourcc))
-		return &daedalus_decoded_frmsize;
+	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++)
+		if (daedalus_decoded_fmts[i].fourcc == fourcc &&
+		    daedalus_decoded_fmt_offered(dev, i))
+			return &daedalus_decoded_frmsize;
 	return NULL;
 }
 
@@ -344,14 +441,15 @@ void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
  * video meta (filesink, appsink) into a buffer as large as the padded one,
  * and such a sink writes frames as wide as the stride.
  */
-void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix)
+void daedalus_fill_decoded_fmt(const struct daedalus_ctx *ctx,
+			       struct v4l2_pix_format_mplane *pix)
 {
 	const struct daedalus_decoded_fmt *fmt;
 	u32 stride;
 
-	fmt = daedalus_find_decoded_fmt(pix->pixelformat);
+	fmt = daedalus_find_decoded_fmt(ctx, pix->pixelformat);
 	if (!fmt)
-		fmt = daedalus_decoded_fmt_by_index(0);
+		fmt = daedalus_decoded_fmt_by_index(ctx, 0);
 	pix->pixelformat = fmt->fourcc;
 	daedalus_clamp_size(pix, &daedalus_decoded_frmsize);
 	stride = ALIGN(pix->width * fmt->bpp_num, 4);
@@ -377,7 +475,7 @@ void daedalus_default_fmts(struct daedalus_ctx *ctx)
 	cap->width = out->width;
 	cap->height = out->height;
 	cap->colorspace = out->colorspace;
-	daedalus_fill_decoded_fmt(cap);
+	daedalus_fill_decoded_fmt(ctx, cap);
 }
 
 /*

@@ -51,7 +51,7 @@ static int daedalus_enum_fmt_cap(struct file *file, void *priv,
 {
 	const struct daedalus_decoded_fmt *fmt;
 
-	fmt = daedalus_decoded_fmt_by_index(f->index);
+	fmt = daedalus_decoded_fmt_by_index(daedalus_file_to_ctx(file), f->index);
 	if (!fmt)
 		return -EINVAL;
 	f->pixelformat = fmt->fourcc;
@@ -114,7 +114,7 @@ static int daedalus_try_fmt_cap(struct file *file, void *priv,
 	pix->xfer_func = ctx->cap_fmt.xfer_func;
 	pix->ycbcr_enc = ctx->cap_fmt.ycbcr_enc;
 	pix->quantization = ctx->cap_fmt.quantization;
-	daedalus_fill_decoded_fmt(pix);
+	daedalus_fill_decoded_fmt(ctx, pix);
 	return 0;
 }
 
@@ -134,7 +134,7 @@ static int daedalus_s_fmt_out(struct file *file, void *priv,
 	cap->xfer_func = ctx->out_fmt.xfer_func;
 	cap->ycbcr_enc = ctx->out_fmt.ycbcr_enc;
 	cap->quantization = ctx->out_fmt.quantization;
-	daedalus_fill_decoded_fmt(cap);
+	daedalus_fill_decoded_fmt(ctx, cap);
 	return 0;
 }
 

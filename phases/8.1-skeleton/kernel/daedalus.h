@@ -99,12 +99,15 @@ struct daedalus_coded_fmt {
  * @pixfmt: the daemon's layout of these frames (enum daedalus_pixfmt).
  * @depth: bits per component.
  * @bpp_num: bytes per luma sample, numerator (chroma is subsampled 4:2:0).
+ * @opt_in: not offered on the node until a later layer enables it on the
+ *	device (daedalus_decoded_fmt_enable()), as for coded formats.
  */
 struct daedalus_decoded_fmt {
 	u32 fourcc;
 	u32 pixfmt;
 	u8 depth;
 	u8 bpp_num;
+	bool opt_in;
 };
 
 /**
@@ -123,6 +126,8 @@ struct daedalus_decoded_fmt {
  *	read-only while anything is published: no lock. Per device, not
  *	global: after an unbind, the old device's @exit runs when its last
  *	file closes, possibly after a new device was probed and published.
+ * @decoded_fmts_enabled: the same for the opt-in decoded formats
+ *	(daedalus_decoded_fmt_enable()), with the same rules.
  * @layers_inited: how many layers' @init succeeded (for unwinding).
  * @layers_published: how many layers' @publish succeeded (for unwinding).
  * @layer_priv: one slot per entry of daedalus_layers[], at the same index:
@@ -136,6 +141,7 @@ struct daedalus_dev {
 	const struct v4l2_file_operations *fops;
 	const struct v4l2_ioctl_ops *ioctl_ops;
 	unsigned long coded_fmts_enabled;
+	unsigned long decoded_fmts_enabled;
 	unsigned int layers_inited;
 	unsigned int layers_published;
 	void *layer_priv[];
@@ -147,14 +153,22 @@ struct daedalus_dev {
  * @dev: the device this handle belongs to.
  * @out_fmt: coded format on the OUTPUT queue.
  * @cap_fmt: decoded format on the CAPTURE queue.
+ * @stream_fourcc: the decoded format the stream needs, once a decoding
+ *	layer knows it (phase 8.5: from the first frame's layout), else 0.
+ *	While set, CAPTURE offers that format only (ENUM_FMT, TRY_FMT and
+ *	S_FMT), as dev-decoder.rst has it after the header is parsed; while 0,
+ *	every decoded format the device offers.
  *
- * Formats are changed only from ioctls, which @dev->vdev_lock serializes.
+ * Formats are changed from ioctls, which @dev->vdev_lock serializes, and
+ * by a decoding layer under its own lock, which it also takes around the
+ * CAPTURE format ioctls; ENUM_FMT reads @stream_fourcc with READ_ONCE().
  */
 struct daedalus_ctx {
 	struct v4l2_fh fh;
 	struct daedalus_dev *dev;
 	struct v4l2_pix_format_mplane out_fmt;
 	struct v4l2_pix_format_mplane cap_fmt;
+	u32 stream_fourcc;
 };
 
 static inline struct daedalus_ctx *daedalus_file_to_ctx(struct file *file)
@@ -172,12 +186,18 @@ daedalus_find_coded_fmt(const struct daedalus_dev *dev, u32 fourcc);
 const struct daedalus_coded_fmt *daedalus_coded_fmt_by_codec(u32 codec);
 int daedalus_coded_fmt_enable(struct daedalus_dev *dev, u32 codec);
 void daedalus_coded_fmt_disable(struct daedalus_dev *dev, u32 codec);
-const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_index(unsigned int index);
-const struct daedalus_decoded_fmt *daedalus_find_decoded_fmt(u32 fourcc);
-const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_pixfmt(u32 pixfmt);
+int daedalus_decoded_fmt_enable(struct daedalus_dev *dev, u32 pixfmt);
+void daedalus_decoded_fmt_disable(struct daedalus_dev *dev, u32 pixfmt);
+const struct daedalus_decoded_fmt *
+daedalus_decoded_fmt_by_index(const struct daedalus_ctx *ctx, unsigned int index);
+const struct daedalus_decoded_fmt *
+daedalus_find_decoded_fmt(const struct daedalus_ctx *ctx, u32 fourcc);
+const struct daedalus_decoded_fmt *
+daedalus_decoded_fmt_by_pixfmt(const struct daedalus_dev *dev, u32 pixfmt);
 void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 			     struct v4l2_pix_format_mplane *pix);
-void daedalus_fill_decoded_fmt(struct v4l2_pix_format_mplane *pix);
+void daedalus_fill_decoded_fmt(const struct daedalus_ctx *ctx,
+			       struct v4l2_pix_format_mplane *pix);
 void daedalus_stream_colour(struct v4l2_pix_format_mplane *cap,
 			    const struct v4l2_pix_format_mplane *app,
 			    const struct daedalus_frame_info *f);

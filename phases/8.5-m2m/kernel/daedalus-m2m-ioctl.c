@@ -104,6 +104,8 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 	if (!vb2_is_busy(v4l2_m2m_get_src_vq(m2m)) &&
 	    !vb2_is_busy(v4l2_m2m_get_dst_vq(m2m))) {
 		mutex_lock(&ctx->lock);
+		/* a new stream: CAPTURE offers every format until its header */
+		WRITE_ONCE(ctx->base.stream_fourcc, 0);
 		ret = base->vidioc_s_fmt_vid_out_mplane(file, priv, f);
 		daedalus_m2m_clamp_out(file, f);
 		ctx->base.out_fmt.plane_fmt[0].sizeimage =

@@ -185,7 +185,7 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 	struct v4l2_pix_format_mplane old = *cap;
 	bool initial = !ctx->have_geometry;
 
-	fmt = daedalus_decoded_fmt_by_pixfmt(f->pixfmt);
+	fmt = daedalus_decoded_fmt_by_pixfmt(dev, f->pixfmt);
 	if (!fmt) {
 		daedalus_m2m_fatal(ctx, f->pixfmt == DAEDALUS_PIXFMT_P010 ?
 				   "10-bit frames (P010); CAPTURE offers 8-bit only" :
@@ -195,7 +195,9 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 	cap->width = f->width;
 	cap->height = f->height;
 	cap->pixelformat = fmt->fourcc;
-	daedalus_fill_decoded_fmt(cap);
+	/* CAPTURE now offers the stream's format only (daedalus_ctx) */
+	WRITE_ONCE(ctx->base.stream_fourcc, fmt->fourcc);
+	daedalus_fill_decoded_fmt(&ctx->base, cap);
 	daedalus_stream_colour(cap, &ctx->base.out_fmt, f);
 	ctx->visible_width = f->width;
 	ctx->visible_height = f->height;
@@ -218,11 +220,16 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 		daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
 }
 
+/* Same size and same CAPTURE format (8-bit and 10-bit differ) as now. */
 static bool daedalus_same_geometry(struct daedalus_m2m_ctx *ctx,
 				   const struct daedalus_frame_info *f)
 {
+	const struct daedalus_decoded_fmt *fmt =
+		daedalus_decoded_fmt_by_pixfmt(daedalus_m2m_dev(ctx), f->pixfmt);
+
 	return ctx->have_geometry && f->width == ctx->visible_width &&
-	       f->height == ctx->visible_height;
+	       f->height == ctx->visible_height && fmt &&
+	       fmt->fourcc == ctx->base.stream_fourcc;
 }
 
 /* Hands out a CAPTURE buffer with no picture, flagged LAST; ctx->lock held. */

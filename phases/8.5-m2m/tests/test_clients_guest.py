@@ -44,6 +44,9 @@ REFUSED = {
     "vp9-p2-10bit-320x240": "10-bit",
     "h264-high10-320x240": "10-bit",
 }
+# phase 8.8 offers P010: its 10-bit streams decode (phases/8.8-perf/tests/test_p010_guest.py)
+REFUSED_PARAMS = [pytest.param(name, marks=pytest.mark.superseded_in("8.8"))
+                  if REFUSED[name] == "10-bit" else name for name in sorted(REFUSED)]
 
 
 def dmesg() -> str:
@@ -195,7 +198,7 @@ def test_ffmpeg_b_pyramid_with_a_slowed_daemon(stop: float, tmp_path: Path) -> N
     assert daemon_state() == "ready"
 
 
-@pytest.mark.parametrize("name", sorted(REFUSED))
+@pytest.mark.parametrize("name", REFUSED_PARAMS)
 def test_refused_stream_through_the_decode_tool(name: str, tmp_path: Path) -> None:
     """The tool names the property the node cannot carry; no pixels come out."""
     out = tmp_path / "out.yuv"
@@ -208,7 +211,7 @@ def test_refused_stream_through_the_decode_tool(name: str, tmp_path: Path) -> No
     assert re.search(r"stream \d+ refused: ", dmesg())
 
 
-@pytest.mark.parametrize("name", sorted(REFUSED))
+@pytest.mark.parametrize("name", REFUSED_PARAMS)
 def test_refused_stream_through_ffmpeg_and_gstreamer(name: str, tmp_path: Path) -> None:
     """Both clients stop with an error (no hang), and write no picture: the
     node never hands out a frame that is not the decoder's."""
