@@ -8,6 +8,10 @@ like the node, as far as the client can tell: one packet per OUTPUT buffer
 (the packet names its frame's size), SOURCE_CHANGE before the first frame
 and at a size change (after a LAST buffer), DECODER_CMD STOP ends with a
 LAST buffer and EOS, then EPIPE. DMA_BUF_IOCTL_SYNC calls are recorded.
+Its CAPTURE format is NV12, rows as long as the picture's; or (``capture``)
+P010 as phase 8.8's node gives it (size aligned to 2, rows of 2 bytes a
+sample aligned to 4, their padding and the rows past the picture 0xab), or
+a format the client does not take.
 
 Checked: the fields BufferQueue puts in QBUF for DMABUF memory and in
 EXPBUF; the sync bracket around every CPU access to a dma-buf; the ioctl
@@ -16,7 +20,10 @@ installed, against what it computes from the kernel headers); StatefulDecode
 with MMAP, exported and imported CAPTURE buffers and imported OUTPUT
 buffers, across resolution changes; the decode command's options; OUTPUT
 buffers asked as large as the file's largest packet, and a packet larger
-than the node grants refused before anything is queued.
+than the node grants refused before anything is queued; P010 CAPTURE (10-bit
+streams): frames cropped out of padded rows, each tightly packed as ffmpeg's
+``p010le``, through MMAP, exported and imported buffers; the summary line
+naming the format and --compare asking ffmpeg for ``p010le``.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ from daedalus.m2m.dmabuf import (
 )
 from daedalus.m2m.status import DecodeExit
 from daedalus.m2m.v4l2 import (
+    CAPTURE_FORMATS,
     DMABUF,
     EVENT_EOS,
     EVENT_SOURCE_CHANGE,
@@ -122,6 +130,29 @@ def frame_bytes(timestamp: int, width: int, height: int) -> bytes:
         np.uint8).tobytes()
 
 
+def p010_frame(timestamp: int, width: int, height: int) -> bytes:
+    """What the fake decodes packet *timestamp* to when its CAPTURE is P010:
+    tightly packed P010 of width x height (2 bytes a sample, little-endian,
+    the 10-bit value in the upper bits), as ffmpeg's p010le is laid out."""
+    samples = width * height + 2 * ((width + 1) // 2) * ((height + 1) // 2)
+    values = (np.arange(samples, dtype=np.uint32) * 7 + timestamp * 31) & 0x3FF
+    return (values << 6).astype("<u2").tobytes()
+
+
+def p010_buffer(packed: bytes, width: int, height: int, fmt: PixFormat) -> bytes:
+    """*packed* laid out by hand in a CAPTURE buffer of *fmt*: luma rows at
+    bytesperline, CbCr rows from bytesperline * fmt.height; the rest 0xab."""
+    bpl, luma, chroma = fmt.bytesperline, 2 * width, 4 * ((width + 1) // 2)
+    buf = bytearray(b"\xab" * fmt.sizeimage)
+    for row in range(height):
+        buf[row * bpl:row * bpl + luma] = packed[row * luma:(row + 1) * luma]
+    base, split = bpl * fmt.height, luma * height
+    for row in range((height + 1) // 2):
+        buf[base + row * bpl:base + row * bpl + chroma] = packed[
+            split + row * chroma:split + (row + 1) * chroma]
+    return bytes(buf)
+
+
 def packet(width: int, height: int) -> bytes:
     return f"{width}x{height};".encode() + bytes(range(40))
 
@@ -136,6 +167,7 @@ class FakeFile:
         self.queues = {int(OUTPUT): FakeQueue(), int(CAPTURE): FakeQueue()}
         self.out_fmt = PixFormat("VP90", 16, 16, 1, 0, 4096, 0)
         self.cap_fmt = self.nv12(16, 16)
+        self.visible = (16, 16)
         self.events: list[tuple[int, int]] = []
         self.pending: list[tuple[int, int, int]] = []  # (timestamp, width, height)
         self.size: tuple[int, int] | None = None       # the stream's, once known
@@ -149,6 +181,21 @@ class FakeFile:
     @staticmethod
     def nv12(width: int, height: int) -> PixFormat:
         return PixFormat("NV12", width, height, 1, width, width * height * 3 // 2, 0)
+
+    def capture_format(self, width: int, height: int) -> PixFormat:
+        """The CAPTURE format of a width x height stream (the kernel's ``capture``)."""
+        code = self.kernel.capture
+        if code == "NV12":
+            return self.nv12(width, height)
+        w, h = width + width % 2, height + height % 2
+        bpl = (2 * w + 3) // 4 * 4
+        return PixFormat(code, w, h, 1, bpl, bpl * h * 3 // 2, 0)
+
+    def picture(self, timestamp: int, width: int, height: int) -> bytes:
+        """Frame *timestamp* as the fake writes it in its CAPTURE buffer."""
+        if self.cap_fmt.pixelformat == "NV12":
+            return frame_bytes(timestamp, width, height)
+        return p010_buffer(p010_frame(timestamp, width, height), width, height, self.cap_fmt)
 
     def fmt(self, buf_type: int) -> PixFormat:
         return self.out_fmt if buf_type == OUTPUT else self.cap_fmt
@@ -214,7 +261,8 @@ class FakeFile:
             if self.pending:
                 ts, width, height = self.pending[0]
                 if (width, height) != self.size:
-                    self.cap_fmt = self.nv12(width, height)
+                    self.cap_fmt = self.capture_format(width, height)
+                    self.visible = (width, height)
                     self.stale = True
                     if self.size is None:
                         self.events.append((EVENT_SOURCE_CHANGE, 1))
@@ -225,7 +273,7 @@ class FakeFile:
                 if self.stale or not cap.streaming or not cap.queued:
                     return
                 self.pending.pop(0)
-                self.finish(cap, data=frame_bytes(ts, width, height), timestamp=ts)
+                self.finish(cap, data=self.picture(ts, width, height), timestamp=ts)
                 continue
             if self.stop and not self.drained and not out.queued:
                 if self.size is None:
@@ -379,9 +427,10 @@ class FakeFile:
 class FakeDecoder:
     """Every open of the fake node, and what the client asked of it."""
 
-    def __init__(self, export_only: bool = False) -> None:
+    def __init__(self, export_only: bool = False, capture: str = "NV12") -> None:
         self.files: dict[int, FakeFile] = {}
         self.export_only = export_only
+        self.capture = capture  # the CAPTURE fourcc a stream gets: NV12, P010 or another
         self.qbufs: list[dict[str, int]] = []
         self.expbufs: list[dict[str, int]] = []
         self.reqbufs: list[tuple[int, int, int]] = []
@@ -437,7 +486,7 @@ class FakeNode(M2MNode):
         return self.file.fmt(buf_type)
 
     def visible_rect(self) -> tuple[int, int, int, int]:
-        return 0, 0, self.file.cap_fmt.width, self.file.cap_fmt.height
+        return 0, 0, *self.file.visible
 
     def subscribe(self, event_type: int) -> None:
         pass
@@ -1078,3 +1127,144 @@ def test_decode_command_refuses_a_file_with_a_packet_too_large(
     assert captured.out.startswith(f"decode: {big}: 0 frames, no picture, ")
     assert kernel.output_sizeimage == [FAKE_OUTPUT_MAX + 1] and kernel.qbufs == []
     assert out.read_bytes() == b""
+
+
+# --- P010 CAPTURE (10-bit streams) ---------------------------------------------------------
+
+
+P010_SIZES = [(33, 17)] * 3 + [(16, 8)] * 2 + [(47, 31)] * 2  # odd sizes, padded rows
+
+
+def expected_p010(sizes: list[tuple[int, int]]) -> list[Frame]:
+    return [Frame(w, h, index, False, p010_frame(index, w, h), "P010")
+            for index, (w, h) in enumerate(sizes)]
+
+
+def p010_sizeimage(width: int, height: int) -> int:
+    w, h = width + width % 2, height + height % 2
+    return (2 * w + 3) // 4 * 4 * h * 3 // 2
+
+
+@pytest.mark.parametrize("capture_io", ["mmap", "export", "import"])
+def test_p010_capture_is_cropped_out_of_padded_rows_into_packed_frames(
+        capture_io: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CAPTURE format G_FMT gives (P010: 33x17 is 34x18 with rows of 68
+    bytes, 47x31 is 48x32 with rows of 96) is taken, and every frame comes out
+    as tightly packed P010 of the visible size (rows of 2 bytes a sample, no
+    padding, no row past the picture), across resolution changes, whether
+    CAPTURE is read through the node's mapping, exported dma-bufs or
+    imported ones; imported buffers are asked P010's sizeimage."""
+    fake = FakeDecoder(export_only=capture_io == "export", capture="P010")
+    monkeypatch.setattr(v4l2, "_ioctl", fake.ioctl)
+    monkeypatch.setattr(dmabuf, "_ioctl", fake.sync)
+    node = fake.open()
+    other = fake.open()
+    asked: list[int] = []
+    with ExportingContext(other) as exporter:
+
+        def source(count: int, sizeimage: int) -> list[int]:
+            asked.append(sizeimage)
+            return exporter.capture(count, sizeimage)
+
+        frames, stats = run_decode(node, P010_SIZES, capture_export=capture_io == "export",
+                                   capture_from=source if capture_io == "import" else None)
+    assert frames == expected_p010(P010_SIZES)
+    assert [len(f.data) for f in frames[:1]] == [33 * 17 * 2 + 17 * 2 * 9 * 2]
+    assert stats.pixfmts == ["P010"] and stats.errors == 0 and stats.epipe_after_last
+    assert stats.sizes == [(33, 17), (16, 8), (47, 31)]
+    if capture_io == "import":
+        assert asked == [p010_sizeimage(w, h) for w, h in stats.sizes] == [1836, 384, 4608]
+    else:
+        assert asked == []
+    other.close()
+    node.close()
+
+
+def test_nv12_frames_say_nv12(kernel: FakeDecoder) -> None:
+    node = kernel.open()
+    frames, stats = run_decode(node, [(32, 16)] * 2)
+    assert {f.pixfmt for f in frames} == {"NV12"} and stats.pixfmts == ["NV12"]
+    node.close()
+
+
+def test_a_capture_format_other_than_nv12_or_p010_is_a_decode_error(
+        kernel: FakeDecoder) -> None:
+    kernel.capture = "YUYV"
+    node = kernel.open()
+    with pytest.raises(DecodeError) as info:
+        run_decode(node, [(32, 16)] * 2)
+    assert str(info.value) == "CAPTURE format is YUYV; this client writes NV12 or P010"
+    assert sorted(CAPTURE_FORMATS) == ["NV12", "P010"]
+    node.close()
+
+
+class FramesDecode:
+    """Stands in for StatefulDecode: hands out ``frames`` (data, fourcc) of 128x96."""
+
+    frames: ClassVar[list[tuple[bytes, str]]] = []
+
+    def __init__(self, node: M2MNode, code: str, packets: object,
+                 on_frame: Callable[[Frame], None], **options: Any) -> None:
+        self.on_frame = on_frame
+        self.stats = Stats()
+
+    def run(self) -> Stats:
+        for index, (data, pixfmt) in enumerate(FramesDecode.frames):
+            self.on_frame(Frame(128, 96, index, index == 0, data, pixfmt))
+            self.stats.frames += 1
+            if pixfmt not in self.stats.pixfmts:
+                self.stats.pixfmts.append(pixfmt)
+        self.stats.sizes = [(128, 96)]
+        return self.stats
+
+
+@pytest.mark.parametrize(("pixfmt", "pix_fmt"), [("P010", "p010le"), ("NV12", "nv12")])
+def test_decode_command_compares_p010_frames_with_ffmpegs_p010le(
+        pixfmt: str, pix_fmt: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """--compare of a 10-bit clip's frames: Debian's ffmpeg is asked for
+    p010le when they came as P010 (byte-exact, the line names P010) and for
+    nv12 when they came as NV12 (the 8-bit line as ever); frames in the other
+    layout than ffmpeg's are a MISMATCH."""
+    from daedalus.m2m.reference import reference_output
+
+    name = "av1-10bit-128x96"
+    path = corpus.path(name)
+    want = reference_output(path, pix_fmt)
+    size = 128 * 96 * 3 // 2 * (2 if pixfmt == "P010" else 1)
+    assert len(want) == 10 * size
+    FramesDecode.frames = [(want[i * size:(i + 1) * size], pixfmt) for i in range(10)]
+    monkeypatch.setattr(cli, "M2MNode", StubNode)
+    monkeypatch.setattr(cli, "StatefulDecode", FramesDecode)
+    monkeypatch.setattr(cli, "daemon_connected", lambda: True)
+    out = tmp_path / "out.yuv"
+    args = parser().parse_args([str(path), "-o", str(out), "--device", "/dev/video-x",
+                                "--compare"])
+    assert DecodeCommand().run(args) == DecodeExit.OK, capsys.readouterr()
+    lines = capsys.readouterr().out.splitlines()
+    suffix = f" -> {out} (P010)" if pixfmt == "P010" else f" -> {out}"
+    assert lines[0].startswith(f"decode: {path}: 10 frames, 128x96, ")
+    assert lines[0].endswith(f" fps, 0 errors{suffix}")
+    assert lines[1:] == ["byte-exact: yes"]
+    # the same bytes said to be the other format: ffmpeg's other layout differs
+    other = "NV12" if pixfmt == "P010" else "P010"
+    FramesDecode.frames = [(data, other) for data, _ in FramesDecode.frames]
+    assert DecodeCommand().run(args) == DecodeExit.MISMATCH
+    assert capsys.readouterr().out.splitlines()[1].startswith("byte-exact: no (")
+
+
+def test_decode_command_cannot_compare_frames_in_two_formats(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    FramesDecode.frames = [(bytes(128 * 96 * 3 // 2), "NV12"), (bytes(128 * 96 * 3), "P010")]
+    monkeypatch.setattr(cli, "M2MNode", StubNode)
+    monkeypatch.setattr(cli, "StatefulDecode", FramesDecode)
+    monkeypatch.setattr(cli, "daemon_connected", lambda: True)
+    out = tmp_path / "out.yuv"
+    args = parser().parse_args([str(corpus.path("vp9-128x96")), "-o", str(out), "--device",
+                                "/dev/video-x", "--compare"])
+    assert DecodeCommand().run(args) == DecodeExit.FAILED
+    captured = capsys.readouterr()
+    assert captured.out.splitlines()[0].endswith(f" -> {out} (NV12, P010)")
+    assert captured.err == ("daedalus-v4l2 decode: frames in NV12 and P010: ffmpeg writes one "
+                            "pix_fmt for the whole file, they cannot be compared with it\n")

@@ -9,12 +9,18 @@ AV01); a node whose ENUM_FMT(OUTPUT) does not list it (AV1 before phase
 H264)". The node (``--device``, default: the daedalus-v4l2 node found by
 its card name) is driven through the stateful decoder sequence of
 dev-decoder.rst (see v4l2.py), and every decoded picture is written to OUT
-as tightly packed NV12 at its own size: the visible rectangle's luma rows,
-then its interleaved CbCr rows.
+tightly packed at its own size, in the CAPTURE format the node gives
+(G_FMT after SOURCE_CHANGE): NV12 for an 8-bit stream, P010 for a 10-bit
+one (phase 8.8's node): the visible rectangle's luma rows, then its
+interleaved CbCr rows; P010 has two bytes a sample, little-endian, the
+value in the upper 10 bits (what ``ffmpeg -pix_fmt p010le -f rawvideo``
+writes).
 
-One summary line on stdout::
+One summary line on stdout; the CAPTURE format follows OUT when it is not
+NV12 (the line of an 8-bit stream is as it ever was)::
 
     decode: FILE: 30 frames, 320x240, 212.5 fps, 0 errors -> OUT
+    decode: FILE: 10 frames, 320x240, 48.0 fps, 0 errors -> OUT (P010)
 
 Buffer memory: the node offers MMAP and DMABUF (no USERPTR) on both
 queues, and VIDIOC_EXPBUF of its MMAP buffers. ``--capture-io`` says how
@@ -42,8 +48,9 @@ Annex-B or AV1 OBU file the tool does not read it, and asks for 320x240
 (so at most 1 MiB packets).
 
 Buffers in error are reported on stderr as they come. ``--compare`` then
-decodes FILE with Debian's ffmpeg (reference.py) and prints
-``byte-exact: yes`` or ``byte-exact: no (first difference at byte N, frame F)``.
+decodes FILE with Debian's ffmpeg (reference.py; ``-pix_fmt nv12``, or
+``p010le`` when the frames came as P010) and prints ``byte-exact: yes`` or
+``byte-exact: no (first difference at byte N, frame F)``.
 
 Exit status: one per outcome (status.py: DecodeExit, listed in --help):
 0 when every packet was decoded without a buffer in error (and, with
@@ -112,8 +119,9 @@ def format_summary(path: str, out: str, stats: Stats) -> str:
     if stats.skipped:
         detail.append(f"{len(stats.skipped)} packets skipped")
     errors = f"{stats.errors} errors" + (f" ({', '.join(detail)})" if detail else "")
+    formats = f" ({', '.join(stats.pixfmts)})" if stats.pixfmts not in ([], ["NV12"]) else ""
     return (f"decode: {path}: {stats.frames} frames, {sizes}, {stats.fps:.1f} fps, {errors} "
-            f"-> {out}")
+            f"-> {out}{formats}")
 
 
 def refusal(path: str, device: Path, node: M2MNode, exc: NodeStopped) -> str:
@@ -156,7 +164,7 @@ def seconds(text: str) -> float:
 class DecodeCommand:
     NAME = "decode"
     HELP = ("decode a VP9 / H.264 / AV1 file through the V4L2 stateful decoder node into raw "
-            "NV12 (optionally compared with ffmpeg byte for byte)")
+            "NV12, or P010 for 10-bit (optionally compared with ffmpeg byte for byte)")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -165,7 +173,8 @@ class DecodeCommand:
                             help="VP9 in IVF, H.264 Annex-B, or AV1 in IVF or as a low-overhead "
                                  "OBU stream (where the node offers AV01)")
         parser.add_argument("-o", "--output", required=True, metavar="OUT.yuv",
-                            help="where the decoded frames go (tightly packed NV12)")
+                            help="where the decoded frames go (tightly packed NV12, or P010 for "
+                                 "a 10-bit stream)")
         parser.add_argument("--device", metavar="/dev/videoN",
                             help="the decoder node (default: the daedalus-v4l2 node)")
         parser.add_argument("--buffers", type=positive, default=DEFAULT_BUFFERS, metavar="N",
@@ -175,7 +184,8 @@ class DecodeCommand:
                             help="give up when nothing moves for this long "
                                  "(default: %(default)g)")
         parser.add_argument("--compare", action="store_true",
-                            help="compare OUT byte for byte with /usr/bin/ffmpeg's decode")
+                            help="compare OUT byte for byte with /usr/bin/ffmpeg's decode "
+                                 "(-pix_fmt nv12, or p010le for P010 frames)")
         parser.add_argument("--capture-io", choices=CAPTURE_IO, default="mmap",
                             help="CAPTURE buffers (the node offers MMAP and DMABUF memory, no "
                                  "USERPTR): mmap = MMAP buffers read through the node's "
@@ -286,10 +296,15 @@ class DecodeCommand:
                 return DecodeExit.NO_DEVICE, message
             return status, message
         if args.compare:
-            from daedalus.m2m.reference import ReferenceError, compare, reference_output
+            from daedalus.m2m.reference import (
+                ReferenceError,
+                compare,
+                pix_fmt_for,
+                reference_output,
+            )
 
             try:
-                want = reference_output(path)
+                want = reference_output(path, pix_fmt_for(stats.pixfmts))
             except ReferenceError as exc:
                 return DecodeExit.FAILED, str(exc)
             result = compare(Path(args.output).read_bytes(), want, writer.frame_bytes)

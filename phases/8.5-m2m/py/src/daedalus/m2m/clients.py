@@ -11,9 +11,11 @@ packages, so what several import lives here):
   (``h264_v4l2m2m`` / ``vp9_v4l2m2m``) on a corpus clip;
 - the reference: Debian's ffmpeg decoding the same clip in software
   (daedalus.m2m.reference), cut into frames at the sizes of the clip's
-  recipe. GStreamer's raw NV12 rows are padded to a multiple of 4 bytes (its
-  default stride), so its frames are compared on their visible pixels
-  (``gst_frames``).
+  recipe, in the CAPTURE format the node gives the clip (``capture_format``:
+  NV12, or P010 for a 10-bit clip, compared with ffmpeg's ``p010le``;
+  the node offers P010 from phase 8.8). GStreamer's raw NV12 rows are
+  padded to a multiple of 4 bytes (its default stride), so its frames are
+  compared on their visible pixels (``gst_frames``).
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from __future__ import annotations
 import re
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from daedalus.m2m.layout import Geometry
-from daedalus.m2m.reference import reference_output
+from daedalus.m2m.reference import PIX_FMTS, reference_output
+from daedalus.m2m.v4l2 import CAPTURE_FORMATS
 from daedalus.parse import corpus
 from daedalus.testbed.guestctl import tool
 
@@ -36,6 +39,7 @@ V4L2M2M = {"vp9": "vp9_v4l2m2m", "h264": "h264_v4l2m2m"}
 DECODE_TIMEOUT = 600  # one decode under TCG, generously
 SUMMARY = re.compile(r"^decode: (?P<file>.+): (?P<frames>\d+) frames, (?P<sizes>.*), "
                      r"(?P<fps>[\d.]+) fps, (?P<errors>\d+) errors")
+FORMATS = re.compile(r" \((?P<formats>[0-9A-Z]{4}(?:, [0-9A-Z]{4})*)\)$")  # after OUT
 
 
 # --- the decode tool ---------------------------------------------------------------------
@@ -46,6 +50,8 @@ class Summary:
     frames: int
     sizes: list[str]
     errors: int
+    # the CAPTURE formats of the frames: what follows OUT, else NV12 (none: no picture)
+    formats: list[str] = field(default_factory=list)
 
 
 def summary(stdout: str) -> Summary:
@@ -53,7 +59,10 @@ def summary(stdout: str) -> Summary:
         m = SUMMARY.match(line)
         if m:
             sizes = [] if m["sizes"] == "no picture" else m["sizes"].split(", ")
-            return Summary(int(m["frames"]), sizes, int(m["errors"]))
+            named = FORMATS.search(line)
+            formats = (named["formats"].split(", ") if named is not None
+                       else ["NV12"] if int(m["frames"]) else [])
+            return Summary(int(m["frames"]), sizes, int(m["errors"]), formats)
     raise AssertionError(f"no summary line in {stdout!r}")
 
 
@@ -67,11 +76,11 @@ def decode(path: Path, out: Path, *extra: str,
                           timeout=timeout)
 
 
-def split(data: bytes, sizes: list[tuple[int, int]]) -> list[bytes]:
-    """Tightly packed NV12 frames of *sizes*, one after the other."""
+def split(data: bytes, sizes: list[tuple[int, int]], pixfmt: str = "NV12") -> list[bytes]:
+    """Tightly packed frames of *sizes* in *pixfmt* (NV12 or P010), one after the other."""
     frames, pos = [], 0
     for width, height in sizes:
-        size = Geometry(width, height).packed_size
+        size = Geometry(width, height, CAPTURE_FORMATS[pixfmt]).packed_size
         frames.append(data[pos:pos + size])
         pos += size
     assert pos == len(data), f"{len(sizes)} frames make {pos} bytes, not {len(data)}"
@@ -86,11 +95,21 @@ def frame_sizes(name: str) -> list[tuple[int, int]]:
     return [(p.width, p.height) for p in corpus.spec(name).parts for _ in range(p.frames)]
 
 
-def reference_frames(name: str) -> list[bytes]:
-    data = reference_output(corpus.path(name))
+def capture_format(name: str) -> str:
+    """The CAPTURE format the node gives clip *name* (from phase 8.8, which
+    offers P010): P010 for a 10-bit clip, else NV12 (a layout the node
+    refuses, 4:2:2 or 4:4:4, has no frames to compare)."""
+    return "P010" if corpus.spec(name).bit_depth > 8 else "NV12"
+
+
+def reference_frames(name: str, pixfmt: str | None = None) -> list[bytes]:
+    """Debian's ffmpeg's frames of clip *name*, tightly packed in *pixfmt*
+    (NV12 or P010; default ``capture_format(name)``), one per frame."""
+    pixfmt = pixfmt or capture_format(name)
+    data = reference_output(corpus.path(name), PIX_FMTS[pixfmt])
     frames, pos = [], 0
     for width, height in frame_sizes(name):
-        size = Geometry(width, height).packed_size
+        size = Geometry(width, height, CAPTURE_FORMATS[pixfmt]).packed_size
         frames.append(data[pos:pos + size])
         pos += size
     assert pos == len(data), f"ffmpeg made {len(data)} bytes, the sizes say {pos}"
@@ -153,8 +172,8 @@ def gstreamer_argv(name: str, out: Path, workdir: Path, decoder_options: Sequenc
             "video/x-raw,format=NV12", "!", "filesink", f"location={out}"]
 
 
-def ffmpeg_argv(name: str, out: Path, *extra: str) -> list[str]:
+def ffmpeg_argv(name: str, out: Path, *extra: str, pix_fmt: str = "nv12") -> list[str]:
     codec = corpus.entry(name).codec
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-c:v", V4L2M2M[codec],
-            "-i", str(corpus.path(name)), *extra, "-fps_mode", "passthrough", "-pix_fmt", "nv12",
+            "-i", str(corpus.path(name)), *extra, "-fps_mode", "passthrough", "-pix_fmt", pix_fmt,
             "-f", "rawvideo", "-y", str(out)]

@@ -1,4 +1,4 @@
-"""The independent reference: Debian's ffmpeg decoding the same file to raw NV12.
+"""The independent reference: Debian's ffmpeg decoding the same file to raw NV12 or P010.
 
 ``/usr/bin/ffmpeg -i FILE -pix_fmt nv12 -f rawvideo -`` (a different FFmpeg
 build than PyAV's, which decodes in daedalusd), with ``-fps_mode
@@ -6,7 +6,10 @@ passthrough`` (every decoded frame once, none duplicated or dropped) and
 ``-autoscale 0`` (a stream that changes resolution keeps each frame at its
 own size instead of scaling it to the first one's). Frames are tightly
 packed: ``w * h`` bytes of luma, then ``2 * ceil(w / 2) * ceil(h / 2)`` of
-interleaved chroma.
+interleaved chroma. A 10-bit stream, which the node hands out as P010
+(phase 8.8), is compared with ``-pix_fmt p010le``: the same planes with two
+bytes a sample, little-endian, the value in the upper 10 bits
+(``pix_fmt_for``: a CAPTURE fourcc's ffmpeg name).
 
 The samples are the decoder's, never rescaled: ``-vf
 scale=in_range=tv:out_range=tv`` (phase 8.4's KEEP_RANGE, the same filter its
@@ -33,8 +36,27 @@ FFMPEG = os.environ.get("DAEDALUS_FFMPEG", "/usr/bin/ffmpeg")
 TIMEOUT = 600.0
 
 
+# the CAPTURE fourccs of the node and ffmpeg's -pix_fmt of the same tightly packed layout
+PIX_FMTS = {"NV12": "nv12", "P010": "p010le"}
+
+
 class ReferenceError(RuntimeError):
     """ffmpeg could not decode the file."""
+
+
+def pix_fmt_for(pixfmts: Sequence[str]) -> str:
+    """ffmpeg's -pix_fmt for frames in the CAPTURE formats *pixfmts* (fourccs,
+    e.g. a decode's ``Stats.pixfmts``): ``nv12`` when there is none (no
+    picture) or NV12 only, ``p010le`` for P010 only. ffmpeg writes one
+    pix_fmt for the whole file, so frames in two formats (a stream switching
+    bit depth) or in another one cannot be compared: ReferenceError."""
+    formats = list(dict.fromkeys(pixfmts)) or ["NV12"]
+    if len(formats) > 1:
+        raise ReferenceError(f"frames in {' and '.join(formats)}: ffmpeg writes one pix_fmt "
+                             "for the whole file, they cannot be compared with it")
+    if formats[0] not in PIX_FMTS:
+        raise ReferenceError(f"no ffmpeg pix_fmt for the CAPTURE format {formats[0]}")
+    return PIX_FMTS[formats[0]]
 
 
 def reference_command(path: str | os.PathLike[str], pix_fmt: str = "nv12") -> list[str]:

@@ -14,10 +14,13 @@ buffers: a second open of the node, exporting its own MMAP buffers):
 2. On V4L2_EVENT_SOURCE_CHANGE: G_FMT(CAPTURE), G_SELECTION(COMPOSE) for the
    visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE (DMABUF: REQBUFS, and a
    dma-buf of at least sizeimage per buffer, mapped), queue every buffer,
-   STREAMON(CAPTURE).
-3. Loop: DQBUF(CAPTURE) hands out a decoded frame (written out cropped,
-   then requeued); DQBUF(OUTPUT) returns consumed bitstream buffers, which
-   are refilled. Buffers flagged V4L2_BUF_FLAG_ERROR are counted and skipped.
+   STREAMON(CAPTURE). The CAPTURE format is the one G_FMT gives: NV12 for
+   an 8-bit stream, P010 for a 10-bit one (phase 8.8's node; before it a
+   10-bit stream ends in the fatal state, step 6); any other is a DecodeError.
+3. Loop: DQBUF(CAPTURE) hands out a decoded frame (written out cropped to
+   the visible rectangle, tightly packed in the CAPTURE format, then
+   requeued); DQBUF(OUTPUT) returns consumed bitstream buffers, which are
+   refilled. Buffers flagged V4L2_BUF_FLAG_ERROR are counted and skipped.
 4. At the end of the file: DECODER_CMD(STOP); the drain ends with a CAPTURE
    buffer flagged V4L2_BUF_FLAG_LAST (and V4L2_EVENT_EOS), after which
    DQBUF(CAPTURE) fails with EPIPE. If no frame was decoded at all, CAPTURE
@@ -61,6 +64,7 @@ from linuxpy.video import raw
 
 from daedalus.m2m.dmabuf import DmaBuf
 from daedalus.m2m.layout import Geometry, crop
+from daedalus.proto import PixFmt
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, fourcc
 
 V4L2_DEC_CMD_START = 0
@@ -72,6 +76,10 @@ EVENT_EOS = int(raw.EventType.EOS)
 EVENT_SOURCE_CHANGE = int(raw.EventType.SOURCE_CHANGE)
 CAP_M2M_MPLANE = int(raw.Capability.VIDEO_M2M_MPLANE)
 DAEMON_STATE = Path("/sys/kernel/debug/daedalus-v4l2/daemon")
+
+# the CAPTURE formats this client crops, by fourcc: NV12 (8-bit), P010 (10-bit,
+# 16-bit little-endian samples, the value in the upper 10 bits)
+CAPTURE_FORMATS = {"NV12": PixFmt.NV12, "P010": PixFmt.P010}
 
 DEFAULT_BUFFERS = 4      # per queue: the roadmap's 4-deep ring
 DEFAULT_TIMEOUT = 10.0   # seconds without any progress
@@ -523,7 +531,8 @@ class ExportingContext:
         self.close()
 
     def capture(self, count: int, sizeimage: int) -> list[int]:
-        """A DmabufSource of CAPTURE buffers (NV12 frames)."""
+        """A DmabufSource of CAPTURE buffers (NV12 or P010 frames: the size asked is
+        the importer's sizeimage, whatever its format)."""
         return self._provide(CAPTURE, count, sizeimage)
 
     def output(self, count: int, sizeimage: int) -> list[int]:
@@ -567,13 +576,16 @@ class ExportingContext:
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded picture, tightly packed NV12, as the decode wrote it."""
+    """A decoded picture, tightly packed in its CAPTURE format *pixfmt* (NV12,
+    or P010 for a 10-bit stream), as ffmpeg's rawvideo writes it (``-pix_fmt
+    nv12`` / ``p010le``) and as the decode wrote it."""
 
     width: int
     height: int
     timestamp: int
     key: bool
     data: bytes
+    pixfmt: str = "NV12"   # the CAPTURE fourcc: NV12 or P010
 
 
 @dataclass
@@ -581,6 +593,7 @@ class Stats:
     frames: int = 0
     sizes: list[tuple[int, int]] = field(default_factory=list)  # each distinct size, in order
     frame_sizes: list[tuple[int, int]] = field(default_factory=list)  # per frame
+    pixfmts: list[str] = field(default_factory=list)  # each distinct CAPTURE format of a frame
     timestamps: list[int] = field(default_factory=list)
     packets: int = 0               # packets queued on OUTPUT
     output_errors: list[int] = field(default_factory=list)   # packet indexes
@@ -734,8 +747,10 @@ class StatefulDecode:
             self.capture.queue.close()  # STREAMOFF, REQBUFS 0
         fmt = self.node.g_fmt(CAPTURE)
         left, top, width, height = self.node.visible_rect()
-        if fmt.pixelformat != "NV12":
-            raise DecodeError(f"CAPTURE format is {fmt.pixelformat}; this client writes NV12")
+        pixfmt = CAPTURE_FORMATS.get(fmt.pixelformat)
+        if pixfmt is None:
+            raise DecodeError(f"CAPTURE format is {fmt.pixelformat}; this client writes "
+                              f"{' or '.join(CAPTURE_FORMATS)}")
         if (left, top) != (0, 0) or left + width > fmt.width or top + height > fmt.height:
             raise DecodeError(f"visible rectangle {width}x{height}+{left}+{top} is not "
                               f"within the {fmt.width}x{fmt.height} CAPTURE format")
@@ -745,7 +760,7 @@ class StatefulDecode:
         for index in range(count):
             queue.queue(index)
         queue.streamon()
-        self.capture = _Capture(fmt, Geometry(width, height), queue)
+        self.capture = _Capture(fmt, Geometry(width, height, pixfmt), queue)
         self.change_pending = False
         self.last_at = None
         self.stats.source_changes += 1
@@ -899,10 +914,13 @@ class StatefulDecode:
         size = (cap.visible.width, cap.visible.height)
         if size not in self.stats.sizes:
             self.stats.sizes.append(size)
+        pixfmt = cap.fmt.pixelformat
+        if pixfmt not in self.stats.pixfmts:
+            self.stats.pixfmts.append(pixfmt)
         self.stats.frames += 1
         self.stats.frame_sizes.append(size)
         self.stats.timestamps.append(buf.timestamp)
-        self.on_frame(Frame(size[0], size[1], buf.timestamp, buf.key, picture))
+        self.on_frame(Frame(size[0], size[1], buf.timestamp, buf.key, picture, pixfmt))
 
     def _after_last(self) -> bool:
         """After a LAST buffer: a resolution change (set CAPTURE up again) or

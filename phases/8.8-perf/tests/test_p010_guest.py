@@ -1,0 +1,127 @@
+"""Phase 8.8 in the guest: 10-bit streams decoded to P010 CAPTURE (the issue's item 4, 10-bit).
+
+The phase 8.8 layer (phases/8.8-perf/kernel/daedalus-p010.c) enables the P010
+entry of the node's decoded format table. Checked here on the node as built:
+
+- before any header CAPTURE offers NV12 then P010 (ENUM_FMT), TRY_FMT(P010)
+  gives rows of 2 bytes a sample padded to 4, sizeimage rows x 3/2; OUTPUT
+  still offers VP9, H.264, AV1;
+- VP9 profile 2, H.264 High 10 and AV1 10-bit clips of the corpus decode
+  through the node with the project's decode tool, every byte of every frame
+  equal to Debian's ``ffmpeg -i FILE -pix_fmt p010le -f rawvideo``;
+- once a 10-bit stream's header is decoded (SOURCE_CHANGE) CAPTURE offers
+  P010 only: an application that insists on NV12 gets P010 back from S_FMT
+  (the clean refusal: the format it gets says what the stream needs), and
+  G_FMT is P010; an 8-bit stream's CAPTURE is NV12 only;
+- an 8-bit stream after a 10-bit one on the same open file (a drain, S_FMT
+  OUTPUT again) comes back to NV12, byte-exact too.
+
+The kernel_log fixture fails a test on any WARN, BUG, oops or hung task.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from daedalus.m2m.clients import decode, summary
+from daedalus.m2m.reference import reference_output
+from daedalus.m2m.status import DecodeExit
+from daedalus.m2m.v4l2 import M2MNode, StatefulDecode, packets_of
+from daedalus.parse import corpus
+from daedalus.proto import codecs
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, find_node
+from daedalus.testbed.guestctl import daemon_state
+
+pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
+
+TEN_BIT = ["vp9-p2-10bit-320x240", "h264-high10-320x240", "av1-10bit-128x96"]
+EIGHT_BIT = "vp9-320x240"
+PATIENCE = "120"  # the decode tool's --timeout under TCG
+
+
+def align(value: int, to: int) -> int:
+    return (value + to - 1) // to * to
+
+
+def test_capture_offers_nv12_then_p010_before_any_header() -> None:
+    with VideoNode(find_node()) as v:
+        assert v.formats(OUTPUT) == ["VP90", "H264", "AV01"]
+        assert v.formats(CAPTURE) == ["NV12", "P010"]
+        for width, height in ((320, 240), (174, 98), (1920, 1080)):
+            v.s_fmt(OUTPUT, "VP90", width, height)
+            fmt = v.try_fmt(CAPTURE, "P010", width, height)
+            w, h = align(width, 2), align(height, 2)
+            assert (fmt.pixelformat, fmt.width, fmt.height) == ("P010", w, h)
+            assert fmt.bytesperline == align(2 * w, 4)
+            assert fmt.sizeimage == fmt.bytesperline * h * 3 // 2
+            nv12 = v.try_fmt(CAPTURE, "NV12", width, height)
+            assert (nv12.pixelformat, nv12.bytesperline) == ("NV12", align(w, 4))
+
+
+@pytest.mark.parametrize("name", TEN_BIT)
+def test_10bit_stream_is_byte_exact_through_the_node(name: str, tmp_path: Path) -> None:
+    path = corpus.path(name)
+    out = tmp_path / "out.yuv"
+    proc = decode(path, out, "--timeout", PATIENCE)
+    assert proc.returncode == DecodeExit.OK, proc.stdout + proc.stderr
+    entry = corpus.entry(name)
+    assert summary(proc.stdout).frames == entry.frames
+    want = reference_output(path, "p010le")
+    assert len(want) == entry.frames * entry.width * entry.height * 3  # 2 bytes x 3/2
+    got = out.read_bytes()
+    assert len(got) == len(want)
+    assert got == want
+    assert daemon_state() == "ready"
+
+
+class Negotiating(StatefulDecode):
+    """StatefulDecode that, each time the stream's format is announced, first
+    records what CAPTURE offers and what S_FMT(NV12) gives, as an application
+    that insists on NV12 would see it; then sets CAPTURE up as the tool does."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.offered: list[list[str]] = []
+        self.insisted: list[PixFormat] = []
+        self.got: list[PixFormat] = []
+
+    def _setup_capture(self) -> None:
+        fmt = self.node.g_fmt(CAPTURE)
+        if self.capture is not None:
+            self.capture.queue.close()  # (S_FMT needs CAPTURE idle; super closes it too)
+            self.capture = None
+        self.offered.append(self.node.formats(CAPTURE))
+        self.insisted.append(self.node.s_fmt(CAPTURE, "NV12", fmt.width, fmt.height))
+        super()._setup_capture()
+        self.got.append(self.node.g_fmt(CAPTURE))
+
+
+def negotiate(node: M2MNode, name: str) -> tuple[Negotiating, list[bytes]]:
+    frames: list[bytes] = []
+    codec, width, height, packets = packets_of(corpus.path(name))
+    run = Negotiating(node, codecs.BY_NAME[codec].fourcc, packets,
+                      lambda frame: frames.append(frame.data), buffers=4,
+                      timeout=float(PATIENCE), width=width, height=height)
+    stats = run.run()
+    assert stats.errors == 0
+    return run, frames
+
+
+def test_after_a_10bit_header_capture_offers_p010_only_then_nv12_again() -> None:
+    ten, eight = "vp9-p2-10bit-320x240", EIGHT_BIT
+    with M2MNode(find_node()) as node:
+        run, frames = negotiate(node, ten)
+        assert run.offered == [["P010"]]
+        assert [(f.pixelformat, f.bytesperline) for f in run.insisted] == [("P010", 640)]
+        assert [(f.pixelformat, f.width, f.height, f.bytesperline, f.sizeimage)
+                for f in run.got] == [("P010", 320, 240, 640, 640 * 240 * 3 // 2)]
+        assert b"".join(frames) == reference_output(corpus.path(ten), "p010le")
+        # the same open file, an 8-bit stream next: NV12 only again
+        run, frames = negotiate(node, eight)
+        assert run.offered == [["NV12"]]
+        assert [(f.pixelformat, f.bytesperline) for f in run.insisted] == [("NV12", 320)]
+        assert [f.pixelformat for f in run.got] == ["NV12"]
+        assert b"".join(frames) == reference_output(corpus.path(eight))
+    assert daemon_state() == "ready"
