@@ -175,6 +175,12 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
  * and would wait forever for a re-setup, and GStreamer answers any event by
  * tearing CAPTURE down, losing the frames already in it.
  */
+/* Why a stream is refused when CAPTURE was set up in the wrong depth. */
+static const char daedalus_set_up_shallow[] =
+	"10-bit frames (P010), but CAPTURE was set up 8-bit before the header";
+static const char daedalus_set_up_deep[] =
+	"8-bit frames (NV12), but CAPTURE was set up 10-bit before the header";
+
 static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 				  const struct daedalus_frame_info *f)
 {
@@ -190,6 +196,20 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 		daedalus_m2m_fatal(ctx, f->pixfmt == DAEDALUS_PIXFMT_P010 ?
 				   "10-bit frames (P010); CAPTURE offers 8-bit only" :
 				   "its frames need a CAPTURE format the node lacks");
+		return;
+	}
+	/*
+	 * CAPTURE set up and streaming before the header, in a format of
+	 * another depth than the stream's: refused rather than announced.
+	 * FFmpeg's v4l2m2m decoders (5.1 to 7.1) set NV12 up before the
+	 * header, map no P010, and take a SOURCE_CHANGE whose size is the
+	 * one they have for no change at all: they would wait for frames
+	 * forever. A client that sets CAPTURE up after the event gets it.
+	 */
+	if (initial && old.pixelformat != fmt->fourcc &&
+	    vb2_is_streaming(v4l2_m2m_get_dst_vq(daedalus_m2m_ctx(ctx)))) {
+		daedalus_m2m_fatal(ctx, fmt->depth > 8 ? daedalus_set_up_shallow :
+				   daedalus_set_up_deep);
 		return;
 	}
 	cap->width = f->width;

@@ -14,18 +14,27 @@ entry of the node's decoded format table. Checked here on the node as built:
   (the clean refusal: the format it gets says what the stream needs), and
   G_FMT is P010; an 8-bit stream's CAPTURE is NV12 only;
 - an 8-bit stream after a 10-bit one on the same open file (a drain, S_FMT
-  OUTPUT again) comes back to NV12, byte-exact too.
+  OUTPUT again) comes back to NV12, byte-exact too;
+- FFmpeg's and GStreamer's v4l2 decoders (Debian's 5.1 and 1.22) map no
+  P010: on a 10-bit stream each stops with an error, writes no picture and
+  does not hang. FFmpeg sets CAPTURE up as NV12 before the header and would
+  take the SOURCE_CHANGE of an unchanged size for nothing, so the node
+  refuses a stream whose depth differs from a CAPTURE queue already
+  streaming (the kernel log says so); then the node decodes the next client
+  byte-exact.
 
 The kernel_log fixture fails a test on any WARN, BUG, oops or hung task.
 """
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from daedalus.m2m.clients import decode, summary
+from daedalus.m2m.clients import decode, ffmpeg_argv, gstreamer, reference_frames, summary
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.status import DecodeExit
 from daedalus.m2m.v4l2 import M2MNode, StatefulDecode, packets_of
@@ -124,4 +133,30 @@ def test_after_a_10bit_header_capture_offers_p010_only_then_nv12_again() -> None
         assert [(f.pixelformat, f.bytesperline) for f in run.insisted] == [("NV12", 320)]
         assert [f.pixelformat for f in run.got] == ["NV12"]
         assert b"".join(frames) == reference_output(corpus.path(eight))
+    assert daemon_state() == "ready"
+
+
+def dmesg() -> str:
+    return subprocess.run(["dmesg"], capture_output=True, text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("name", ["vp9-p2-10bit-320x240", "h264-high10-320x240"])
+def test_ffmpeg_and_gstreamer_stop_on_10bit_without_hanging(name: str, tmp_path: Path) -> None:
+    before = dmesg()
+    out = tmp_path / "ff.yuv"
+    proc = subprocess.run(ffmpeg_argv(name, out, pix_fmt="p010le"), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode != 0, proc.stderr[-2000:]
+    assert not out.exists() or out.stat().st_size == 0
+    new = dmesg()[len(before):]
+    assert re.search(r"stream \d+ refused: 10-bit frames \(P010\), but CAPTURE was set up "
+                     r"8-bit before the header", new), new
+    code, log, data = gstreamer(name, tmp_path, timeout=300)
+    assert code != 0, log
+    assert not data, log
+    print(f"{name}: ffmpeg exit {proc.returncode}; GStreamer exit {code}: "
+          f"{[line for line in log.splitlines() if 'ERROR' in line][:1]}")
+    check = tmp_path / "next.yuv"
+    subprocess.run(ffmpeg_argv("vp9-176x144", check), check=True, timeout=300)
+    assert check.read_bytes() == b"".join(reference_frames("vp9-176x144"))
     assert daemon_state() == "ready"

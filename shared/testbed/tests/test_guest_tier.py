@@ -15,7 +15,8 @@ changes, a slowed daemon, refusals; from phase 8.6 the dma-buf memory types,
 1080p, imported buffers, AV1 on the node: its format, small clips, the
 10-bit refusal, and the colorspace round trip; from phase 8.7 the media
 device and its topology, both v4l2-compliance runs, four mixed clients at once
-and the daemon restarted under four contexts); the full 6.1 run is
+and the daemon restarted under four contexts; from phase 8.8 the 10-bit P010
+decodes and the bench's smoke run through the node); the full 6.1 run is
 
     DAEDALUS_FULL_61=1 hatch run test shared/testbed/tests/test_guest_tier.py -k "6.1 and not 6.12"
 
@@ -51,6 +52,7 @@ SMOKE_61 = " or ".join([
     "(test_av1_guest and not 1280x720 and not 1920x1080)", "test_colour_guest",
     "test_mc_guest", "test_compliance_guest", "test_applications_decoding_at_once",
     "test_daemon_killed_and_restarted_under_four_contexts",
+    "test_p010_guest", "test_bench_guest",
 ])
 
 
