@@ -2,7 +2,12 @@
 
 The pure parts: the CAPTURE geometry the daemon path lays frames out in
 (the node's, phases/8.1-skeleton's daedalus_fill_decoded_fmt), the table
-and the JSON document from given results, the command's arguments. Then
+and the JSON document from given results (with and without ``--device``'s
+columns and keys), the device figures derived from a round through the
+node (ratio, per-frame overhead, a frame count that differs), the
+command's arguments, and ``--device`` refusing what is not a decoder node
+(exit 2, before any clip is decoded). The decode through a node itself is
+test_bench_guest.py's. Then
 tiny real runs: corpus clips of 128x96 / 174x98 (NV12 and P010, padded rows)
 through the bench, every frame the daemon path laid out compared byte for
 byte, padding included, with Debian's ffmpeg's decode of the clip laid out
@@ -30,6 +35,8 @@ from daedalus.proto import FrameInfo, PixFmt
 
 REQUIRED_KEYS = {"file", "codec", "width", "height", "bit_depth", "frames", "threads",
                  "raw_fps", "daemon_fps", "daemon_ratio"}
+DEVICE_KEYS = {"device", "device_s", "device_fps", "device_ratio", "bridge_us",
+               "device_frames"}
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -87,6 +94,48 @@ def test_table_has_a_row_per_clip_and_names_errors() -> None:
     assert max(widths) == len(lines[0])
 
 
+def test_table_has_device_columns_only_with_a_device() -> None:
+    plain = bench.table([_result("a.ivf", 100.0, 55.0)]).splitlines()
+    assert "device" not in plain[0] and "bridge" not in plain[0]
+    measured = _result("/clips/a.ivf", 100.0, 55.0).with_device(
+        "/dev/video0", bench.Run(60 / 50.0, 60), None)   # 50 fps through the node
+    failed = _result("b.ivf", 80.0, 40.0).with_device(
+        "/dev/video0", None, "/dev/video0: DecodeTimeout: nothing happened")
+    lines = bench.table([measured, failed]).splitlines()
+    assert lines[0].split()[:-5] == plain[0].split()
+    assert lines[0].endswith("vs reference  device fps  device/raw  bridge us")
+    # (1/50 - 1/100) s a frame = 10000 us added by the node
+    assert lines[1].split() == ["a.ivf", "vp9", "1920x1080", "8", "60", "1", "100.0", "55.0",
+                                "0.550", "12", "346", "direct", "1.70x", "50.0", "0.500",
+                                "10000"]
+    assert lines[2].split()[-4:] == ["1.70x", "-", "-", "-"]
+    assert lines[3:] == ["  b.ivf: /dev/video0: DecodeTimeout: nothing happened"]
+    assert len({len(line) for line in lines[:3]}) == 1  # aligned: the dashes too
+    dashes = bench.table([Result("bad.h264", "h264", "h264", error="refused",
+                                 device="/dev/video0")]).splitlines()
+    assert dashes[1].split() == ["bad.h264", "h264", *["-"] * 14]
+
+
+def test_device_figures() -> None:
+    base = _result("a.ivf", 100.0, 55.0)   # 60 frames, raw 0.6 s
+    got = base.with_device("/dev/video3", bench.Run(1.5, 60), None)
+    assert (got.device, got.device_s, got.device_frames, got.error) == (
+        "/dev/video3", 1.5, 60, None)
+    assert got.device_fps == pytest.approx(40.0)
+    assert got.device_ratio == pytest.approx(0.4)
+    assert got.bridge_us == pytest.approx((1.5 - 0.6) / 60 * 1e6)
+    assert base.with_device("/dev/video3", bench.Run(0.3, 60), None).bridge_us == (
+        pytest.approx(-5000.0))   # faster than raw (more threads): negative, not hidden
+    short = base.with_device("/dev/video3", bench.Run(1.5, 59), None)
+    assert short.error == "raw FFmpeg decoded 60 frames, /dev/video3 59"
+    assert short.device_frames == 59
+    both = _result("a.ivf", 100.0, 55.0, error="raw FFmpeg decoded 60 frames, the daemon "
+                   "path 59").with_device("/dev/video3", None, "/dev/video3: failed")
+    assert both.error == ("raw FFmpeg decoded 60 frames, the daemon path 59; "
+                          "/dev/video3: failed")
+    assert (both.device, both.device_frames, both.device_fps) == ("/dev/video3", 0, 0.0)
+
+
 def test_json_document_shape() -> None:
     document = bench.report_json([_result("a.ivf", 100.0, 55.0),
                                   Result("bad.h264", "h264", "h264", error="refused")])
@@ -97,7 +146,15 @@ def test_json_document_shape() -> None:
     assert first["daemon_ratio"] == 0.55 and first["raw_fps"] == 100.0
     assert first["kernels"] == {"place": {"reference": 589.0, "direct": 345.6}}
     assert first["error"] is None and second["error"] == "refused"
+    assert DEVICE_KEYS <= set(first)
+    assert first["device"] is None and first["device_frames"] == 0
     assert json.loads(json.dumps(document)) == document  # plain JSON types only
+    through = bench.report_json([_result("a.ivf", 100.0, 55.0).with_device(
+        "/dev/video0", bench.Run(1.2, 60), None)])["results"][0]
+    assert {k: through[k] for k in DEVICE_KEYS} == {
+        "device": "/dev/video0", "device_s": 1.2, "device_fps": 50.0, "device_ratio": 0.5,
+        "bridge_us": 10000.0, "device_frames": 60}
+    assert json.loads(json.dumps(through)) == through
 
 
 def test_arguments() -> None:
@@ -111,6 +168,34 @@ def test_arguments() -> None:
     assert (defaults.clip_size, defaults.clip_frames) == ((1920, 1080), 60)
     assert parse(["--make-clips", "d", "--clip-size", "320x240"]).clip_size == (320, 240)
     assert parse(["x", "--threads", "0"]).threads == 0
+    assert args.device is None
+    assert parse(["x", "--device", "/dev/video3"]).device == "/dev/video3"
+    assert parse(["x", "--device", "auto", "--rounds", "1"]).device == "auto"
+
+
+def test_device_that_is_no_decoder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert BenchCommand().run(parse(["vp9-128x96", "--device", "/nonexistent/video9"])) == 2
+    err = capsys.readouterr().err
+    assert "cannot open /nonexistent/video9: No such file or directory" in err
+    assert "reading" not in err   # refused before any clip
+    regular = tmp_path / "video9"
+    regular.write_bytes(b"")
+    assert BenchCommand().run(parse(["vp9-128x96", "--device", str(regular)])) == 2
+    assert "is not a V4L2 device" in capsys.readouterr().err
+
+    # auto: the node find_node() names, or exit 2 with its reason
+    from daedalus.skeleton import v4l2dev
+
+    def no_node() -> Path:
+        raise FileNotFoundError("no V4L2 node with card 'daedalus-v4l2'")
+
+    monkeypatch.setattr(v4l2dev, "find_node", no_node)
+    assert BenchCommand().run(parse(["vp9-128x96", "--device", "auto"])) == 2
+    assert "no V4L2 node with card" in capsys.readouterr().err
+    monkeypatch.setattr(v4l2dev, "find_node", lambda: regular)
+    assert BenchCommand().run(parse(["vp9-128x96", "--device", "auto"])) == 2
+    assert f"{regular} is not a V4L2 device" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("argv", "option"), [

@@ -1,6 +1,8 @@
-"""``daedalus-v4l2 bench FILE...``: raw FFmpeg decoding against the daemon's per-frame path.
+"""``daedalus-v4l2 bench FILE...``: raw FFmpeg decoding against the daemon's per-frame path
+and, with ``--device``, against the decode through the node.
 
-For each clip (a file, or a corpus name), in one run, on the host:
+For each clip (a file, or a corpus name), in one run, on the host (or in a
+guest):
 
 - **raw**: the clip's packets through the FFmpeg decoder daedalusd uses
   (PyAV, ``daedalus.codec.session.create_decoder``: the codec table's
@@ -14,13 +16,30 @@ For each clip (a file, or a corpus name), in one run, on the host:
   ``daedalus.m2m.kernels``, with ``zeroed=False``, as
   ``daedalus.m2m.stateful.write_capture`` calls it), here one buffer kept
   for the run in the CAPTURE format the node sets for the picture
-  (``capture_format``).
+  (``capture_format``);
+- **device** (only with ``--device /dev/videoN``, in a guest with the
+  module and daedalusd; ``--device auto``: the daedalus-v4l2 node,
+  ``daedalus.skeleton.v4l2dev.find_node``): the same packets decoded
+  through the node by the project's client, ``daedalus.m2m.v4l2.
+  StatefulDecode`` (the decode tool's: MMAP queues, its default ring of 4
+  buffers a queue, the codec's coded format on OUTPUT, OUTPUT buffers asked
+  as large as the largest packet), frames counted and discarded. The node
+  is opened before the clock starts; the clock covers the whole stream:
+  S_FMT, REQBUFS, STREAMON, the SOURCE_CHANGE, every packet and frame and
+  the drain. The client hands on each frame as a copy cropped to the
+  visible picture (``Frame.data``): that copy is the client's cost, and is
+  in ``device_s``. daedalusd decodes with its own thread count (FFmpeg's
+  automatic one), so compare ``device`` with a raw run of the same count:
+  leave ``--threads`` out.
 
 The packets are read into memory first (phase 8.3's readers, as the
 decode tool reads them), each decoder is made before its clock starts, and
-the two are run ``--rounds`` times, alternately; each keeps its fastest
-round. The ratio daemon / raw is the share of FFmpeg's speed the daemon's
-path keeps (1.0: it costs nothing on top of decoding). The daemon rounds
+the kinds are run ``--rounds`` times, alternately (raw, daemon, device);
+each keeps its fastest round. The ratio daemon / raw is the share of
+FFmpeg's speed the daemon's path keeps (1.0: it costs nothing on top of
+decoding); ``device_ratio`` (device / raw) is the same for the node, and
+``bridge_us`` = (device_s - raw_s) / frames x 10^6 is what the node (kernel,
+bridge, daemon, client) adds to each frame, in microseconds. The daemon rounds
 also time the two steps on their own (``feed_us``, ``place_us``:
 microseconds per frame, from that fastest round; ``place``: the
 implementation the dispatch table chose, ``DAEDALUS_DISPATCH`` overrides).
@@ -34,12 +53,18 @@ Output: a table on stdout, a progress line per step on stderr, and with
 "codec", "decoder", "width", "height", "bit_depth", "pixfmt", "frames",
 "threads", "rounds", "raw_s", "raw_fps", "daemon_s", "daemon_fps",
 "daemon_ratio", "feed_us", "place_us", "place", "place_speedup", "kernels",
-"bytesperline", "error"}], "software", "cpus", "machine", "dispatch"}``.
+"bytesperline", "device", "device_s", "device_fps", "device_ratio",
+"bridge_us", "device_frames", "error"}], "software", "cpus", "machine",
+"dispatch"}``; ``device`` is the node's path, null without ``--device``
+(then the other device figures are 0); the table has the columns "device
+fps", "device/raw" and "bridge us" only with ``--device``.
 ``threads`` is the decoder's thread count as FFmpeg set it (``--threads``;
 without it FFmpeg's automatic count, what daedalusd uses). Exit status: 0
 every clip measured; 1 a clip failed (its row says why: unreadable, a
 decoder error, a layout the daemon refuses, raw and daemon frame counts
-differ); 2 the bench could not run.
+differ, the node failed the decode or gave another number of frames than
+raw FFmpeg); 2 the bench could not run (also: the node cannot be opened or
+is not a memory-to-memory device).
 
 ``--make-clips DIR`` makes clips first (daedalus.perf.clips) and prints
 their paths; without FILE it stops there.
@@ -54,7 +79,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -107,11 +132,15 @@ def capture_format(width: int, height: int, pixfmt: PixFmt) -> tuple[int, int]:
 @dataclass(frozen=True)
 class Clip:
     """A clip read into memory: as named, its codec (the codec table's
-    name) and its packets."""
+    name), its packets, and as phase 8.3's readers give them the picture's
+    size and each packet's number (the timestamps the node is given)."""
 
     file: str
     codec: str
     packets: tuple[bytes, ...]
+    width: int = 0
+    height: int = 0
+    timestamps: tuple[int, ...] = ()
 
 
 def load_clip(name: str) -> Clip:
@@ -125,13 +154,14 @@ def load_clip(name: str) -> Clip:
     except corpus.CorpusError as exc:
         raise BenchError(str(exc)) from None
     try:
-        codec, _, _, stream = packets_of(path)
-        packets = tuple(data for _, data in stream)
+        codec, width, height, stream = packets_of(path)
+        pairs = tuple(stream)
     except (OSError, ValueError) as exc:
         raise BenchError(f"{name}: {exc}") from None
-    if not packets:
+    if not pairs:
         raise BenchError(f"{name}: no packets")
-    return Clip(name, codec, packets)
+    return Clip(name, codec, tuple(data for _, data in pairs), width, height,
+                tuple(number for number, _ in pairs))
 
 
 @dataclass(frozen=True)
@@ -226,6 +256,51 @@ def daemon_run(clip: Clip, threads: int | None, hook: FrameHook | None = None,
     return Run(seconds, frames, path.feed_s, path.place_s), path
 
 
+class DeviceFailed(Exception):
+    """The decode through the node failed (the result's error)."""
+
+
+def open_device(device: str | Path) -> None:
+    """BenchError unless *device* opens as a memory-to-memory device."""
+    from daedalus.m2m.v4l2 import DecodeError, M2MNode
+
+    try:
+        with M2MNode(device) as node:
+            node.check_m2m()
+    except OSError as exc:
+        raise BenchError(f"cannot open {device}: {exc.strerror or exc}") from None
+    except DecodeError as exc:  # NotADecoder
+        raise BenchError(str(exc)) from None
+
+
+def device_run(clip: Clip, device: str | Path,
+               warn: Callable[[str], None] | None = None) -> Run:
+    """Decode *clip* through the node *device* (see the module doc), frames
+    counted; DeviceFailed if the client gives up."""
+    from daedalus.m2m.v4l2 import DecodeError, Frame, M2MNode, StatefulDecode
+
+    frames = 0
+
+    def count(frame: Frame) -> None:
+        nonlocal frames
+        frames += 1
+
+    timestamps = clip.timestamps or tuple(range(len(clip.packets)))
+    stream = list(zip(timestamps, clip.packets, strict=True))
+    largest = max(stream, key=lambda pair: len(pair[1]))
+    try:
+        with M2MNode(device) as node:
+            decode = StatefulDecode(node, BY_NAME[clip.codec].fourcc, iter(stream), count,
+                                    width=clip.width, height=clip.height, warn=warn,
+                                    largest_packet=(largest[0], len(largest[1])))
+            start = time.perf_counter()
+            decode.run()
+            seconds = time.perf_counter() - start
+    except (DecodeError, OSError) as exc:
+        raise DeviceFailed(f"{device}: {type(exc).__name__}: {exc}") from None
+    return Run(seconds, frames)
+
+
 def time_kernels(frames: Sequence[KeptFrame]) -> dict[str, dict[str, float]]:
     """Microseconds per frame of every registered implementation of the
     per-frame kernels on *frames* (best of KERNEL_ROUNDS), each into a
@@ -281,6 +356,12 @@ class Result:
     place_speedup: float = 0.0
     kernels: dict[str, dict[str, float]] = field(default_factory=dict)
     bytesperline: int = 0
+    device: str | None = None
+    device_s: float = 0.0
+    device_fps: float = 0.0
+    device_ratio: float = 0.0
+    bridge_us: float = 0.0
+    device_frames: int = 0
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -293,22 +374,45 @@ class Result:
 
         return {k: rounded(v) for k, v in asdict(self).items()}
 
+    def with_device(self, device: str, run: Run | None, failure: str | None) -> Result:
+        """This result with the figures of the decode through *device*
+        (*run*: its fastest round, None if none ended) and its error:
+        *failure*, or frame counts that differ from raw FFmpeg's."""
+        error = failure
+        if error is None and run is not None and run.frames != self.frames:
+            error = f"raw FFmpeg decoded {self.frames} frames, {device} {run.frames}"
+        if self.error is not None:
+            error = self.error if error is None else f"{self.error}; {error}"
+        if run is None:
+            return replace(self, device=device, error=error)
+        rate = fps(run)
+        return replace(
+            self, device=device, device_s=run.seconds, device_fps=rate,
+            device_ratio=rate / self.raw_fps if self.raw_fps > 0 else 0.0,
+            bridge_us=((run.seconds - self.raw_s) / self.frames * 1e6 if self.frames
+                       else 0.0),
+            device_frames=run.frames, error=error)
+
 
 def fps(run: Run) -> float:
     return run.frames / run.seconds if run.seconds > 0 else 0.0
 
 
 def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROUNDS,
-            hook: FrameHook | None = None,
+            hook: FrameHook | None = None, device: str | Path | None = None,
             progress: Callable[[str], None] | None = None) -> Result:
-    """*clip*'s figures: raw and daemon decodes alternately, *rounds* each,
-    the fastest of each kept. *hook* sees the daemon path's frames of the
-    first round. A failure of the clip (a decoder error, a layout the daemon
-    refuses, frame counts that differ) is the result's ``error``."""
+    """*clip*'s figures: raw, daemon and (with *device*) device decodes
+    alternately, *rounds* each, the fastest of each kept. *hook* sees the
+    daemon path's frames of the first round. A failure of the clip (a
+    decoder error, a layout the daemon refuses, frame counts that differ,
+    the node failing the decode) is the result's ``error``; after the node
+    failed a round it is not asked again."""
     decoder = BY_NAME[clip.codec].decoder
     raw: Run | None = None
     daemon: Run | None = None
     path: DaemonPath | None = None
+    node: Run | None = None
+    failure: str | None = None
     sample: list[KeptFrame] = []
     try:
         count = threads_of(threads, clip)
@@ -325,12 +429,29 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
                 sample = ran.kept
             if daemon is None or run.seconds < daemon.seconds:
                 daemon, path = run, ran
+            if device is not None and failure is None:
+                if progress is not None:
+                    progress(f"round {i + 1}/{rounds}: through {device}")
+                try:
+                    got = device_run(clip, device, warn=progress)
+                except DeviceFailed as exc:
+                    failure = str(exc)
+                else:
+                    node = got if node is None or got.seconds < node.seconds else node
         if progress is not None:
             progress("per-frame kernels")
         timed = time_kernels(sample)
     except (av.FFmpegError, ValueError) as exc:  # (UnsupportedLayout is a ValueError)
         return Result(clip.file, clip.codec, decoder, error=f"{type(exc).__name__}: {exc}")
     assert raw is not None and daemon is not None and path is not None
+    result = _figures(clip, count, rounds, raw, daemon, path, timed)
+    return result if device is None else result.with_device(str(device), node, failure)
+
+
+def _figures(clip: Clip, count: int, rounds: int, raw: Run, daemon: Run, path: DaemonPath,
+             timed: dict[str, dict[str, float]]) -> Result:
+    """The raw and daemon-path figures of *clip* from the fastest rounds."""
+    decoder = BY_NAME[clip.codec].decoder
     info = path.first
     if info is None or raw.frames == 0:
         return Result(clip.file, clip.codec, decoder, threads=count,
@@ -347,7 +468,7 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
         PixFmt(info.pixfmt).name, raw.frames, count, rounds, raw.seconds, fps(raw),
         daemon.seconds, fps(daemon), fps(daemon) / fps(raw) if fps(raw) > 0 else 0.0,
         daemon.feed_s * per, daemon.place_s * per, chosen, speedup, timed,
-        path.geometry[0], error)
+        path.geometry[0], error=error)
 
 
 # --- the report ------------------------------------------------------------------------
@@ -368,25 +489,35 @@ def report_json(results: Sequence[Result]) -> dict[str, Any]:
 
 TABLE_HEAD = ("file", "codec", "size", "bits", "frames", "threads", "raw fps", "daemon fps",
               "daemon/raw", "feed us", "place us", "place", "vs reference")
+DEVICE_HEAD = ("device fps", "device/raw", "bridge us")  # with --device
 
 
 def table(results: Sequence[Result]) -> str:
     """The results as a text table, one row per clip; a failed clip's row
-    names its error instead of figures."""
-    rows: list[tuple[str, ...]] = [TABLE_HEAD]
+    names its error instead of figures. The device columns are there when
+    a result has a device; a clip the node did not decode has dashes
+    there."""
+    with_device = any(r.device is not None for r in results)
+    head = TABLE_HEAD + DEVICE_HEAD if with_device else TABLE_HEAD
+    rows: list[tuple[str, ...]] = [head]
     errors = []
     for r in results:
         name = Path(r.file).name
         if r.error is not None and not r.frames:
-            rows.append((name, r.codec, *("-",) * (len(TABLE_HEAD) - 2)))
+            rows.append((name, r.codec, *("-",) * (len(head) - 2)))
         else:
-            rows.append((name, r.codec, f"{r.width}x{r.height}", str(r.bit_depth),
-                         str(r.frames), str(r.threads), f"{r.raw_fps:.1f}",
-                         f"{r.daemon_fps:.1f}", f"{r.daemon_ratio:.3f}", f"{r.feed_us:.0f}",
-                         f"{r.place_us:.0f}", r.place, f"{r.place_speedup:.2f}x"))
+            cells: tuple[str, ...] = (
+                name, r.codec, f"{r.width}x{r.height}", str(r.bit_depth), str(r.frames),
+                str(r.threads), f"{r.raw_fps:.1f}", f"{r.daemon_fps:.1f}",
+                f"{r.daemon_ratio:.3f}", f"{r.feed_us:.0f}", f"{r.place_us:.0f}", r.place,
+                f"{r.place_speedup:.2f}x")
+            if with_device:
+                cells += ((f"{r.device_fps:.1f}", f"{r.device_ratio:.3f}",
+                           f"{r.bridge_us:.0f}") if r.device_frames else ("-",) * 3)
+            rows.append(cells)
         if r.error is not None:
             errors.append(f"  {name}: {r.error}")
-    widths = [max(len(row[i]) for row in rows) for i in range(len(TABLE_HEAD))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
     lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
                        for i, (cell, w) in enumerate(zip(row, widths, strict=True))).rstrip()
              for row in rows]
@@ -394,8 +525,13 @@ def table(results: Sequence[Result]) -> str:
 
 
 def bench(files: Sequence[str], *, threads: int | None = None, rounds: int = DEFAULT_ROUNDS,
+          device: str | Path | None = None,
           progress: Callable[[str], None] | None = None) -> list[Result]:
-    """Every clip of *files* measured, in order (BenchError: one cannot be read)."""
+    """Every clip of *files* measured, in order, with *device* also through
+    that node (BenchError: a clip cannot be read, the node cannot be
+    opened)."""
+    if device is not None:
+        open_device(device)
     clips = []
     for name in files:
         if progress is not None:
@@ -407,7 +543,8 @@ def bench(files: Sequence[str], *, threads: int | None = None, rounds: int = DEF
             if progress is not None:
                 progress(f"[{i}/{len(clips)}] {Path(clip.file).name}: {text}")
 
-        results.append(measure(clip, threads=threads, rounds=rounds, progress=step))
+        results.append(measure(clip, threads=threads, rounds=rounds, device=device,
+                               progress=step))
     return results
 
 
@@ -439,8 +576,8 @@ def size_arg(text: str) -> tuple[int, int]:
 
 class BenchCommand:
     NAME = "bench"
-    HELP = ("decode throughput on the host: raw FFmpeg against the daemon's per-frame path "
-            "(decode, FEED's entry, CAPTURE layout), per clip")
+    HELP = ("decode throughput: raw FFmpeg against the daemon's per-frame path (decode, "
+            "FEED's entry, CAPTURE layout) and, with --device in a guest, the node, per clip")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         from daedalus.m2m.cli import positive
@@ -458,6 +595,10 @@ class BenchCommand:
         parser.add_argument("--rounds", type=positive, default=DEFAULT_ROUNDS, metavar="R",
                             help="decode each clip R times each way, keep the fastest "
                                  "(default: %(default)s)")
+        parser.add_argument("--device", metavar="PATH",
+                            help="also decode each clip through this V4L2 node (in a guest; "
+                                 "auto: the daedalus-v4l2 node) and give the per-frame "
+                                 "overhead of the node")
         parser.add_argument("--json", metavar="OUT",
                             help="also write the figures as JSON (-: on stdout, after the "
                                  "table)")
@@ -491,9 +632,19 @@ class BenchCommand:
                 print(path, flush=True)
         if not args.files:
             return 0
+        device: str | None = args.device
+        if device == "auto":
+            from daedalus.skeleton.v4l2dev import find_node
+
+            try:
+                device = str(find_node())
+            except OSError as exc:  # FileNotFoundError: no node
+                say(str(exc))
+                return 2
+            say(f"device: {device}")
         try:
             results = bench(args.files, threads=args.threads, rounds=args.rounds,
-                            progress=say)
+                            device=device, progress=say)
         except BenchError as exc:
             say(str(exc))
             return 2
