@@ -161,6 +161,12 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 	return mask;
 }
 
+/* Why a stream is refused when CAPTURE was set up in the wrong depth. */
+static const char daedalus_set_up_shallow[] =
+	"10-bit frames (P010), but CAPTURE was set up 8-bit before the header";
+static const char daedalus_set_up_deep[] =
+	"8-bit frames (NV12), but CAPTURE was set up 10-bit before the header";
+
 /*
  * The stream's picture size is now @f's: set the CAPTURE format from it and
  * tell the application, which sets CAPTURE up again (dev-decoder.rst,
@@ -175,12 +181,6 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
  * and would wait forever for a re-setup, and GStreamer answers any event by
  * tearing CAPTURE down, losing the frames already in it.
  */
-/* Why a stream is refused when CAPTURE was set up in the wrong depth. */
-static const char daedalus_set_up_shallow[] =
-	"10-bit frames (P010), but CAPTURE was set up 8-bit before the header";
-static const char daedalus_set_up_deep[] =
-	"8-bit frames (NV12), but CAPTURE was set up 10-bit before the header";
-
 static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 				  const struct daedalus_frame_info *f)
 {

@@ -150,6 +150,9 @@ _table: Table | None = None
 def table() -> Table:
     """This process's table, chosen at the first call (from the environment)."""
     global _table
+    chosen = _table  # every frame asks: no lock once chosen
+    if chosen is not None:
+        return chosen
     with _lock:
         if _table is None:
             _table = choose(registered(), os.environ.get(ENV))
