@@ -41,6 +41,7 @@ from daedalus.m2m.v4l2 import (
     LastBufferDequeued,
     M2MNode,
     StatefulDecode,
+    Stats,
     packets_of,
 )
 from daedalus.parse import corpus
@@ -662,7 +663,8 @@ def test_watchdog_errors_what_a_stalled_daemon_holds_and_the_stream_goes_on() ->
     assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
     lost = [ts for ts in range(120) if ts not in stamps]
     assert lost, "no frame lost: the stall was not one"
-    assert all(f.data == want[f.timestamp] for f in frames if f.timestamp < lost[0])
+    before = [f for f in frames if f.timestamp < lost[0]]
+    assert all(f.data == want[f.timestamp] for f in before), _which_frames(before, want, stats)
     # after the stall, a packet the daemon never saw leaves its successors
     # without references until the next keyframe; from there, all is intact
     key = (lost[-1] // 30 + 1) * 30
@@ -673,6 +675,20 @@ def test_watchdog_errors_what_a_stalled_daemon_holds_and_the_stream_goes_on() ->
     print(f"lost {len(lost)} frames ({lost[0]}...{lost[-1]}), {stats.errors} buffers in "
           f"error; intact again from keyframe {key}")
     assert daemon_state() == "ready"
+
+
+def _which_frames(frames: list[Frame], want: list[bytes], stats: Stats) -> str:
+    """For a failed comparison: each differing frame's timestamp, how many
+    bytes differ, and which reference frames (if any) it equals instead."""
+    lines = []
+    for f in frames:
+        if f.data != want[f.timestamp]:
+            same = [i for i, w in enumerate(want[:30]) if w == f.data]
+            differ = sum(a != b for a, b in zip(f.data, want[f.timestamp], strict=False))
+            lines.append(f"timestamp {f.timestamp}: {differ} of {len(f.data)} bytes differ, "
+                         f"equals reference frame(s) {same or 'none'}")
+    return (f"frames before the first lost one differ from ffmpeg's: {'; '.join(lines)} "
+            f"(stamps {[f.timestamp for f in frames]}, CAPTURE errors {stats.capture_errors})")
 
 
 # v4l2-compliance 1.22 (Debian 12) failures whose cause is not this driver; each
