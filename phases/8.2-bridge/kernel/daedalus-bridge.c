@@ -535,6 +535,39 @@ struct dma_buf *daedalus_bridge_get_dmabuf(struct daedalus_dev *dev,
 	return dbuf;
 }
 
+/**
+ * daedalus_bridge_in_flight() - does request @cookie still wait for its answer?
+ * @dev: the device.
+ * @cookie: the request, as the daemon read it.
+ *
+ * True while the daemon has read the request and its sender still waits
+ * (the request is on b->inflight); false once it was answered, failed,
+ * timed out or cancelled, and for a cookie of no request. A buffer of its
+ * job was still the request's while this is true (see
+ * daedalus_bridge_get_dmabuf()): the daemon asks after copying a buffer's
+ * bytes, to know that the application did not get it back meanwhile.
+ *
+ * Context: process context (the daemon's ioctl); takes the bridge lock.
+ */
+bool daedalus_bridge_in_flight(struct daedalus_dev *dev, u64 cookie)
+{
+	struct daedalus_bridge *b = daedalus_dev_bridge(dev);
+	struct daedalus_request *it;
+	bool found = false;
+
+	if (!b)
+		return false;
+	mutex_lock(&b->lock);
+	list_for_each_entry(it, &b->inflight, node) {
+		if (it->hdr.cookie == cookie) {
+			found = true;
+			break;
+		}
+	}
+	mutex_unlock(&b->lock);
+	return found;
+}
+
 /* HELLO answered (or failed): called with bridge->lock held. */
 static void daedalus_hello_finish(struct daedalus_bridge *b,
 				  struct daedalus_request *req)

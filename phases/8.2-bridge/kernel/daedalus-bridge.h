@@ -12,7 +12,8 @@
  * ioctls of /dev/daedalus-v4l2: the bridge serves none itself. A later
  * layer's init installs one handler with daedalus_bridge_set_ioctl() (phase
  * 8.6: DAEDALUS_IOC_GET_DMABUF, which hands the daemon the dma-buf of a
- * buffer through daedalus_bridge_get_dmabuf()); without one every ioctl is
+ * buffer through daedalus_bridge_get_dmabuf(), and DAEDALUS_IOC_IN_FLIGHT,
+ * daedalus_bridge_in_flight()); without one every ioctl is
  * -ENOTTY. The handler runs in the daemon's process, without the bridge lock.
  */
 #ifndef _DAEDALUS_BRIDGE_H
@@ -124,6 +125,7 @@ void daedalus_bridge_set_ioctl(struct daedalus_dev *dev,
 			       daedalus_bridge_ioctl_fn ioctl);
 struct dma_buf *daedalus_bridge_get_dmabuf(struct daedalus_dev *dev,
 					   u64 cookie, u32 index, u32 *size);
+bool daedalus_bridge_in_flight(struct daedalus_dev *dev, u64 cookie);
 
 /* daedalus-ping.c */
 int daedalus_ping_publish(struct daedalus_dev *dev);

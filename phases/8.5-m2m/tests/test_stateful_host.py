@@ -209,6 +209,8 @@ AROUND_BYTE = 0xEE
 # (event, access flags) a handler's DMABUF request must do, in this order.
 READS = [("get", 0), ("map", 0), ("sync", DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ),
          ("sync", DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ), ("close", 0)]
+# a FEED's bytes count once the copy is done and the kernel still waits
+FEED_READS = [*READS, ("in_flight", 0)]
 WRITES = [("get", 0), ("map", 1), ("sync", DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE),
           ("sync", DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE), ("close", 0)]
 
@@ -276,7 +278,7 @@ class Kernel:
             around = bytes([AROUND_BYTE])
             self.device.add_output(feed.cookie, around * self.offset + data + around * self.tail)
             expected = ([] if self.device.fail is not None  # GET_DMABUF fails: nothing to close
-                        else READS if data else [READS[0], READS[-1]])
+                        else FEED_READS if data else [READS[0], READS[-1]])
             status, answer = self.handler.handle(feed, payload)
             events = returned(self.device, feed.cookie)[1]
             assert events == expected, events
@@ -1095,7 +1097,7 @@ def test_dmabuf_feed_and_fetch_are_byte_exact_like_inline(
     assert [f.picture for f in got] == reference_frames(path, [(320, 240)] * 30)
     assert not caplog.records  # no "outlived" warning: every mapping simply unmapped
     assert not dmabuf.device.leaks() and not dmabuf.device.buffers
-    assert {e.what for e in dmabuf.device.events} == {"get", "map", "sync", "close"}
+    assert {e.what for e in dmabuf.device.events} == {"get", "map", "sync", "close", "in_flight"}
 
 
 @pytest.mark.parametrize(("bytesperline", "height"), [(384, 256), (320, 240), (4096, 240)])
@@ -1156,6 +1158,35 @@ def test_dmabuf_feed_whose_buffer_cannot_be_had_is_an_error_after_its_reset() ->
     assert kernel.device is not None
     for i in range(3):
         kernel.feed(chunks[i], i)
+def test_dmabuf_feed_the_kernel_gave_up_on_while_it_was_read_is_not_decoded() -> None:
+    """The watchdog fired while the daemon copied the OUTPUT buffer (GET_DMABUF
+    succeeded, IN_FLIGHT then says no): the application may have refilled
+    the buffer, so the copy is not decoded. DECODE_ERROR / ETIMEDOUT, no
+    frame kept, the decoder untouched: the next packet decodes as if the
+    stale FEED never came (here the keyframe again, byte-exact with a clean
+    decode; a packet decoded from the refilled bytes would be a second
+    keyframe decode, not ffmpeg's next frame)."""
+    chunks = packets(VP9)
+    kernel = dmabuf_kernel(57, Codec.VP9)
+    assert kernel.device is not None
+    kernel.feed(chunks[0], 0)
+    payload = pack_decode_req(Codec.VP9, stream_id=57, flags=DECODE_DMABUF, timestamp=1,
+                              bitstream_len=len(chunks[0]))
+    feed = header(MsgType.FEED, payload)
+    kernel.device.add_output(feed.cookie, chunks[0])  # refilled: the keyframe again
+    kernel.device.given_up.add(feed.cookie)
+    status, answer = kernel.handler.handle(feed, payload)
+    resp = parse_frame_resp(answer)
+    assert status == 0 and (resp.status, resp.error) == (DecodeStatus.ERROR, errno.ETIMEDOUT)
+    assert not resp.frames and "gave up on this FEED" in resp.text, resp.text
+    assert returned(kernel.device, feed.cookie)[1] == FEED_READS
+    kernel.feed(chunks[1], 1)
+    frames = kernel.fetch_all()
+    assert [f.frame.timestamp for f in frames] == [0, 1]
+    want = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in frames] == want[:2]
+
+
     kernel.fetch()
     kernel.pending.clear()  # STREAMOFF(OUTPUT)
     kernel.device.fail = errno.ENOENT

@@ -250,9 +250,24 @@ static const struct daedalus_m2m_transport daedalus_dmabuf_transport = {
 
 /*
  * DAEDALUS_IOC_GET_DMABUF on /dev/daedalus-v4l2 (the daemon's file): a new
+/*
+ * DAEDALUS_IOC_IN_FLIGHT: 0 while request *@arg still waits for the daemon's
+ * answer, -ENOENT otherwise (see daedalus_v4l2_proto.h).
+ */
+static long daedalus_dmabuf_in_flight(struct daedalus_dev *dev,
+				      unsigned long arg)
+{
+	u64 cookie;
+
+	if (copy_from_user(&cookie, (void __user *)arg, sizeof(cookie)))
+		return -EFAULT;
+	return daedalus_bridge_in_flight(dev, cookie) ? 0 : -ENOENT;
+}
+
  * file descriptor for buffer @index of the job of in-flight request
  * @cookie. The descriptor is installed only once the answer reached the
- * daemon, so a failed copy leaves nothing behind.
+ * daemon, so a failed copy leaves nothing behind. DAEDALUS_IOC_IN_FLIGHT
+ * is served here too.
  */
 static long daedalus_dmabuf_ioctl(struct daedalus_dev *dev, unsigned int cmd,
 				  unsigned long arg)
@@ -265,6 +280,8 @@ static long daedalus_dmabuf_ioctl(struct daedalus_dev *dev, unsigned int cmd,
 
 	if (cmd != DAEDALUS_IOC_GET_DMABUF)
 		return -ENOTTY;
+	if (cmd == DAEDALUS_IOC_IN_FLIGHT)
+		return daedalus_dmabuf_in_flight(dev, arg);
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
 	if (req.flags || req.reserved[0] || req.reserved[1])

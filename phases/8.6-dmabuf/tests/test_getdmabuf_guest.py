@@ -7,6 +7,9 @@ of which it must refuse (the kerneldoc of struct daedalus_dmabuf_req):
 1. Without any job: a cookie never issued, and HELLO's (in flight, but a
    request without buffers, then answered) are ENOENT; flags or reserved
    words set are EINVAL; any other ioctl number on the chardev is ENOTTY.
+   DAEDALUS_IOC_IN_FLIGHT says 0 for HELLO while it waits, ENOENT once it
+   is answered and for cookies never issued (and, in 2, for a FEED: 0
+   while it waits, ENOENT once answered).
 2. A real job: ``daedalus-v4l2 decode`` runs in the background, as an
    application; its first FEED carries DAEDALUS_DECODE_DMABUF and no
    bitstream. GET_DMABUF gives a read-only, close-on-exec dma-buf of the
@@ -51,6 +54,7 @@ import mmap
 import os
 import re
 import select
+import struct
 import subprocess
 import threading
 import time
@@ -81,6 +85,7 @@ from daedalus.proto import (
     FRAME_KEY,
     HDR_SIZE,
     IOC_GET_DMABUF,
+    IOC_IN_FLIGHT,
     MAX_PAYLOAD,
     RESPONSE,
     Codec,
@@ -155,6 +160,16 @@ def check_fd(got: DmaBufReq, *, writable: bool) -> None:
     mode = fcntl.fcntl(got.fd, fcntl.F_GETFL) & os.O_ACCMODE
     assert mode == (os.O_RDWR if writable else os.O_RDONLY), f"access mode {mode:#o}"
     assert os.lseek(got.fd, 0, os.SEEK_END) >= got.size  # the dma-buf's own size
+
+
+def in_flight(fd: int, cookie: int) -> int:
+    """DAEDALUS_IOC_IN_FLIGHT for *cookie*: 0 (still waiting) or the errno."""
+    try:
+        fcntl.ioctl(fd, IOC_IN_FLIGHT, struct.pack("=Q", cookie))
+    except OSError as exc:
+        assert exc.errno is not None
+        return exc.errno
+    return 0
 
 
 def still_waiting(fd: int, cookie: int) -> None:
@@ -336,10 +351,12 @@ def test_get_dmabuf_refuses_cookies_without_a_job_bad_fields_and_other_ioctls() 
         assert first.type == MsgType.HELLO, first
         # in flight, but HELLO's job has no buffer
         assert refused(fd, first.cookie) == errno.ENOENT
+        assert in_flight(fd, first.cookie) == 0
         assert answer(fd, first, pack_hello()) is None
         assert daemon_state() == "ready"
         for cookie in (first.cookie, 0, first.cookie + 1, first.cookie + 1000, 2**64 - 1):
             assert refused(fd, cookie) == errno.ENOENT, cookie
+            assert in_flight(fd, cookie) == errno.ENOENT, cookie
         assert refused(fd, first.cookie + 1000, 1) == errno.ENOENT  # no request: no index
         for flags, reserved in ((1, None), (0x80000000, None), (0, (1, 0)), (0, (0, 7))):
             assert refused(fd, 12345, flags=flags, reserved=reserved) == errno.EINVAL, \
@@ -351,10 +368,11 @@ def test_get_dmabuf_refuses_cookies_without_a_job_bad_fields_and_other_ioctls() 
             "GET_DMABUF's number, 8 bytes longer": ioc(3, 0xDA, 1, DMABUF_REQ_SIZE + 8),
             "GET_DMABUF's number, 8 bytes shorter": ioc(3, 0xDA, 1, DMABUF_REQ_SIZE - 8),
             "GET_DMABUF's number, write only (_IOW)": ioc(1, 0xDA, 1, DMABUF_REQ_SIZE),
+            "IN_FLIGHT's number, read and write": ioc(3, 0xDA, 2, 8),
             "DMA_BUF_IOCTL_SYNC": DMA_BUF_IOCTL_SYNC,
         }
         for name, request in others.items():
-            assert request != IOC_GET_DMABUF
+            assert request not in (IOC_GET_DMABUF, IOC_IN_FLIGHT)
             with pytest.raises(OSError) as info:
                 fcntl.ioctl(fd, request, bytearray(DMABUF_REQ_SIZE + 8), True)
             assert info.value.errno == errno.ENOTTY, name
@@ -425,12 +443,15 @@ def test_feed_output_buffer_is_read_only_and_only_while_the_feed_waits(tmp_path:
             assert write_errno(fd, pack_header(response, header.cookie, 16)) == errno.EINVAL, \
                 "payload_len beyond the write"
             still_waiting(fd, header.cookie)
+            assert in_flight(fd, header.cookie) == 0
+            assert in_flight(fd, hello) == in_flight(fd, header.cookie + 1) == errno.ENOENT
 
             # the job errors: a well-formed DECODE_ERROR / EILSEQ is taken
             error = pack_frame_resp(DecodeStatus.ERROR, errno.EILSEQ,
                                     message=encode_message("fake daemon: corrupt bitstream"))
             assert write_errno(fd, pack_message(response, header.cookie, error)) is None
             assert refused(fd, header.cookie) == errno.ENOENT  # answered
+            assert in_flight(fd, header.cookie) == errno.ENOENT
             assert write_errno(fd, pack_message(response, header.cookie, error)) \
                 == errno.EINVAL  # and its cookie is gone
 

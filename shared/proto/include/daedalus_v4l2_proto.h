@@ -36,7 +36,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		9
+#define DAEDALUS_PROTO_VERSION		10
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -93,7 +93,9 @@
  * application's own buffers, not inline (phase 8.6); 9 = struct
  * daedalus_frame_info carries the frame's colour description (@primaries,
  * @transfer, @matrix, @range) in what was its first reserved word; @reserved
- * is the one word left (phase 8.6).
+ * is the one word left (phase 8.6); 10 = DAEDALUS_IOC_IN_FLIGHT: the daemon
+ * decodes a DMABUF FEED's bytes only if the request was still in flight
+ * when it had copied them (phase 8.6).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -420,3 +422,20 @@ struct daedalus_dmabuf_req {
 #define DAEDALUS_IOC_GET_DMABUF	_IOWR(DAEDALUS_IOC_MAGIC, 1, struct daedalus_dmabuf_req)
 
 #endif /* _UAPI_DAEDALUS_V4L2_PROTO_H */
+/*
+ * DAEDALUS_IOC_IN_FLIGHT - is request *cookie (a __u64) still waiting for
+ * this daemon's answer? 0: yes; -ENOENT: it was answered, failed, timed out
+ * or cancelled (or is no request of this daemon).
+ *
+ * The daemon asks after it copied a FEED's bitstream out of the OUTPUT
+ * buffer (DAEDALUS_DECODE_DMABUF), and decodes the copy only on 0. Once the
+ * kernel gives up on a request (the watchdog) it hands the buffer back to
+ * the application, which may fill it with the next packet while a daemon
+ * that was slow or stopped still reads it: a copy finished while the request
+ * was still in flight was made before that, any other copy may mix two
+ * packets. A CAPTURE buffer needs no such check: the daemon's FETCHes of a
+ * stream run one after another, so a late write lands before the next FETCH
+ * into the same buffer, and a buffer given back after a timeout is an
+ * ERROR buffer with no payload.
+ */
+#define DAEDALUS_IOC_IN_FLIGHT	_IOW(DAEDALUS_IOC_MAGIC, 2, __u64)

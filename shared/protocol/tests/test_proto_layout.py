@@ -26,7 +26,9 @@
    Protocol v9 splits struct daedalus_frame_info's first reserved word into
    four __u8 (primaries, transfer, matrix, range at 32, 33, 34, 35: no
    padding between bytes) and keeps one __u32 reserved at 36..39, so the struct
-   stays 40 bytes and struct daedalus_fetch_resp 56.
+   stays 40 bytes and struct daedalus_fetch_resp 56. Protocol v10 adds
+   DAEDALUS_IOC_IN_FLIGHT, _IOW(0xDA, 2, __u64): direction 1 (write) in bits
+   30..31, size 8, type 0xDA, number 2: 0x4008da02.
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
@@ -84,7 +86,7 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_dmabuf_req": (32, {"cookie": (0, 8), "index": (8, 4), "flags": (12, 4),
                                  "fd": (16, 4), "size": (20, 4), "reserved": (24, 8)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 9,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 10,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
@@ -97,6 +99,7 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 9,
              "DAEDALUS_MAX_HEIGHT": 4352, "DAEDALUS_DECODE_DMABUF": 8, "DAEDALUS_FETCH_DMABUF": 2,
              "DAEDALUS_IOC_MAGIC": 0xDA, "DAEDALUS_IOC_GET_DMABUF": 0xC020DA01,
              # H.273's "unspecified" code point; FFmpeg's AVColorRange
+             "DAEDALUS_IOC_IN_FLIGHT": 0x4008DA02,
              "DAEDALUS_COLOUR_UNSPECIFIED": 2, "DAEDALUS_RANGE_UNSPECIFIED": 0,
              "DAEDALUS_RANGE_LIMITED": 1, "DAEDALUS_RANGE_FULL": 2}
 
@@ -147,7 +150,7 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 9, 1024 * 1024, 0x8000)
+        0x4C345644, 10, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
@@ -161,7 +164,7 @@ def test_golden_constants_match_cffi() -> None:
     assert (proto.DECODE_FLAGS, proto.FEED_FLAGS) == (1, 15)  # REQ_DECODE: no DMABUF
     assert (proto.FRAME_CORRUPT, proto.FRAME_FLAGS) == (2, 3)
     assert (proto.DECODE_DMABUF, proto.FETCH_DMABUF, proto.FETCH_FLAGS) == (8, 2, 3)
-    assert proto.IOC_GET_DMABUF == 0xC020DA01
+    assert (proto.IOC_GET_DMABUF, proto.IOC_IN_FLIGHT) == (0xC020DA01, 0x4008DA02)
     assert (proto.COLOUR_UNSPECIFIED, proto.RANGE_UNSPECIFIED, proto.RANGE_LIMITED,
             proto.RANGE_FULL) == (2, 0, 1, 2)
 
@@ -234,7 +237,8 @@ int main(void)
     VAL(DAEDALUS_DECODE_RESYNC);
     VAL(DAEDALUS_FETCH_DISCARD); VAL(DAEDALUS_MAX_WIDTH); VAL(DAEDALUS_MAX_HEIGHT);
     VAL(DAEDALUS_DECODE_DMABUF); VAL(DAEDALUS_FETCH_DMABUF); VAL(DAEDALUS_IOC_MAGIC);
-    VAL(DAEDALUS_IOC_GET_DMABUF); VAL(DAEDALUS_COLOUR_UNSPECIFIED);
+    VAL(DAEDALUS_IOC_GET_DMABUF); VAL(DAEDALUS_IOC_IN_FLIGHT);
+    VAL(DAEDALUS_COLOUR_UNSPECIFIED);
     VAL(DAEDALUS_RANGE_UNSPECIFIED); VAL(DAEDALUS_RANGE_LIMITED); VAL(DAEDALUS_RANGE_FULL);
     return 0;
 }

@@ -52,7 +52,13 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Final
 
-from daedalus.proto import IOC_GET_DMABUF, ProtocolError, pack_dmabuf_req, parse_dmabuf_req
+from daedalus.proto import (
+    IOC_GET_DMABUF,
+    IOC_IN_FLIGHT,
+    ProtocolError,
+    pack_dmabuf_req,
+    parse_dmabuf_req,
+)
 
 log = logging.getLogger("daedalus.dispatch")
 
@@ -362,3 +368,30 @@ class Device:
             except OSError:
                 pass
             raise
+
+    def in_flight(self, cookie: int) -> bool:
+        """DAEDALUS_IOC_IN_FLIGHT: does request *cookie* still wait for this
+        daemon's answer? False once the kernel answered, timed it out or
+        cancelled it: a buffer of its job may be the application's again. A
+        copy out of the job's buffer is the request's only if this is True
+        after the copy. DmaBufError for a detached device or another error
+        than ENOENT."""
+        arg = bytearray(struct.pack("=Q", cookie))
+        with self._lock:
+            if self._fd is None:
+                raise DmaBufError(errno.ENOTCONN, "the device is no longer attached (the "
+                                                  "daemon's session ended)")
+            for _ in range(IOCTL_TRIES):
+                try:
+                    fcntl.ioctl(self._fd, IOC_IN_FLIGHT, arg)
+                    return True
+                except InterruptedError:
+                    continue
+                except OSError as exc:
+                    if exc.errno == errno.ENOENT:
+                        return False
+                    code = exc.errno or errno.EIO
+                    raise DmaBufError(code, f"DAEDALUS_IOC_IN_FLIGHT for cookie {cookie} "
+                                            f"failed: {os.strerror(code)}") from None
+        raise DmaBufError(errno.EINTR, f"DAEDALUS_IOC_IN_FLIGHT was interrupted {IOCTL_TRIES} "
+                                       "times")

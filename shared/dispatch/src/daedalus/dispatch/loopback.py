@@ -149,12 +149,15 @@ class MemfdDevice(Device):
     OUTPUT), as the kernel hands out a new dma-buf fd per call; ``events``
     records every get, map, sync and close, ``dmabufs`` every DmaBuf handed
     out (``leaks`` lists the ones still open). ``fail`` makes the next
-    get_dmabuf fail with that errno."""
+    get_dmabuf fail with that errno. ``given_up`` holds the cookies the
+    kernel no longer waits for (``in_flight`` False; get_dmabuf still
+    succeeds: the give-up came while the daemon read the buffer)."""
 
     buffers: dict[tuple[int, int], MemfdBuffer] = field(default_factory=dict)
     events: list[MemfdEvent] = field(default_factory=list)
     dmabufs: list[MemfdDmaBuf] = field(default_factory=list)
     fail: int | None = None
+    given_up: set[int] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         super().__init__(-1)  # no real device: get_dmabuf below never calls ioctl
@@ -219,6 +222,14 @@ class MemfdDevice(Device):
             os.pwrite(buffer.memfd, buffer.data, 0)
         else:  # START | WRITE: what was written before is lost, the rest is stale
             self._stale(cookie, index)
+
+    # -- DAEDALUS_IOC_IN_FLIGHT ----------------------------------------------------
+
+    def in_flight(self, cookie: int) -> bool:
+        if not self.attached:
+            raise DmaBufError(errno.ENOTCONN, "the device is no longer attached")
+        self.events.append(MemfdEvent("in_flight", cookie, 0, 0))
+        return cookie not in self.given_up
 
     # -- DAEDALUS_IOC_GET_DMABUF ---------------------------------------------------
 

@@ -55,6 +55,7 @@ __all__ = [
     "HDR_SIZE",
     "HELLO_SIZE",
     "IOC_GET_DMABUF",
+    "IOC_IN_FLIGHT",
     "MAGIC",
     "MAX_FRAMES",
     "MAX_HEIGHT",
@@ -195,6 +196,7 @@ FETCH_DMABUF: Final = lib.DAEDALUS_FETCH_DMABUF
 FETCH_FLAGS: Final = FETCH_DISCARD | FETCH_DMABUF  # what FETCH allows
 # The ioctl number as the compiler computes _IOWR(0xDA, 1, struct daedalus_dmabuf_req).
 IOC_GET_DMABUF: Final = lib.DAEDALUS_IOC_GET_DMABUF
+IOC_IN_FLIGHT: Final = lib.DAEDALUS_IOC_IN_FLIGHT
 MAX_FRAMES: Final = lib.DAEDALUS_MAX_FRAMES
 MAX_MSG: Final = lib.DAEDALUS_MAX_MSG
 FRAME_KEY: Final = lib.DAEDALUS_FRAME_KEY

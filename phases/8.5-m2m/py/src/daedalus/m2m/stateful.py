@@ -680,7 +680,9 @@ def read_output(device: Device, cookie: int, req: DecodeReq) -> bytes:
     ``bitstream_offset`` of the OUTPUT buffer of request *cookie*, copied
     under DMA_BUF_SYNC_START / _END | READ; the buffer is unmapped and its fd
     closed on return. DecodeFailure with the errno if the buffer cannot be
-    had, mapped or synced, EINVAL if the bytes do not fit it."""
+    had, mapped or synced, EINVAL if the bytes do not fit it, ETIMEDOUT if
+    the request was no longer in flight once they were copied
+    (DAEDALUS_IOC_IN_FLIGHT: the copy may mix two packets)."""
     try:
         with device.get_dmabuf(cookie) as buf:
             end = req.bitstream_offset + req.bitstream_len
@@ -691,7 +693,14 @@ def read_output(device: Device, cookie: int, req: DecodeReq) -> bytes:
             if not req.bitstream_len:
                 return b""
             with buf.access() as data:
-                return bytes(data[req.bitstream_offset:end])
+                bitstream = bytes(data[req.bitstream_offset:end])
+        # the copy is the packet only if the kernel still waited when it was
+        # done: after a timeout the application may refill the buffer
+        if not device.in_flight(cookie):
+            raise DecodeFailure(errno.ETIMEDOUT, (
+                "OUTPUT buffer: the kernel gave up on this FEED while its bytes were read "
+                "(the buffer may hold the application's next packet by now); not decoded"))
+        return bitstream
     except DmaBufError as exc:
         raise DecodeFailure(exc.errno or errno.EIO, f"OUTPUT buffer: {exc.message}") from None
 
