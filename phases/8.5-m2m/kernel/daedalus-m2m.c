@@ -63,9 +63,17 @@ MODULE_PARM_DESC(max_buffer_mib,
 static atomic_t daedalus_m2m_nr_ctx = ATOMIC_INIT(0);
 static atomic_long_t daedalus_m2m_buffer_bytes = ATOMIC_LONG_INIT(0);
 
+static bool daedalus_pipelined(struct daedalus_m2m_ctx *ctx)
+{
+	return daedalus_dev_m2m(ctx->base.dev)->pipelined;
+}
+
+/* Runs the pump (both pumps when pipelined) once more. */
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx)
 {
 	queue_work(system_unbound_wq, &ctx->work);
+	if (daedalus_pipelined(ctx))
+		queue_work(system_unbound_wq, &ctx->feed_work);
 }
 
 static struct daedalus_dev *daedalus_m2m_dev(struct daedalus_m2m_ctx *ctx)
@@ -457,7 +465,6 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		/* CAPTURE or OUTPUT is stopping: the buffer goes back. */
 		v4l2_m2m_buf_queue(m2m, buf);
 		daedalus_cap_release(ctx);
-		mutex_unlock(&ctx->lock);
 		return true;
 	}
 	daedalus_pending_pop(ctx);
@@ -477,11 +484,11 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 	}
 	daedalus_cap_release(ctx);
 	mutex_unlock(&ctx->lock);
-	v4l2_m2m_buf_done(buf, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
 	if (last)
 		daedalus_queue_event(ctx, V4L2_EVENT_EOS);
 	return true;
 
+		mutex_unlock(&ctx->lock);
 idle:
 	mutex_unlock(&ctx->lock);
 	return false;
@@ -519,6 +526,12 @@ int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET |
 				 DAEDALUS_DECODE_RESYNC |
 				 (attach ? DAEDALUS_DECODE_DMABUF : 0),
+	/*
+	 * Done under ctx->lock, in the order the frames left the pending ring:
+	 * a drain (the other pump, when pipelined) that finds the ring empty
+	 * hands out its LAST buffer after this one.
+	 */
+	v4l2_m2m_buf_done(buf, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
 				 msg, len, attach, &ctx->result);
 	mutex_lock(&ctx->lock);
 	if (ret) {
@@ -738,7 +751,14 @@ static bool daedalus_pay_last(struct daedalus_m2m_ctx *ctx)
 	return paid;
 }
 
-/* Each step takes ctx->lock for its decisions only, never for a round trip. */
+/*
+ * Each step takes ctx->lock for its decisions only, never for a round trip.
+ * One pump runs all four steps; a pipelined device (daedalus_m2m.pipelined)
+ * leaves feed and drain to daedalus_m2m_feed_pump(), so a FEED and a FETCH
+ * of the file are in flight at once. Each pump wakes the other after a step:
+ * a FEED answer gives the deliver step frames, a delivered frame gives the
+ * FEED step room in the pending ring.
+ */
 static void daedalus_m2m_pump(struct work_struct *work)
 {
 	struct daedalus_m2m_ctx *ctx =
@@ -788,9 +808,24 @@ static int daedalus_buf_init(struct vb2_buffer *vb)
 
 static void daedalus_buf_cleanup(struct vb2_buffer *vb)
 {
+	if (daedalus_pipelined(ctx)) {
+		while (daedalus_pay_last(ctx) || daedalus_deliver(ctx))
+			queue_work(system_unbound_wq, &ctx->feed_work);
+		return;
+	}
 	if (vb->memory == VB2_MEMORY_MMAP)
 		atomic_long_sub(vb2_plane_size(vb, 0),
 				&daedalus_m2m_buffer_bytes);
+}
+
+/* The OUTPUT half of a pipelined device's pump (see daedalus_m2m_pump()). */
+static void daedalus_m2m_feed_pump(struct work_struct *work)
+{
+	struct daedalus_m2m_ctx *ctx =
+		container_of(work, struct daedalus_m2m_ctx, feed_work);
+
+	while (daedalus_feed_one(ctx) || daedalus_drain(ctx))
+		queue_work(system_unbound_wq, &ctx->work);
 }
 
 static int daedalus_buf_prepare(struct vb2_buffer *vb)
@@ -924,6 +959,7 @@ static const struct vb2_ops daedalus_qops = {
 	.start_streaming	= daedalus_start_streaming,
 	.stop_streaming		= daedalus_stop_streaming,
 	.wait_prepare		= vb2_ops_wait_prepare,
+		flush_work(&ctx->feed_work);
 	.wait_finish		= vb2_ops_wait_finish,
 };
 
@@ -1029,6 +1065,7 @@ err_count:
 static int daedalus_m2m_release(struct file *file)
 {
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
+	INIT_WORK(&ctx->feed_work, daedalus_m2m_feed_pump);
 	struct daedalus_dev *dev = ctx->base.dev;
 
 	mutex_lock(&ctx->lock);
@@ -1081,10 +1118,12 @@ static const struct daedalus_m2m_transport daedalus_inline_transport = {
 	.kernel_map		= true,
 	.feed			= daedalus_feed_inline,
 	.fetch			= daedalus_fetch_inline,
+	cancel_work_sync(&ctx->feed_work);
 };
 
 /*
  * Extends the node that phase 8.1 registered: this layer's file operations
+	cancel_work_sync(&ctx->feed_work);
  * and ioctl table are copies of the ones registered before it, with what
  * the decoder changes replaced (open and release set up the vb2 queues;
  * queue, format and decoder ioctls, see daedalus-m2m-ioctl.c).

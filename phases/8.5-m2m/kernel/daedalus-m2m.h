@@ -107,6 +107,11 @@ struct daedalus_m2m_transport {
  *	only) unless a later layer's init set it. Errors are recorded in the
  *	handler (v4l2_ctrl_handler.error), as v4l2_ctrl_new_*() record them.
  *	Called from open(), in process context, before the file is usable.
+ * @pipelined: each file runs two pumps (daedalus_m2m_pump() for CAPTURE,
+ *	daedalus_m2m_feed_pump() for OUTPUT), so the next FEED is decoding
+ *	while a FETCH lays a frame out: one request of each kind per file in
+ *	flight. False (one pump, one request at a time) unless a later
+ *	layer's init set it.
  *
  * Written by the init of this layer and of later layers only, and read-only
  * afterwards (the node is published after every init): no lock.
@@ -120,6 +125,7 @@ struct daedalus_m2m {
 	struct daedalus_m2m_transport transport;
 	void (*add_ctrls)(struct daedalus_dev *dev,
 			  struct v4l2_ctrl_handler *hdl);
+	bool pipelined;
 };
 
 /**
@@ -129,6 +135,8 @@ struct daedalus_m2m {
  *	later layer adds through daedalus_m2m.add_ctrls).
  * @work: runs daedalus_m2m_pump(); one instance at a time (a work item
  *	never runs concurrently with itself).
+ * @feed_work: runs daedalus_m2m_feed_pump() when the device is pipelined
+ *	(daedalus_m2m.pipelined); never queued otherwise.
  * @q_lock: the lock of both vb2 queues (and of v4l2-mem2mem's queue
  *	ioctls) of this file only.
  * @out_caller: the bridge's view of this file for FEED (cancelled when
@@ -174,16 +182,18 @@ struct daedalus_m2m {
  *	the file ready) until OUTPUT is stopped (dev-decoder.rst, fatal
  *	decoding errors).
  * @cap_sequence: sequence number of the next CAPTURE buffer.
- * @stream: this file's decoder in the daemon; used by the pump only (and by
- *	release once the pump is stopped for good).
+ * @stream: this file's decoder in the daemon; written by the step that
+ *	FEEDs only (its id is fixed at open, and FETCH reads only that), and
+ *	by release once the pumps are stopped for good.
  * @fetch: bounce buffer for FETCH answers, allocated at the first FETCH;
- *	used by the pump only.
- * @result: the last FEED answer; used by the pump only.
+ *	used by the deliver step only.
+ * @result: the last FEED answer; used by the FEED step only.
  */
 struct daedalus_m2m_ctx {
 	struct daedalus_ctx base;
 	struct v4l2_ctrl_handler ctrls;
 	struct work_struct work;
+	struct work_struct feed_work;
 	struct mutex q_lock; /* the vb2 queues of this file */
 	struct daedalus_caller out_caller;
 	struct daedalus_caller cap_caller;

@@ -1377,16 +1377,38 @@ def test_close_stream_drops_feed_state_and_the_decode_handlers() -> None:
     assert kernel.feed(packets(VP9)[0], 7).frames[0].timestamp == 7
 
 
-def test_order_key_is_the_stream_of_a_feed_or_a_fetch() -> None:
-    """daedalusd hands one stream's FEEDs and FETCHes to the handler in the
-    order it read them (registry.py's Ordered): the key is the stream."""
+def test_a_fetch_runs_while_a_feed_of_its_stream_decodes() -> None:
+    """Pipelining (phase 8.8's kernel sends a FEED and a FETCH of one file at
+    once): a FETCH takes only the stream's kept_lock, so it lays its frame out
+    while a FEED holds the stream's decoder lock, and the frame is ffmpeg's.
+    A FETCH that waited for the FEED would time out here."""
+    chunks = packets(VP9)
+    handler = StatefulHandler()
+    kernel = Kernel(handler, 58, Codec.VP9)
+    kernel.feed(chunks[0], 0)
+    stream = handler.stream(58)
+    assert stream is not None
+    got: list[Fetched] = []
+    with stream.lock:  # a FEED of the stream decoding
+        fetcher = threading.Thread(target=lambda: got.append(kernel.fetch()), daemon=True)
+        fetcher.start()
+        fetcher.join(30)
+        assert not fetcher.is_alive(), "the FETCH waited for the FEED's decoder lock"
+    want = reference_frames(corpus_path(VP9), [(320, 240)] * 30)
+    assert [f.picture for f in got] == want[:1]
+
+
+def test_order_key_is_the_stream_and_the_kind_of_a_feed_or_a_fetch() -> None:
+    """daedalusd hands one stream's FEEDs, and apart from them its FETCHes, to
+    the handler in the order it read them (registry.py's Ordered): the key is
+    the stream and the kind, so a FETCH never waits for a FEED."""
     handler = StatefulHandler()
     assert isinstance(handler, Ordered)
     feed = pack_decode_req(Codec.H264, b"\0\0\1\x09", stream_id=7, flags=DECODE_RESYNC,
                            timestamp=3)
     fetch = pack_fetch_req(9, bytesperline=384, height=240, max_bytes=384 * 360)
-    assert handler.order_key(header(MsgType.FEED, feed), feed) == 7
-    assert handler.order_key(header(MsgType.FETCH, fetch), fetch) == 9
+    assert handler.order_key(header(MsgType.FEED, feed), feed) == (7, MsgType.FEED)
+    assert handler.order_key(header(MsgType.FETCH, fetch), fetch) == (9, MsgType.FETCH)
     # too short for the struct: no key (handle answers EINVAL)
     for type_, payload in [(MsgType.FEED, feed[:DECODE_REQ_SIZE - 1]), (MsgType.FEED, b""),
                            (MsgType.FETCH, fetch[:-1]), (MsgType.FETCH, b"")]:

@@ -120,16 +120,24 @@ CLOSE_STREAM: daedalusd answers it after calling every handler's
 ``close_stream`` (this handler's drops the stream's state).
 
 Threads: the daemon calls ``handle`` from its executor. The table of streams
-has a lock and each stream its own, so streams decode in parallel and one
-stream's requests run one at a time (the kernel sends them one at a time).
-And in the order the kernel sent them: ``order_key`` names the stream of a
-FEED or FETCH, and daedalusd starts a stream's request only after the one
-read before it returned. Lock order alone is not read order: when a FEED's
-answer is lost (the daemon was stopped past the kernel's watchdog), the
-RESYNC FEED that follows may be read while the lost one still waits for a
-worker; decoded first, its bytes would precede the earlier FEED's and the
-earlier FEED's frames, kept after the RESYNC answer, would never be named
-to the kernel (orphans).
+has a lock and each stream two: ``lock`` (its decoder: a FEED holds it while
+it decodes) and ``kept_lock`` (its kept frames, held only to change or read
+them). So streams decode in parallel, and a stream's FETCH, which takes only
+``kept_lock`` and lays its frame out without any lock, runs while the next
+FEED of the same stream decodes: the kernel of phase 8.8 sends both at once
+(``daedalus_m2m.pipelined``); earlier kernels send one request at a time.
+And in the order the kernel sent them: ``order_key`` names the stream and
+the kind (FEED or FETCH), and daedalusd starts a stream's FEED only after the
+FEED read before it returned, and a FETCH after the FETCH before it. Lock
+order alone is not read order: when a FEED's answer is lost (the daemon was
+stopped past the kernel's watchdog), the RESYNC FEED that follows may be
+read while the lost one still waits for a worker; decoded first, its bytes
+would precede the earlier FEED's and the earlier FEED's frames, kept after
+the RESYNC answer, would never be named to the kernel (orphans). FETCHes
+in order: a FETCH the kernel gave up on (watchdog) may still be writing
+into its CAPTURE buffer, which the application may queue again at once; the
+next FETCH into it starts only once that write is over. A FETCH never waits
+for a FEED: it names a frame that a FEED answer already listed.
 """
 
 from __future__ import annotations
@@ -295,6 +303,10 @@ class FeedStream(DecoderSession):
 
     # -- state ----------------------------------------------------------------
 
+    fetch_errors: int = 0        # FETCHes that consumed their frame without pixels
+    # kept, fetches, orphans and fetch_errors (FETCH takes only this; a FEED
+    # takes it inside ``lock`` to change or read kept)
+    kept_lock: threading.Lock = field(default_factory=threading.Lock)
     def end_sequence(self) -> None:
         """Drop the decoder and the parser (after a drain): the next FEED starts over."""
         self.decoder = None
@@ -305,7 +317,8 @@ class FeedStream(DecoderSession):
     def reset(self) -> None:
         """A seek: the decoder, the parser and every kept frame go."""
         self.end_sequence()
-        self.kept.clear()
+        with self.kept_lock:
+            self.kept.clear()
         self.resets += 1
 
     # -- FEED -------------------------------------------------------------------
@@ -325,9 +338,11 @@ class FeedStream(DecoderSession):
             self.resyncs += 1
         # RESYNC: the answer lists MAX_FRAMES of the kept frames, which the
         # kernel then fetches, so only the ones beyond count
-        unlisted = max(len(self.kept) - MAX_FRAMES, 0) if req.resync else len(self.kept)
+        with self.kept_lock:
+            kept = len(self.kept)
+        unlisted = max(kept - MAX_FRAMES, 0) if req.resync else kept
         if unlisted + MAX_FRAMES > self.max_kept:
-            raise self._failed(errno.ENOSPC, f"{len(self.kept)} decoded frames are waiting for "
+            raise self._failed(errno.ENOSPC, f"{kept} decoded frames are waiting for "
                                f"FETCH (at most {self.max_kept} are kept); buffer not decoded")
         problems: list[Problem] = []
         decoded: list[av.VideoFrame] = []
@@ -368,12 +383,14 @@ class FeedStream(DecoderSession):
         """The answer to a RESYNC FEED whose *own* frames were just kept: the
         kernel holds none of the stream's frames, so it lists the kept ones
         from the oldest, at most MAX_FRAMES; the rest wait for the next RESYNC."""
-        listed = [k.info for k in islice(self.kept, MAX_FRAMES)]
-        earlier = len(self.kept) - own
+        with self.kept_lock:
+            listed = [k.info for k in islice(self.kept, MAX_FRAMES)]
+            kept = len(self.kept)
+        earlier = kept - own
         log.info("stream %d, timestamp %d: RESYNC re-announces %d kept frame(s) whose FEED "
                  "answers the kernel lost, then %d of this FEED's %d; %d wait for the next "
                  "RESYNC FEED", self.stream_id, req.timestamp, min(earlier, MAX_FRAMES),
-                 max(len(listed) - earlier, 0), own, len(self.kept) - len(listed))
+                 max(len(listed) - earlier, 0), own, kept - len(listed))
         return listed
 
     def _packets(self, data: bytes, req: DecodeReq,
@@ -469,7 +486,8 @@ class FeedStream(DecoderSession):
                 raise DecodeFailure(problems[0].error, text)
             log.warning("stream %d, timestamp %d: %s (%d frame(s) listed)",
                         self.stream_id, req.timestamp, text, len(good))
-        self.kept.extend(good)
+        with self.kept_lock:
+            self.kept.extend(good)
         self.frames += len(good)
         return [k.info for k in good]
 
@@ -479,7 +497,7 @@ class FeedStream(DecoderSession):
         """The answer (header status, payload) to a FETCH of this stream. With
         FETCH_DMABUF *write* lays the frame out into the CAPTURE buffer
         (None: no device, EOPNOTSUPP)."""
-        with self.lock:
+        with self.kept_lock:
             wanted = next((i for i, k in enumerate(self.kept)
                            if (k.info.timestamp, k.info.digest) == (req.timestamp, req.digest)),
                           None)
@@ -519,7 +537,7 @@ class FeedStream(DecoderSession):
             try:
                 write(frame, req, size)
             except CaptureFailure as exc:
-                with self.lock:
+                with self.kept_lock:
                     return exc.error, self._fetch_failed(info, f"CAPTURE buffer: {exc.message}")
             return 0, pack_fetch_resp(info, nr_bytes=size)
         answer = bytearray(FETCH_RESP_SIZE + size)
@@ -530,8 +548,8 @@ class FeedStream(DecoderSession):
 
     def _fetch_failed(self, info: FrameInfo, reason: str) -> bytes:
         """Count and log a FETCH that consumed its frame without pixels; its
-        message. Under the stream's lock."""
-        self.errors += 1
+        message. Under the stream's kept_lock."""
+        self.fetch_errors += 1
         message = (f"stream {self.stream_id}: FETCH of a {info.width}x{info.height} "
                    f"{info.pixfmt_name} frame: {reason}; frame dropped")
         log.warning("%s", message)
@@ -575,17 +593,19 @@ class StatefulHandler:
         return (errno.EOPNOTSUPP,
                 f"the stateful handler does not serve type {header.type}".encode())
 
-    def order_key(self, header: Header, payload: bytes) -> int | None:
-        """The stream a FEED or FETCH names (None for a payload that does not
-        hold its struct: ``handle`` refuses it). daedalusd runs one stream's
-        requests in the order it read them (daedalus.dispatch.registry's
-        ``Ordered``): FEEDs in bitstream order, a RESYNC FEED after the FEED
-        whose answer was lost."""
+    def order_key(self, header: Header, payload: bytes) -> tuple[int, int] | None:
+        """The stream a FEED or FETCH names, and the kind (None for a payload
+        that does not hold its struct: ``handle`` refuses it). daedalusd runs
+        the requests of one key in the order it read them
+        (daedalus.dispatch.registry's ``Ordered``): a stream's FEEDs in
+        bitstream order, a RESYNC FEED after the FEED whose answer was lost;
+        its FETCHes in their order, beside its FEEDs (module docstring)."""
         if header.opcode == MsgType.FEED:
-            return decode_req_stream(payload)
+            stream_id = decode_req_stream(payload)
+            return None if stream_id is None else (stream_id, MsgType.FEED)
         if header.opcode == MsgType.FETCH:
             try:
-                return parse_fetch_req(payload).stream_id
+                return parse_fetch_req(payload).stream_id, MsgType.FETCH
             except ProtocolError:
                 return None
         return None
@@ -646,12 +666,14 @@ class StatefulHandler:
             stream = self._streams.pop(stream_id, None)
         if stream is None:
             return
-        with stream.lock:  # waits for a request still running on it
-            unfetched = len(stream.kept)
+        with stream.lock:  # waits for a FEED still running on it
+            with stream.kept_lock:
+                unfetched = len(stream.kept)
             stream.reset()
         log.info("stream %d closed: %d FEEDs (%d RESYNC), %d frames, %d FETCHes, %d errors, "
                  "%d frames never fetched, %d dropped unknown to the kernel", stream_id,
-                 stream.feeds, stream.resyncs, stream.frames, stream.fetches, stream.errors,
+                 stream.feeds, stream.resyncs, stream.frames, stream.fetches,
+                 stream.errors + stream.fetch_errors,
                  unfetched, stream.orphans)
 
     def close(self) -> None:
