@@ -39,7 +39,7 @@
 /*
  * Every picture size the wire carries (DAEDALUS_MAX_WIDTH x
  * DAEDALUS_MAX_HEIGHT, the daemon refuses larger frames), in steps of two
- * (4:2:0 chroma). Every codec takes them all: what a stream may code beyond
+ * (4:2:0 and 4:2:2 chroma). Every codec takes them all: what a stream may code beyond
  * that (VP9 and AV1 up to 65536 x 65536, H.264 as its level allows) is the
  * daemon's decoders' to refuse.
  */
@@ -92,19 +92,57 @@ static const struct v4l2_frmsize_stepwise daedalus_decoded_frmsize =
 /* One bit of daedalus_dev.coded_fmts_enabled per entry. */
 static_assert(ARRAY_SIZE(daedalus_coded_fmts) <= BITS_PER_LONG);
 
+/*
+ * Decoded formats, one plane each: the luma rows, then the interleaved CbCr
+ * rows (the daemon's layouts, enum daedalus_pixfmt). NV12 is the node's
+ * own; the others are opt-in entries a later phase enables (phase 8.8:
+ * P010, NV16, NV24). ENUM_FMT lists them in this order.
+ */
 static const struct daedalus_decoded_fmt daedalus_decoded_fmts[] = {
 	{
 		.fourcc		= V4L2_PIX_FMT_NV12,
 		.pixfmt		= DAEDALUS_PIXFMT_NV12,
+		.name		= "NV12",
+		.chroma		= "4:2:0",
 		.depth		= 8,
 		.bpp_num	= 1,
+		.chroma_hdiv	= 2,
+		.chroma_vdiv	= 2,
 	},
 	{
 		/* 10 bits in the upper bits of 16-bit little-endian samples */
 		.fourcc		= V4L2_PIX_FMT_P010,
 		.pixfmt		= DAEDALUS_PIXFMT_P010,
+		.name		= "P010",
+		.chroma		= "4:2:0",
 		.depth		= 10,
 		.bpp_num	= 2,
+		.chroma_hdiv	= 2,
+		.chroma_vdiv	= 2,
+		.opt_in		= true,
+	},
+	{
+		/* chroma rows at full height */
+		.fourcc		= V4L2_PIX_FMT_NV16,
+		.pixfmt		= DAEDALUS_PIXFMT_NV16,
+		.name		= "NV16",
+		.chroma		= "4:2:2",
+		.depth		= 8,
+		.bpp_num	= 1,
+		.chroma_hdiv	= 2,
+		.chroma_vdiv	= 1,
+		.opt_in		= true,
+	},
+	{
+		/* chroma rows at full height and twice a luma row's stride */
+		.fourcc		= V4L2_PIX_FMT_NV24,
+		.pixfmt		= DAEDALUS_PIXFMT_NV24,
+		.name		= "NV24",
+		.chroma		= "4:4:4",
+		.depth		= 8,
+		.bpp_num	= 1,
+		.chroma_hdiv	= 1,
+		.chroma_vdiv	= 1,
 		.opt_in		= true,
 	},
 };
@@ -333,6 +371,44 @@ daedalus_decoded_fmt_by_pixfmt(const struct daedalus_dev *dev, u32 pixfmt)
 }
 
 /**
+ * daedalus_decoded_fmt_by_wire() - the table's entry for a wire layout
+ * @pixfmt: enum daedalus_pixfmt, as a frame of the daemon names it.
+ *
+ * As daedalus_coded_fmt_by_codec(): also an entry the node does not offer
+ * (to validate and name the daemon's frames).
+ *
+ * Return: the entry, or NULL for a value that names no layout.
+ */
+const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_wire(u32 pixfmt)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_decoded_fmts); i++)
+		if (daedalus_decoded_fmts[i].pixfmt == pixfmt)
+			return &daedalus_decoded_fmts[i];
+	return NULL;
+}
+
+/**
+ * daedalus_decoded_size() - bytes of a frame buffer in format @fmt
+ * @fmt: a decoded format.
+ * @bytesperline: the stride of its luma rows.
+ * @height: its luma rows (even: the decoded sizes step by 2).
+ *
+ * The luma plane, then the CbCr plane: @height / @fmt->chroma_vdiv rows
+ * of 2 / @fmt->chroma_hdiv times @bytesperline (enum daedalus_pixfmt; what
+ * the daemon writes for a FETCH of that geometry).
+ *
+ * Return: the byte count (NV12: @bytesperline * @height * 3 / 2).
+ */
+u32 daedalus_decoded_size(const struct daedalus_decoded_fmt *fmt,
+			  u32 bytesperline, u32 height)
+{
+	return bytesperline * height +
+	       bytesperline * 2 / fmt->chroma_hdiv * (height / fmt->chroma_vdiv);
+}
+
+/**
  * daedalus_frmsize() - the picture sizes @dev takes in format @fourcc
  * @dev: the device.
  * @fourcc: a coded format @dev offers, or a decoded format.
@@ -434,7 +510,8 @@ void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 /*
  * daedalus_fill_decoded_fmt() - make @pix a valid CAPTURE format
  *
- * One plane: the luma plane followed by interleaved chroma at half height.
+ * One plane: the luma plane followed by the interleaved chroma plane, whose
+ * rows and stride the format's entry gives (daedalus_decoded_size()).
  * Rows are padded to a multiple of 4 bytes only: the layout GStreamer
  * assumes for a frame without a video meta (its default NV12 stride). With
  * a wider stride, GStreamer 1.22 copies each frame for a sink that takes no
@@ -454,7 +531,8 @@ void daedalus_fill_decoded_fmt(const struct daedalus_ctx *ctx,
 	daedalus_clamp_size(pix, &daedalus_decoded_frmsize);
 	stride = ALIGN(pix->width * fmt->bpp_num, 4);
 	pix->plane_fmt[0].bytesperline = stride;
-	pix->plane_fmt[0].sizeimage = stride * pix->height * 3 / 2;
+	pix->plane_fmt[0].sizeimage = daedalus_decoded_size(fmt, stride,
+							    pix->height);
 }
 
 /* Default formats of a new file handle: VP9 320x240 in, NV12 out. */

@@ -97,16 +97,26 @@ struct daedalus_coded_fmt {
  * struct daedalus_decoded_fmt - a raw format produced on CAPTURE
  * @fourcc: V4L2 pixel format.
  * @pixfmt: the daemon's layout of these frames (enum daedalus_pixfmt).
+ * @name: the format's name in messages ("NV12").
+ * @chroma: its chroma subsampling in messages ("4:2:0").
  * @depth: bits per component.
- * @bpp_num: bytes per luma sample, numerator (chroma is subsampled 4:2:0).
+ * @bpp_num: bytes per sample.
+ * @chroma_hdiv: luma samples per chroma sample along a row: 2 (4:2:0,
+ *	4:2:2) or 1 (4:4:4). One plane, CbCr interleaved: a chroma row's
+ *	stride is 2 / @chroma_hdiv times a luma row's (pixfmt-yuv-planar.rst).
+ * @chroma_vdiv: luma rows per chroma row: 2 (4:2:0) or 1 (4:2:2, 4:4:4).
  * @opt_in: not offered on the node until a later layer enables it on the
  *	device (daedalus_decoded_fmt_enable()), as for coded formats.
  */
 struct daedalus_decoded_fmt {
 	u32 fourcc;
 	u32 pixfmt;
+	const char *name;
+	const char *chroma;
 	u8 depth;
 	u8 bpp_num;
+	u8 chroma_hdiv;
+	u8 chroma_vdiv;
 	bool opt_in;
 };
 
@@ -194,6 +204,9 @@ const struct daedalus_decoded_fmt *
 daedalus_find_decoded_fmt(const struct daedalus_ctx *ctx, u32 fourcc);
 const struct daedalus_decoded_fmt *
 daedalus_decoded_fmt_by_pixfmt(const struct daedalus_dev *dev, u32 pixfmt);
+const struct daedalus_decoded_fmt *daedalus_decoded_fmt_by_wire(u32 pixfmt);
+u32 daedalus_decoded_size(const struct daedalus_decoded_fmt *fmt,
+			  u32 bytesperline, u32 height);
 void daedalus_fill_coded_fmt(const struct daedalus_dev *dev,
 			     struct v4l2_pix_format_mplane *pix);
 void daedalus_fill_decoded_fmt(const struct daedalus_ctx *ctx,

@@ -80,8 +80,8 @@ int daedalus_decode_check_req(struct daedalus_dec_stream *stream,
 
 static bool daedalus_frame_valid(const struct daedalus_frame_info *f)
 {
-	if (f->pixfmt != DAEDALUS_PIXFMT_NV12 &&
-	    f->pixfmt != DAEDALUS_PIXFMT_P010)
+	/* a layout of the decoded format table, offered by the node or not */
+	if (!daedalus_decoded_fmt_by_wire(f->pixfmt))
 		return false;
 	if (!f->width || f->width > DAEDALUS_MAX_WIDTH ||
 	    !f->height || f->height > DAEDALUS_MAX_HEIGHT)

@@ -169,11 +169,51 @@ static __poll_t daedalus_m2m_poll(struct file *file, poll_table *wait)
 	return mask;
 }
 
-/* Why a stream is refused when CAPTURE was set up in the wrong depth. */
-static const char daedalus_set_up_shallow[] =
-	"10-bit frames (P010), but CAPTURE was set up 8-bit before the header";
-static const char daedalus_set_up_deep[] =
-	"8-bit frames (NV12), but CAPTURE was set up 10-bit before the header";
+/*
+ * What sets @fmt apart from @other, in a refusal: its depth when theirs
+ * differ ("10-bit"), else its chroma subsampling ("4:2:2").
+ */
+static const char *daedalus_fmt_trait(const struct daedalus_decoded_fmt *fmt,
+				      const struct daedalus_decoded_fmt *other,
+				      char *buf, size_t len)
+{
+	if (fmt->depth == other->depth)
+		return fmt->chroma;
+	snprintf(buf, len, "%u-bit", fmt->depth);
+	return buf;
+}
+
+/*
+ * Refuses a stream whose frames need @want (NULL: a layout the format
+ * table lacks) when CAPTURE has @have: the node's own format, which is all
+ * it offers of the kind (@set_up false: "10-bit frames (P010); CAPTURE
+ * offers 8-bit only"), or the format CAPTURE was set up and streaming in
+ * before the header (@set_up true: "4:2:2 frames (NV16), but CAPTURE was
+ * set up 4:2:0 before the header"). The words come from the format table.
+ */
+static void daedalus_refuse_fmt(struct daedalus_m2m_ctx *ctx,
+				const struct daedalus_decoded_fmt *want,
+				const struct daedalus_decoded_fmt *have,
+				bool set_up)
+{
+	char want_bits[8], have_bits[8], why[96];
+	const char *wants, *has;
+
+	if (!want || !have) {
+		daedalus_m2m_fatal(ctx, "its frames need a CAPTURE format the node lacks");
+		return;
+	}
+	wants = daedalus_fmt_trait(want, have, want_bits, sizeof(want_bits));
+	has = daedalus_fmt_trait(have, want, have_bits, sizeof(have_bits));
+	if (set_up)
+		snprintf(why, sizeof(why),
+			 "%s frames (%s), but CAPTURE was set up %s before the header",
+			 wants, want->name, has);
+	else
+		snprintf(why, sizeof(why), "%s frames (%s); CAPTURE offers %s only",
+			 wants, want->name, has);
+	daedalus_m2m_fatal(ctx, why);
+}
 
 /*
  * The stream's picture size is now @f's: set the CAPTURE format from it and
@@ -201,23 +241,27 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 
 	fmt = daedalus_decoded_fmt_by_pixfmt(dev, f->pixfmt);
 	if (!fmt) {
-		daedalus_m2m_fatal(ctx, f->pixfmt == DAEDALUS_PIXFMT_P010 ?
-				   "10-bit frames (P010); CAPTURE offers 8-bit only" :
-				   "its frames need a CAPTURE format the node lacks");
+		/* compared with NV12, the node's own format (never opt-in) */
+		daedalus_refuse_fmt(ctx, daedalus_decoded_fmt_by_wire(f->pixfmt),
+				    daedalus_decoded_fmt_by_wire(DAEDALUS_PIXFMT_NV12),
+				    false);
 		return;
 	}
 	/*
-	 * CAPTURE set up and streaming before the header, in a format of
-	 * another depth than the stream's: refused rather than announced.
-	 * FFmpeg's v4l2m2m decoders (5.1 to 7.1) set NV12 up before the
-	 * header, map no P010, and take a SOURCE_CHANGE whose size is the
-	 * one they have for no change at all: they would wait for frames
-	 * forever. A client that sets CAPTURE up after the event gets it.
+	 * CAPTURE set up and streaming before the header, in another format
+	 * than the stream's (another depth or chroma subsampling): refused
+	 * rather than announced. FFmpeg's v4l2m2m decoders (5.1 to 7.1) set
+	 * NV12 up before the header, map no P010, and take a SOURCE_CHANGE
+	 * whose size is the one they have for no change at all: they would
+	 * wait for frames forever. A client that sets CAPTURE up after the
+	 * event gets it.
 	 */
 	if (initial && old.pixelformat != fmt->fourcc &&
 	    vb2_is_streaming(v4l2_m2m_get_dst_vq(daedalus_m2m_ctx(ctx)))) {
-		daedalus_m2m_fatal(ctx, fmt->depth > 8 ? daedalus_set_up_shallow :
-				   daedalus_set_up_deep);
+		daedalus_refuse_fmt(ctx, fmt,
+				    daedalus_find_decoded_fmt(&ctx->base,
+							      old.pixelformat),
+				    true);
 		return;
 	}
 	cap->width = f->width;
@@ -248,7 +292,7 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 		daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
 }
 
-/* Same size and same CAPTURE format (8-bit and 10-bit differ) as now. */
+/* Same size and same CAPTURE format (depths and chroma differ) as now. */
 static bool daedalus_same_geometry(struct daedalus_m2m_ctx *ctx,
 				   const struct daedalus_frame_info *f)
 {
@@ -444,8 +488,8 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 				     dst.sizeimage);
 		buf->sequence = ctx->cap_sequence++;
 		vb2_set_plane_payload(&buf->vb2_buf, 0, 0);
-		mutex_unlock(&ctx->lock);
 		v4l2_m2m_buf_done(buf, VB2_BUF_STATE_ERROR);
+		mutex_unlock(&ctx->lock);
 		return true;
 	}
 	if (!ctx->failed && !corrupt)
@@ -465,6 +509,7 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		/* CAPTURE or OUTPUT is stopping: the buffer goes back. */
 		v4l2_m2m_buf_queue(m2m, buf);
 		daedalus_cap_release(ctx);
+		mutex_unlock(&ctx->lock);
 		return true;
 	}
 	daedalus_pending_pop(ctx);
@@ -482,13 +527,18 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		ctx->stopped = true;
 		last = true;
 	}
+	/*
+	 * Done under ctx->lock, in the order the frames left the pending ring:
+	 * a drain (the other pump, when pipelined) that finds the ring empty
+	 * hands out its LAST buffer after this one.
+	 */
+	v4l2_m2m_buf_done(buf, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
 	daedalus_cap_release(ctx);
 	mutex_unlock(&ctx->lock);
 	if (last)
 		daedalus_queue_event(ctx, V4L2_EVENT_EOS);
 	return true;
 
-		mutex_unlock(&ctx->lock);
 idle:
 	mutex_unlock(&ctx->lock);
 	return false;
@@ -526,12 +576,6 @@ int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 				 DAEDALUS_DECODE_FLUSH | DAEDALUS_DECODE_RESET |
 				 DAEDALUS_DECODE_RESYNC |
 				 (attach ? DAEDALUS_DECODE_DMABUF : 0),
-	/*
-	 * Done under ctx->lock, in the order the frames left the pending ring:
-	 * a drain (the other pump, when pipelined) that finds the ring empty
-	 * hands out its LAST buffer after this one.
-	 */
-	v4l2_m2m_buf_done(buf, ret ? VB2_BUF_STATE_ERROR : VB2_BUF_STATE_DONE);
 				 msg, len, attach, &ctx->result);
 	mutex_lock(&ctx->lock);
 	if (ret) {
@@ -764,9 +808,24 @@ static void daedalus_m2m_pump(struct work_struct *work)
 	struct daedalus_m2m_ctx *ctx =
 		container_of(work, struct daedalus_m2m_ctx, work);
 
+	if (daedalus_pipelined(ctx)) {
+		while (daedalus_pay_last(ctx) || daedalus_deliver(ctx))
+			queue_work(system_unbound_wq, &ctx->feed_work);
+		return;
+	}
 	while (daedalus_pay_last(ctx) || daedalus_deliver(ctx) ||
 	       daedalus_feed_one(ctx) || daedalus_drain(ctx))
 		;
+}
+
+/* The OUTPUT half of a pipelined device's pump (see daedalus_m2m_pump()). */
+static void daedalus_m2m_feed_pump(struct work_struct *work)
+{
+	struct daedalus_m2m_ctx *ctx =
+		container_of(work, struct daedalus_m2m_ctx, feed_work);
+
+	while (daedalus_feed_one(ctx) || daedalus_drain(ctx))
+		queue_work(system_unbound_wq, &ctx->work);
 }
 
 /* vb2 queue operations; called with ctx->q_lock held. */
@@ -808,24 +867,9 @@ static int daedalus_buf_init(struct vb2_buffer *vb)
 
 static void daedalus_buf_cleanup(struct vb2_buffer *vb)
 {
-	if (daedalus_pipelined(ctx)) {
-		while (daedalus_pay_last(ctx) || daedalus_deliver(ctx))
-			queue_work(system_unbound_wq, &ctx->feed_work);
-		return;
-	}
 	if (vb->memory == VB2_MEMORY_MMAP)
 		atomic_long_sub(vb2_plane_size(vb, 0),
 				&daedalus_m2m_buffer_bytes);
-}
-
-/* The OUTPUT half of a pipelined device's pump (see daedalus_m2m_pump()). */
-static void daedalus_m2m_feed_pump(struct work_struct *work)
-{
-	struct daedalus_m2m_ctx *ctx =
-		container_of(work, struct daedalus_m2m_ctx, feed_work);
-
-	while (daedalus_feed_one(ctx) || daedalus_drain(ctx))
-		queue_work(system_unbound_wq, &ctx->work);
 }
 
 static int daedalus_buf_prepare(struct vb2_buffer *vb)
@@ -915,6 +959,7 @@ static void daedalus_stop_streaming(struct vb2_queue *vq)
 		daedalus_bridge_cancel(dev, &ctx->out_caller);
 		daedalus_bridge_cancel(dev, &ctx->cap_caller);
 		flush_work(&ctx->work);
+		flush_work(&ctx->feed_work);
 		while ((vbuf = v4l2_m2m_src_buf_remove(m2m)))
 			v4l2_m2m_buf_done(vbuf, VB2_BUF_STATE_ERROR);
 		mutex_lock(&ctx->lock);
@@ -959,7 +1004,6 @@ static const struct vb2_ops daedalus_qops = {
 	.start_streaming	= daedalus_start_streaming,
 	.stop_streaming		= daedalus_stop_streaming,
 	.wait_prepare		= vb2_ops_wait_prepare,
-		flush_work(&ctx->feed_work);
 	.wait_finish		= vb2_ops_wait_finish,
 };
 
@@ -1021,6 +1065,7 @@ static int daedalus_m2m_open(struct file *file)
 	daedalus_caller_init(&ctx->out_caller, file->f_cred->fsuid);
 	daedalus_caller_init(&ctx->cap_caller, file->f_cred->fsuid);
 	INIT_WORK(&ctx->work, daedalus_m2m_pump);
+	INIT_WORK(&ctx->feed_work, daedalus_m2m_feed_pump);
 	daedalus_stream_init(&ctx->stream);
 	v4l2_fh_init(&ctx->base.fh, video_devdata(file));
 	file->private_data = &ctx->base.fh;
@@ -1065,7 +1110,6 @@ err_count:
 static int daedalus_m2m_release(struct file *file)
 {
 	struct daedalus_m2m_ctx *ctx = daedalus_file_to_m2m(file);
-	INIT_WORK(&ctx->feed_work, daedalus_m2m_feed_pump);
 	struct daedalus_dev *dev = ctx->base.dev;
 
 	mutex_lock(&ctx->lock);
@@ -1074,10 +1118,12 @@ static int daedalus_m2m_release(struct file *file)
 	daedalus_bridge_cancel(dev, &ctx->out_caller);
 	daedalus_bridge_cancel(dev, &ctx->cap_caller);
 	cancel_work_sync(&ctx->work);
+	cancel_work_sync(&ctx->feed_work);
 	mutex_lock(&ctx->q_lock);
 	v4l2_m2m_ctx_release(ctx->base.fh.m2m_ctx);
 	mutex_unlock(&ctx->q_lock);
 	cancel_work_sync(&ctx->work);
+	cancel_work_sync(&ctx->feed_work);
 	daedalus_stream_close(dev, &ctx->stream);
 	daedalus_fh_del(&ctx->base.fh, file);
 	v4l2_fh_exit(&ctx->base.fh);
@@ -1118,12 +1164,10 @@ static const struct daedalus_m2m_transport daedalus_inline_transport = {
 	.kernel_map		= true,
 	.feed			= daedalus_feed_inline,
 	.fetch			= daedalus_fetch_inline,
-	cancel_work_sync(&ctx->feed_work);
 };
 
 /*
  * Extends the node that phase 8.1 registered: this layer's file operations
-	cancel_work_sync(&ctx->feed_work);
  * and ioctl table are copies of the ones registered before it, with what
  * the decoder changes replaced (open and release set up the vb2 queues;
  * queue, format and decoder ioctls, see daedalus-m2m-ioctl.c).

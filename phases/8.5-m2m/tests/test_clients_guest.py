@@ -47,6 +47,11 @@ REFUSED = {
 # phase 8.8 offers P010: its 10-bit streams decode (phases/8.8-perf/tests/test_p010_guest.py)
 REFUSED_PARAMS = [pytest.param(name, marks=pytest.mark.superseded_in("8.8"))
                   if REFUSED[name] == "10-bit" else name for name in sorted(REFUSED)]
+# and NV16 / NV24: the decode tool decodes every one of them from phase 8.8 on (4:2:2 and
+# 4:4:4: phases/8.8-perf/tests/test_chroma_guest.py); FFmpeg 5.1 and GStreamer 1.22, which
+# set CAPTURE up as NV12 before the header, are still refused on 4:2:2 and 4:4:4
+TOOL_REFUSED_PARAMS = [pytest.param(name, marks=pytest.mark.superseded_in("8.8"))
+                       for name in sorted(REFUSED)]
 
 
 def dmesg() -> str:
@@ -198,7 +203,7 @@ def test_ffmpeg_b_pyramid_with_a_slowed_daemon(stop: float, tmp_path: Path) -> N
     assert daemon_state() == "ready"
 
 
-@pytest.mark.parametrize("name", REFUSED_PARAMS)
+@pytest.mark.parametrize("name", TOOL_REFUSED_PARAMS)
 def test_refused_stream_through_the_decode_tool(name: str, tmp_path: Path) -> None:
     """The tool names the property the node cannot carry; no pixels come out."""
     out = tmp_path / "out.yuv"

@@ -1193,8 +1193,9 @@ def test_a_capture_format_other_than_nv12_or_p010_is_a_decode_error(
     node = kernel.open()
     with pytest.raises(DecodeError) as info:
         run_decode(node, [(32, 16)] * 2)
-    assert str(info.value) == "CAPTURE format is YUYV; this client writes NV12 or P010"
-    assert sorted(CAPTURE_FORMATS) == ["NV12", "P010"]
+    assert str(info.value) == ("CAPTURE format is YUYV; this client writes NV12, P010, NV16 "
+                               "or NV24")
+    assert sorted(CAPTURE_FORMATS) == ["NV12", "NV16", "NV24", "P010"]
     node.close()
 
 

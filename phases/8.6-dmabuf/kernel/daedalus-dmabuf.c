@@ -193,9 +193,11 @@ static bool daedalus_dmabuf_fetch_valid(const struct daedalus_reply *reply,
 
 /*
  * FETCH: the daemon writes the frame into the CAPTURE buffer itself, laid out
- * as the request says (bytesperline * height * 3 / 2 bytes); without a
- * buffer the frame is discarded. The pump checked that the buffer holds
- * @dst->sizeimage bytes, which is at least that.
+ * as the request says: @dst->sizeimage bytes, which phase 8.1's format table
+ * computed for that stride and height in the frame's format
+ * (daedalus_decoded_size(): bytesperline * height * 3 / 2 for NV12, * 2
+ * for NV16, * 3 for NV24); without a buffer the frame is discarded. The
+ * pump checked that the buffer holds that many bytes.
  */
 static int daedalus_dmabuf_fetch(struct daedalus_m2m_ctx *ctx,
 				 const struct daedalus_frame_info *want,
@@ -223,7 +225,7 @@ static int daedalus_dmabuf_fetch(struct daedalus_m2m_ctx *ctx,
 
 	if (dst->buf) {
 		req.flags = DAEDALUS_FETCH_DMABUF;
-		fr.bytes = dst->bytesperline * dst->height * 3 / 2;
+		fr.bytes = dst->sizeimage;
 		job.vb = &dst->buf->vb2_buf;
 		attach = &job.attach;
 	}
@@ -249,8 +251,6 @@ static const struct daedalus_m2m_transport daedalus_dmabuf_transport = {
 };
 
 /*
- * DAEDALUS_IOC_GET_DMABUF on /dev/daedalus-v4l2 (the daemon's file): a new
-/*
  * DAEDALUS_IOC_IN_FLIGHT: 0 while request *@arg still waits for the daemon's
  * answer, -ENOENT otherwise (see daedalus_v4l2_proto.h).
  */
@@ -264,6 +264,8 @@ static long daedalus_dmabuf_in_flight(struct daedalus_dev *dev,
 	return daedalus_bridge_in_flight(dev, cookie) ? 0 : -ENOENT;
 }
 
+/*
+ * DAEDALUS_IOC_GET_DMABUF on /dev/daedalus-v4l2 (the daemon's file): a new
  * file descriptor for buffer @index of the job of in-flight request
  * @cookie. The descriptor is installed only once the answer reached the
  * daemon, so a failed copy leaves nothing behind. DAEDALUS_IOC_IN_FLIGHT
@@ -278,10 +280,10 @@ static long daedalus_dmabuf_ioctl(struct daedalus_dev *dev, unsigned int cmd,
 	u32 size = 0;
 	int fd, ret;
 
-	if (cmd != DAEDALUS_IOC_GET_DMABUF)
-		return -ENOTTY;
 	if (cmd == DAEDALUS_IOC_IN_FLIGHT)
 		return daedalus_dmabuf_in_flight(dev, arg);
+	if (cmd != DAEDALUS_IOC_GET_DMABUF)
+		return -ENOTTY;
 	if (copy_from_user(&req, uarg, sizeof(req)))
 		return -EFAULT;
 	if (req.flags || req.reserved[0] || req.reserved[1])

@@ -68,7 +68,8 @@ def _result(name: str, raw: float, daemon: float, **kw: object) -> Result:
         raw_s=60 / raw, raw_fps=raw, daemon_s=60 / daemon, daemon_fps=daemon,
         daemon_ratio=daemon / raw, feed_us=12.4, place_us=345.6, place="direct",
         place_speedup=1.704, kernels={"place": {"reference": 589.0, "direct": 345.6}},
-        bytesperline=1920)
+        bytesperline=1920, serial_s=60 / (daemon * 0.9), serial_fps=daemon * 0.9,
+        serial_ratio=daemon * 0.9 / raw)
     fields.update(kw)
     return Result(name, "vp9", "vp9", **fields)  # type: ignore[arg-type]
 
@@ -80,13 +81,14 @@ def test_table_has_a_row_per_clip_and_names_errors() -> None:
                Result("bad.h264", "h264", "h264", error="UnsupportedLayout: 4:2:2")]
     lines = bench.table(results).splitlines()
     assert lines[0].split() == ["file", "codec", "size", "bits", "frames", "threads",
-                                "raw", "fps", "daemon", "fps", "daemon/raw", "feed", "us",
-                                "place", "us", "place", "vs", "reference"]
+                                "raw", "fps", "daemon", "fps", "daemon/raw", "serial/raw",
+                                "feed", "us", "place", "us", "place", "vs", "reference"]
     assert lines[1].split() == ["vp9-1920x1080.ivf", "vp9", "1920x1080", "8", "60", "1",
-                                "100.0", "55.0", "0.550", "12", "346", "direct", "1.70x"]
+                                "100.0", "55.0", "0.550", "0.495", "12", "346", "direct",
+                                "1.70x"]
     assert lines[2].split()[:4] == ["clip-b.ivf", "vp9", "1920x1080", "10"]
     assert lines[2].split()[8] == "0.500"
-    assert lines[3].split() == ["bad.h264", "h264", *["-"] * 11]
+    assert lines[3].split() == ["bad.h264", "h264", *["-"] * 12]
     assert lines[4:] == ["  clip-b.ivf: raw FFmpeg decoded 60 frames, the daemon path 59",
                          "  bad.h264: UnsupportedLayout: 4:2:2"]
     # every row's columns line up with the header's
@@ -106,14 +108,14 @@ def test_table_has_device_columns_only_with_a_device() -> None:
     assert lines[0].endswith("vs reference  device fps  device/raw  bridge us")
     # (1/50 - 1/100) s a frame = 10000 us added by the node
     assert lines[1].split() == ["a.ivf", "vp9", "1920x1080", "8", "60", "1", "100.0", "55.0",
-                                "0.550", "12", "346", "direct", "1.70x", "50.0", "0.500",
-                                "10000"]
+                                "0.550", "0.495", "12", "346", "direct", "1.70x", "50.0",
+                                "0.500", "10000"]
     assert lines[2].split()[-4:] == ["1.70x", "-", "-", "-"]
     assert lines[3:] == ["  b.ivf: /dev/video0: DecodeTimeout: nothing happened"]
     assert len({len(line) for line in lines[:3]}) == 1  # aligned: the dashes too
     dashes = bench.table([Result("bad.h264", "h264", "h264", error="refused",
                                  device="/dev/video0")]).splitlines()
-    assert dashes[1].split() == ["bad.h264", "h264", *["-"] * 14]
+    assert dashes[1].split() == ["bad.h264", "h264", *["-"] * 15]
 
 
 def test_device_figures() -> None:
@@ -269,6 +271,8 @@ def test_daemon_path_lays_out_ffmpegs_frames(name: str) -> None:
         entry.frames, 1, 1)
     assert result.raw_fps > 0 and result.daemon_fps > 0
     assert result.daemon_ratio == pytest.approx(result.daemon_fps / result.raw_fps)
+    assert result.serial_fps > 0
+    assert result.serial_ratio == pytest.approx(result.serial_fps / result.raw_fps)
     assert min(result.feed_us, result.place_us) > 0
     assert result.place == kernels.table().chosen["place"].name
     assert set(result.kernels["place"]) == {i.name for i in kernels.registered()["place"]}

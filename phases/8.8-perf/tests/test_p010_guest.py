@@ -1,9 +1,10 @@
 """Phase 8.8 in the guest: 10-bit streams decoded to P010 CAPTURE (the issue's item 4, 10-bit).
 
-The phase 8.8 layer (phases/8.8-perf/kernel/daedalus-p010.c) enables the P010
+The phase 8.8 layer (phases/8.8-perf/kernel/daedalus-perf.c) enables the P010
 entry of the node's decoded format table. Checked here on the node as built:
 
-- before any header CAPTURE offers NV12 then P010 (ENUM_FMT), TRY_FMT(P010)
+- before any header CAPTURE offers NV12 then P010 (ENUM_FMT; then NV16 and
+  NV24, test_chroma_guest.py's), TRY_FMT(P010)
   gives rows of 2 bytes a sample padded to 4, sizeimage rows x 3/2; OUTPUT
   still offers VP9, H.264, AV1;
 - VP9 profile 2, H.264 High 10 and AV1 10-bit clips of the corpus decode
@@ -57,7 +58,7 @@ def align(value: int, to: int) -> int:
 def test_capture_offers_nv12_then_p010_before_any_header() -> None:
     with VideoNode(find_node()) as v:
         assert v.formats(OUTPUT) == ["VP90", "H264", "AV01"]
-        assert v.formats(CAPTURE) == ["NV12", "P010"]
+        assert v.formats(CAPTURE) == ["NV12", "P010", "NV16", "NV24"]
         for width, height in ((320, 240), (174, 98), (1920, 1080)):
             v.s_fmt(OUTPUT, "VP90", width, height)
             fmt = v.try_fmt(CAPTURE, "P010", width, height)

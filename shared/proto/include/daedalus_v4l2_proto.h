@@ -36,7 +36,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		10
+#define DAEDALUS_PROTO_VERSION		11
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -95,7 +95,8 @@
  * @transfer, @matrix, @range) in what was its first reserved word; @reserved
  * is the one word left (phase 8.6); 10 = DAEDALUS_IOC_IN_FLIGHT: the daemon
  * decodes a DMABUF FEED's bytes only if the request was still in flight
- * when it had copied them (phase 8.6).
+ * when it had copied them (phase 8.6); 11 = DAEDALUS_PIXFMT_NV16 and
+ * DAEDALUS_PIXFMT_NV24: 4:2:2 and 4:4:4 frames (phase 8.8).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -164,10 +165,36 @@ enum daedalus_codec {
  * @DAEDALUS_PIXFMT_NV12: 8-bit 4:2:0, Y plane then interleaved CbCr.
  * @DAEDALUS_PIXFMT_P010: 10-bit 4:2:0 in 16-bit little-endian words (value
  *	in the upper 10 bits), Y plane then interleaved CbCr.
+ * @DAEDALUS_PIXFMT_NV16: 8-bit 4:2:2, Y plane then interleaved CbCr: one
+ *	Cb, Cr pair for every two pixels of a row, on every row (phase 8.8).
+ * @DAEDALUS_PIXFMT_NV24: 8-bit 4:4:4, Y plane then interleaved CbCr: one
+ *	Cb, Cr pair for every pixel of every row (phase 8.8).
+ *
+ * In a buffer of @height luma rows @bytesperline bytes apart (a FETCH's
+ * geometry; V4L2's single-plane layouts of the same names, whose chroma
+ * rows are as padded as their luma rows), the Y plane takes @bytesperline
+ * x @height bytes and the CbCr plane follows it at @bytesperline * @height:
+ *
+ *	======  ================  ==========  =============================
+ *	layout  CbCr row stride   CbCr rows   buffer bytes
+ *	======  ================  ==========  =============================
+ *	NV12    bytesperline      height / 2  bytesperline * height * 3 / 2
+ *	P010    bytesperline      height / 2  bytesperline * height * 3 / 2
+ *	NV16    bytesperline      height      bytesperline * height * 2
+ *	NV24    2 * bytesperline  height      bytesperline * height * 3
+ *	======  ================  ==========  =============================
+ *
+ * A picture of @w x @h pixels takes @h luma rows of @w samples, then
+ * ceil(@h / 2) (NV12, P010) or @h (NV16, NV24) CbCr rows of
+ * 2 * ceil(@w / 2) (NV12, P010, NV16) or 2 * @w (NV24) samples; a sample
+ * is one byte, two for P010. Tightly packed, that is what
+ * ``ffmpeg -pix_fmt nv12 / p010le / nv16 / nv24 -f rawvideo`` writes.
  */
 enum daedalus_pixfmt {
 	DAEDALUS_PIXFMT_NV12	= 1,
 	DAEDALUS_PIXFMT_P010	= 2,
+	DAEDALUS_PIXFMT_NV16	= 3,
+	DAEDALUS_PIXFMT_NV24	= 4,
 };
 
 /* daedalus_decode_req.flags */
@@ -297,7 +324,8 @@ struct daedalus_frame_info {
  * @error: with DAEDALUS_DECODE_ERROR, a positive errno (EILSEQ: corrupt
  *	bitstream, EINVAL: bad request, ENOMEM ...; EOPNOTSUPP: the stream
  *	needs a pixel layout the daemon does not deliver exactly (4:2:2 /
- *	4:4:4 chroma); the kernel refuses the stream); otherwise zero.
+ *	4:4:4 chroma before phase 8.8; deeper than 8-bit 4:2:2 / 4:4:4 or
+ *	10-bit 4:2:0); the kernel refuses the stream); otherwise zero.
  * @nr_frames: struct daedalus_frame_info entries that follow, at most
  *	DAEDALUS_MAX_FRAMES.
  * @msg_len: bytes of UTF-8 message after the entries, at most
@@ -328,7 +356,8 @@ struct daedalus_stream {
  * Write the pixels into the CAPTURE buffer itself, mapped through
  * DAEDALUS_IOC_GET_DMABUF (read-write) while the daemon handles this FETCH,
  * laid out as for the inline answer; the answer carries no pixels and its
- * @bytes says how many were written (bytesperline * height * 3 / 2).
+ * @bytes says how many were written (the layout's buffer bytes, enum
+ * daedalus_pixfmt: bytesperline * height * 3 / 2 for NV12).
  */
 #define DAEDALUS_FETCH_DMABUF	0x2
 
@@ -338,10 +367,12 @@ struct daedalus_stream {
  * @timestamp: the wanted frame's timestamp, as the FEED answer listed it.
  * @digest: the wanted frame's digest, as the FEED answer listed it.
  * @flags: DAEDALUS_FETCH_* flags.
- * @bytesperline: bytes per row of both planes in the destination buffer.
+ * @bytesperline: bytes per luma row in the destination buffer; the chroma
+ *	rows' stride follows from it (enum daedalus_pixfmt: the same, twice
+ *	that for NV24).
  * @height: rows of the luma plane in the destination buffer (at least the
  *	frame's height); the chroma plane starts at bytesperline * height and
- *	has height / 2 rows.
+ *	has height / 2 rows (NV12, P010) or height rows (NV16, NV24).
  * @max_bytes: size of the destination buffer.
  * @reserved: must be zero.
  *
@@ -351,10 +382,12 @@ struct daedalus_stream {
  * that FEED's frames listed again with DAEDALUS_DECODE_RESYNC instead). If no
  * kept frame matches, the answer is ENOENT and nothing is dropped.
  *
- * The pixels are NV12 or P010 as in struct daedalus_frame_info, each row
- * padded with zeros to bytesperline and the rows past the frame's height
- * zero-filled, so exactly bytesperline * height * 3 / 2 bytes follow the
- * answer's struct daedalus_fetch_resp (none with DAEDALUS_FETCH_DISCARD).
+ * The pixels are in the frame's layout (struct daedalus_frame_info's
+ * @pixfmt), each row padded with zeros to its stride and the rows past the
+ * frame's height zero-filled, so exactly the layout's buffer bytes (enum
+ * daedalus_pixfmt: bytesperline * height * 3 / 2 for NV12 and P010) follow
+ * the answer's struct daedalus_fetch_resp (none with
+ * DAEDALUS_FETCH_DISCARD).
  */
 struct daedalus_fetch_req {
 	__u64 stream_id;
@@ -417,11 +450,6 @@ struct daedalus_dmabuf_req {
 	__u32 reserved[2];
 };
 
-/* ioctls of /dev/daedalus-v4l2 */
-#define DAEDALUS_IOC_MAGIC		0xDA
-#define DAEDALUS_IOC_GET_DMABUF	_IOWR(DAEDALUS_IOC_MAGIC, 1, struct daedalus_dmabuf_req)
-
-#endif /* _UAPI_DAEDALUS_V4L2_PROTO_H */
 /*
  * DAEDALUS_IOC_IN_FLIGHT - is request *cookie (a __u64) still waiting for
  * this daemon's answer? 0: yes; -ENOENT: it was answered, failed, timed out
@@ -438,4 +466,9 @@ struct daedalus_dmabuf_req {
  * into the same buffer, and a buffer given back after a timeout is an
  * ERROR buffer with no payload.
  */
+/* ioctls of /dev/daedalus-v4l2 */
+#define DAEDALUS_IOC_MAGIC		0xDA
+#define DAEDALUS_IOC_GET_DMABUF	_IOWR(DAEDALUS_IOC_MAGIC, 1, struct daedalus_dmabuf_req)
 #define DAEDALUS_IOC_IN_FLIGHT	_IOW(DAEDALUS_IOC_MAGIC, 2, __u64)
+
+#endif /* _UAPI_DAEDALUS_V4L2_PROTO_H */

@@ -235,7 +235,7 @@ def test_parse_frame_resp_rejects_lengths(data: bytes, match: str) -> None:
     (proto.FrameResp(1, 84, (FRAME,)), "DECODE_ERROR with 1 frames"),
     (proto.FrameResp(2, 0), "unknown frame_resp status 2"),
     (proto.FrameResp(0, 0, (FRAME.__class__(0, 240, 1, 0, 0, 0),)), "size 0x240"),
-    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 3, 0, 0, 0),)), "unknown pixfmt 3"),
+    (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 5, 0, 0, 0),)), "unknown pixfmt 5"),
     (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 4, 0, 0),)), "unknown flags 0x4"),
     (proto.FrameResp(0, 0, (FRAME.__class__(320, 240, 1, 0, 0, 0, reserved=1),)),
      "reserved"),

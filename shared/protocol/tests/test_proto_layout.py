@@ -86,11 +86,12 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_dmabuf_req": (32, {"cookie": (0, 8), "index": (8, 4), "flags": (12, 4),
                                  "fd": (16, 4), "size": (20, 4), "reserved": (24, 8)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 10,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 11,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
              "DAEDALUS_CODEC_AV1": 3, "DAEDALUS_PIXFMT_NV12": 1, "DAEDALUS_PIXFMT_P010": 2,
+             "DAEDALUS_PIXFMT_NV16": 3, "DAEDALUS_PIXFMT_NV24": 4,
              "DAEDALUS_DECODE_FLUSH": 1, "DAEDALUS_MAX_FRAMES": 16, "DAEDALUS_MAX_MSG": 256,
              "DAEDALUS_DECODE_OK": 0, "DAEDALUS_DECODE_ERROR": 1, "DAEDALUS_FRAME_KEY": 1,
              "DAEDALUS_FRAME_CORRUPT": 2,
@@ -98,8 +99,8 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 10,
              "DAEDALUS_DECODE_RESYNC": 4, "DAEDALUS_FETCH_DISCARD": 1, "DAEDALUS_MAX_WIDTH": 8192,
              "DAEDALUS_MAX_HEIGHT": 4352, "DAEDALUS_DECODE_DMABUF": 8, "DAEDALUS_FETCH_DMABUF": 2,
              "DAEDALUS_IOC_MAGIC": 0xDA, "DAEDALUS_IOC_GET_DMABUF": 0xC020DA01,
-             # H.273's "unspecified" code point; FFmpeg's AVColorRange
              "DAEDALUS_IOC_IN_FLIGHT": 0x4008DA02,
+             # H.273's "unspecified" code point; FFmpeg's AVColorRange
              "DAEDALUS_COLOUR_UNSPECIFIED": 2, "DAEDALUS_RANGE_UNSPECIFIED": 0,
              "DAEDALUS_RANGE_LIMITED": 1, "DAEDALUS_RANGE_FULL": 2}
 
@@ -150,12 +151,13 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 10, 1024 * 1024, 0x8000)
+        0x4C345644, 11, 1024 * 1024, 0x8000)
     assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
                                                "FEED", "FETCH"]
     assert {c.name: int(c) for c in proto.Codec} == {"VP9": 1, "H264": 2, "AV1": 3}
-    assert {p.name: int(p) for p in proto.PixFmt} == {"NV12": 1, "P010": 2}
+    assert {p.name: int(p) for p in proto.PixFmt} == {"NV12": 1, "P010": 2, "NV16": 3,
+                                                     "NV24": 4}
     assert (proto.DECODE_FLUSH, proto.MAX_FRAMES, proto.MAX_MSG, proto.FRAME_KEY) == (
         1, 16, 256, 1)
     assert (proto.DecodeStatus.OK, proto.DecodeStatus.ERROR) == (0, 1)
@@ -230,7 +232,8 @@ int main(void)
     VAL(DAEDALUS_MSG_RESPONSE); VAL(DAEDALUS_MSG_HELLO); VAL(DAEDALUS_MSG_PING);
     VAL(DAEDALUS_MSG_DECODE); VAL(DAEDALUS_MSG_CLOSE_STREAM);
     VAL(DAEDALUS_CODEC_VP9); VAL(DAEDALUS_CODEC_H264); VAL(DAEDALUS_CODEC_AV1);
-    VAL(DAEDALUS_PIXFMT_NV12); VAL(DAEDALUS_PIXFMT_P010); VAL(DAEDALUS_DECODE_FLUSH);
+    VAL(DAEDALUS_PIXFMT_NV12); VAL(DAEDALUS_PIXFMT_P010); VAL(DAEDALUS_PIXFMT_NV16);
+    VAL(DAEDALUS_PIXFMT_NV24); VAL(DAEDALUS_DECODE_FLUSH);
     VAL(DAEDALUS_MAX_FRAMES); VAL(DAEDALUS_MAX_MSG); VAL(DAEDALUS_DECODE_OK);
     VAL(DAEDALUS_DECODE_ERROR); VAL(DAEDALUS_FRAME_KEY); VAL(DAEDALUS_FRAME_CORRUPT);
     VAL(DAEDALUS_MSG_FEED); VAL(DAEDALUS_MSG_FETCH); VAL(DAEDALUS_DECODE_RESET);

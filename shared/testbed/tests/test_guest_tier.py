@@ -52,7 +52,7 @@ SMOKE_61 = " or ".join([
     "(test_av1_guest and not 1280x720 and not 1920x1080)", "test_colour_guest",
     "test_mc_guest", "test_compliance_guest", "test_applications_decoding_at_once",
     "test_daemon_killed_and_restarted_under_four_contexts",
-    "test_p010_guest", "test_bench_guest",
+    "test_p010_guest", "test_bench_guest", "test_chroma_guest",
 ])
 
 

@@ -236,6 +236,8 @@ class PixFmt(enum.IntEnum):
 
     NV12 = lib.DAEDALUS_PIXFMT_NV12
     P010 = lib.DAEDALUS_PIXFMT_P010
+    NV16 = lib.DAEDALUS_PIXFMT_NV16  # 8-bit 4:2:2 (phase 8.8)
+    NV24 = lib.DAEDALUS_PIXFMT_NV24  # 8-bit 4:4:4 (phase 8.8)
 
 
 class DecodeStatus(enum.IntEnum):
@@ -489,7 +491,7 @@ class FrameInfo:
 
     @property
     def pixfmt_name(self) -> str:
-        """``nv12``, ``p010`` or the number for an unknown layout."""
+        """``nv12``, ``p010``, ``nv16``, ``nv24`` or the number for an unknown layout."""
         try:
             return PixFmt(self.pixfmt).name.lower()
         except ValueError:

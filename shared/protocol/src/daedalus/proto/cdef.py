@@ -70,6 +70,8 @@ enum daedalus_codec {
 enum daedalus_pixfmt {
     DAEDALUS_PIXFMT_NV12,
     DAEDALUS_PIXFMT_P010,
+    DAEDALUS_PIXFMT_NV16,
+    DAEDALUS_PIXFMT_NV24,
     ...
 };
 
@@ -166,5 +168,5 @@ struct daedalus_dmabuf_req {
 
 #define DAEDALUS_IOC_MAGIC ...
 #define DAEDALUS_IOC_GET_DMABUF ...
-"""
 #define DAEDALUS_IOC_IN_FLIGHT ...
+"""

@@ -10,11 +10,12 @@ H264)". The node (``--device``, default: the daedalus-v4l2 node found by
 its card name) is driven through the stateful decoder sequence of
 dev-decoder.rst (see v4l2.py), and every decoded picture is written to OUT
 tightly packed at its own size, in the CAPTURE format the node gives
-(G_FMT after SOURCE_CHANGE): NV12 for an 8-bit stream, P010 for a 10-bit
-one (phase 8.8's node): the visible rectangle's luma rows, then its
-interleaved CbCr rows; P010 has two bytes a sample, little-endian, the
-value in the upper 10 bits (what ``ffmpeg -pix_fmt p010le -f rawvideo``
-writes).
+(G_FMT after SOURCE_CHANGE): NV12 for an 8-bit stream, and on phase 8.8's
+node P010 for a 10-bit one, NV16 / NV24 for 8-bit 4:2:2 / 4:4:4: the
+visible rectangle's luma rows, then its interleaved CbCr rows (half as
+many as luma rows for NV12 and P010, as many for NV16 and NV24); P010 has
+two bytes a sample, little-endian, the value in the upper 10 bits (what
+``ffmpeg -pix_fmt p010le / nv16 / nv24 -f rawvideo`` writes).
 
 One summary line on stdout; the CAPTURE format follows OUT when it is not
 NV12 (the line of an 8-bit stream is as it ever was)::
@@ -49,7 +50,8 @@ Annex-B or AV1 OBU file the tool does not read it, and asks for 320x240
 
 Buffers in error are reported on stderr as they come. ``--compare`` then
 decodes FILE with Debian's ffmpeg (reference.py; ``-pix_fmt nv12``, or
-``p010le`` when the frames came as P010) and prints ``byte-exact: yes`` or
+``p010le`` / ``nv16`` / ``nv24`` when the frames came as P010 / NV16 /
+NV24) and prints ``byte-exact: yes`` or
 ``byte-exact: no (first difference at byte N, frame F)``.
 
 Exit status: one per outcome (status.py: DecodeExit, listed in --help):
@@ -60,8 +62,9 @@ wait is bounded by ``--timeout``), buffers in error, a mismatch. Each
 failure is one line on stderr.
 
 A stream the node stops (dev-decoder.rst's fatal state, EIO: the daemon
-refused its 4:2:2 / 4:4:4 chroma, or its 10-bit frames need P010 on a node
-that offers NV12 only) is REFUSED, and the line names the property, probed
+refused its 4:2:2 / 4:4:4 chroma (before phase 8.8; from it, deeper than
+8 bits of it), or its 10-bit frames need P010 on a node that offers NV12
+only) is REFUSED, and the line names the property, probed
 from FILE itself (unsupported.py), in one line::
 
     daedalus-v4l2 decode: FILE: refused: H.264 High 4:4:4 Predictive, yuv444p
@@ -164,7 +167,8 @@ def seconds(text: str) -> float:
 class DecodeCommand:
     NAME = "decode"
     HELP = ("decode a VP9 / H.264 / AV1 file through the V4L2 stateful decoder node into raw "
-            "NV12, or P010 for 10-bit (optionally compared with ffmpeg byte for byte)")
+            "NV12, or P010 / NV16 / NV24 for 10-bit / 4:2:2 / 4:4:4 (optionally compared with "
+            "ffmpeg byte for byte)")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
@@ -173,8 +177,8 @@ class DecodeCommand:
                             help="VP9 in IVF, H.264 Annex-B, or AV1 in IVF or as a low-overhead "
                                  "OBU stream (where the node offers AV01)")
         parser.add_argument("-o", "--output", required=True, metavar="OUT.yuv",
-                            help="where the decoded frames go (tightly packed NV12, or P010 for "
-                                 "a 10-bit stream)")
+                            help="where the decoded frames go (tightly packed NV12, or P010 / "
+                                 "NV16 / NV24 for a 10-bit / 4:2:2 / 4:4:4 stream)")
         parser.add_argument("--device", metavar="/dev/videoN",
                             help="the decoder node (default: the daedalus-v4l2 node)")
         parser.add_argument("--buffers", type=positive, default=DEFAULT_BUFFERS, metavar="N",
@@ -185,7 +189,8 @@ class DecodeCommand:
                                  "(default: %(default)g)")
         parser.add_argument("--compare", action="store_true",
                             help="compare OUT byte for byte with /usr/bin/ffmpeg's decode "
-                                 "(-pix_fmt nv12, or p010le for P010 frames)")
+                                 "(-pix_fmt nv12, or p010le / nv16 / nv24 for P010 / NV16 / "
+                                 "NV24 frames)")
         parser.add_argument("--capture-io", choices=CAPTURE_IO, default="mmap",
                             help="CAPTURE buffers (the node offers MMAP and DMABUF memory, no "
                                  "USERPTR): mmap = MMAP buffers read through the node's "

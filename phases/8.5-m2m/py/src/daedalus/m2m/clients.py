@@ -12,8 +12,9 @@ packages, so what several import lives here):
 - the reference: Debian's ffmpeg decoding the same clip in software
   (daedalus.m2m.reference), cut into frames at the sizes of the clip's
   recipe, in the CAPTURE format the node gives the clip (``capture_format``:
-  NV12, or P010 for a 10-bit clip, compared with ffmpeg's ``p010le``;
-  the node offers P010 from phase 8.8). GStreamer's raw NV12 rows are
+  NV12, or P010 for a 10-bit clip, compared with ffmpeg's ``p010le``, NV16
+  / NV24 for an 8-bit 4:2:2 / 4:4:4 one, compared with ``nv16`` / ``nv24``;
+  the node offers them from phase 8.8). GStreamer's raw NV12 rows are
   padded to a multiple of 4 bytes (its default stride), so its frames are
   compared on their visible pixels (``gst_frames``).
 """
@@ -26,7 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from daedalus.m2m.layout import Geometry
+import av
+
+from daedalus.m2m.layout import LAYOUTS, Geometry, layout_of
 from daedalus.m2m.reference import PIX_FMTS, reference_output
 from daedalus.m2m.v4l2 import CAPTURE_FORMATS
 from daedalus.parse import corpus
@@ -77,7 +80,7 @@ def decode(path: Path, out: Path, *extra: str,
 
 
 def split(data: bytes, sizes: list[tuple[int, int]], pixfmt: str = "NV12") -> list[bytes]:
-    """Tightly packed frames of *sizes* in *pixfmt* (NV12 or P010), one after the other."""
+    """Tightly packed frames of *sizes* in *pixfmt* (a CAPTURE fourcc), one after the other."""
     frames, pos = [], 0
     for width, height in sizes:
         size = Geometry(width, height, CAPTURE_FORMATS[pixfmt]).packed_size
@@ -97,14 +100,17 @@ def frame_sizes(name: str) -> list[tuple[int, int]]:
 
 def capture_format(name: str) -> str:
     """The CAPTURE format the node gives clip *name* (from phase 8.8, which
-    offers P010): P010 for a 10-bit clip, else NV12 (a layout the node
-    refuses, 4:2:2 or 4:4:4, has no frames to compare)."""
-    return "P010" if corpus.spec(name).bit_depth > 8 else "NV12"
+    offers P010, NV16 and NV24): the layout of its FFmpeg pixel format
+    (daedalus.m2m.layout's ``layout_of``): P010 for a 10-bit 4:2:0 clip,
+    NV16 / NV24 for an 8-bit 4:2:2 / 4:4:4 one, else NV12. (Before phase
+    8.8 the node refuses all but NV12: those clips have no frames to compare.)"""
+    pix_fmt = av.VideoFormat(corpus.entry(name).pix_fmt)
+    return LAYOUTS[layout_of(pix_fmt, tuple(LAYOUTS.values()))].fourcc
 
 
 def reference_frames(name: str, pixfmt: str | None = None) -> list[bytes]:
     """Debian's ffmpeg's frames of clip *name*, tightly packed in *pixfmt*
-    (NV12 or P010; default ``capture_format(name)``), one per frame."""
+    (a CAPTURE fourcc; default ``capture_format(name)``), one per frame."""
     pixfmt = pixfmt or capture_format(name)
     data = reference_output(corpus.path(name), PIX_FMTS[pixfmt])
     frames, pos = [], 0

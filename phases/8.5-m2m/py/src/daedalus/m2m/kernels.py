@@ -21,13 +21,14 @@ both on random frames and on every corpus frame).
 Kernels:
 
 - ``place(frame, pixfmt, bytesperline, height, out, zeroed)``: the decoded
-  picture *frame* (PyAV's, as FFmpeg returned it) laid out as NV12 / P010
-  *pixfmt* in the CAPTURE layout of ``daedalus.m2m.layout`` into *out*
-  (``buffer_size(bytesperline, height)`` bytes): rows padded with zeros,
-  rows past the picture zero; with *zeroed* (*out* is zero already) only the
-  picture is written. The caller checked ``fits``. The reference is phase
-  8.4's tightly packed planes (``daedalus.roundtrip.frames.pack``) then
-  ``lay_out``: two copies of every byte.
+  picture *frame* (PyAV's, as FFmpeg returned it) laid out as *pixfmt*
+  (NV12, P010, NV16 or NV24) in the CAPTURE layout of
+  ``daedalus.m2m.layout`` into *out* (``buffer_size(bytesperline, height,
+  pixfmt)`` bytes): rows padded with zeros, rows past the picture zero;
+  with *zeroed* (*out* is zero already) only the picture is written. The
+  caller checked ``fits``. The reference is the tightly packed planes
+  (``daedalus.m2m.layout.pack``: phase 8.4's ``frames.pack`` for NV12 and
+  P010) then ``lay_out``: two copies of every byte.
 """
 
 from __future__ import annotations
@@ -44,9 +45,8 @@ import numpy as np
 import numpy.typing as npt
 
 from daedalus.dispatch.entrypoints import entry_points
-from daedalus.m2m.layout import lay_out
+from daedalus.m2m.layout import lay_out, pack
 from daedalus.proto import PixFmt
-from daedalus.roundtrip.frames import pack
 
 log = logging.getLogger("daedalus.m2m")
 
@@ -75,11 +75,9 @@ class Implementation:
 
 def place_reference(frame: av.VideoFrame, pixfmt: PixFmt, bytesperline: int, height: int,
                     out: npt.NDArray[np.uint8], zeroed: bool) -> None:
-    """``place``'s reference: pack tightly (phase 8.4), then lay out."""
-    packed = pack(frame)
-    if packed.pixfmt != pixfmt:
-        raise ValueError(f"frame packs as {packed.pixfmt.name}, not {pixfmt.name}")
-    lay_out(packed.luma, packed.chroma, bytesperline, height, out=out, zeroed=zeroed)
+    """``place``'s reference: pack tightly (phase 8.4's rules), then lay out."""
+    luma, chroma = pack(frame, pixfmt)
+    lay_out(luma, chroma, bytesperline, height, out=out, zeroed=zeroed, pixfmt=pixfmt)
 
 
 REFERENCES = {

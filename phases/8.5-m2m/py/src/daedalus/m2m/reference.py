@@ -1,4 +1,4 @@
-"""The independent reference: Debian's ffmpeg decoding the same file to raw NV12 or P010.
+"""The independent reference: Debian's ffmpeg decoding the same file to raw NV12, P010 ...
 
 ``/usr/bin/ffmpeg -i FILE -pix_fmt nv12 -f rawvideo -`` (a different FFmpeg
 build than PyAV's, which decodes in daedalusd), with ``-fps_mode
@@ -9,7 +9,18 @@ packed: ``w * h`` bytes of luma, then ``2 * ceil(w / 2) * ceil(h / 2)`` of
 interleaved chroma. A 10-bit stream, which the node hands out as P010
 (phase 8.8), is compared with ``-pix_fmt p010le``: the same planes with two
 bytes a sample, little-endian, the value in the upper 10 bits
-(``pix_fmt_for``: a CAPTURE fourcc's ffmpeg name).
+(``pix_fmt_for``: a CAPTURE fourcc's ffmpeg name). 8-bit 4:2:2 and 4:4:4
+(phase 8.8's NV16 and NV24) with ``-pix_fmt nv16`` / ``nv24``: the luma
+plane, then ``h`` rows of interleaved chroma, ``2 * ceil(w / 2)`` (NV16) or
+``2 * w`` (NV24) bytes each.
+
+Debian 12's ffmpeg (5.1) cannot write nv16: its swscale has no NV16 output
+("Impossible to convert between the formats"). For ``nv16`` the reference
+asks ffmpeg for ``yuv422p`` instead, the decoder's own planar layout of the
+same samples, and interleaves its Cb and Cr planes itself, sample for
+sample, frame by frame at the sizes Debian's ffprobe reports for the file
+(``PLANAR_INSTEAD``). nv24 needs no such step (``-pix_fmt nv24`` works),
+which lets a test check the interleaving against ffmpeg's own on 4:4:4.
 
 The samples are the decoder's, never rescaled: ``-vf
 scale=in_range=tv:out_range=tv`` (phase 8.4's KEEP_RANGE, the same filter its
@@ -30,6 +41,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from daedalus.m2m.layout import LAYOUTS
+from daedalus.parse.reference import probe_frames
 from daedalus.roundtrip.clips import KEEP_RANGE
 
 FFMPEG = os.environ.get("DAEDALUS_FFMPEG", "/usr/bin/ffmpeg")
@@ -37,7 +50,10 @@ TIMEOUT = 600.0
 
 
 # the CAPTURE fourccs of the node and ffmpeg's -pix_fmt of the same tightly packed layout
-PIX_FMTS = {"NV12": "nv12", "P010": "p010le"}
+PIX_FMTS = {layout.fourcc: layout.av_name for layout in LAYOUTS.values()}
+# -pix_fmt values Debian's ffmpeg 5.1 cannot write: the planar layout asked instead and its
+# chroma subsampling (luma samples per chroma sample along a row, luma rows per chroma row)
+PLANAR_INSTEAD = {"nv16": ("yuv422p", 2, 1)}
 
 
 class ReferenceError(RuntimeError):
@@ -47,7 +63,8 @@ class ReferenceError(RuntimeError):
 def pix_fmt_for(pixfmts: Sequence[str]) -> str:
     """ffmpeg's -pix_fmt for frames in the CAPTURE formats *pixfmts* (fourccs,
     e.g. a decode's ``Stats.pixfmts``): ``nv12`` when there is none (no
-    picture) or NV12 only, ``p010le`` for P010 only. ffmpeg writes one
+    picture) or NV12 only, ``p010le`` for P010 only, ``nv16`` / ``nv24``
+    for NV16 / NV24 only. ffmpeg writes one
     pix_fmt for the whole file, so frames in two formats (a stream switching
     bit depth) or in another one cannot be compared: ReferenceError."""
     formats = list(dict.fromkeys(pixfmts)) or ["NV12"]
@@ -65,9 +82,41 @@ def reference_command(path: str | os.PathLike[str], pix_fmt: str = "nv12") -> li
             "-vf", KEEP_RANGE, "-pix_fmt", pix_fmt, "-f", "rawvideo", "-"]
 
 
+def interleave_planar(data: bytes, sizes: Sequence[tuple[int, int]], hdiv: int,
+                      vdiv: int) -> bytes:
+    """Planar frames (*data*: each frame's Y, Cb and Cr planes, tightly
+    packed, at *sizes*; one chroma sample per *hdiv* luma samples of a row,
+    one chroma row per *vdiv* luma rows) as semi-planar ones: the Y plane,
+    then Cb and Cr interleaved sample for sample. ReferenceError when the
+    sizes do not add up to *data*."""
+    out, pos = [], 0
+    for width, height in sizes:
+        luma, chroma = width * height, -(-width // hdiv) * -(-height // vdiv)
+        if pos + luma + 2 * chroma > len(data):
+            break
+        pairs = np.empty((chroma, 2), np.uint8)
+        pairs[:, 0] = np.frombuffer(data, np.uint8, chroma, pos + luma)
+        pairs[:, 1] = np.frombuffer(data, np.uint8, chroma, pos + luma + chroma)
+        out += [data[pos:pos + luma], pairs.tobytes()]
+        pos += luma + 2 * chroma
+    if pos != len(data):
+        raise ReferenceError(f"{len(sizes)} frames of the sizes ffprobe reports do not make "
+                             f"the {len(data)} bytes ffmpeg wrote")
+    return b"".join(out)
+
+
 def reference_output(path: str | os.PathLike[str], pix_fmt: str = "nv12", *,
                      timeout: float = TIMEOUT) -> bytes:
     """ffmpeg's decoded frames of *path*, tightly packed, concatenated."""
+    if pix_fmt in PLANAR_INSTEAD:
+        planar, hdiv, vdiv = PLANAR_INSTEAD[pix_fmt]
+        data = reference_output(path, planar, timeout=timeout)
+        try:
+            frames = probe_frames(path)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ReferenceError(f"ffprobe {os.fspath(path)}: {exc}") from exc
+        sizes = [(int(f["width"]), int(f["height"])) for f in frames]
+        return interleave_planar(data, sizes, hdiv, vdiv)
     cmd = reference_command(path, pix_fmt)
     try:
         proc = subprocess.run(cmd, capture_output=True, check=False, timeout=timeout)

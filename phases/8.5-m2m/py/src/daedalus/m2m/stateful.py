@@ -81,18 +81,21 @@ FEED (struct daedalus_decode_req, then the buffer's bytes):
   (concealed, ``is_corrupt``) is kept and listed with DAEDALUS_FRAME_CORRUPT:
   the kernel hands its buffer out flagged ERROR and fetches it with DISCARD,
   so the client sees the loss where the frame was.
-- a frame NV12 / P010 cannot carry exactly (4:2:2 / 4:4:4 chroma, see
-  phase 8.4's frames.py) refuses the stream: DECODE_ERROR / EOPNOTSUPP naming
-  the layout, no frame of that FEED kept, one warning per stream in the log.
+- a frame no layout the daemon delivers carries exactly (layout.py's
+  ``layout_for``: NV12 / P010, and from phase 8.8 NV16 / NV24; so 4:2:2 /
+  4:4:4 chroma before phase 8.8, and more than 8-bit 4:2:2 / 4:4:4) refuses
+  the stream: DECODE_ERROR / EOPNOTSUPP naming the layout, no frame of that
+  FEED kept, one warning per stream in the log.
 
 FETCH (struct daedalus_fetch_req): the kept frame it names (timestamp and
 digest, as the FEED answer listed it), laid out in the requested geometry
 (layout.py; written by the per-frame kernel ``place`` of kernels.py, in one
 pass from FFmpeg's planes with phase 8.8's implementation): luma rows at
 stride ``bytesperline``, the chroma plane at ``bytesperline * height``,
-rows zero-padded, rows past the picture zero, ``bytesperline * height * 3 /
-2`` bytes after struct daedalus_fetch_resp
-(whose frame is the FEED answer's entry, unchanged); with
+rows zero-padded, rows past the picture zero, ``buffer_size(bytesperline,
+height, pixfmt)`` bytes (NV12: ``bytesperline * height * 3 / 2``) after
+struct daedalus_fetch_resp (whose frame is the FEED answer's entry,
+unchanged); with
 DAEDALUS_FETCH_DISCARD no pixels. With DAEDALUS_FETCH_DMABUF (phase 8.6)
 the same layout goes into the CAPTURE buffer itself, mapped read-write
 through the attached device (DAEDALUS_IOC_GET_DMABUF for the FETCH's
@@ -169,7 +172,7 @@ from daedalus.codec.session import (
 )
 from daedalus.dispatch.device import Device, DmaBufError
 from daedalus.m2m import kernels
-from daedalus.m2m.layout import Geometry, buffer_size, fits
+from daedalus.m2m.layout import Geometry, buffer_size, fits, layout_for
 from daedalus.proto import (
     FEED_FLAGS,
     FETCH_RESP_SIZE,
@@ -192,7 +195,7 @@ from daedalus.proto import (
     validate_fetch_req,
 )
 from daedalus.proto.codecs import by_codec
-from daedalus.roundtrip.frames import Colour, UnsupportedLayout, layout_for
+from daedalus.roundtrip.frames import Colour, UnsupportedLayout
 
 log = logging.getLogger("daedalus.m2m")
 
@@ -265,8 +268,8 @@ class KeptFrame:
 
 
 def frame_entry(frame: av.VideoFrame, timestamp: int, number: int) -> FrameInfo:
-    """The FEED answer's entry for FFmpeg's *frame*: its size, NV12 or P010
-    (UnsupportedLayout for a layout neither carries), key and corrupt flags,
+    """The FEED answer's entry for FFmpeg's *frame*: its size, its layout
+    (UnsupportedLayout for one the daemon does not deliver), key and corrupt flags,
     colour, *timestamp*, and as digest its *number* in the stream."""
     pixfmt = layout_for(frame)
     colour = Colour.of(frame)
@@ -300,13 +303,13 @@ class FeedStream(DecoderSession):
     frames: int = 0
     resets: int = 0
     resyncs: int = 0             # RESYNC FEEDs (the kernel lost an answer)
-
-    # -- state ----------------------------------------------------------------
-
     fetch_errors: int = 0        # FETCHes that consumed their frame without pixels
     # kept, fetches, orphans and fetch_errors (FETCH takes only this; a FEED
     # takes it inside ``lock`` to change or read kept)
     kept_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # -- state ----------------------------------------------------------------
+
     def end_sequence(self) -> None:
         """Drop the decoder and the parser (after a drain): the next FEED starts over."""
         self.decoder = None
@@ -518,7 +521,7 @@ class FeedStream(DecoderSession):
                 return 0, pack_fetch_resp(frame.info)
             info = frame.info
             geometry = Geometry(info.width, info.height, PixFmt(info.pixfmt))
-            size = buffer_size(req.bytesperline, req.height)
+            size = buffer_size(req.bytesperline, req.height, geometry.pixfmt)
             status, reason = errno.EINVAL, fits(geometry, req.bytesperline, req.height)
             if reason is None and size > req.max_bytes:
                 reason = (f"{req.bytesperline} x {req.height} takes {size} bytes, more than "

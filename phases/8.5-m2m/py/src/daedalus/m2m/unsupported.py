@@ -1,8 +1,9 @@
 """Why the node stopped a stream: the input file's own facts against the node's CAPTURE formats.
 
 When the daemon refuses a stream (its FEED answered DECODE_ERROR / EOPNOTSUPP:
-4:2:2 / 4:4:4 chroma) or a decoded frame needs a CAPTURE pixel format the
-node does not offer (10-bit P010 on a node that offers NV12 only), the kernel
+4:2:2 / 4:4:4 chroma before phase 8.8, or deeper than 8-bit 4:2:2 / 4:4:4) or
+a decoded frame needs a CAPTURE pixel format the node does not offer (10-bit
+P010 on a node that offers NV12 only), the kernel
 puts the file handle in the fatal state of dev-decoder.rst and the decode
 tool sees EIO. The node does not say which property was the problem; the file
 does. ``probe`` opens it with PyAV (codec, profile, pixel format, bit depth,
@@ -28,8 +29,9 @@ import av
 from daedalus.proto import codecs
 from daedalus.roundtrip.frames import chroma_subsampling
 
-# CAPTURE formats (V4L2 fourcc) that carry 4:2:0, and the bit depth of each.
-FORMAT_BITS = {"NV12": 8, "NM12": 8, "P010": 10}
+# CAPTURE formats (V4L2 fourcc): the chroma subsampling each carries, at what bit depth
+FORMATS = {"NV12": ("4:2:0", 8), "NM12": ("4:2:0", 8), "P010": ("4:2:0", 10),
+           "NV16": ("4:2:2", 8), "NV24": ("4:4:4", 8)}
 
 
 @dataclass(frozen=True)
@@ -79,12 +81,23 @@ def _depths(bits: Sequence[int]) -> str:
     return ", ".join(str(b) for b in bits[:-1]) + f"- and {bits[-1]}-bit"
 
 
+def _kinds(formats: Sequence[str]) -> str:
+    """["NV12", "P010"] -> "8- and 10-bit 4:2:0"; with NV16: "..., 8-bit 4:2:2"."""
+    depths: dict[str, set[int]] = {}
+    for name in formats:
+        chroma, bits = FORMATS[name]
+        depths.setdefault(chroma, set()).add(bits)
+    return ", ".join(f"{_depths(sorted(bits))} {chroma}" for chroma, bits in depths.items())
+
+
 def explain(facts: StreamFacts, capture_formats: Sequence[str]) -> str | None:
     """Why a node whose CAPTURE queue offers *capture_formats* (fourccs) cannot
     deliver a stream of *facts*, in one line; None if one of them carries it."""
-    carried = [f for f in capture_formats if f in FORMAT_BITS] or ["NV12"]
-    bits = sorted({FORMAT_BITS[f] for f in carried})
-    if facts.chroma != "4:2:0":
+    carried = [f for f in capture_formats if f in FORMATS] or ["NV12"]
+    bits = sorted({FORMATS[f][1] for f in carried})
+    chromas = list(dict.fromkeys(FORMATS[f][0] for f in carried))
+    same = [f for f in carried if FORMATS[f][0] == facts.chroma]
+    if not same:
         what = f"{facts.chroma} chroma" if facts.chroma[0].isdigit() else facts.chroma
         if facts.chroma == "4:0:0":
             what = "4:0:0, no chroma"
@@ -93,10 +106,13 @@ def explain(facts: StreamFacts, capture_formats: Sequence[str]) -> str | None:
         names = ", ".join(carried)
         verb = "format {} carries" if len(carried) == 1 else "formats {} carry"
         return (f"{facts.describe()} ({what}): the node's CAPTURE {verb.format(names)} "
-                f"{_depths(bits)} 4:2:0 only")
-    if facts.bit_depth > bits[-1]:
-        offered = ", ".join(f"{f} ({FORMAT_BITS[f]}-bit)" for f in carried)
-        return f"{facts.describe()} ({facts.bit_depth}-bit): the node offers {offered} only"
+                f"{_kinds(carried)} only")
+    if facts.bit_depth > max(FORMATS[f][1] for f in same):
+        offered = ", ".join(f"{f} ({FORMATS[f][1]}-bit)" for f in same)
+        if len(chromas) == 1:  # the node carries one chroma subsampling: no need to name it
+            return f"{facts.describe()} ({facts.bit_depth}-bit): the node offers {offered} only"
+        return (f"{facts.describe()} ({facts.chroma} chroma, {facts.bit_depth}-bit): the node "
+                f"offers {offered} for {facts.chroma} only")
     return None
 
 

@@ -15,8 +15,9 @@ buffers: a second open of the node, exporting its own MMAP buffers):
    visible rectangle, REQBUFS/QUERYBUF/mmap CAPTURE (DMABUF: REQBUFS, and a
    dma-buf of at least sizeimage per buffer, mapped), queue every buffer,
    STREAMON(CAPTURE). The CAPTURE format is the one G_FMT gives: NV12 for
-   an 8-bit stream, P010 for a 10-bit one (phase 8.8's node; before it a
-   10-bit stream ends in the fatal state, step 6); any other is a DecodeError.
+   an 8-bit stream, and from phase 8.8's node P010 for a 10-bit one, NV16
+   for 8-bit 4:2:2 and NV24 for 8-bit 4:4:4 (before it such a stream ends in
+   the fatal state, step 6); any other is a DecodeError.
 3. Loop: DQBUF(CAPTURE) hands out a decoded frame (written out cropped to
    the visible rectangle, tightly packed in the CAPTURE format, then
    requeued); DQBUF(OUTPUT) returns consumed bitstream buffers, which are
@@ -63,7 +64,7 @@ from pathlib import Path
 from linuxpy.video import raw
 
 from daedalus.m2m.dmabuf import DmaBuf
-from daedalus.m2m.layout import Geometry, crop
+from daedalus.m2m.layout import BY_FOURCC, Geometry, crop
 from daedalus.proto import PixFmt
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, fourcc
 
@@ -77,9 +78,11 @@ EVENT_SOURCE_CHANGE = int(raw.EventType.SOURCE_CHANGE)
 CAP_M2M_MPLANE = int(raw.Capability.VIDEO_M2M_MPLANE)
 DAEMON_STATE = Path("/sys/kernel/debug/daedalus-v4l2/daemon")
 
-# the CAPTURE formats this client crops, by fourcc: NV12 (8-bit), P010 (10-bit,
-# 16-bit little-endian samples, the value in the upper 10 bits)
-CAPTURE_FORMATS = {"NV12": PixFmt.NV12, "P010": PixFmt.P010}
+# the CAPTURE formats this client crops, by fourcc (daedalus.m2m.layout's table): NV12
+# (8-bit 4:2:0), P010 (10-bit 4:2:0, 16-bit little-endian samples, the value in the
+# upper 10 bits), NV16 (8-bit 4:2:2), NV24 (8-bit 4:4:4)
+CAPTURE_FORMATS: dict[str, PixFmt] = {fourcc: layout.pixfmt
+                                      for fourcc, layout in BY_FOURCC.items()}
 
 DEFAULT_BUFFERS = 4      # per queue: the roadmap's 4-deep ring
 DEFAULT_TIMEOUT = 10.0   # seconds without any progress
@@ -531,8 +534,8 @@ class ExportingContext:
         self.close()
 
     def capture(self, count: int, sizeimage: int) -> list[int]:
-        """A DmabufSource of CAPTURE buffers (NV12 or P010 frames: the size asked is
-        the importer's sizeimage, whatever its format)."""
+        """A DmabufSource of CAPTURE buffers (frames in any CAPTURE format: the
+        size asked is the importer's sizeimage, whatever its format)."""
         return self._provide(CAPTURE, count, sizeimage)
 
     def output(self, count: int, sizeimage: int) -> list[int]:
@@ -577,15 +580,16 @@ class ExportingContext:
 @dataclass(frozen=True)
 class Frame:
     """A decoded picture, tightly packed in its CAPTURE format *pixfmt* (NV12,
-    or P010 for a 10-bit stream), as ffmpeg's rawvideo writes it (``-pix_fmt
-    nv12`` / ``p010le``) and as the decode wrote it."""
+    P010 for a 10-bit stream, NV16 / NV24 for 8-bit 4:2:2 / 4:4:4), as
+    ffmpeg's rawvideo writes it (``-pix_fmt nv12`` / ``p010le`` / ``nv16``
+    / ``nv24``) and as the decode wrote it."""
 
     width: int
     height: int
     timestamp: int
     key: bool
     data: bytes
-    pixfmt: str = "NV12"   # the CAPTURE fourcc: NV12 or P010
+    pixfmt: str = "NV12"   # the CAPTURE fourcc: NV12, P010, NV16 or NV24
 
 
 @dataclass
@@ -749,8 +753,9 @@ class StatefulDecode:
         left, top, width, height = self.node.visible_rect()
         pixfmt = CAPTURE_FORMATS.get(fmt.pixelformat)
         if pixfmt is None:
+            *others, last = CAPTURE_FORMATS
             raise DecodeError(f"CAPTURE format is {fmt.pixelformat}; this client writes "
-                              f"{' or '.join(CAPTURE_FORMATS)}")
+                              f"{', '.join(others)} or {last}")
         if (left, top) != (0, 0) or left + width > fmt.width or top + height > fmt.height:
             raise DecodeError(f"visible rectangle {width}x{height}+{left}+{top} is not "
                               f"within the {fmt.width}x{fmt.height} CAPTURE format")

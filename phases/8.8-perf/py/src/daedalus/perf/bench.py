@@ -16,7 +16,12 @@ guest):
   ``daedalus.m2m.kernels``, with ``zeroed=False``, as
   ``daedalus.m2m.stateful.write_capture`` calls it), here one buffer kept
   for the run in the CAPTURE format the node sets for the picture
-  (``capture_format``);
+  (``capture_format``). Pipelined, as daedalusd runs a stream's FEED and
+  FETCH at once for phase 8.8's kernel (``daedalus_m2m.pipelined``): frame
+  N is laid out on a second thread while frame N+1 decodes, one layout in
+  flight at a time, as the kernel has one FETCH of a file out at a time.
+  ``serial``: the same work one step after the other, as phases 8.5 to 8.7
+  send a file's requests one at a time;
 - **device** (only with ``--device /dev/videoN``, in a guest with the
   module and daedalusd; ``--device auto``: the daedalus-v4l2 node,
   ``daedalus.skeleton.v4l2dev.find_node``): the same packets decoded
@@ -34,12 +39,13 @@ guest):
 
 The packets are read into memory first (phase 8.3's readers, as the
 decode tool reads them), each decoder is made before its clock starts, and
-the kinds are run ``--rounds`` times, alternately (raw, daemon, device);
-each keeps its fastest round. The ratio daemon / raw is the share of
-FFmpeg's speed the daemon's path keeps (1.0: it costs nothing on top of
-decoding); ``device_ratio`` (device / raw) is the same for the node, and
-``bridge_us`` = (device_s - raw_s) / frames x 10^6 is what the node (kernel,
-bridge, daemon, client) adds to each frame, in microseconds. The daemon rounds
+the kinds are run ``--rounds`` times, alternately (raw, serial, daemon,
+device); each keeps its fastest round. The ratio daemon / raw is the share
+of FFmpeg's speed the daemon's path keeps (1.0: it costs nothing on top of
+decoding), ``serial_ratio`` the same without pipelining; ``device_ratio``
+(device / raw) is the same for the node, and ``bridge_us`` = (device_s -
+raw_s) / frames x 10^6 is what the node (kernel, bridge, daemon, client)
+adds to each frame, in microseconds. The pipelined daemon rounds
 also time the two steps on their own (``feed_us``, ``place_us``:
 microseconds per frame, from that fastest round; ``place``: the
 implementation the dispatch table chose, ``DAEDALUS_DISPATCH`` overrides).
@@ -53,10 +59,11 @@ Output: a table on stdout, a progress line per step on stderr, and with
 "codec", "decoder", "width", "height", "bit_depth", "pixfmt", "frames",
 "threads", "rounds", "raw_s", "raw_fps", "daemon_s", "daemon_fps",
 "daemon_ratio", "feed_us", "place_us", "place", "place_speedup", "kernels",
-"bytesperline", "device", "device_s", "device_fps", "device_ratio",
-"bridge_us", "device_frames", "error"}], "software", "cpus", "machine",
-"dispatch"}``; ``device`` is the node's path, null without ``--device``
-(then the other device figures are 0); the table has the columns "device
+"bytesperline", "serial_s", "serial_fps", "serial_ratio", "device",
+"device_s", "device_fps", "device_ratio", "bridge_us", "device_frames",
+"error"}], "software", "cpus", "machine", "dispatch"}``; ``device`` is the
+node's path, null without ``--device`` (then the other device figures are
+0); the table has the columns "device
 fps", "device/raw" and "bridge us" only with ``--device``.
 ``threads`` is the decoder's thread count as FFmpeg set it (``--threads``;
 without it FFmpeg's automatic count, what daedalusd uses). Exit status: 0
@@ -73,6 +80,7 @@ their paths; without FILE it stops there.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import os
 import platform
@@ -90,7 +98,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from daedalus.codec.session import create_decoder
 from daedalus.m2m import kernels
-from daedalus.m2m.layout import buffer_size
+from daedalus.m2m.layout import LAYOUTS, buffer_size
 from daedalus.m2m.stateful import KeptFrame, frame_entry
 from daedalus.proto import FrameInfo, PixFmt
 from daedalus.proto.codecs import BY_NAME
@@ -120,8 +128,9 @@ def capture_format(width: int, height: int, pixfmt: PixFmt) -> tuple[int, int]:
     """(bytesperline, height) of the CAPTURE format the node sets for a
     picture of *width* x *height* (phases/8.1-skeleton's
     daedalus_fill_decoded_fmt): the size rounded up to even, rows padded to
-    a multiple of 4 bytes; P010 rows take two bytes a sample."""
-    sample = 2 if pixfmt == PixFmt.P010 else 1
+    a multiple of 4 bytes; P010 rows take two bytes a sample. (Its buffer:
+    ``buffer_size(bytesperline, height, pixfmt)``.)"""
+    sample = LAYOUTS[pixfmt].sample
     return (_align(_align(width, SIZE_STEP) * sample, STRIDE_ALIGN),
             _align(height, SIZE_STEP))
 
@@ -208,7 +217,7 @@ class DaemonPath:
     def __init__(self, hook: FrameHook | None = None, keep: int = 0) -> None:
         self.hook = hook
         self.capture = np.empty(0, np.uint8)
-        self.geometry = (0, 0)
+        self.geometry = (0, 0, 0)  # bytesperline, height, pixfmt
         self.feed_s = self.place_s = 0.0
         self.first: FrameInfo | None = None
         self.bits = 0
@@ -217,42 +226,63 @@ class DaemonPath:
         self.kept: list[KeptFrame] = []
 
     def frame(self, frame: av.VideoFrame, timestamp: int) -> None:
+        """FEED then FETCH of *frame*, one after the other."""
+        self.fetch(self.feed(frame, timestamp))
+
+    def feed(self, frame: av.VideoFrame, timestamp: int) -> KeptFrame:
+        """What FEED does with a decoded frame: keep it, make its entry."""
         t0 = time.perf_counter()
         self.number += 1
-        kept = KeptFrame(frame_entry(frame, timestamp, self.number), frame)  # FEED
-        t1 = time.perf_counter()
-        info = kept.info
-        bytesperline, height = capture_format(info.width, info.height, PixFmt(info.pixfmt))
-        if (bytesperline, height) != self.geometry:  # a new CAPTURE format (not timed)
-            self.capture = np.zeros(buffer_size(bytesperline, height), np.uint8)
-            self.geometry = (bytesperline, height)
-        t2 = time.perf_counter()
-        kept.place(bytesperline, height, self.capture, zeroed=False)  # FETCH (DMABUF)
-        t3 = time.perf_counter()
-        self.feed_s += t1 - t0
-        self.place_s += t3 - t2
+        kept = KeptFrame(frame_entry(frame, timestamp, self.number), frame)
+        self.feed_s += time.perf_counter() - t0
         if self.first is None:
-            self.first = info
+            self.first = kept.info
             self.bits = max(c.bits for c in frame.format.components)
         if len(self.kept) < self.keep:
             self.kept.append(kept)
+        return kept
+
+    def fetch(self, kept: KeptFrame) -> None:
+        """What FETCH (DMABUF) does: lay the frame out into the CAPTURE buffer.
+        One at a time (the pipelined run's single worker)."""
+        info = kept.info
+        bytesperline, height = capture_format(info.width, info.height, PixFmt(info.pixfmt))
+        if (bytesperline, height, info.pixfmt) != self.geometry:  # a new CAPTURE format
+            self.capture = np.zeros(buffer_size(bytesperline, height, PixFmt(info.pixfmt)),
+                                    np.uint8)
+            self.geometry = (bytesperline, height, info.pixfmt)
+        t2 = time.perf_counter()
+        kept.place(bytesperline, height, self.capture, zeroed=False)
+        self.place_s += time.perf_counter() - t2
         if self.hook is not None:
             self.hook(info, self.capture, bytesperline, height)
 
 
 def daemon_run(clip: Clip, threads: int | None, hook: FrameHook | None = None,
-               keep: int = 0) -> tuple[Run, DaemonPath]:
-    """Decode *clip* and put every frame through the daemon's path."""
+               keep: int = 0, pipelined: bool = True) -> tuple[Run, DaemonPath]:
+    """Decode *clip* and put every frame through the daemon's path:
+    *pipelined*, each frame's layout on a second thread while the next
+    frame decodes (one layout in flight); else one step after the other."""
     decoder = _decoder(clip, threads)
     packets = _packets(clip)
     path = DaemonPath(hook, keep)
     frames = 0
-    start = time.perf_counter()
-    for packet in [*packets, None]:
-        for frame in decoder.decode(packet):
-            path.frame(frame, frame.pts if frame.pts is not None else frames)
-            frames += 1
-    seconds = time.perf_counter() - start
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fetch") as fetcher:
+        out: concurrent.futures.Future[None] | None = None
+        start = time.perf_counter()
+        for packet in [*packets, None]:
+            for frame in decoder.decode(packet):
+                kept = path.feed(frame, frame.pts if frame.pts is not None else frames)
+                frames += 1
+                if not pipelined:
+                    path.fetch(kept)
+                    continue
+                if out is not None:
+                    out.result()  # the kernel has one FETCH of a file out at a time
+                out = fetcher.submit(path.fetch, kept)
+        if out is not None:
+            out.result()
+        seconds = time.perf_counter() - start
     return Run(seconds, frames, path.feed_s, path.place_s), path
 
 
@@ -310,7 +340,7 @@ def time_kernels(frames: Sequence[KeptFrame]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     info = frames[0].info
     bytesperline, height = capture_format(info.width, info.height, PixFmt(info.pixfmt))
-    capture = np.zeros(buffer_size(bytesperline, height), np.uint8)
+    capture = np.zeros(buffer_size(bytesperline, height, PixFmt(info.pixfmt)), np.uint8)
     same = [k for k in frames if (k.info.width, k.info.height, k.info.pixfmt) ==
             (info.width, info.height, info.pixfmt)]
     for impl in kernels.registered()["place"]:
@@ -356,6 +386,9 @@ class Result:
     place_speedup: float = 0.0
     kernels: dict[str, dict[str, float]] = field(default_factory=dict)
     bytesperline: int = 0
+    serial_s: float = 0.0
+    serial_fps: float = 0.0
+    serial_ratio: float = 0.0
     device: str | None = None
     device_s: float = 0.0
     device_fps: float = 0.0
@@ -410,6 +443,7 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
     decoder = BY_NAME[clip.codec].decoder
     raw: Run | None = None
     daemon: Run | None = None
+    serial: Run | None = None
     path: DaemonPath | None = None
     node: Run | None = None
     failure: str | None = None
@@ -422,7 +456,11 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
             got = raw_run(clip, threads)
             raw = got if raw is None or got.seconds < raw.seconds else raw
             if progress is not None:
-                progress(f"round {i + 1}/{rounds}: daemon path")
+                progress(f"round {i + 1}/{rounds}: daemon path, serial")
+            got = daemon_run(clip, threads, pipelined=False)[0]
+            serial = got if serial is None or got.seconds < serial.seconds else serial
+            if progress is not None:
+                progress(f"round {i + 1}/{rounds}: daemon path, pipelined")
             run, ran = daemon_run(clip, threads, hook if i == 0 else None,
                                   keep=KERNEL_FRAMES if i == 0 else 0)
             if i == 0:
@@ -443,8 +481,10 @@ def measure(clip: Clip, *, threads: int | None = None, rounds: int = DEFAULT_ROU
         timed = time_kernels(sample)
     except (av.FFmpegError, ValueError) as exc:  # (UnsupportedLayout is a ValueError)
         return Result(clip.file, clip.codec, decoder, error=f"{type(exc).__name__}: {exc}")
-    assert raw is not None and daemon is not None and path is not None
+    assert raw is not None and daemon is not None and path is not None and serial is not None
     result = _figures(clip, count, rounds, raw, daemon, path, timed)
+    result = replace(result, serial_s=serial.seconds, serial_fps=fps(serial),
+                     serial_ratio=fps(serial) / fps(raw) if fps(raw) > 0 else 0.0)
     return result if device is None else result.with_device(str(device), node, failure)
 
 
@@ -488,7 +528,7 @@ def report_json(results: Sequence[Result]) -> dict[str, Any]:
 
 
 TABLE_HEAD = ("file", "codec", "size", "bits", "frames", "threads", "raw fps", "daemon fps",
-              "daemon/raw", "feed us", "place us", "place", "vs reference")
+              "daemon/raw", "serial/raw", "feed us", "place us", "place", "vs reference")
 DEVICE_HEAD = ("device fps", "device/raw", "bridge us")  # with --device
 
 
@@ -509,7 +549,8 @@ def table(results: Sequence[Result]) -> str:
             cells: tuple[str, ...] = (
                 name, r.codec, f"{r.width}x{r.height}", str(r.bit_depth), str(r.frames),
                 str(r.threads), f"{r.raw_fps:.1f}", f"{r.daemon_fps:.1f}",
-                f"{r.daemon_ratio:.3f}", f"{r.feed_us:.0f}", f"{r.place_us:.0f}", r.place,
+                f"{r.daemon_ratio:.3f}", f"{r.serial_ratio:.3f}", f"{r.feed_us:.0f}",
+                f"{r.place_us:.0f}", r.place,
                 f"{r.place_speedup:.2f}x")
             if with_device:
                 cells += ((f"{r.device_fps:.1f}", f"{r.device_ratio:.3f}",

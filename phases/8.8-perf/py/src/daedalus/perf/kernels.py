@@ -14,9 +14,11 @@ whole words takes the strided writes); then, unless the buffer is zero
 already, the padding and the rows past the picture set to zero. The
 reference packs tightly first and lays out second: two copies and a
 temporary of the frame's size. Planar 4:2:0 with 8-bit samples (NV12) and
-9- or 10-bit little-endian ones (P010) only, what FFmpeg's VP9, H.264 and
-AV1 decoders output; anything else (a semi-planar or big-endian decoder
-output, an odd P010 stride) is left to the reference (``NotImplemented``).
+9- or 10-bit little-endian ones (P010), and planar 8-bit 4:2:2 (NV16) and
+4:4:4 (NV24): what FFmpeg's VP9, H.264 and AV1 decoders output, the chroma
+planes' rows and columns as the layout's table (``daedalus.m2m.layout``)
+says. Anything else (a semi-planar or big-endian decoder output, an odd
+P010 stride) is left to the reference (``NotImplemented``).
 """
 
 from __future__ import annotations
@@ -27,10 +29,14 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided
 
 from daedalus.m2m.kernels import Implementation
+from daedalus.m2m.layout import LAYOUTS, buffer_size
 from daedalus.proto import PixFmt
 
-PLANAR_8 = frozenset({"yuv420p", "yuvj420p"})
-PLANAR_DEEP = {"yuv420p9le": 9, "yuv420p10le": 10}
+# FFmpeg's planar 8-bit layouts and the CAPTURE layout that carries each
+PLANAR_8 = {"yuv420p": PixFmt.NV12, "yuvj420p": PixFmt.NV12,
+            "yuv422p": PixFmt.NV16, "yuvj422p": PixFmt.NV16,
+            "yuv444p": PixFmt.NV24, "yuvj444p": PixFmt.NV24}
+PLANAR_DEEP = {"yuv420p9le": 9, "yuv420p10le": 10}  # P010's
 
 
 def _plane(plane: av.video.plane.VideoPlane, rows: int, samples: int,
@@ -55,22 +61,25 @@ def place_direct(frame: av.VideoFrame, pixfmt: PixFmt, bytesperline: int, height
     or a buffer it does not handle."""
     name = frame.format.name
     deep = PLANAR_DEEP.get(name)
-    if not ((pixfmt == PixFmt.NV12 and name in PLANAR_8)
+    if not (PLANAR_8.get(name) == pixfmt
             or (pixfmt == PixFmt.P010 and deep is not None and bytesperline % 2 == 0)):
         return NotImplemented
+    layout = LAYOUTS[pixfmt]
     width, rows = frame.width, frame.height
-    cw, ch = (width + 1) // 2, (rows + 1) // 2
+    cw, ch = -(-width // layout.hdiv), -(-rows // layout.vdiv)
     split = bytesperline * height
-    if out.size != split + bytesperline * (height // 2):
-        raise ValueError(f"output of {out.size} bytes, a {bytesperline} x {height} layout "
-                         f"takes {split + bytesperline * (height // 2)}")
+    stride = layout.chroma_stride(bytesperline)
+    size = buffer_size(bytesperline, height, pixfmt)
+    if out.size != size:
+        raise ValueError(f"output of {out.size} bytes, a {bytesperline} x {height} "
+                         f"{layout.fourcc} layout takes {size}")
     luma = out[:split].reshape(height, bytesperline)
-    chroma = out[split:].reshape(height // 2, bytesperline)
+    chroma = out[split:].reshape(layout.chroma_rows_of(height), stride)
     planes = frame.planes
     if deep is None:
         luma[:rows, :width] = _plane(planes[0], rows, width, np.uint8)
         cb, cr = _plane(planes[1], ch, cw, np.uint8), _plane(planes[2], ch, cw, np.uint8)
-        if bytesperline % 2 == 0:  # a CbCr pair is one little-endian word: Cr << 8 | Cb
+        if stride % 2 == 0:  # a CbCr pair is one little-endian word: Cr << 8 | Cb
             pairs = chroma.view("<u2")[:ch, :cw]
             np.left_shift(cr, 8, out=pairs, dtype=np.uint16)
             pairs |= cb
