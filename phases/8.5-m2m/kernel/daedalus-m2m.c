@@ -512,7 +512,9 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		mutex_unlock(&ctx->lock);
 		return true;
 	}
-	daedalus_pending_pop(ctx);
+	/* A refusal on the other pump (pipelined) may have emptied the ring. */
+	if (ctx->nr_pending)
+		daedalus_pending_pop(ctx);
 	buf->vb2_buf.timestamp = want.timestamp;
 	buf->field = V4L2_FIELD_NONE;
 	buf->flags &= ~(V4L2_BUF_FLAG_KEYFRAME | V4L2_BUF_FLAG_LAST);
@@ -520,7 +522,8 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		buf->flags |= V4L2_BUF_FLAG_KEYFRAME;
 	buf->sequence = ctx->cap_sequence++;
 	vb2_set_plane_payload(&buf->vb2_buf, 0, ret ? 0 : dst.sizeimage);
-	if (!ret && ctx->draining && ctx->flushed && !ctx->nr_pending) {
+	if (!ret && ctx->draining && ctx->flushed && !ctx->flushing &&
+	    !ctx->nr_pending) {
 		/* The drain's last frame carries LAST itself. */
 		buf->flags |= V4L2_BUF_FLAG_LAST;
 		ctx->draining = false;
@@ -733,10 +736,12 @@ static bool daedalus_drain(struct daedalus_m2m_ctx *ctx)
 		if (!daedalus_feed_room(ctx))
 			goto idle;
 		ctx->flushed = true;
+		ctx->flushing = true;
 		flags = daedalus_feed_flags(ctx);
 		mutex_unlock(&ctx->lock);
 		ret = daedalus_feed(ctx, NULL, flags);
 		mutex_lock(&ctx->lock);
+		ctx->flushing = false;
 		/*
 		 * Frames of the drain may still be in the daemon: FLUSH again
 		 * (with RESYNC) while it lists more, or, a few times, after an
@@ -967,6 +972,7 @@ static void daedalus_stop_streaming(struct vb2_queue *vq)
 		ctx->nr_pending = 0;
 		ctx->draining = false;
 		ctx->flushed = false;
+		ctx->flushing = false;
 		ctx->stopped = false;
 		ctx->last_owed = false;
 		ctx->resync = false;

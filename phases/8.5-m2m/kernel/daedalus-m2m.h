@@ -160,6 +160,9 @@ struct daedalus_m2m {
  *	more frames are delivered.
  * @draining: DECODER_CMD STOP received; the drain is in progress.
  * @flushed: the drain's FLUSH was sent to the daemon.
+ * @flushing: the drain's FLUSH is in flight: frames it lists may still
+ *	come, so the deliver step (the other pump, when pipelined) does not
+ *	mark the last pending frame LAST yet.
  * @stopped: the drain completed (LAST delivered) and no START came yet.
  * @last_owed: a drain completed while CAPTURE was not streaming; the first
  *	CAPTURE buffer queued later is returned empty with LAST.
@@ -208,6 +211,7 @@ struct daedalus_m2m_ctx {
 	bool src_change;
 	bool draining;
 	bool flushed;
+	bool flushing;
 	bool stopped;
 	bool last_owed;
 	bool reset;
