@@ -445,7 +445,11 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 
 	mutex_lock(&ctx->lock);
 	head = daedalus_pending_head(ctx);
-	if (!head || ctx->src_change)
+	/*
+	 * A refused stream delivers nothing (and its refusal, made here from
+	 * the head frame, must not be made again and again).
+	 */
+	if (!head || ctx->src_change || ctx->fatal)
 		goto idle;
 	if (!daedalus_same_geometry(ctx, head)) {
 		/*
@@ -586,6 +590,12 @@ int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 			ctx->resync = true;
 		goto out;
 	}
+	/*
+	 * Refused meanwhile (pipelined: by the deliver step, from an earlier
+	 * frame): the frames of this answer are dropped with the stream.
+	 */
+	if (ctx->fatal)
+		goto out;
 	for (i = 0; i < ctx->result.resp.nr_frames; i++)
 		daedalus_pending_push(ctx, &ctx->result.frames[i]);
 	ret = ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
