@@ -119,6 +119,17 @@ static int daedalus_m2m_s_fmt_out(struct file *file, void *priv,
 		 */
 		if (!ret)
 			ctx->have_geometry = false;
+		/*
+		 * Another codec on this file (both queues idle, so the pumps
+		 * have nothing of the old stream): a new stream in the daemon,
+		 * whose streams keep one codec each (FEED of another is
+		 * EINVAL). The old one's decoder is dropped without waiting.
+		 */
+		if (!ret && ctx->stream.used &&
+		    ctx->stream.codec != daedalus_m2m_out_codec(ctx)) {
+			daedalus_stream_close(ctx->base.dev, &ctx->stream);
+			daedalus_stream_init(&ctx->stream);
+		}
 		mutex_unlock(&ctx->lock);
 	}
 	mutex_unlock(&ctx->q_lock);

@@ -659,13 +659,26 @@ static int daedalus_feed_inline(struct daedalus_m2m_ctx *ctx,
 static int daedalus_feed(struct daedalus_m2m_ctx *ctx,
 			 struct vb2_v4l2_buffer *src, u32 flags)
 {
-	const struct daedalus_coded_fmt *codec =
-		daedalus_find_coded_fmt(daedalus_m2m_dev(ctx),
-					ctx->base.out_fmt.pixelformat);
+	u32 codec = daedalus_m2m_out_codec(ctx);
 
 	if (!codec)
 		return -EINVAL;
-	return daedalus_transport(ctx)->feed(ctx, src, codec->codec, flags);
+	return daedalus_transport(ctx)->feed(ctx, src, codec, flags);
+}
+
+/**
+ * daedalus_m2m_out_codec() - the daemon's codec for OUTPUT's coded format
+ * @ctx: the file.
+ *
+ * Return: its enum daedalus_codec, or 0 for a format the node lacks.
+ */
+u32 daedalus_m2m_out_codec(struct daedalus_m2m_ctx *ctx)
+{
+	const struct daedalus_coded_fmt *fmt =
+		daedalus_find_coded_fmt(daedalus_m2m_dev(ctx),
+					ctx->base.out_fmt.pixelformat);
+
+	return fmt ? fmt->codec : 0;
 }
 
 /* The pump may talk to the daemon at all; ctx->lock held. */

@@ -186,8 +186,9 @@ struct daedalus_m2m {
  *	decoding errors).
  * @cap_sequence: sequence number of the next CAPTURE buffer.
  * @stream: this file's decoder in the daemon; written by the step that
- *	FEEDs only (its id is fixed at open, and FETCH reads only that), and
- *	by release once the pumps are stopped for good.
+ *	FEEDs (FETCH reads only its id), by S_FMT(OUTPUT) with both queues
+ *	idle (a new stream for another codec), and by release once the pumps
+ *	are stopped for good.
  * @fetch: bounce buffer for FETCH answers, allocated at the first FETCH;
  *	used by the deliver step only.
  * @result: the last FEED answer; used by the FEED step only.
@@ -249,6 +250,7 @@ static inline bool daedalus_m2m_refused(struct daedalus_m2m_ctx *ctx)
 /* daedalus-m2m.c */
 extern const struct daedalus_layer daedalus_m2m_layer;
 void daedalus_m2m_kick(struct daedalus_m2m_ctx *ctx);
+u32 daedalus_m2m_out_codec(struct daedalus_m2m_ctx *ctx);
 int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 			   struct daedalus_decode_req *msg, size_t len,
 			   const struct daedalus_attach *attach);
