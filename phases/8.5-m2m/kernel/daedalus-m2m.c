@@ -509,8 +509,11 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		ret = -E2BIG; /* dropped: the frame does not fit the transport */
 
 	mutex_lock(&ctx->lock);
-	if (ret == -ECANCELED) {
-		/* CAPTURE or OUTPUT is stopping: the buffer goes back. */
+	if (ret == -ECANCELED || ctx->fatal) {
+		/*
+		 * CAPTURE or OUTPUT is stopping, or the stream was refused
+		 * meanwhile (pipelined: by a FEED answer): the buffer goes back.
+		 */
 		v4l2_m2m_buf_queue(m2m, buf);
 		daedalus_cap_release(ctx);
 		mutex_unlock(&ctx->lock);
@@ -592,10 +595,14 @@ int daedalus_m2m_feed_send(struct daedalus_m2m_ctx *ctx,
 	}
 	/*
 	 * Refused meanwhile (pipelined: by the deliver step, from an earlier
-	 * frame): the frames of this answer are dropped with the stream.
+	 * frame): the frames of this answer are dropped with the stream, and
+	 * its buffer stays with the driver, as every buffer queued after the
+	 * refusal does (daedalus_m2m_fatal()).
 	 */
-	if (ctx->fatal)
+	if (ctx->fatal) {
+		ret = -ECANCELED;
 		goto out;
+	}
 	for (i = 0; i < ctx->result.resp.nr_frames; i++)
 		daedalus_pending_push(ctx, &ctx->result.frames[i]);
 	ret = ctx->result.resp.status == DAEDALUS_DECODE_OK ? 0 : -EILSEQ;
@@ -733,7 +740,17 @@ static bool daedalus_feed_one(struct daedalus_m2m_ctx *ctx)
 	mutex_unlock(&ctx->lock);
 
 	ret = daedalus_feed(ctx, src, flags);
-	if (ret && ret != -EILSEQ && ret != -ECANCELED)
+	if (ret == -ECANCELED) {
+		/*
+		 * OUTPUT is stopping (it returns the buffer with the rest of its
+		 * queue) or the stream was refused meanwhile (it keeps it).
+		 */
+		mutex_lock(&ctx->lock);
+		v4l2_m2m_buf_queue(m2m, src);
+		mutex_unlock(&ctx->lock);
+		return true;
+	}
+	if (ret && ret != -EILSEQ)
 		dev_warn_ratelimited(&daedalus_m2m_dev(ctx)->pdev->dev,
 				     "stream %llu: OUTPUT buffer %u not decoded: %d\n",
 				     ctx->stream.id, src->vb2_buf.index, ret);
