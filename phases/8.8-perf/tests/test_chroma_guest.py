@@ -37,7 +37,14 @@ from pathlib import Path
 
 import pytest
 
-from daedalus.m2m.clients import decode, ffmpeg_argv, gstreamer, reference_frames, summary
+from daedalus.m2m.clients import (
+    decode,
+    ffmpeg_argv,
+    gstreamer,
+    gstreamer_refused,
+    reference_frames,
+    summary,
+)
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.status import DecodeExit
 from daedalus.m2m.v4l2 import M2MNode, StatefulDecode, packets_of
@@ -164,7 +171,7 @@ def test_ffmpeg_and_gstreamer_stop_on_422_without_hanging(tmp_path: Path) -> Non
     assert re.search(r"stream \d+ refused: 4:2:2 frames \(NV16\), but CAPTURE was set up "
                      r"4:2:0 before the header", new), new
     code, log, data = gstreamer(name, tmp_path, timeout=300)
-    assert code != 0, log
+    assert gstreamer_refused(code, log), log
     assert not data, log
     print(f"{name}: ffmpeg exit {proc.returncode}; GStreamer exit {code}: "
           f"{[line for line in log.splitlines() if 'ERROR' in line][:1]}")

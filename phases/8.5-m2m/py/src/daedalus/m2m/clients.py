@@ -166,6 +166,19 @@ def gstreamer(name: str, tmp_path: Path, timeout: float = 600,
     return proc.returncode, proc.stdout + proc.stderr, out.read_bytes() if out.exists() else b""
 
 
+# GStreamer 1.22's v4l2 decoders on a stream the node refuses after the
+# element's CMD_STOP (a short clip: every packet queued before the first frame
+# is decoded): the element ends the stream itself and gst-launch exits 0.
+GST_UNDRAINED = re.compile(r"frames? [\d-]+ left undrained after CMD_STOP")
+
+
+def gstreamer_refused(code: int, log: str) -> bool:
+    """Did gst-launch report the node's refusal of its stream? It exits non-zero
+    ("Failed to process frame"), or, when the refusal came after its CMD_STOP,
+    exits 0 with its own "left undrained" warning (GST_UNDRAINED)."""
+    return code != 0 or bool(GST_UNDRAINED.search(log))
+
+
 def gstreamer_argv(name: str, out: Path, workdir: Path, decoder_options: Sequence[str] = (),
                    frames: int | None = None) -> list[str]:
     """gstreamer()'s pipeline, writing to *out*; a VP9 clip is remuxed to
