@@ -10,13 +10,15 @@ test's printed figures) is kept in build/guest-tier-SERIES.log. To keep CI
 within its time, the 6.1 tier runs a smoke subset (SMOKE_61: the node, the
 bridge's validation, the round trip, byte-exact decodes through every client,
 a resolution change, the overflow and stalled-daemon reproductions, an
-unbind, and the unmodified clients on everyday streams: odd widths, resolution
-changes, a slowed daemon, refusals; from phase 8.6 the dma-buf memory types,
-1080p, imported buffers, AV1 on the node: its format, small clips, the
-10-bit refusal, and the colorspace round trip; from phase 8.7 the media
+unbind, and the unmodified clients on everyday streams and on refused ones;
+from phase 8.6 the dma-buf memory types, 1080p, imported buffers, AV1 on the
+node: its format, small clips, the 10-bit refusal; from phase 8.7 the media
 device and its topology, both v4l2-compliance runs, four mixed clients at once
 and the daemon restarted under four contexts; from phase 8.8 the 10-bit P010
-decodes and the bench's smoke run through the node); the full 6.1 run is
+decodes). The clients' odd-width, resolution-change and slowed-daemon cases,
+the colorspace round trip and the bench's smoke run left it at phase 8.8 to
+keep CI within its time: they exercise no kernel-version-specific code. The
+full 6.1 run is
 
     DAEDALUS_FULL_61=1 hatch run test shared/testbed/tests/test_guest_tier.py -k "6.1 and not 6.12"
 
@@ -44,15 +46,12 @@ SMOKE_61 = " or ".join([
     "test_roundtrip_digests_equal_ffmpeg", "test_streams_are_numbered",
     "test_decode_is_byte_exact", "test_resolution_change", "test_ffmpeg_v4l2m2m",
     "test_gstreamer_v4l2", "test_capture_buffers_too_small", "test_a_stalled_daemon",
-    "test_unbind_mid_stream", "test_gstreamer_frames_have_the_visible_size",
-    "test_gstreamer_across_a_resolution_change", "test_ffmpeg_across_a_resolution_change",
-    "test_ffmpeg_b_pyramid", "test_refused_stream_through_ffmpeg_and_gstreamer",
+    "test_unbind_mid_stream", "test_refused_stream_through_ffmpeg_and_gstreamer",
     "test_reqbufs_offers_mmap_and_dmabuf", "(test_large_frames and 1920x1080)",
     "test_decode_importing_capture_buffers", "test_gstreamer_capture_io_mode_dmabuf",
-    "(test_av1_guest and not 1280x720 and not 1920x1080)", "test_colour_guest",
+    "(test_av1_guest and not 1280x720 and not 1920x1080)",
     "test_mc_guest", "test_compliance_guest", "test_applications_decoding_at_once",
-    "test_daemon_killed_and_restarted_under_four_contexts",
-    "test_p010_guest", "test_bench_guest", "test_chroma_guest",
+    "test_daemon_killed_and_restarted_under_four_contexts", "test_p010_guest",
 ])
 
 
