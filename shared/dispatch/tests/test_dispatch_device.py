@@ -211,6 +211,29 @@ def test_get_dmabuf_retries_an_interrupted_ioctl(monkeypatch: pytest.MonkeyPatch
     assert info.value.errno == errno.EINTR
 
 
+def test_in_flight_asks_the_kernel_and_reads_enoent_as_no(monkeypatch: pytest.MonkeyPatch,
+                                                          memfd: tuple[int, str]) -> None:
+    """DAEDALUS_IOC_IN_FLIGHT: 0 is True, ENOENT False (the request is gone),
+    an interrupted ioctl is asked again, any other errno is a DmaBufError;
+    the argument is the cookie as a __u64."""
+    fake = FakeIoctl(memfd[0], 100)
+    monkeypatch.setattr(fcntl, "ioctl", fake)
+    device = Device(3)
+    assert device.in_flight(0xFEDCBA9876543210)
+    assert fake.calls[-1][1:3] == (proto.IOC_IN_FLIGHT, (0xFEDCBA9876543210).to_bytes(8, "little"))
+    fake.fail = [InterruptedError, errno.ENOENT]
+    assert not device.in_flight(7)
+    assert len(fake.calls) == 3
+    fake.fail = [errno.EBADF]
+    with pytest.raises(DmaBufError, match="DAEDALUS_IOC_IN_FLIGHT for cookie 7 failed") as info:
+        device.in_flight(7)
+    assert info.value.errno == errno.EBADF
+    device.detach()
+    with pytest.raises(DmaBufError) as info:
+        device.in_flight(7)
+    assert info.value.errno == errno.ENOTCONN
+
+
 def test_malformed_answer_is_eproto_and_its_fd_is_closed(monkeypatch: pytest.MonkeyPatch,
                                                          memfd: tuple[int, str]) -> None:
     backing, name = memfd

@@ -331,24 +331,8 @@ class Device:
             arg = bytearray(pack_dmabuf_req(cookie, index))
         except ProtocolError as exc:
             raise DmaBufError(errno.EINVAL, str(exc)) from None
-        with self._lock:
-            if self._fd is None:
-                raise DmaBufError(errno.ENOTCONN, "the device is no longer attached (the "
-                                                  "daemon's session ended)")
-            for _ in range(IOCTL_TRIES):
-                try:
-                    fcntl.ioctl(self._fd, IOC_GET_DMABUF, arg, True)
-                    break
-                except InterruptedError:
-                    continue
-                except OSError as exc:
-                    code = exc.errno or errno.EIO
-                    raise DmaBufError(code, f"DAEDALUS_IOC_GET_DMABUF for cookie {cookie}, "
-                                            f"buffer {index} failed: {os.strerror(code)}"
-                                      ) from None
-            else:
-                raise DmaBufError(errno.EINTR, f"DAEDALUS_IOC_GET_DMABUF was interrupted "
-                                               f"{IOCTL_TRIES} times")
+        self._ioctl(IOC_GET_DMABUF, arg, "DAEDALUS_IOC_GET_DMABUF",
+                    f"cookie {cookie}, buffer {index}")
         got = parse_dmabuf_req(arg)
         what = f"DAEDALUS_IOC_GET_DMABUF for cookie {cookie}, buffer {index}"
         if got.fd < 0:
@@ -376,22 +360,32 @@ class Device:
         copy out of the job's buffer is the request's only if this is True
         after the copy. DmaBufError for a detached device or another error
         than ENOENT."""
-        arg = bytearray(struct.pack("=Q", cookie))
+        try:
+            self._ioctl(IOC_IN_FLIGHT, bytearray(struct.pack("=Q", cookie)),
+                        "DAEDALUS_IOC_IN_FLIGHT", f"cookie {cookie}")
+        except DmaBufError as exc:
+            if exc.errno == errno.ENOENT:
+                return False
+            raise
+        return True
+
+    def _ioctl(self, request: int, arg: bytearray, name: str, what: str) -> None:
+        """ioctl *request* (called *name*) with *arg*, which the kernel may
+        fill in, under the device's lock, again when interrupted (at most
+        IOCTL_TRIES times). DmaBufError: ENOTCONN once detached, else the
+        ioctl's errno ("NAME for WHAT failed: ...")."""
         with self._lock:
             if self._fd is None:
                 raise DmaBufError(errno.ENOTCONN, "the device is no longer attached (the "
                                                   "daemon's session ended)")
             for _ in range(IOCTL_TRIES):
                 try:
-                    fcntl.ioctl(self._fd, IOC_IN_FLIGHT, arg)
-                    return True
+                    fcntl.ioctl(self._fd, request, arg, True)
+                    return
                 except InterruptedError:
                     continue
                 except OSError as exc:
-                    if exc.errno == errno.ENOENT:
-                        return False
                     code = exc.errno or errno.EIO
-                    raise DmaBufError(code, f"DAEDALUS_IOC_IN_FLIGHT for cookie {cookie} "
-                                            f"failed: {os.strerror(code)}") from None
-        raise DmaBufError(errno.EINTR, f"DAEDALUS_IOC_IN_FLIGHT was interrupted {IOCTL_TRIES} "
-                                       "times")
+                    raise DmaBufError(code, f"{name} for {what} failed: "
+                                            f"{os.strerror(code)}") from None
+            raise DmaBufError(errno.EINTR, f"{name} was interrupted {IOCTL_TRIES} times")
