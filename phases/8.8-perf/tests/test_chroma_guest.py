@@ -42,15 +42,15 @@ from daedalus.m2m.clients import (
     ffmpeg_argv,
     gstreamer,
     gstreamer_refused,
+    negotiate,
     reference_frames,
     summary,
 )
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.status import DecodeExit
-from daedalus.m2m.v4l2 import M2MNode, StatefulDecode, packets_of
+from daedalus.m2m.v4l2 import M2MNode
 from daedalus.parse import corpus
-from daedalus.proto import codecs
-from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, find_node
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, VideoNode, find_node
 from daedalus.testbed.guestctl import daemon_state
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
@@ -104,47 +104,15 @@ def test_422_and_444_streams_are_byte_exact_through_the_node(name: str, capture_
     assert daemon_state() == "ready"
 
 
-class Negotiating(StatefulDecode):
-    """StatefulDecode that, each time the stream's format is announced, first
-    records what CAPTURE offers and what S_FMT(NV12) gives, as an application
-    that insists on NV12 would see it; then sets CAPTURE up as the tool does
-    (as test_p010_guest.py's)."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.offered: list[list[str]] = []
-        self.insisted: list[PixFormat] = []
-        self.got: list[PixFormat] = []
-
-    def _setup_capture(self) -> None:
-        fmt = self.node.g_fmt(CAPTURE)
-        if self.capture is not None:
-            self.capture.queue.close()  # (S_FMT needs CAPTURE idle; super closes it too)
-            self.capture = None
-        self.offered.append(self.node.formats(CAPTURE))
-        self.insisted.append(self.node.s_fmt(CAPTURE, "NV12", fmt.width, fmt.height))
-        super()._setup_capture()
-        self.got.append(self.node.g_fmt(CAPTURE))
-
-
-def negotiate(node: M2MNode, name: str) -> tuple[Negotiating, bytes]:
-    frames: list[bytes] = []
-    codec, width, height, packets = packets_of(corpus.path(name))
-    run = Negotiating(node, codecs.BY_NAME[codec].fourcc, packets,
-                      lambda frame: frames.append(frame.data), buffers=4,
-                      timeout=float(PATIENCE), width=width, height=height)
-    stats = run.run()
-    assert stats.errors == 0
-    return run, b"".join(frames)
-
-
 def test_after_the_header_capture_offers_the_streams_format_only() -> None:
     """4:2:2, then 4:4:4, then 8-bit 4:2:0 on one open file: CAPTURE offers
     NV16, then NV24, then NV12, each alone; S_FMT(NV12) gives that format."""
     with M2MNode(find_node()) as node:
         for name in ("h264-high422-176x144", "vp9-p1-444-176x144", EIGHT_BIT):
             fourcc = CLIPS.get(name, "NV12")
-            run, data = negotiate(node, name)
+            run, frames, stats = negotiate(node, name, float(PATIENCE))
+            assert stats.errors == 0
+            data = b"".join(frames)
             assert run.offered == [[fourcc]], name
             size = {"NV12": 176 * 144 * 3 // 2, "NV16": 176 * 144 * 2,
                     "NV24": 176 * 144 * 3}[fourcc]

@@ -40,15 +40,15 @@ from daedalus.m2m.clients import (
     ffmpeg_argv,
     gstreamer,
     gstreamer_refused,
+    negotiate,
     reference_frames,
     summary,
 )
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.status import DecodeExit
-from daedalus.m2m.v4l2 import M2MNode, StatefulDecode, packets_of
+from daedalus.m2m.v4l2 import M2MNode
 from daedalus.parse import corpus
-from daedalus.proto import codecs
-from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, VideoNode, find_node
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, VideoNode, find_node
 from daedalus.testbed.guestctl import daemon_state
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
@@ -93,50 +93,19 @@ def test_10bit_stream_is_byte_exact_through_the_node(name: str, tmp_path: Path) 
     assert daemon_state() == "ready"
 
 
-class Negotiating(StatefulDecode):
-    """StatefulDecode that, each time the stream's format is announced, first
-    records what CAPTURE offers and what S_FMT(NV12) gives, as an application
-    that insists on NV12 would see it; then sets CAPTURE up as the tool does."""
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.offered: list[list[str]] = []
-        self.insisted: list[PixFormat] = []
-        self.got: list[PixFormat] = []
-
-    def _setup_capture(self) -> None:
-        fmt = self.node.g_fmt(CAPTURE)
-        if self.capture is not None:
-            self.capture.queue.close()  # (S_FMT needs CAPTURE idle; super closes it too)
-            self.capture = None
-        self.offered.append(self.node.formats(CAPTURE))
-        self.insisted.append(self.node.s_fmt(CAPTURE, "NV12", fmt.width, fmt.height))
-        super()._setup_capture()
-        self.got.append(self.node.g_fmt(CAPTURE))
-
-
-def negotiate(node: M2MNode, name: str) -> tuple[Negotiating, list[bytes]]:
-    frames: list[bytes] = []
-    codec, width, height, packets = packets_of(corpus.path(name))
-    run = Negotiating(node, codecs.BY_NAME[codec].fourcc, packets,
-                      lambda frame: frames.append(frame.data), buffers=4,
-                      timeout=float(PATIENCE), width=width, height=height)
-    stats = run.run()
-    assert stats.errors == 0
-    return run, frames
-
-
 def test_after_a_10bit_header_capture_offers_p010_only_then_nv12_again() -> None:
     ten, eight = "vp9-p2-10bit-320x240", EIGHT_BIT
     with M2MNode(find_node()) as node:
-        run, frames = negotiate(node, ten)
+        run, frames, stats = negotiate(node, ten, float(PATIENCE))
+        assert stats.errors == 0
         assert run.offered == [["P010"]]
         assert [(f.pixelformat, f.bytesperline) for f in run.insisted] == [("P010", 640)]
         assert [(f.pixelformat, f.width, f.height, f.bytesperline, f.sizeimage)
                 for f in run.got] == [("P010", 320, 240, 640, 640 * 240 * 3 // 2)]
         assert b"".join(frames) == reference_output(corpus.path(ten), "p010le")
         # the same open file, an 8-bit stream next: NV12 only again
-        run, frames = negotiate(node, eight)
+        run, frames, stats = negotiate(node, eight, float(PATIENCE))
+        assert stats.errors == 0
         assert run.offered == [["NV12"]]
         assert [(f.pixelformat, f.bytesperline) for f in run.insisted] == [("NV12", 320)]
         assert [f.pixelformat for f in run.got] == ["NV12"]

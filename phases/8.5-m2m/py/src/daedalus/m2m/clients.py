@@ -26,13 +26,16 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import av
 
 from daedalus.m2m.layout import LAYOUTS, Geometry, layout_of
 from daedalus.m2m.reference import PIX_FMTS, reference_output
-from daedalus.m2m.v4l2 import CAPTURE_FORMATS
+from daedalus.m2m.v4l2 import CAPTURE_FORMATS, M2MNode, StatefulDecode, Stats, packets_of
 from daedalus.parse import corpus
+from daedalus.proto.codecs import BY_NAME
+from daedalus.skeleton.v4l2dev import CAPTURE, PixFormat
 from daedalus.testbed.guestctl import tool
 
 FFMPEG = "/usr/bin/ffmpeg"
@@ -196,3 +199,40 @@ def ffmpeg_argv(name: str, out: Path, *extra: str, pix_fmt: str = "nv12") -> lis
     return [FFMPEG, "-hide_banner", "-nostdin", "-loglevel", "error", "-c:v", V4L2M2M[codec],
             "-i", str(corpus.path(name)), *extra, "-fps_mode", "passthrough", "-pix_fmt", pix_fmt,
             "-f", "rawvideo", "-y", str(out)]
+
+
+class Negotiating(StatefulDecode):
+    """StatefulDecode that, each time the stream's format is announced, first
+    records what CAPTURE offers and what S_FMT(NV12) gives, as an application
+    that insists on NV12 would see it; then sets CAPTURE up as the tool does
+    (phase 8.8's P010 and NV16 / NV24 guest tests)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.offered: list[list[str]] = []
+        self.insisted: list[PixFormat] = []
+        self.got: list[PixFormat] = []
+
+    def _setup_capture(self) -> None:
+        fmt = self.node.g_fmt(CAPTURE)
+        if self.capture is not None:
+            self.capture.queue.close()  # (S_FMT needs CAPTURE idle; super closes it too)
+            self.capture = None
+        self.offered.append(self.node.formats(CAPTURE))
+        self.insisted.append(self.node.s_fmt(CAPTURE, "NV12", fmt.width, fmt.height))
+        super()._setup_capture()
+        self.got.append(self.node.g_fmt(CAPTURE))
+
+
+def negotiate(node: M2MNode, name: str,
+              timeout: float) -> tuple[Negotiating, list[bytes], Stats]:
+    """Decode corpus clip *name* on the open *node* with Negotiating (a ring
+    of 4): the run (what CAPTURE offered and gave), the frames' bytes, the
+    stats."""
+    frames: list[bytes] = []
+    codec, width, height, packets = packets_of(corpus.path(name))
+    run = Negotiating(node, BY_NAME[codec].fourcc, packets,
+                      lambda frame: frames.append(frame.data), buffers=4,
+                      timeout=timeout, width=width, height=height)
+    stats = run.run()
+    return run, frames, stats
