@@ -90,16 +90,26 @@ def chroma_subsampling(fmt: av.VideoFormat) -> str:
     return names.get((w, h), f"{64 // w}x{64 // h} subsampled")
 
 
+def unsupported_what(fmt: av.VideoFormat, chroma: str) -> str:
+    """What of *fmt* (whose chroma subsampling is *chroma*) no layout carries,
+    in words: a palette, Bayer, no chroma, or the subsampling."""
+    if fmt.has_palette:
+        return "a palette"
+    if fmt.is_bayer:
+        return "Bayer"
+    if chroma == "4:0:0":
+        return "4:0:0, no chroma"
+    return f"{chroma} chroma" if chroma[0].isdigit() else chroma
+
+
 def layout_for(frame: av.VideoFrame) -> PixFmt:
     """NV12 for 8-bit 4:2:0 video, P010 for 9- and 10-bit 4:2:0; UnsupportedLayout
     for anything else."""
     fmt = frame.format
     chroma = chroma_subsampling(fmt)
     if chroma != "4:2:0" or fmt.has_palette or fmt.is_bayer:
-        what = ("a palette" if fmt.has_palette else "Bayer" if fmt.is_bayer
-                else "4:0:0, no chroma" if chroma == "4:0:0"
-                else f"{chroma} chroma" if chroma[0].isdigit() else chroma)
-        raise UnsupportedLayout(fmt.name, what, "4:2:0 only (NV12 / P010)")
+        raise UnsupportedLayout(fmt.name, unsupported_what(fmt, chroma),
+                                "4:2:0 only (NV12 / P010)")
     bits = max((c.bits for c in fmt.components), default=8)
     if bits > MAX_BITS:
         raise UnsupportedLayout(fmt.name, f"{bits}-bit samples",

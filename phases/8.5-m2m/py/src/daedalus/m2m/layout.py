@@ -54,6 +54,7 @@ from daedalus.roundtrip.frames import (
     _interleave,
     _rows,
     chroma_subsampling,
+    unsupported_what,
 )
 from daedalus.roundtrip.frames import (
     pack as pack_420,
@@ -224,17 +225,6 @@ def crop(buffer: bytes | bytearray | memoryview | npt.NDArray[np.uint8], bytespe
 # --- which layout carries a decoded picture (the daemon's rule) ------------------------
 
 
-def _what(fmt: av.VideoFormat, chroma: str) -> str:
-    """The property of *fmt* no layout carries, in words (phase 8.4's)."""
-    if fmt.has_palette:
-        return "a palette"
-    if fmt.is_bayer:
-        return "Bayer"
-    if chroma == "4:0:0":
-        return "4:0:0, no chroma"
-    return f"{chroma} chroma" if chroma[0].isdigit() else chroma
-
-
 def layout_of(fmt: av.VideoFormat, layouts: Sequence[Layout]) -> PixFmt:
     """The layout of *layouts* that carries pictures of FFmpeg's *fmt*
     sample for sample: the one of its chroma subsampling with the fewest
@@ -248,7 +238,7 @@ def layout_of(fmt: av.VideoFormat, layouts: Sequence[Layout]) -> PixFmt:
     same = ([] if fmt.has_palette or fmt.is_bayer
             else [layout for layout in layouts if layout.chroma == chroma])
     if not same:
-        raise UnsupportedLayout(fmt.name, _what(fmt, chroma), (
+        raise UnsupportedLayout(fmt.name, unsupported_what(fmt, chroma), (
             f"{' / '.join(chromas)} only ({' / '.join(lay.fourcc for lay in layouts)})"))
     bits = max((c.bits for c in fmt.components), default=8)
     deep = [layout for layout in same if bits <= layout.bits]
