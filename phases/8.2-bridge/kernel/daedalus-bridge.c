@@ -26,6 +26,7 @@
 #include <linux/completion.h>
 #include <linux/cred.h>
 #include <linux/debugfs.h>
+#include <linux/device.h>
 #include <linux/err.h>
 #include <linux/fs.h>
 #include <linux/jiffies.h>
@@ -39,6 +40,7 @@
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/sysfs.h>
 #include <linux/uaccess.h>
 #include <linux/wait.h>
 
@@ -853,6 +855,56 @@ static int daedalus_daemon_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(daedalus_daemon);
 
+/*
+ * sysfs, /sys/class/misc/daedalus-v4l2/ (world-readable, for a user's
+ * `daedalus-v4l2 doctor`): "daemon" as the debugfs file above, "protocol"
+ * (DAEDALUS_PROTO_VERSION) and "phase" ("8.N"). misc_register() makes the
+ * miscdevice the class device's driver data; the files are removed, and
+ * their readers drained, by misc_deregister() before the bridge is freed.
+ */
+static struct daedalus_bridge *daedalus_sysfs_bridge(struct device *d)
+{
+	struct miscdevice *misc = dev_get_drvdata(d);
+
+	return container_of(misc, struct daedalus_bridge, misc);
+}
+
+static ssize_t daemon_show(struct device *d, struct device_attribute *attr,
+			   char *buf)
+{
+	struct daedalus_bridge *b = daedalus_sysfs_bridge(d);
+	const char *state;
+
+	mutex_lock(&b->lock); /* ready and connected, as for the debugfs file */
+	state = b->ready ? "ready" : b->connected ? "connected" : "disconnected";
+	mutex_unlock(&b->lock);
+	return sysfs_emit(buf, "%s\n", state);
+}
+static DEVICE_ATTR_RO(daemon);
+
+static ssize_t protocol_show(struct device *d, struct device_attribute *attr,
+			     char *buf)
+{
+	return sysfs_emit(buf, "%u\n", DAEDALUS_PROTO_VERSION);
+}
+static DEVICE_ATTR_RO(protocol);
+
+/* Every phase is 8.N and daedalus_phase_id is 80 + N (8.10 -> 90). */
+static ssize_t phase_show(struct device *d, struct device_attribute *attr,
+			  char *buf)
+{
+	return sysfs_emit(buf, "8.%u\n", daedalus_phase_id - 80);
+}
+static DEVICE_ATTR_RO(phase);
+
+static struct attribute *daedalus_bridge_attrs[] = {
+	&dev_attr_daemon.attr,
+	&dev_attr_protocol.attr,
+	&dev_attr_phase.attr,
+	NULL,
+};
+ATTRIBUTE_GROUPS(daedalus_bridge);
+
 static int daedalus_bridge_init(struct daedalus_dev *dev)
 {
 	struct daedalus_bridge *b;
@@ -871,6 +923,7 @@ static int daedalus_bridge_init(struct daedalus_dev *dev)
 	b->misc.name = "daedalus-v4l2";
 	b->misc.fops = &daedalus_bridge_fops;
 	b->misc.mode = 0600;
+	b->misc.groups = daedalus_bridge_groups;
 	daedalus_layer_set_priv(dev, &daedalus_bridge_layer, b);
 	return 0;
 }
