@@ -35,8 +35,23 @@ opens the device non-blocking, watches it with the asyncio loop's
   request's buffers) when the session starts, and detaches it when the
   session ends.
 
+With ``--user NAME`` (and ``--group``) it opens the device as root and then
+drops its privileges for good before it reads a single request
+(privileges.py: that user and group, no supplementary groups, no
+capabilities, no_new_privs in every thread, working directory ``/``), so
+FFmpeg's parse of the application's bitstream never runs privileged. The
+device's fd stays open across the drop: the kernel checks CAP_SYS_ADMIN only
+at open(2); the requests, answers and dma-bufs (fds from ioctls on that
+fd) need no privilege. The daemon opens nothing by path after the drop (the
+unprivileged user may not even read the Python installation), so what it
+and its handlers load must be loaded before it: the handlers' modules are
+imported at registration, and a handler makes its start-up choices (say,
+from entry points) when it is instantiated. A drop that fails or is incomplete is
+fatal: daedalusd never serves as root when asked not to.
+
 SIGTERM and SIGINT shut it down cleanly (exit 0). ``serve`` is the daemon
-without the device opening and signal handling, for tests and embedding.
+without the device opening, privilege drop and signal handling, for tests
+and embedding.
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import concurrent.futures.thread  # (ThreadPoolExecutor: imported here, before the drop)
 import errno
 import inspect
 import logging
@@ -56,6 +72,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
+from daedalus.dispatch import privileges
 from daedalus.dispatch.device import Device
 from daedalus.dispatch.log import setup_logging
 from daedalus.dispatch.registry import HandlerResult, Registration, Registry, RegistryError
@@ -520,20 +537,51 @@ def _seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="daedalusd",
-        description="Serve the daedalus_v4l2 kernel module's requests (decoding in userspace).")
+        description="Serve the daedalus_v4l2 kernel module's requests (decoding in userspace).",
+        epilog="The device is root's (mode 0600, CAP_SYS_ADMIN at open): start daedalusd as "
+               "root with --user, and it drops to that user once the device is open, before "
+               "it reads any request, so the decoding of untrusted bitstreams never runs "
+               "privileged. Without --user it keeps running as whoever started it.")
     parser.add_argument("--device", default=DEFAULT_DEVICE,
                         help="the module's misc device (default: %(default)s)")
     parser.add_argument("--wait", type=_seconds, default=DEFAULT_WAIT, metavar="SECONDS",
                         help="how long to wait for the device to appear, polling every "
                              f"{POLL_INTERVAL:g} s (default: %(default)g)")
+    parser.add_argument("--user", metavar="NAME",
+                        help="once the device is open, become this unprivileged user for "
+                             "good: its uid, the group's gid, no supplementary groups, no "
+                             "capabilities, no new privileges, working directory /; a drop "
+                             "that fails is fatal (a dedicated system user, e.g. daedalusd)")
+    parser.add_argument("--group", metavar="NAME",
+                        help="the group to become with --user (default: the user's primary "
+                             "group)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
+def _account(user: str | None, group: str | None) -> privileges.Account | None:
+    """The account --user and --group name (None without --user), checked
+    before the device is opened: PrivilegeError if this process cannot
+    become it."""
+    if user is None:
+        return None
+    account = privileges.resolve(user, group)
+    privileges.check(account)
+    return account
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.group is not None and args.user is None:
+        parser.error("--group needs --user")
     setup_logging(args.verbose)
     try:
+        account = _account(args.user, args.group)
+    except privileges.PrivilegeError as exc:
+        log.critical("%s", exc)
+        return EXIT_FAILURE
+    try:  # (imports the handlers' modules: before the drop)
         registry = Registry.from_entry_points()
     except RegistryError as exc:
         log.critical("%s", exc)
@@ -548,6 +596,13 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_FAILURE
         log.info("connected to %s", args.device)
         try:
+            if account is not None:
+                try:
+                    dropped = privileges.drop(account)
+                except privileges.PrivilegeError as exc:
+                    log.critical("%s: exiting", exc)
+                    return EXIT_FAILURE
+                log.info("running as %s", dropped.describe())
             return asyncio.run(_run(fd, registry))
         finally:
             os.close(fd)

@@ -172,7 +172,7 @@ from daedalus.codec.session import (
 )
 from daedalus.dispatch.device import Device, DmaBufError
 from daedalus.m2m import kernels
-from daedalus.m2m.layout import Geometry, buffer_size, fits, layout_for
+from daedalus.m2m.layout import Geometry, buffer_size, delivered, fits, layout_for
 from daedalus.proto import (
     FEED_FLAGS,
     FETCH_RESP_SIZE,
@@ -580,6 +580,9 @@ class StatefulHandler:
         # the per-frame kernels, chosen now: the choice is logged at start-up,
         # and a DAEDALUS_DISPATCH naming nothing stops daedalusd with its message
         kernels.table()
+        # the CAPTURE layouts too: they come from entry points, which must be
+        # read before daedalusd drops its privileges (--user)
+        delivered()
 
     # -- the daemon's entry points ---------------------------------------------
 
