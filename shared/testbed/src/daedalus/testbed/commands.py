@@ -103,6 +103,14 @@ class GuestCommand:
                             help="do not load daedalus_v4l2 (the media core and helper still load)")
         parser.add_argument("--no-daemon", action="store_true",
                             help="do not start daedalusd (phase 8.2 on starts it by default)")
+        parser.add_argument("--init", choices=("harness", "systemd"), default="harness",
+                            help="harness: load the phase's module and start the checkout's "
+                                 "daedalusd; systemd: boot the machine as installed "
+                                 "(shared/install/install.sh) with nothing from the harness "
+                                 "(default: %(default)s)")
+        parser.add_argument("--mask", action="append", default=[], metavar="UNIT",
+                            help="with --init systemd: a unit of this machine not to start "
+                                 "(repeatable)")
         parser.add_argument("--show-dmesg", action="store_true", help="print the guest's dmesg")
         parser.add_argument("--show-daemon-log", action="store_true",
                             help="print daedalusd's log")
@@ -115,7 +123,8 @@ class GuestCommand:
             return 2
         config = GuestConfig(kernel=kernels.resolve(args.kernel), phase=_phase(args),
                              memory_mb=args.memory, timeout=args.timeout, accel=args.accel,
-                             load_module=not args.no_module, daemon=not args.no_daemon)
+                             load_module=not args.no_module, daemon=not args.no_daemon,
+                             init=args.init, mask_units=tuple(args.mask))
         result = run_guest(config, argv)
         sys.stdout.write(result.stdout)
         sys.stdout.flush()

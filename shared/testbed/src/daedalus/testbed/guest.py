@@ -76,6 +76,13 @@ class GuestConfig:
     daemon: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
     kernel_args: str = "console=ttyS0 quiet loglevel=4 panic=-1"
+    # "harness" (guest-init.sh: the phase's modules staged and loaded, the
+    # checkout's daedalusd started) or "systemd" (guest-systemd.sh: the
+    # installed system boots by itself)
+    init: str = "harness"
+    # units of the host's system a systemd guest must not start (services
+    # of the testbed host that fail on a read-only root and slow the boot)
+    mask_units: tuple[str, ...] = ()
 
 
 @dataclass
@@ -207,7 +214,9 @@ def stage_modules(kernel: Kernel, extra: Sequence[Path], dest: Path) -> Path:
     keep_meta = ("modules.order", "modules.builtin", "modules.builtin.modinfo")
     for entry in src.iterdir():
         generated = entry.name.startswith("modules.") and entry.name not in keep_meta
-        if entry.name in ("build", "source") or generated:
+        # (updates/: what DKMS installed there for a systemd guest, which
+        # must not shadow the phase under test)
+        if entry.name in ("build", "source", "updates") or generated:
             continue
         target = rel_dir / entry.name
         if entry.is_dir():
@@ -323,9 +332,11 @@ def _env_for_guest(extra: dict[str, str]) -> dict[str, str]:
 def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = None) -> GuestResult:
     """Boot, run *argv* in the guest, power off; never leaves QEMU behind."""
     kernel = config.kernel
-    helper = build_helper(kernel)
-    modules = [helper]
-    if config.load_module:
+    systemd = config.init == "systemd"
+    if config.init not in ("harness", "systemd"):
+        raise TestbedError(f"unknown guest init {config.init!r} (harness or systemd)")
+    modules = [] if systemd else [build_helper(kernel)]
+    if config.load_module and not systemd:
         modules.append(build(config.phase, kernel).module)
     accel = config.accel
     if accel == "auto":
@@ -338,9 +349,9 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
         tmp = Path(tmp_s)
         out = tmp / "out"
         out.mkdir()
-        stage = stage_modules(kernel, modules, tmp / "stage")
+        stage = tmp / "stage" if systemd else stage_modules(kernel, modules, tmp / "stage")
         preload = [*MEDIA_MODULES, MODULE_NAME] if config.load_module else MEDIA_MODULES
-        daemon = daemon_command(config)
+        daemon = None if systemd else daemon_command(config)
         env = _env_for_guest(config.extra_env)
         workdir = (cwd or Path.cwd()).resolve()
         keep = [str(p) for p in (repo_root(), workdir, stage, Path(env.get("VIRTUAL_ENV", "/")))
@@ -361,13 +372,16 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
             daemon_sh.append(f"exec {shlex.quote(daemon)} --verbose")
             (out / "daemon.sh").write_text("\n".join(daemon_sh) + "\n")
         console = tmp / "console.log"
+        stage2 = "guest-systemd.sh" if systemd else "guest-init.sh"
         qemu = [
             "qemu-system-x86_64", "-accel", accel, "-cpu", TCG_CPU if accel == "tcg" else "host",
             "-smp", str(config.cpus), "-m", str(config.memory_mb),
             "-nodefaults", "-display", "none", "-no-reboot", "-monitor", "none",
             "-serial", f"file:{console}",
             "-kernel", str(kernel.vmlinuz), "-initrd", str(initramfs(kernel)),
-            "-append", f"{config.kernel_args} dinit={PKG_DIR / 'guest-init.sh'}",
+            "-append", " ".join([config.kernel_args,
+                                 *(f"systemd.mask={u}" for u in config.mask_units),
+                                 f"dinit={PKG_DIR / stage2}"]),
             "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                        "multidevs=remap",
             "-virtfs", f"local,path={out},mount_tag=dout,security_model=none,multidevs=remap",
@@ -412,7 +426,9 @@ def run_guest(config: GuestConfig, argv: Sequence[str], *, cwd: Path | None = No
             status = cmd_status
         result = GuestResult(status, cmd_status, _read(out / "stdout"), _read(out / "stderr"),
                              dmesg, console_text, problems, boot, wall,
-                             _read(out / "daemon.log"), daemon_seconds)
+                             # (a systemd guest's daemon logs to the journal)
+                             _read(out / ("journal" if systemd else "daemon.log")),
+                             daemon_seconds)
         bad = result.dmesg_problems
         if bad:
             problems.append("kernel log shows problems:\n" + "\n".join(bad[:40]))
