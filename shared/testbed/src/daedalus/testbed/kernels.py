@@ -37,7 +37,7 @@ HOST_PACKAGES = [
     "gstreamer1.0-tools", "gstreamer1.0-plugins-good", "gstreamer1.0-plugins-base",
     "gstreamer1.0-plugins-bad",  # h264parse, which v4l2h264dec needs in front of it
     # shared/install's proof: install with DKMS, boot the result with systemd
-    "dkms", "systemd", "udev", "python3-venv", "util-linux",
+    "dkms", "systemd", "udev", "python3-venv", "python3-dev", "util-linux",
 ]
 
 # Files taken out of linux-source-X.Y: the m2m helper and checkpatch.
