@@ -9,7 +9,8 @@ hatch.toml and pyproject.toml that name phases, between marker lines
 - hatch.toml: the workspace members of ``default`` and ``lint`` (every
   distribution) and one environment ``phase-8-N`` per phase, whose members
   are the harness (shared/testbed), the distributions of phases 8.1...8.N and
-  the shared distributions those depend on;
+  the shared distributions those depend on and those built on them alone
+  (shared/install on the newest phase);
 - pyproject.toml: mypy's ``mypy_path`` and ``files``.
 
 Adding a phase is: create its directory, then run this module::
@@ -107,6 +108,15 @@ def members(number: str | None = None) -> list[Dist]:
             continue
         chosen.add(name)
         todo += by_name[name].requires
+    # and the shared distributions built on those alone (shared/install on
+    # the newest phase): phase N's environment is everything N can run
+    grown = True
+    while grown:
+        extra = {d.name for d in dists if d.phase is None and d.name not in chosen
+                 and any(by_name[r].phase for r in d.requires if r in by_name)
+                 and set(d.requires) & set(by_name) <= chosen}
+        grown = bool(extra)
+        chosen |= extra
     return [d for d in dists if d.name in chosen]
 
 
