@@ -288,8 +288,10 @@ static void daedalus_new_geometry(struct daedalus_m2m_ctx *ctx,
 				    "%ux%u frames need %u bytes; the inline transport carries at most %u (phase 8.6 lifts this)\n",
 				    f->width, f->height,
 				    cap->plane_fmt[0].sizeimage, t->frame_max);
-	if (ctx->src_change)
+	if (ctx->src_change) {
+		ctx->drain_sizeimage = old.plane_fmt[0].sizeimage;
 		daedalus_queue_event(ctx, V4L2_EVENT_SOURCE_CHANGE);
+	}
 }
 
 /* Same size and same CAPTURE format (depths and chroma differ) as now. */
@@ -920,12 +922,24 @@ static void daedalus_buf_cleanup(struct vb2_buffer *vb)
 static int daedalus_buf_prepare(struct vb2_buffer *vb)
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+	unsigned int need;
 	int ret = 0;
 
 	if (V4L2_TYPE_IS_OUTPUT(vb->vb2_queue->type))
 		return 0;
 	mutex_lock(&ctx->lock);
-	if (vb2_plane_size(vb, 0) < ctx->base.cap_fmt.plane_fmt[0].sizeimage)
+	need = ctx->base.cap_fmt.plane_fmt[0].sizeimage;
+	/*
+	 * A resolution change: between its event and the application's new
+	 * CAPTURE set-up, the application may still queue back a buffer of
+	 * the old format that it dequeued before it saw the event (it cannot
+	 * look at events and DQBUF/QBUF at once; dev-decoder.rst has it drain
+	 * until LAST). That buffer is kept and never written: delivery waits
+	 * for the new set-up, whose STREAMOFF hands it back.
+	 */
+	if (ctx->src_change && vb2_is_streaming(vb->vb2_queue))
+		need = min(need, ctx->drain_sizeimage);
+	if (vb2_plane_size(vb, 0) < need)
 		ret = -EINVAL;
 	mutex_unlock(&ctx->lock);
 	return ret;

@@ -158,6 +158,9 @@ struct daedalus_m2m {
  * @visible_height: height of the decoded picture (CAPTURE may be taller).
  * @src_change: SOURCE_CHANGE was sent; CAPTURE must be set up again before
  *	more frames are delivered.
+ * @drain_sizeimage: with @src_change, the CAPTURE sizeimage before the
+ *	change: what a buffer the application queues back before it sets
+ *	CAPTURE up again must hold (daedalus_buf_prepare()).
  * @draining: DECODER_CMD STOP received; the drain is in progress.
  * @flushed: the drain's FLUSH was sent to the daemon.
  * @flushing: the drain's FLUSH is in flight: frames it lists may still
@@ -210,6 +213,7 @@ struct daedalus_m2m_ctx {
 	u32 visible_width;
 	u32 visible_height;
 	bool src_change;
+	u32 drain_sizeimage;
 	bool draining;
 	bool flushed;
 	bool flushing;
