@@ -175,6 +175,22 @@ def gstreamer(name: str, tmp_path: Path, timeout: float = 600,
 GST_UNDRAINED = re.compile(r"frames? [\d-]+ left undrained after CMD_STOP")
 
 
+# FFmpeg 5.1's v4l2m2m decoders on a short stream the node refuses before
+# their end-of-stream DECODER_CMD(STOP): the command fails (EIO, the stream is
+# in error), FFmpeg logs it ("output stop_decode", at error level) and carries
+# on to exit 0 with nothing decoded. Any line its wrapper logs at -loglevel
+# error is such a report.
+FFMPEG_V4L2_ERROR = re.compile(r"^\[\w+_v4l2m2m @ 0x[0-9a-f]+\] ", re.M)
+
+
+def ffmpeg_refused(code: int, stderr: str) -> bool:
+    """Did ffmpeg (run with ffmpeg_argv: -loglevel error) report the node's
+    refusal of its stream? It exits non-zero, or, when the refusal came
+    before its end-of-stream STOP, exits 0 having logged the failed STOP as
+    an error of its v4l2m2m wrapper (FFMPEG_V4L2_ERROR)."""
+    return code != 0 or bool(FFMPEG_V4L2_ERROR.search(stderr))
+
+
 def gstreamer_refused(code: int, log: str) -> bool:
     """Did gst-launch report the node's refusal of its stream? It exits non-zero
     ("Failed to process frame"), or, when the refusal came after its CMD_STOP,
