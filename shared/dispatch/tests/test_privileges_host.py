@@ -101,6 +101,19 @@ def in_child(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     return dict(got["result"])
 
 
+def assert_unprivileged(threads: dict[str, dict[str, str]], uid: int, gid: int) -> None:
+    """Every thread (its /proc status): *uid* and *gid* as real, effective,
+    saved and filesystem ids, no supplementary group, no_new_privs, and no
+    effective, permitted or ambient capability."""
+    for tid, status in threads.items():
+        assert status["Uid"].split() == [str(uid)] * 4, tid
+        assert status["Gid"].split() == [str(gid)] * 4, tid
+        assert status["Groups"] == "", tid
+        assert status["NoNewPrivs"] == "1", tid
+        for cap in CAPS:
+            assert int(status[cap], 16) == 0, (tid, cap, status[cap])
+
+
 def open_errno(path: str | Path, flags: int = os.O_RDONLY) -> int | None:
     """None if *path* opens with *flags*, else the errno."""
     try:
@@ -170,13 +183,7 @@ def test_drop_to_nobody_leaves_no_privilege_in_any_thread(nobody: pwd.struct_pas
     assert (got["cwd"], got["home"]) == ("/", nobody.pw_dir)
     threads = got["threads"]
     assert str(got["worker"]) in threads and len(threads) >= 2  # the worker got it too
-    for tid, status in threads.items():
-        assert status["Uid"].split() == [str(uid)] * 4, tid
-        assert status["Gid"].split() == [str(gid)] * 4, tid
-        assert status["Groups"] == "", tid
-        assert status["NoNewPrivs"] == "1", tid
-        for cap in CAPS:
-            assert int(status[cap], 16) == 0, (tid, cap, status[cap])
+    assert_unprivileged(threads, uid, gid)
     assert got["setuid"] == errno.EPERM
     assert got["setgid"] == errno.EPERM
     assert got["setgroups"] == errno.EPERM
@@ -323,13 +330,7 @@ def test_daedalusd_user_runs_as_that_user_and_keeps_the_device(
         assert log.index("connected to") < log.index("running as nobody")
         threads = statuses(proc.pid)
         assert threads
-        for tid, status in threads.items():
-            assert status["Uid"].split() == [str(uid)] * 4, tid
-            assert status["Gid"].split() == [str(gid)] * 4, tid
-            assert status["Groups"] == "", tid
-            assert status["NoNewPrivs"] == "1", tid
-            for cap in CAPS:
-                assert int(status[cap], 16) == 0, (tid, cap, status[cap])
+        assert_unprivileged(threads, uid, gid)
         assert os.readlink(f"/proc/{proc.pid}/cwd") == "/"
         fds = [os.readlink(f"/proc/{proc.pid}/fd/{fd}")
                for fd in os.listdir(f"/proc/{proc.pid}/fd")]
