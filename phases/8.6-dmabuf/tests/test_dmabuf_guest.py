@@ -48,7 +48,7 @@ pytestmark = pytest.mark.guest
 SMALL = ["vp9-320x240", "h264-high-320x240"]
 LARGE = ["vp9-1280x720", "h264-high-1280x720", "vp9-1920x1080", "h264-high-1920x1080"]
 # daedalusd --verbose logs every message it reads and writes (daemon.py)
-MESSAGE = re.compile(r"(?:<- \S+ cookie \d+|-> \S+ cookie \d+, status \d+), "
+MESSAGE = re.compile(r"(?:<- \S+ cookie \d+(?:, stream \d+)?|-> \S+ cookie \d+, status \d+), "
                      r"(?P<bytes>\d+) payload bytes")
 RESIZES = ["vp9-resize-176x144-352x288", "h264-resize-352x288-176x144",
            "vp9-resize-320x240-174x98"]

@@ -442,3 +442,36 @@ def test_dmabuf_req_refuses_what_does_not_fit() -> None:
         proto.pack_dmabuf_req(2**64)
     with pytest.raises(proto.ProtocolError, match="cannot pack"):
         proto.pack_dmabuf_req(1, fd=2**31)
+
+
+# --- the stream a request names (the daemon's log) ---------------------------------------
+
+
+def _request(msg_type: proto.MsgType, payload: bytes) -> tuple[proto.Header, bytes]:
+    data = proto.pack_message(msg_type, 7, payload)
+    return proto.parse_header(data), data[proto.HDR_SIZE:]
+
+
+@pytest.mark.parametrize(("msg_type", "payload"), [
+    (proto.MsgType.DECODE,
+     proto.pack_decode_req(proto.Codec.VP9, b"\x01\x02", stream_id=2**40 + 3)),
+    (proto.MsgType.FEED, proto.pack_decode_req(proto.Codec.H264, stream_id=2**40 + 3)),
+    (proto.MsgType.FETCH, proto.pack_fetch_req(2**40 + 3)),
+    (proto.MsgType.CLOSE_STREAM, proto.pack_stream(2**40 + 3)),
+])
+def test_request_stream_reads_stream_id_at_the_golden_offset(
+        msg_type: proto.MsgType, payload: bytes) -> None:
+    # every one of these structs starts with __u64 stream_id (the header's layout)
+    assert _u(payload, 0, 8) == 2**40 + 3
+    assert proto.request_stream(*_request(msg_type, payload)) == 2**40 + 3
+
+
+@pytest.mark.parametrize(("msg_type", "payload"), [
+    (proto.MsgType.HELLO, proto.pack_hello()),
+    (proto.MsgType.PING, b"\x05" * 16),
+    (proto.MsgType.FETCH, b"\x05" * 7),     # too short for a stream_id
+    (proto.MsgType.FEED, b""),
+])
+def test_request_stream_is_none_where_no_stream_is_named(
+        msg_type: proto.MsgType, payload: bytes) -> None:
+    assert proto.request_stream(*_request(msg_type, payload)) is None

@@ -93,6 +93,7 @@ from daedalus.proto import (
     parse_header,
     parse_hello,
     parse_stream,
+    request_stream,
     validate_hello,
     validate_request,
 )
@@ -250,8 +251,9 @@ class Session:
             log.error("dropping a message from the kernel: %s", exc)
             return
         payload = data[HDR_SIZE:]
-        log.debug("<- %s cookie %d, %d payload bytes", describe_type(header.type),
-                  header.cookie, len(payload))
+        stream = request_stream(header, payload)
+        log.debug("<- %s cookie %d, %s%d payload bytes", describe_type(header.type),
+                  header.cookie, "" if stream is None else f"stream {stream}, ", len(payload))
         try:
             validate_request(header, payload)
         except VersionMismatch as exc:

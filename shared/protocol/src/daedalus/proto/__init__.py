@@ -105,6 +105,7 @@ __all__ = [
     "parse_header",
     "parse_hello",
     "parse_stream",
+    "request_stream",
     "validate_decode_req",
     "validate_fetch_req",
     "validate_fetch_resp",
@@ -867,6 +868,34 @@ def parse_dmabuf_req(data: bytes | bytearray | memoryview) -> DmaBufReq:
     return DmaBufReq(cookie=int(req.cookie), index=int(req.index), flags=int(req.flags),
                      fd=int(req.fd), size=int(req.size),
                      reserved=tuple(int(w) for w in req.reserved))
+
+
+# --- which stream a request is for ----------------------------------------------
+
+
+# the requests whose payload names a stream: its struct, which holds stream_id
+_STREAM_REQUESTS: Final = {
+    MsgType.DECODE: DECODE_REQ_STRUCT,
+    MsgType.FEED: DECODE_REQ_STRUCT,
+    MsgType.FETCH: FETCH_REQ_STRUCT,
+    MsgType.CLOSE_STREAM: STREAM_STRUCT,
+}
+
+
+def request_stream(header: Header, payload: bytes | bytearray | memoryview) -> int | None:
+    """The stream a request of *header*'s type is for, read from its payload
+    where the header's struct puts stream_id; None for a request that names
+    no stream (HELLO, PING) or whose payload is too short to hold one."""
+    ctype = next((c for t, c in _STREAM_REQUESTS.items() if t == header.type), None)
+    if ctype is None:
+        return None
+    field = dict(ffi.typeof(ctype).fields)["stream_id"]
+    size = ffi.sizeof(field.type)
+    if len(payload) < field.offset + size:
+        return None
+    value = ffi.new("uint64_t *")
+    ffi.memmove(value, memoryview(payload)[field.offset:field.offset + size], size)
+    return int(value[0])
 
 
 # --- FNV-1a 64 ----------------------------------------------------------------
