@@ -306,6 +306,19 @@ static bool daedalus_same_geometry(struct daedalus_m2m_ctx *ctx,
 	       fmt->fourcc == ctx->base.stream_fourcc;
 }
 
+/* CAPTURE buffers done and not yet dequeued by the application. */
+static bool daedalus_cap_undequeued(struct daedalus_m2m_ctx *ctx)
+{
+	struct vb2_queue *vq = v4l2_m2m_get_dst_vq(daedalus_m2m_ctx(ctx));
+	unsigned long flags;
+	bool any;
+
+	spin_lock_irqsave(&vq->done_lock, flags);
+	any = !list_empty(&vq->done_list);
+	spin_unlock_irqrestore(&vq->done_lock, flags);
+	return any;
+}
+
 /* Hands out a CAPTURE buffer with no picture, flagged LAST; ctx->lock held. */
 static void daedalus_cap_last(struct daedalus_m2m_ctx *ctx,
 			      struct vb2_v4l2_buffer *dst)
@@ -462,7 +475,16 @@ static bool daedalus_deliver(struct daedalus_m2m_ctx *ctx)
 		 */
 		buf = NULL;
 		if (ctx->have_geometry) {
-			if (!daedalus_cap_ready(ctx))
+			/*
+			 * Clients look at events before buffers (GStreamer
+			 * 1.22, FFmpeg 5.1): one that sees the event while a
+			 * frame of the old geometry waits to be dequeued sets
+			 * CAPTURE up again and loses that frame. The event
+			 * waits until the application has dequeued them all
+			 * (daedalus_buf_finish() kicks the pump).
+			 */
+			WRITE_ONCE(ctx->change_waits, daedalus_cap_undequeued(ctx));
+			if (ctx->change_waits || !daedalus_cap_ready(ctx))
 				goto idle;
 			buf = v4l2_m2m_dst_buf_remove(m2m);
 		}
@@ -953,6 +975,20 @@ static int daedalus_buf_out_validate(struct vb2_buffer *vb)
 	return 0;
 }
 
+/*
+ * DQBUF (vb2 calls this once the buffer has left the done list), and the
+ * buffers a STREAMOFF takes back: a resolution change waiting for the
+ * application to dequeue the old geometry's frames may go on.
+ */
+static void daedalus_buf_finish(struct vb2_buffer *vb)
+{
+	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
+
+	if (!V4L2_TYPE_IS_OUTPUT(vb->vb2_queue->type) &&
+	    READ_ONCE(ctx->change_waits))
+		daedalus_m2m_kick(ctx);
+}
+
 static void daedalus_buf_queue(struct vb2_buffer *vb)
 {
 	struct daedalus_m2m_ctx *ctx = vb2_get_drv_priv(vb->vb2_queue);
@@ -1061,6 +1097,7 @@ static const struct vb2_ops daedalus_qops = {
 	.buf_out_validate	= daedalus_buf_out_validate,
 	.buf_prepare		= daedalus_buf_prepare,
 	.buf_queue		= daedalus_buf_queue,
+	.buf_finish		= daedalus_buf_finish,
 	.start_streaming	= daedalus_start_streaming,
 	.stop_streaming		= daedalus_stop_streaming,
 	.wait_prepare		= vb2_ops_wait_prepare,

@@ -158,6 +158,10 @@ struct daedalus_m2m {
  * @visible_height: height of the decoded picture (CAPTURE may be taller).
  * @src_change: SOURCE_CHANGE was sent; CAPTURE must be set up again before
  *	more frames are delivered.
+ * @change_waits: the next frame has another geometry and frames of the
+ *	current one wait in the CAPTURE done list: the SOURCE_CHANGE event
+ *	waits until the application has dequeued them (daedalus_deliver()).
+ *	Written under @lock, read locklessly by daedalus_buf_finish().
  * @drain_sizeimage: with @src_change, the CAPTURE sizeimage before the
  *	change: what a buffer the application queues back before it sets
  *	CAPTURE up again must hold (daedalus_buf_prepare()).
@@ -213,6 +217,7 @@ struct daedalus_m2m_ctx {
 	u32 visible_width;
 	u32 visible_height;
 	bool src_change;
+	bool change_waits;
 	u32 drain_sizeimage;
 	bool draining;
 	bool flushed;
