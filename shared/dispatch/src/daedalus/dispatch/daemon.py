@@ -251,9 +251,11 @@ class Session:
             log.error("dropping a message from the kernel: %s", exc)
             return
         payload = data[HDR_SIZE:]
-        stream = request_stream(header, payload)
-        log.debug("<- %s cookie %d, %s%d payload bytes", describe_type(header.type),
-                  header.cookie, "" if stream is None else f"stream {stream}, ", len(payload))
+        if log.isEnabledFor(logging.DEBUG):  # (every message: no work when not --verbose)
+            stream = request_stream(header, payload)
+            log.debug("<- %s cookie %d, %s%d payload bytes", describe_type(header.type),
+                      header.cookie, "" if stream is None else f"stream {stream}, ",
+                      len(payload))
         try:
             validate_request(header, payload)
         except VersionMismatch as exc:

@@ -874,7 +874,7 @@ def parse_dmabuf_req(data: bytes | bytearray | memoryview) -> DmaBufReq:
 
 
 # the requests whose payload names a stream: its struct, which holds stream_id
-_STREAM_REQUESTS: Final = {
+_STREAM_REQUESTS: Final[dict[int, str]] = {
     MsgType.DECODE: DECODE_REQ_STRUCT,
     MsgType.FEED: DECODE_REQ_STRUCT,
     MsgType.FETCH: FETCH_REQ_STRUCT,
@@ -886,7 +886,7 @@ def request_stream(header: Header, payload: bytes | bytearray | memoryview) -> i
     """The stream a request of *header*'s type is for, read from its payload
     where the header's struct puts stream_id; None for a request that names
     no stream (HELLO, PING) or whose payload is too short to hold one."""
-    ctype = next((c for t, c in _STREAM_REQUESTS.items() if t == header.type), None)
+    ctype = _STREAM_REQUESTS.get(header.type)
     if ctype is None:
         return None
     field = dict(ffi.typeof(ctype).fields)["stream_id"]
