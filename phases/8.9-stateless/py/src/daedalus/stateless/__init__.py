@@ -1,0 +1,1 @@
+"""Daemon-side pieces of the stateless decoder node (issue #15)."""
