@@ -36,7 +36,7 @@
 
 /* "DV4L" in memory on little-endian machines. */
 #define DAEDALUS_PROTO_MAGIC		0x4c345644
-#define DAEDALUS_PROTO_VERSION		11
+#define DAEDALUS_PROTO_VERSION		12
 
 /* Largest payload of one message, in bytes. */
 #define DAEDALUS_MAX_PAYLOAD		(1024 * 1024)
@@ -80,6 +80,15 @@
  *	which names the frame wanted. The answer is struct daedalus_fetch_resp
  *	followed by that frame's pixels laid out as the request says; the
  *	daemon then drops it and every frame it kept before it.
+ * @DAEDALUS_MSG_DECODE_REQUEST: kernel -> daemon, from the stateless node
+ *	(phase 8.9): payload struct daedalus_request_decode, then its
+ *	nr_ctrls controls (struct daedalus_request_ctrl, each followed by its
+ *	value). One media request's job: decode the bitstream of one OUTPUT
+ *	buffer, with the request's controls, into one CAPTURE buffer. Both
+ *	buffers cross as dma-bufs (DAEDALUS_IOC_GET_DMABUF, index 0: OUTPUT,
+ *	read-only; index 1: CAPTURE, read-write). The answer is struct
+ *	daedalus_request_decode_resp followed by msg_len bytes of UTF-8
+ *	message.
  *
  * Version history: 1 = HELLO, PING (phase 8.2); 2 = DECODE, CLOSE_STREAM
  * (phase 8.4); 3 = FEED, FETCH (phase 8.5); 4 = FETCH names its frame, so
@@ -96,7 +105,9 @@
  * is the one word left (phase 8.6); 10 = DAEDALUS_IOC_IN_FLIGHT: the daemon
  * decodes a DMABUF FEED's bytes only if the request was still in flight
  * when it had copied them (phase 8.6); 11 = DAEDALUS_PIXFMT_NV16 and
- * DAEDALUS_PIXFMT_NV24: 4:2:2 and 4:4:4 frames (phase 8.8).
+ * DAEDALUS_PIXFMT_NV24: 4:2:2 and 4:4:4 frames (phase 8.8); 12 =
+ * DECODE_REQUEST: the stateless node's jobs, controls inline, both buffers
+ * through DAEDALUS_IOC_GET_DMABUF (phase 8.9).
  */
 enum daedalus_msg_type {
 	DAEDALUS_MSG_HELLO		= 1,
@@ -105,6 +116,7 @@ enum daedalus_msg_type {
 	DAEDALUS_MSG_CLOSE_STREAM	= 4,
 	DAEDALUS_MSG_FEED		= 5,
 	DAEDALUS_MSG_FETCH		= 6,
+	DAEDALUS_MSG_DECODE_REQUEST	= 7,
 };
 
 /**
@@ -415,9 +427,10 @@ struct daedalus_fetch_resp {
 /**
  * struct daedalus_dmabuf_req - argument of DAEDALUS_IOC_GET_DMABUF
  * @cookie: a request that this daemon has read and not answered yet.
- * @index: which buffer of that request's job: 0, the only one so far (FEED
- *	with DAEDALUS_DECODE_DMABUF: its OUTPUT buffer; FETCH with
- *	DAEDALUS_FETCH_DMABUF: its CAPTURE buffer).
+ * @index: which buffer of that request's job: FEED with
+ *	DAEDALUS_DECODE_DMABUF has one, 0, its OUTPUT buffer; FETCH with
+ *	DAEDALUS_FETCH_DMABUF one, 0, its CAPTURE buffer; DECODE_REQUEST two,
+ *	0 its OUTPUT buffer and 1 its CAPTURE buffer.
  * @flags: must be zero.
  * @fd: set by the kernel: a new dma-buf file descriptor (O_CLOEXEC; read-only
  *	for an OUTPUT buffer, read-write for a CAPTURE buffer). For a buffer
@@ -448,6 +461,150 @@ struct daedalus_dmabuf_req {
 	__s32 fd;
 	__u32 size;
 	__u32 reserved[2];
+};
+
+/* daedalus_request_decode.flags */
+/*
+ * The first OUTPUT buffer decoded into this CAPTURE buffer (v4l2-mem2mem's
+ * new_frame): without V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF on the previous
+ * job, always set.
+ */
+#define DAEDALUS_REQUEST_NEW_FRAME	0x1
+/*
+ * The application holds the CAPTURE buffer for more OUTPUT buffers of the
+ * same picture (V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF): the buffer is not handed
+ * back after this job, and the daemon may write the picture now or with a
+ * later job of the same CAPTURE buffer (the one without this flag).
+ */
+#define DAEDALUS_REQUEST_HOLD		0x2
+/*
+ * The first job since OUTPUT started streaming (the start, or a seek): the
+ * daemon drops whatever it kept of the stream's earlier jobs.
+ */
+#define DAEDALUS_REQUEST_RESET		0x4
+
+/**
+ * struct daedalus_request_decode - payload of DECODE_REQUEST, before the controls
+ * @stream_id: the file of the stateless node (its decoder in the daemon),
+ *	never reused while the module is loaded, as struct
+ *	daedalus_decode_req's; dropped with CLOSE_STREAM.
+ * @timestamp: the OUTPUT buffer's timestamp (ns, struct vb2_buffer's), which
+ *	the CAPTURE buffer gets too: the controls name reference pictures by
+ *	it (VP9 last_frame_ts, golden_frame_ts, alt_frame_ts; H.264 dpb[]
+ *	reference_ts).
+ * @codec: enum daedalus_codec of the OUTPUT format (VP9: VP9_FRAME, one
+ *	frame per buffer, no superframe index; H.264: H264_SLICE, Annex B
+ *	start codes, frame-based: all slices of a picture (or field)).
+ * @flags: DAEDALUS_REQUEST_* flags.
+ * @out_index: the OUTPUT buffer's index in its queue (informational: the
+ *	daemon reaches the buffer as the job's buffer 0).
+ * @bitstream_offset: where the bitstream starts in the OUTPUT buffer (its
+ *	data_offset).
+ * @bitstream_len: bytes of bitstream there (bytesused - data_offset).
+ * @cap_index: the CAPTURE buffer's index in its queue (informational: the
+ *	daemon reaches it as the job's buffer 1).
+ * @pixfmt: enum daedalus_pixfmt of the CAPTURE buffer.
+ * @width: the CAPTURE format's width: the coded width the application set
+ *	on OUTPUT, rounded up to even.
+ * @height: the CAPTURE format's height, likewise.
+ * @bytesperline: bytes per luma row of the CAPTURE buffer; the chroma rows'
+ *	stride follows from it (enum daedalus_pixfmt).
+ * @sizeimage: the CAPTURE layout's buffer bytes (enum daedalus_pixfmt:
+ *	bytesperline * height * 3 / 2 for NV12); the buffer holds at least as
+ *	many.
+ * @nr_ctrls: struct daedalus_request_ctrl entries that follow.
+ * @ctrls_len: bytes that follow this struct: the entries and their values.
+ * @reserved: must be zero.
+ *
+ * The controls are the codec's compound stateless controls, every one of
+ * them, each with the value it has for this job (the request's, or the one
+ * it kept from an earlier request or its default when the request did not
+ * set it, as V4L2 applies a request): VP9: V4L2_CID_STATELESS_VP9_FRAME
+ * (struct v4l2_ctrl_vp9_frame, 168 bytes) and _COMPRESSED_HDR (2040);
+ * H.264: _H264_SPS (1048), _PPS (12), _SCALING_MATRIX (480),
+ * _PRED_WEIGHTS (772), _SLICE_PARAMS (152), _DECODE_PARAMS (560). With
+ * their entries and padding that is 2240 bytes for VP9 and 3128 for H.264;
+ * the kernel sends at most DAEDALUS_REQUEST_CTRLS_MAX. The values are
+ * V4L2's uAPI structs
+ * as <linux/v4l2-controls.h> lays them out, which this header does not
+ * repeat: the daemon reads them by the control's id.
+ */
+struct daedalus_request_decode {
+	__u64 stream_id;
+	__u64 timestamp;
+	__u32 codec;
+	__u32 flags;
+	__u32 out_index;
+	__u32 bitstream_offset;
+	__u32 bitstream_len;
+	__u32 cap_index;
+	__u32 pixfmt;
+	__u32 width;
+	__u32 height;
+	__u32 bytesperline;
+	__u32 sizeimage;
+	__u32 nr_ctrls;
+	__u32 ctrls_len;
+	__u32 reserved[3];
+};
+
+/* Most bytes of controls (entries, values, padding) one DECODE_REQUEST carries. */
+#define DAEDALUS_REQUEST_CTRLS_MAX	8192
+
+/* daedalus_request_ctrl.flags */
+/* The job's request set this control (else it kept its earlier value). */
+#define DAEDALUS_CTRL_IN_REQUEST	0x1
+
+/**
+ * struct daedalus_request_ctrl - one control of a DECODE_REQUEST
+ * @id: the V4L2 control id (V4L2_CID_STATELESS_*).
+ * @flags: DAEDALUS_CTRL_* flags.
+ * @size: bytes of value that follow: @elems times the size of the
+ *	control's uAPI struct.
+ * @elems: elements of the value (1 for each control the node has now).
+ *
+ * The value follows, padded with zeros to a multiple of 8 bytes; the next
+ * entry starts after the padding.
+ */
+struct daedalus_request_ctrl {
+	__u32 id;
+	__u32 flags;
+	__u32 size;
+	__u32 elems;
+};
+
+/**
+ * struct daedalus_request_decode_resp - payload of DECODE_REQUEST's answer
+ * @error: 0, or a positive errno saying why the picture was not decoded
+ *	(EILSEQ: corrupt bitstream, EINVAL: controls that make no sense,
+ *	EOPNOTSUPP: a stream the CAPTURE format cannot hold, ...): both
+ *	buffers go back to the application flagged V4L2_BUF_FLAG_ERROR.
+ * @bytes: bytes of picture written into the CAPTURE buffer: with @error 0,
+ *	the request's @sizeimage (or, with DAEDALUS_REQUEST_HOLD, 0 when the
+ *	picture is written by a later job); with an @error, 0.
+ * @msg_len: bytes of UTF-8 message after this struct, at most
+ *	DAEDALUS_MAX_MSG, not NUL-terminated.
+ * @reserved: must be zero.
+ *
+ * The picture is written laid out as the request says (enum
+ * daedalus_pixfmt at @bytesperline, rows past the picture zero-filled), into
+ * the CAPTURE buffer mapped through DAEDALUS_IOC_GET_DMABUF while the
+ * request is in flight: an answer whose @bytes is not 0 from a daemon that
+ * never took buffer 1 is rejected. As for FEED, the daemon decodes what it
+ * copied out of the OUTPUT buffer only if DAEDALUS_IOC_IN_FLIGHT still says
+ * 0 after the copy. A header status other than 0 fails the job too.
+ *
+ * A stream's DECODE_REQUESTs come one at a time (the node runs one job at a
+ * time) and the daemon handles them in that order, so a late write into a
+ * CAPTURE buffer of a job the kernel gave up on (the watchdog) lands before
+ * the next job that reaches the daemon; that buffer went back to the
+ * application in error, without payload.
+ */
+struct daedalus_request_decode_resp {
+	__u32 error;
+	__u32 bytes;
+	__u32 msg_len;
+	__u32 reserved[5];
 };
 
 /*
