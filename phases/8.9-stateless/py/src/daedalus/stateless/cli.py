@@ -1,0 +1,218 @@
+"""``daedalus-v4l2 decode-stateless FILE``: decode through the stateless node from our own parser.
+
+FILE (VP9 in IVF) is read with phase 8.3's readers; every packet is split
+into its frames and each frame goes to the stateless node
+(``--device``, default: the node whose card is ``daedalus-v4l2-stateless``)
+in its own media request, allocated on its media device (``--media``,
+default: the /dev/mediaN whose topology holds the node), with the
+``V4L2_CID_STATELESS_VP9_FRAME`` control filled from daedalus.stateless's
+parser (client.py has the sequence). No GStreamer involved: the path is
+tested on its own.
+
+The shown pictures (hidden alt-ref frames are decoded but not output;
+``show_existing_frame`` shows a kept picture again) are written to
+``--output`` tightly packed NV12 at the frame size, as
+``ffmpeg -pix_fmt nv12 -f rawvideo`` writes them. One summary line on
+stdout::
+
+    decode-stateless: FILE: 30 frames (1 hidden), 320x240, 41.2 fps, 31 requests, 0 errors -> OUT
+
+``--compare`` then decodes FILE with Debian's ffmpeg (daedalus.m2m.reference)
+and prints ``byte-exact: yes`` or ``byte-exact: no (first difference at byte
+N, frame F)``. H.264 is REFUSED for now (the line says what the client
+lacks). Exit statuses are ``daedalus-v4l2 decode``'s (listed in --help).
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import logging
+import os
+import sys
+from pathlib import Path
+
+from daedalus.m2m.status import DecodeExit, epilog
+from daedalus.m2m.v4l2 import (
+    DEFAULT_BUFFERS,
+    DEFAULT_TIMEOUT,
+    DecodeError,
+    DecodeTimeout,
+    Frame,
+    M2MNode,
+    NotADecoder,
+    StreamRefused,
+    daemon_connected,
+    packets_of,
+)
+from daedalus.stateless.client import (
+    StatelessStats,
+    decode_for_codec,
+    find_media_node,
+    find_stateless_node,
+)
+
+PROG = "daedalus-v4l2 decode-stateless"
+log = logging.getLogger("daedalus.stateless.decode")
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
+    return value
+
+
+def format_summary(path: str, out: str | None, stats: StatelessStats) -> str:
+    sizes = ", ".join(f"{w}x{h}" for w, h in stats.sizes) or "no picture"
+    extra = [f"{stats.hidden} hidden"] if stats.hidden else []
+    if stats.shown_again:
+        extra.append(f"{stats.shown_again} shown again")
+    more = f" ({', '.join(extra)})" if extra else ""
+    return (f"decode-stateless: {path}: {stats.frames} frames{more}, {sizes}, "
+            f"{stats.fps:.1f} fps, {stats.requests} requests, {len(stats.errors)} errors"
+            + (f" -> {out}" if out else ""))
+
+
+class _Collect:
+    """Keeps the pictures, for OUT and --compare (the clips are small)."""
+
+    def __init__(self) -> None:
+        self.pictures: list[bytes] = []
+
+    def __call__(self, frame: Frame) -> None:
+        self.pictures.append(frame.data)
+
+
+class StatelessDecodeCommand:
+    NAME = "decode-stateless"
+    HELP = ("decode a VP9 file through the V4L2 stateless decoder node (media requests, "
+            "controls filled by daedalus's own parser) into raw NV12, optionally compared "
+            "with ffmpeg byte for byte")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        parser.epilog = epilog()
+        parser.add_argument("file", metavar="FILE", help="VP9 in IVF (H.264: not yet)")
+        parser.add_argument("-o", "--output", metavar="OUT.nv12",
+                            help="where the shown frames go (tightly packed NV12)")
+        parser.add_argument("--device", metavar="/dev/videoN",
+                            help="the stateless node (default: the daedalus-v4l2-stateless "
+                                 "node)")
+        parser.add_argument("--media", metavar="/dev/mediaN",
+                            help="its media device (default: the one whose topology holds "
+                                 "the node)")
+        parser.add_argument("--buffers", type=positive, default=DEFAULT_BUFFERS, metavar="N",
+                            help="buffers per queue (default: %(default)s)")
+        parser.add_argument("--timeout", type=seconds, default=DEFAULT_TIMEOUT,
+                            metavar="SECONDS",
+                            help="how long one request may take (default: %(default)g)")
+        parser.add_argument("--compare", action="store_true",
+                            help="compare the frames byte for byte with /usr/bin/ffmpeg's "
+                                 "decode (-pix_fmt nv12)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        status, message = self._run(args)
+        if message:
+            print(f"{PROG}: {message}", file=sys.stderr)
+        return int(status)
+
+    def _run(self, args: argparse.Namespace) -> tuple[DecodeExit, str | None]:
+        from daedalus.parse.readers import ReaderError
+
+        path: str = args.file
+        try:
+            codec, _width, _height, packets = packets_of(path)
+        except ReaderError as exc:
+            return DecodeExit.UNREADABLE, str(exc)
+        except OSError as exc:
+            return DecodeExit.UNREADABLE, f"{path}: {exc.strerror or exc}"
+        try:
+            decode_class = decode_for_codec(codec)
+        except (NotImplementedError, ValueError) as exc:
+            return DecodeExit.REFUSED, f"{path}: {exc}"
+        try:
+            device = Path(args.device) if args.device else find_stateless_node()
+            media = Path(args.media) if args.media else find_media_node(device)
+        except OSError as exc:
+            return DecodeExit.NO_DEVICE, ("cannot find the stateless node or its media "
+                                          f"device: {exc.strerror or exc}")
+
+        def warn(text: str) -> None:
+            print(f"{PROG}: {text}", file=sys.stderr, flush=True)
+
+        collect = _Collect()
+        failure: tuple[DecodeExit, str | None] | None = None
+        try:
+            node = M2MNode(device)
+        except OSError as exc:
+            return DecodeExit.NO_DEVICE, f"cannot open {device}: {exc.strerror or exc}"
+        try:
+            media_fd = os.open(media, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            node.close()
+            return DecodeExit.NO_DEVICE, f"cannot open {media}: {exc.strerror or exc}"
+        decode = decode_class(node, media_fd, packets, collect, buffers=args.buffers,
+                              timeout=args.timeout, log=log.debug, warn=warn)
+        try:
+            decode.run()
+        except NotADecoder as exc:
+            failure = DecodeExit.NO_DEVICE, str(exc)
+        except StreamRefused as exc:
+            failure = DecodeExit.REFUSED, f"{path}: {exc}"
+        except DecodeTimeout as exc:
+            failure = DecodeExit.TIMEOUT, f"{device}: {exc}"
+        except DecodeError as exc:
+            failure = DecodeExit.FAILED, f"{device}: {exc}"
+        except ReaderError as exc:
+            failure = DecodeExit.UNREADABLE, str(exc)
+        except OSError as exc:
+            name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            failure = DecodeExit.FAILED, (f"{device}: V4L2 / request call failed: "
+                                          f"{exc.strerror or exc} ({name})")
+        finally:
+            os.close(media_fd)
+            node.close()
+        stats = decode.stats
+        got = b"".join(collect.pictures)
+        if args.output:
+            try:
+                Path(args.output).write_bytes(got)
+            except OSError as exc:
+                return DecodeExit.FAILED, f"{args.output}: {exc.strerror or exc}"
+        print(format_summary(path, args.output, stats), flush=True)
+        if failure is None and stats.frames == 0:
+            failure = DecodeExit.REFUSED, None
+        elif failure is None and stats.errors:
+            failure = DecodeExit.ERRORS, None
+        if failure is not None:
+            status, message = failure
+            if (status in (DecodeExit.REFUSED, DecodeExit.ERRORS, DecodeExit.TIMEOUT)
+                    and daemon_connected() is False):
+                return DecodeExit.NO_DEVICE, f"{device}: daedalusd is not connected: start it"
+            return status, message
+        if args.compare:
+            from daedalus.m2m.reference import (
+                ReferenceError,
+                compare,
+                pix_fmt_for,
+                reference_output,
+            )
+
+            try:
+                want = reference_output(path, pix_fmt_for(stats.pixfmts))
+            except ReferenceError as exc:
+                return DecodeExit.FAILED, str(exc)
+            result = compare(got, want, stats.frame_bytes)
+            print(result.describe(), flush=True)
+            if not result.equal:
+                return DecodeExit.MISMATCH, None
+        return DecodeExit.OK, None
+
