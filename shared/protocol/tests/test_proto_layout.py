@@ -29,6 +29,13 @@
    stays 40 bytes and struct daedalus_fetch_resp 56. Protocol v10 adds
    DAEDALUS_IOC_IN_FLIGHT, _IOW(0xDA, 2, __u64): direction 1 (write) in bits
    30..31, size 8, type 0xDA, number 2: 0x4008da02.
+   Protocol v12 (phase 8.9): struct daedalus_request_decode is the __u64
+   stream_id and timestamp at 0 and 8, thirteen __u32s at 16..67 (codec,
+   flags, out_index, bitstream_offset, bitstream_len, cap_index, pixfmt,
+   width, height, bytesperline, sizeimage, nr_ctrls, ctrls_len) and
+   reserved[3] at 68..79: 80 bytes, a multiple of 8; struct
+   daedalus_request_ctrl four __u32s (16 bytes), struct
+   daedalus_request_decode_resp three __u32s and reserved[5] (32 bytes).
 2. The same numbers from gcc, compiling a tiny program against the header
    (an independent path: no cffi involved).
 3. cffi's view (``ffi.sizeof`` / ``ffi.offsetof``) and the bytes that
@@ -85,8 +92,18 @@ LAYOUTS: dict[str, tuple[int, dict[str, tuple[int, int]]]] = {
     "daedalus_fetch_resp": (56, {"frame": (0, 40), "bytes": (40, 4), "reserved": (44, 12)}),
     "daedalus_dmabuf_req": (32, {"cookie": (0, 8), "index": (8, 4), "flags": (12, 4),
                                  "fd": (16, 4), "size": (20, 4), "reserved": (24, 8)}),
+    "daedalus_request_decode": (80, {
+        "stream_id": (0, 8), "timestamp": (8, 8), "codec": (16, 4), "flags": (20, 4),
+        "out_index": (24, 4), "bitstream_offset": (28, 4), "bitstream_len": (32, 4),
+        "cap_index": (36, 4), "pixfmt": (40, 4), "width": (44, 4), "height": (48, 4),
+        "bytesperline": (52, 4), "sizeimage": (56, 4), "nr_ctrls": (60, 4),
+        "ctrls_len": (64, 4), "reserved": (68, 12)}),
+    "daedalus_request_ctrl": (16, {"id": (0, 4), "flags": (4, 4), "size": (8, 4),
+                                   "elems": (12, 4)}),
+    "daedalus_request_decode_resp": (32, {"error": (0, 4), "bytes": (4, 4), "msg_len": (8, 4),
+                                          "reserved": (12, 20)}),
 }
-CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 11,
+CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 12,
              "DAEDALUS_MAX_PAYLOAD": 1024 * 1024, "DAEDALUS_MSG_RESPONSE": 0x8000,
              "DAEDALUS_MSG_HELLO": 1, "DAEDALUS_MSG_PING": 2, "DAEDALUS_MSG_DECODE": 3,
              "DAEDALUS_MSG_CLOSE_STREAM": 4, "DAEDALUS_CODEC_VP9": 1, "DAEDALUS_CODEC_H264": 2,
@@ -102,7 +119,11 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 11,
              "DAEDALUS_IOC_IN_FLIGHT": 0x4008DA02,
              # H.273's "unspecified" code point; FFmpeg's AVColorRange
              "DAEDALUS_COLOUR_UNSPECIFIED": 2, "DAEDALUS_RANGE_UNSPECIFIED": 0,
-             "DAEDALUS_RANGE_LIMITED": 1, "DAEDALUS_RANGE_FULL": 2}
+             "DAEDALUS_RANGE_LIMITED": 1, "DAEDALUS_RANGE_FULL": 2,
+             # phase 8.9 (protocol v12)
+             "DAEDALUS_MSG_DECODE_REQUEST": 7, "DAEDALUS_REQUEST_NEW_FRAME": 1,
+             "DAEDALUS_REQUEST_HOLD": 2, "DAEDALUS_REQUEST_RESET": 4,
+             "DAEDALUS_REQUEST_CTRLS_MAX": 8192, "DAEDALUS_CTRL_IN_REQUEST": 1}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -121,7 +142,8 @@ def test_golden_sizes_match_cffi() -> None:
         size for size, _ in LAYOUTS.values()]
     assert (proto.DECODE_REQ_SIZE, proto.FRAME_INFO_SIZE, proto.FRAME_RESP_SIZE,
             proto.STREAM_SIZE, proto.FETCH_REQ_SIZE, proto.FETCH_RESP_SIZE,
-            proto.DMABUF_REQ_SIZE) == (48, 40, 32, 16, 48, 56, 32)
+            proto.DMABUF_REQ_SIZE, proto.REQUEST_DECODE_SIZE, proto.REQUEST_CTRL_SIZE,
+            proto.REQUEST_DECODE_RESP_SIZE) == (48, 40, 32, 16, 48, 56, 32, 80, 16, 32)
 
 
 @pytest.mark.parametrize("name", list(LAYOUTS))
@@ -151,10 +173,10 @@ def test_golden_constants_match_cffi() -> None:
     for name, value in CONSTANTS.items():
         assert getattr(proto.lib, name) == value, name
     assert (proto.MAGIC, proto.VERSION, proto.MAX_PAYLOAD, proto.RESPONSE) == (
-        0x4C345644, 11, 1024 * 1024, 0x8000)
-    assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6]
+        0x4C345644, 12, 1024 * 1024, 0x8000)
+    assert [int(t) for t in proto.MsgType] == [1, 2, 3, 4, 5, 6, 7]
     assert [t.name for t in proto.MsgType] == ["HELLO", "PING", "DECODE", "CLOSE_STREAM",
-                                               "FEED", "FETCH"]
+                                               "FEED", "FETCH", "DECODE_REQUEST"]
     assert {c.name: int(c) for c in proto.Codec} == {"VP9": 1, "H264": 2, "AV1": 3}
     assert {p.name: int(p) for p in proto.PixFmt} == {"NV12": 1, "P010": 2, "NV16": 3,
                                                      "NV24": 4}
@@ -169,6 +191,9 @@ def test_golden_constants_match_cffi() -> None:
     assert (proto.IOC_GET_DMABUF, proto.IOC_IN_FLIGHT) == (0xC020DA01, 0x4008DA02)
     assert (proto.COLOUR_UNSPECIFIED, proto.RANGE_UNSPECIFIED, proto.RANGE_LIMITED,
             proto.RANGE_FULL) == (2, 0, 1, 2)
+    assert (proto.REQUEST_NEW_FRAME, proto.REQUEST_HOLD, proto.REQUEST_RESET,
+            proto.REQUEST_FLAGS, proto.REQUEST_CTRLS_MAX, proto.CTRL_IN_REQUEST,
+            proto.CTRL_FLAGS) == (1, 2, 4, 7, 8192, 1, 1)
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
@@ -228,6 +253,22 @@ int main(void)
     OFF(daedalus_dmabuf_req, cookie); OFF(daedalus_dmabuf_req, index);
     OFF(daedalus_dmabuf_req, flags); OFF(daedalus_dmabuf_req, fd);
     OFF(daedalus_dmabuf_req, size); OFF(daedalus_dmabuf_req, reserved);
+    printf("sizeof.daedalus_request_decode %zu\n", sizeof(struct daedalus_request_decode));
+    OFF(daedalus_request_decode, stream_id); OFF(daedalus_request_decode, timestamp);
+    OFF(daedalus_request_decode, codec); OFF(daedalus_request_decode, flags);
+    OFF(daedalus_request_decode, out_index); OFF(daedalus_request_decode, bitstream_offset);
+    OFF(daedalus_request_decode, bitstream_len); OFF(daedalus_request_decode, cap_index);
+    OFF(daedalus_request_decode, pixfmt); OFF(daedalus_request_decode, width);
+    OFF(daedalus_request_decode, height); OFF(daedalus_request_decode, bytesperline);
+    OFF(daedalus_request_decode, sizeimage); OFF(daedalus_request_decode, nr_ctrls);
+    OFF(daedalus_request_decode, ctrls_len); OFF(daedalus_request_decode, reserved);
+    printf("sizeof.daedalus_request_ctrl %zu\n", sizeof(struct daedalus_request_ctrl));
+    OFF(daedalus_request_ctrl, id); OFF(daedalus_request_ctrl, flags);
+    OFF(daedalus_request_ctrl, size); OFF(daedalus_request_ctrl, elems);
+    printf("sizeof.daedalus_request_decode_resp %zu\n",
+           sizeof(struct daedalus_request_decode_resp));
+    OFF(daedalus_request_decode_resp, error); OFF(daedalus_request_decode_resp, bytes);
+    OFF(daedalus_request_decode_resp, msg_len); OFF(daedalus_request_decode_resp, reserved);
     VAL(DAEDALUS_PROTO_MAGIC); VAL(DAEDALUS_PROTO_VERSION); VAL(DAEDALUS_MAX_PAYLOAD);
     VAL(DAEDALUS_MSG_RESPONSE); VAL(DAEDALUS_MSG_HELLO); VAL(DAEDALUS_MSG_PING);
     VAL(DAEDALUS_MSG_DECODE); VAL(DAEDALUS_MSG_CLOSE_STREAM);
@@ -243,6 +284,9 @@ int main(void)
     VAL(DAEDALUS_IOC_GET_DMABUF); VAL(DAEDALUS_IOC_IN_FLIGHT);
     VAL(DAEDALUS_COLOUR_UNSPECIFIED);
     VAL(DAEDALUS_RANGE_UNSPECIFIED); VAL(DAEDALUS_RANGE_LIMITED); VAL(DAEDALUS_RANGE_FULL);
+    VAL(DAEDALUS_MSG_DECODE_REQUEST); VAL(DAEDALUS_REQUEST_NEW_FRAME);
+    VAL(DAEDALUS_REQUEST_HOLD); VAL(DAEDALUS_REQUEST_RESET);
+    VAL(DAEDALUS_REQUEST_CTRLS_MAX); VAL(DAEDALUS_CTRL_IN_REQUEST);
     return 0;
 }
 """
@@ -415,6 +459,7 @@ def test_describe_type() -> None:
     assert proto.describe_type(4) == "CLOSE_STREAM"
     assert proto.describe_type(5) == "FEED"
     assert proto.describe_type(0x8006) == "FETCH|RESPONSE"
+    assert proto.describe_type(0x8007) == "DECODE_REQUEST|RESPONSE"
     assert proto.describe_type(77) == "77"
 
 

@@ -16,6 +16,7 @@ the FNV-1a 64 digest of decoded frames (``fnv1a64``).
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 __all__ = [
     "COLOUR_UNSPECIFIED",
+    "CTRL_FLAGS",
+    "CTRL_IN_REQUEST",
     "DECODE_DMABUF",
     "DECODE_FLAGS",
     "DECODE_FLUSH",
@@ -65,6 +68,14 @@ __all__ = [
     "RANGE_FULL",
     "RANGE_LIMITED",
     "RANGE_UNSPECIFIED",
+    "REQUEST_CTRLS_MAX",
+    "REQUEST_CTRL_SIZE",
+    "REQUEST_DECODE_RESP_SIZE",
+    "REQUEST_DECODE_SIZE",
+    "REQUEST_FLAGS",
+    "REQUEST_HOLD",
+    "REQUEST_NEW_FRAME",
+    "REQUEST_RESET",
     "RESERVED_WORDS",
     "RESPONSE",
     "STREAM_SIZE",
@@ -82,6 +93,9 @@ __all__ = [
     "MsgType",
     "PixFmt",
     "ProtocolError",
+    "RequestCtrl",
+    "RequestDecode",
+    "RequestDecodeResp",
     "Stream",
     "VersionMismatch",
     "encode_message",
@@ -96,6 +110,8 @@ __all__ = [
     "pack_header",
     "pack_hello",
     "pack_message",
+    "pack_request_decode",
+    "pack_request_decode_resp",
     "pack_stream",
     "parse_decode_req",
     "parse_dmabuf_req",
@@ -104,6 +120,8 @@ __all__ = [
     "parse_frame_resp",
     "parse_header",
     "parse_hello",
+    "parse_request_decode",
+    "parse_request_decode_resp",
     "parse_stream",
     "request_stream",
     "validate_decode_req",
@@ -113,6 +131,8 @@ __all__ = [
     "validate_frame_resp",
     "validate_hello",
     "validate_request",
+    "validate_request_decode",
+    "validate_request_decode_resp",
 ]
 
 HDR_STRUCT: Final = "struct daedalus_msg_hdr"
@@ -124,9 +144,13 @@ STREAM_STRUCT: Final = "struct daedalus_stream"
 FETCH_REQ_STRUCT: Final = "struct daedalus_fetch_req"
 FETCH_RESP_STRUCT: Final = "struct daedalus_fetch_resp"
 DMABUF_REQ_STRUCT: Final = "struct daedalus_dmabuf_req"
+REQUEST_DECODE_STRUCT: Final = "struct daedalus_request_decode"
+REQUEST_CTRL_STRUCT: Final = "struct daedalus_request_ctrl"
+REQUEST_DECODE_RESP_STRUCT: Final = "struct daedalus_request_decode_resp"
 STRUCTS: Final = (HDR_STRUCT, HELLO_STRUCT, DECODE_REQ_STRUCT, FRAME_INFO_STRUCT,
                   FRAME_RESP_STRUCT, STREAM_STRUCT, FETCH_REQ_STRUCT, FETCH_RESP_STRUCT,
-                  DMABUF_REQ_STRUCT)
+                  DMABUF_REQ_STRUCT, REQUEST_DECODE_STRUCT, REQUEST_CTRL_STRUCT,
+                  REQUEST_DECODE_RESP_STRUCT)
 
 # Any object with the buffer protocol: bytes, bytearray, memoryview, numpy arrays.
 Buffer = Any
@@ -178,6 +202,9 @@ STREAM_SIZE: Final = _SIZES[STREAM_STRUCT]
 FETCH_REQ_SIZE: Final = _SIZES[FETCH_REQ_STRUCT]
 FETCH_RESP_SIZE: Final = _SIZES[FETCH_RESP_STRUCT]
 DMABUF_REQ_SIZE: Final = _SIZES[DMABUF_REQ_STRUCT]
+REQUEST_DECODE_SIZE: Final = _SIZES[REQUEST_DECODE_STRUCT]
+REQUEST_CTRL_SIZE: Final = _SIZES[REQUEST_CTRL_STRUCT]
+REQUEST_DECODE_RESP_SIZE: Final = _SIZES[REQUEST_DECODE_RESP_STRUCT]
 MAGIC: Final = lib.DAEDALUS_PROTO_MAGIC
 VERSION: Final = lib.DAEDALUS_PROTO_VERSION
 MAX_PAYLOAD: Final = lib.DAEDALUS_MAX_PAYLOAD
@@ -209,6 +236,14 @@ COLOUR_UNSPECIFIED: Final = lib.DAEDALUS_COLOUR_UNSPECIFIED
 RANGE_UNSPECIFIED: Final = lib.DAEDALUS_RANGE_UNSPECIFIED
 RANGE_LIMITED: Final = lib.DAEDALUS_RANGE_LIMITED
 RANGE_FULL: Final = lib.DAEDALUS_RANGE_FULL
+# DECODE_REQUEST (phase 8.9, protocol v12)
+REQUEST_NEW_FRAME: Final = lib.DAEDALUS_REQUEST_NEW_FRAME
+REQUEST_HOLD: Final = lib.DAEDALUS_REQUEST_HOLD
+REQUEST_RESET: Final = lib.DAEDALUS_REQUEST_RESET
+REQUEST_FLAGS: Final = REQUEST_NEW_FRAME | REQUEST_HOLD | REQUEST_RESET
+REQUEST_CTRLS_MAX: Final = lib.DAEDALUS_REQUEST_CTRLS_MAX
+CTRL_IN_REQUEST: Final = lib.DAEDALUS_CTRL_IN_REQUEST
+CTRL_FLAGS: Final = CTRL_IN_REQUEST  # what a control entry may carry
 FNV1A64_OFFSET_BASIS: Final = lib.DAEDALUS_FNV1A64_OFFSET_BASIS
 FNV1A64_PRIME: Final = lib.DAEDALUS_FNV1A64_PRIME
 
@@ -222,6 +257,7 @@ class MsgType(enum.IntEnum):
     CLOSE_STREAM = lib.DAEDALUS_MSG_CLOSE_STREAM
     FEED = lib.DAEDALUS_MSG_FEED
     FETCH = lib.DAEDALUS_MSG_FETCH
+    DECODE_REQUEST = lib.DAEDALUS_MSG_DECODE_REQUEST  # phase 8.9
 
 
 class Codec(enum.IntEnum):
@@ -879,6 +915,7 @@ _STREAM_REQUESTS: Final[dict[int, str]] = {
     MsgType.FEED: DECODE_REQ_STRUCT,
     MsgType.FETCH: FETCH_REQ_STRUCT,
     MsgType.CLOSE_STREAM: STREAM_STRUCT,
+    MsgType.DECODE_REQUEST: REQUEST_DECODE_STRUCT,
 }
 
 
@@ -896,6 +933,242 @@ def request_stream(header: Header, payload: bytes | bytearray | memoryview) -> i
     value = ffi.new("uint64_t *")
     ffi.memmove(value, memoryview(payload)[field.offset:field.offset + size], size)
     return int(value[0])
+# --- phase 8.9: DECODE_REQUEST ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RequestCtrl:
+    """One struct daedalus_request_ctrl of a DECODE_REQUEST and its value
+    (*size* bytes, without the padding)."""
+
+    id: int
+    flags: int
+    elems: int
+    value: bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.value)
+
+    @property
+    def in_request(self) -> bool:
+        """The job's request set this control (else it kept an earlier value)."""
+        return bool(self.flags & CTRL_IN_REQUEST)
+
+
+def _request_decode_zeros() -> tuple[int, ...]:
+    return (0,) * _reserved_words(REQUEST_DECODE_STRUCT)
+
+
+@dataclass(frozen=True)
+class RequestDecode:
+    """struct daedalus_request_decode and the controls that follow it."""
+
+    stream_id: int
+    timestamp: int
+    codec: int
+    flags: int
+    bitstream_offset: int
+    bitstream_len: int
+    pixfmt: int
+    width: int
+    height: int
+    bytesperline: int
+    sizeimage: int
+    out_index: int = 0
+    cap_index: int = 0
+    ctrls: tuple[RequestCtrl, ...] = ()
+    nr_ctrls: int = 0          # as the struct says (parse checks it against ctrls)
+    ctrls_len: int = 0         # likewise
+    reserved: tuple[int, ...] = field(default_factory=_request_decode_zeros)
+
+    @property
+    def new_frame(self) -> bool:
+        return bool(self.flags & REQUEST_NEW_FRAME)
+
+    @property
+    def hold(self) -> bool:
+        """The application holds the CAPTURE buffer for more OUTPUT buffers."""
+        return bool(self.flags & REQUEST_HOLD)
+
+    @property
+    def reset(self) -> bool:
+        """The first job since OUTPUT started streaming: drop the stream's state."""
+        return bool(self.flags & REQUEST_RESET)
+
+    def ctrl(self, ctrl_id: int) -> RequestCtrl | None:
+        return next((c for c in self.ctrls if c.id == ctrl_id), None)
+
+
+def _pad8(size: int) -> int:
+    return (size + 7) & ~7
+
+
+def pack_request_decode(req: RequestDecode, *, nr_ctrls: int | None = None,
+                        ctrls_len: int | None = None,
+                        reserved: Sequence[int] | None = None) -> bytes:
+    """A DECODE_REQUEST payload as the kernel builds it: the struct, then each
+    control's struct daedalus_request_ctrl and value padded with zeros to 8
+    bytes. nr_ctrls and ctrls_len default to what the controls make and may
+    be forced to wrong values (for tests)."""
+    entries = b"".join(
+        _pack(REQUEST_CTRL_STRUCT, {"id": c.id, "flags": c.flags, "size": c.size,
+                                    "elems": c.elems})
+        + c.value + bytes(_pad8(c.size) - c.size) for c in req.ctrls)
+    return _pack(REQUEST_DECODE_STRUCT, {
+        "stream_id": req.stream_id, "timestamp": req.timestamp, "codec": req.codec,
+        "flags": req.flags, "out_index": req.out_index,
+        "bitstream_offset": req.bitstream_offset, "bitstream_len": req.bitstream_len,
+        "cap_index": req.cap_index, "pixfmt": req.pixfmt, "width": req.width,
+        "height": req.height, "bytesperline": req.bytesperline, "sizeimage": req.sizeimage,
+        "nr_ctrls": len(req.ctrls) if nr_ctrls is None else nr_ctrls,
+        "ctrls_len": len(entries) if ctrls_len is None else ctrls_len,
+        "reserved": list(req.reserved) if reserved is None else list(reserved),
+    }) + entries
+
+
+def parse_request_decode(payload: bytes | bytearray | memoryview) -> RequestDecode:
+    """A whole DECODE_REQUEST payload: the struct and its controls. ProtocolError
+    unless the lengths add up exactly: ctrls_len is the bytes after the struct
+    (at most DAEDALUS_REQUEST_CTRLS_MAX), nr_ctrls entries fill them, each
+    entry's value (``size`` bytes, padded with zeros to 8) stays inside them."""
+    if len(payload) < REQUEST_DECODE_SIZE:
+        raise ProtocolError(f"DECODE_REQUEST payload of {len(payload)} bytes is shorter than "
+                            f"struct daedalus_request_decode ({REQUEST_DECODE_SIZE})")
+    r = _unpack(REQUEST_DECODE_STRUCT, REQUEST_DECODE_SIZE, payload)
+    nr_ctrls, ctrls_len = int(r.nr_ctrls), int(r.ctrls_len)
+    rest = len(payload) - REQUEST_DECODE_SIZE
+    if ctrls_len != rest:
+        raise ProtocolError(f"ctrls_len {ctrls_len} but {rest} bytes follow the request")
+    if ctrls_len > REQUEST_CTRLS_MAX:
+        raise ProtocolError(f"ctrls_len {ctrls_len} exceeds DAEDALUS_REQUEST_CTRLS_MAX "
+                            f"({REQUEST_CTRLS_MAX})")
+    if nr_ctrls > ctrls_len // REQUEST_CTRL_SIZE:
+        raise ProtocolError(f"nr_ctrls {nr_ctrls} entries do not fit ctrls_len {ctrls_len}")
+    view = memoryview(payload)[REQUEST_DECODE_SIZE:]
+    ctrls, pos = [], 0
+    for n in range(nr_ctrls):
+        if ctrls_len - pos < REQUEST_CTRL_SIZE:
+            raise ProtocolError(f"control {n}: its entry runs past ctrls_len {ctrls_len}")
+        e = _unpack(REQUEST_CTRL_STRUCT, REQUEST_CTRL_SIZE, view[pos:])
+        size = int(e.size)
+        start = pos + REQUEST_CTRL_SIZE
+        end = start + _pad8(size)
+        if end > ctrls_len:
+            raise ProtocolError(f"control {n} ({int(e.id):#x}): {size} bytes of value run past "
+                                f"ctrls_len {ctrls_len}")
+        if any(view[start + size:end]):
+            raise ProtocolError(f"control {n} ({int(e.id):#x}): padding not zero")
+        ctrls.append(RequestCtrl(id=int(e.id), flags=int(e.flags), elems=int(e.elems),
+                                 value=bytes(view[start:start + size])))
+        pos = end
+    if pos != ctrls_len:
+        raise ProtocolError(f"{nr_ctrls} controls take {pos} bytes, ctrls_len is {ctrls_len}")
+    return RequestDecode(
+        stream_id=int(r.stream_id), timestamp=int(r.timestamp), codec=int(r.codec),
+        flags=int(r.flags), bitstream_offset=int(r.bitstream_offset),
+        bitstream_len=int(r.bitstream_len), pixfmt=int(r.pixfmt), width=int(r.width),
+        height=int(r.height), bytesperline=int(r.bytesperline), sizeimage=int(r.sizeimage),
+        out_index=int(r.out_index), cap_index=int(r.cap_index), ctrls=tuple(ctrls),
+        nr_ctrls=nr_ctrls, ctrls_len=ctrls_len, reserved=tuple(int(w) for w in r.reserved))
+
+
+def validate_request_decode(req: RequestDecode) -> None:
+    """The checks on a DECODE_REQUEST by itself, beyond its lengths (parse):
+    reserved words zero, a known codec, flags, layout and control flags, a
+    size within DAEDALUS_MAX_WIDTH x _HEIGHT, no control twice, every control
+    with at least one element. Whether the controls are the codec's, of the
+    right sizes, and whether the buffers hold what the request says, is the
+    handler's business."""
+    if any(req.reserved):
+        raise ProtocolError(f"request_decode reserved words not zero: {list(req.reserved)}")
+    if req.codec not in set(Codec):
+        raise ProtocolError(f"unknown codec {req.codec}")
+    if req.flags & ~REQUEST_FLAGS:
+        raise ProtocolError(f"unknown request flags {req.flags & ~REQUEST_FLAGS:#x}")
+    if req.pixfmt not in set(PixFmt):
+        raise ProtocolError(f"unknown pixfmt {req.pixfmt}")
+    if not (0 < req.width <= MAX_WIDTH and 0 < req.height <= MAX_HEIGHT):
+        raise ProtocolError(f"CAPTURE size {req.width}x{req.height} outside 1x1.."
+                            f"{MAX_WIDTH}x{MAX_HEIGHT}")
+    seen: set[int] = set()
+    for ctrl in req.ctrls:
+        if ctrl.flags & ~CTRL_FLAGS:
+            raise ProtocolError(f"control {ctrl.id:#x}: unknown flags "
+                                f"{ctrl.flags & ~CTRL_FLAGS:#x}")
+        if ctrl.id in seen:
+            raise ProtocolError(f"control {ctrl.id:#x} twice")
+        if not ctrl.elems:
+            raise ProtocolError(f"control {ctrl.id:#x}: 0 elements")
+        seen.add(ctrl.id)
+
+
+@dataclass(frozen=True)
+class RequestDecodeResp:
+    """struct daedalus_request_decode_resp and its message."""
+
+    error: int
+    bytes: int
+    message: builtins.bytes = b""
+    reserved: tuple[int, ...] = (0, 0, 0, 0, 0)
+
+    @property
+    def text(self) -> str:
+        return self.message.decode("utf-8", errors="replace")
+
+
+def pack_request_decode_resp(error: int = 0, nr_bytes: int = 0, message: bytes = b"", *,
+                             msg_len: int | None = None,
+                             reserved: Sequence[int] | None = None) -> bytes:
+    """A DECODE_REQUEST answer's payload: the struct, then *message* (see
+    encode_message). msg_len may be forced to a wrong value (for tests)."""
+    if len(message) > MAX_MSG:
+        raise ProtocolError(f"message of {len(message)} bytes, at most {MAX_MSG} fit")
+    return _pack(REQUEST_DECODE_RESP_STRUCT, {
+        "error": error, "bytes": nr_bytes,
+        "msg_len": len(message) if msg_len is None else msg_len,
+        "reserved": _reserved(REQUEST_DECODE_RESP_STRUCT, reserved),
+    }) + bytes(message)
+
+
+def parse_request_decode_resp(data: bytes | bytearray | memoryview) -> RequestDecodeResp:
+    """A whole DECODE_REQUEST answer payload; ProtocolError unless exactly
+    msg_len (at most DAEDALUS_MAX_MSG) bytes follow the struct."""
+    if len(data) < REQUEST_DECODE_RESP_SIZE:
+        raise ProtocolError(f"DECODE_REQUEST answer of {len(data)} bytes is shorter than "
+                            f"struct daedalus_request_decode_resp ({REQUEST_DECODE_RESP_SIZE})")
+    r = _unpack(REQUEST_DECODE_RESP_STRUCT, REQUEST_DECODE_RESP_SIZE, data)
+    msg_len = int(r.msg_len)
+    if msg_len > MAX_MSG:
+        raise ProtocolError(f"msg_len {msg_len} exceeds DAEDALUS_MAX_MSG ({MAX_MSG})")
+    if len(data) != REQUEST_DECODE_RESP_SIZE + msg_len:
+        raise ProtocolError(f"DECODE_REQUEST answer of {len(data)} bytes, but msg_len "
+                            f"{msg_len} makes {REQUEST_DECODE_RESP_SIZE + msg_len}")
+    return RequestDecodeResp(error=int(r.error), bytes=int(r.bytes),
+                             message=bytes(data[REQUEST_DECODE_RESP_SIZE:]),
+                             reserved=tuple(int(w) for w in r.reserved))
+
+
+def validate_request_decode_resp(resp: RequestDecodeResp, sizeimage: int, *,
+                                 hold: bool = False, took_capture: bool = True) -> None:
+    """The kernel's checks on a DECODE_REQUEST answer (daedalus_sl_resp_valid):
+    reserved zero; an error without bytes; bytes equal to the request's
+    *sizeimage*, from a daemon that took the CAPTURE buffer; neither error nor
+    bytes only for a held CAPTURE buffer."""
+    if any(resp.reserved):
+        raise ProtocolError(f"request_decode_resp reserved words not zero: {list(resp.reserved)}")
+    if resp.error:
+        if resp.bytes:
+            raise ProtocolError(f"error {resp.error} with {resp.bytes} bytes")
+        return
+    if resp.bytes:
+        if resp.bytes != sizeimage:
+            raise ProtocolError(f"bytes {resp.bytes}, the request's sizeimage is {sizeimage}")
+        if not took_capture:
+            raise ProtocolError("bytes written, but the CAPTURE buffer was never taken")
+        return
+    if not hold:
+        raise ProtocolError("neither an error nor a picture, and the CAPTURE buffer is not held")
 
 
 # --- FNV-1a 64 ----------------------------------------------------------------

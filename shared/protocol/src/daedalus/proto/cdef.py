@@ -39,6 +39,7 @@ enum daedalus_msg_type {
     DAEDALUS_MSG_CLOSE_STREAM,
     DAEDALUS_MSG_FEED,
     DAEDALUS_MSG_FETCH,
+    DAEDALUS_MSG_DECODE_REQUEST,
     ...
 };
 
@@ -164,6 +165,49 @@ struct daedalus_dmabuf_req {
     __s32 fd;
     __u32 size;
     __u32 reserved[2];
+};
+
+#define DAEDALUS_REQUEST_NEW_FRAME ...
+
+#define DAEDALUS_REQUEST_HOLD ...
+
+#define DAEDALUS_REQUEST_RESET ...
+
+struct daedalus_request_decode {
+    __u64 stream_id;
+    __u64 timestamp;
+    __u32 codec;
+    __u32 flags;
+    __u32 out_index;
+    __u32 bitstream_offset;
+    __u32 bitstream_len;
+    __u32 cap_index;
+    __u32 pixfmt;
+    __u32 width;
+    __u32 height;
+    __u32 bytesperline;
+    __u32 sizeimage;
+    __u32 nr_ctrls;
+    __u32 ctrls_len;
+    __u32 reserved[3];
+};
+
+#define DAEDALUS_REQUEST_CTRLS_MAX ...
+
+#define DAEDALUS_CTRL_IN_REQUEST ...
+
+struct daedalus_request_ctrl {
+    __u32 id;
+    __u32 flags;
+    __u32 size;
+    __u32 elems;
+};
+
+struct daedalus_request_decode_resp {
+    __u32 error;
+    __u32 bytes;
+    __u32 msg_len;
+    __u32 reserved[5];
 };
 
 #define DAEDALUS_IOC_MAGIC ...

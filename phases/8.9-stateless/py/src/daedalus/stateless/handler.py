@@ -1,0 +1,472 @@
+"""The DECODE_REQUEST handler: the daemon's half of the stateless decoder node.
+
+Registered in the ``daedalus.handlers`` entry-point group as ``stateless``. The
+kernel (phases/8.9-stateless/kernel/daedalus-stateless.c) sends one
+DECODE_REQUEST per media request: struct daedalus_request_decode, then every
+compound control of the codec with the value it has for the job. The job's
+two buffers cross as dma-bufs (DAEDALUS_IOC_GET_DMABUF, index 0: OUTPUT,
+read-only; index 1: CAPTURE, read-write), through the device daedalusd
+attaches (``attach_device``).
+
+Per kernel stream (``stream_id``; the codec is fixed by its first request) the
+handler keeps an FFmpeg decoder (``daedalus.codec.session.create_decoder``,
+slice threads as phase 8.5's: one packet in, its picture out), and for VP9 the
+frame header parser (``Vp9Parser``: VP9 headers depend on earlier frames) and
+the 8 reference slots by request timestamp (``Vp9RefSlots``).
+
+A request, in order (every failure is an answer with ``error`` set and
+``bytes`` 0, never a header status, and changes nothing unless said):
+
+1. the payload: lengths, reserved words, flags, codec, layout
+   (``parse_request_decode`` / ``validate_request_decode``), then the
+   controls against the codec's: every id known, each of its uAPI size with
+   one element, none twice, the mandatory ones present, no more than the
+   codec has. Anything else: EINVAL, before any buffer is touched; the
+   kernel's bytes are not trusted more than the daemon's are;
+2. the codec: H.264 is EOPNOTSUPP for now (TODO: phase 8.9's
+   ``daedalus.stateless.h264_order.DecodeOrderH264`` gives each packet's
+   picture in decode order; the slice's SPS / PPS come from the controls,
+   ``h264_rebuild``); a stream's codec never changes (EINVAL);
+3. ``DAEDALUS_REQUEST_RESET`` (the first job since OUTPUT started streaming:
+   the start, a seek): the stream's decoder, parser and slots start afresh;
+4. the OUTPUT buffer: ``bitstream_len`` bytes at ``bitstream_offset`` copied
+   between DMA_BUF_SYNC_START and _END (EINVAL if they run past the buffer),
+   then DAEDALUS_IOC_IN_FLIGHT: a copy finished after the kernel gave up
+   may mix two packets and is not decoded (ETIMEDOUT). No device attached:
+   EOPNOTSUPP;
+5. VP9: the buffer holds one frame (a superframe index listing more than one
+   is EINVAL: V4L2_PIX_FMT_VP9_FRAME is one frame per buffer); its header
+   is parsed (EILSEQ if it cannot be) and ``vp9_check.check`` compares it
+   with V4L2_CID_STATELESS_VP9_FRAME and the references it names with the
+   slots. A contradiction is **EINVAL** ("controls that make no sense", the
+   kernel-doc of struct daedalus_request_decode_resp), with one warning line
+   naming the stream, the request's timestamp and every contradiction; the
+   frame is not decoded;
+6. decoding: a shown frame gives its picture; a hidden frame (show_frame 0,
+   an alt-ref) is decoded, then a synthesised show_existing_frame of one
+   slot it refreshed (``vp9_header.show_existing_frame``) makes FFmpeg
+   output its picture without changing its state (tests/
+   test_vp9_header_host.py proves both against Debian's ffmpeg); a
+   show_existing_frame request gives that slot's picture. PyAV errors, or
+   no picture where one was due: EILSEQ; a picture FFmpeg flags corrupt
+   (concealed): EILSEQ too. A hidden frame that refreshes no slot is decoded
+   and answered ENODATA (it has no picture to give);
+7. the picture into the CAPTURE buffer in the request's layout (its
+   ``pixfmt``, ``bytesperline``, ``height``: ``daedalus.m2m.layout``, written
+   by phase 8.5's per-frame kernel ``place`` in one pass between
+   DMA_BUF_SYNC_START and _END, padding and rows past the picture zeroed):
+   a picture of another layout (10-bit into NV12 ...) is EOPNOTSUPP, one
+   larger than the request's ``width`` x ``height`` or a ``sizeimage`` that
+   is not the layout's bytes is EINVAL, a CAPTURE buffer smaller than
+   ``sizeimage`` EINVAL. The answer's ``bytes`` is ``sizeimage``. With
+   DAEDALUS_REQUEST_HOLD the picture is written all the same (a VP9 buffer
+   is a whole frame).
+
+Recovery: a frame not decoded (refused at 5, or failed at 6) leaves FFmpeg's
+state behind the bitstream's, so every later frame of the stream is answered
+EILSEQ without being decoded until a key frame, which starts a fresh decoder,
+parser and slots; errors at 7 do not (the frame was decoded). The kernel log
+sees none of this: the job's buffers go back flagged ERROR.
+
+Threads: ``order_key`` is the stream id, so daedalusd hands a stream's requests
+to ``handle`` one at a time in the order it read them; streams decode in
+parallel. CLOSE_STREAM drops the stream (``close_stream``).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import av
+import numpy as np
+from av.video.codeccontext import VideoCodecContext
+
+from daedalus.codec.session import MAX_STREAMS, DecoderFactory, create_decoder, ffmpeg_text
+from daedalus.dispatch.device import Device, DmaBufError
+from daedalus.m2m import kernels
+from daedalus.m2m.layout import Geometry, buffer_size, delivered, fits, layout_for
+from daedalus.proto import (
+    Codec,
+    Header,
+    MsgType,
+    PixFmt,
+    ProtocolError,
+    RequestDecode,
+    encode_message,
+    pack_request_decode_resp,
+    parse_request_decode,
+    request_stream,
+    validate_request_decode,
+)
+from daedalus.roundtrip.frames import UnsupportedLayout
+from daedalus.stateless import vp9_ctrls
+from daedalus.stateless.vp9_check import Vp9RefSlots, check
+from daedalus.stateless.vp9_header import (
+    NUM_REF_FRAMES,
+    Vp9FrameHeader,
+    Vp9HeaderError,
+    Vp9Parser,
+    show_existing_frame,
+    split_superframe,
+)
+
+log = logging.getLogger("daedalus.stateless")
+
+_STATELESS_BASE = vp9_ctrls.V4L2_CID_CODEC_STATELESS_BASE
+V4L2_CID_STATELESS_VP9_FRAME = vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME
+V4L2_CID_STATELESS_VP9_COMPRESSED_HDR = _STATELESS_BASE + 301
+V4L2_CID_STATELESS_H264_SPS = _STATELESS_BASE + 2
+V4L2_CID_STATELESS_H264_PPS = _STATELESS_BASE + 3
+V4L2_CID_STATELESS_H264_SCALING_MATRIX = _STATELESS_BASE + 4
+V4L2_CID_STATELESS_H264_PRED_WEIGHTS = _STATELESS_BASE + 5
+V4L2_CID_STATELESS_H264_SLICE_PARAMS = _STATELESS_BASE + 6
+V4L2_CID_STATELESS_H264_DECODE_PARAMS = _STATELESS_BASE + 7
+
+
+@dataclass(frozen=True)
+class CtrlSpec:
+    """A compound control the node has: its uAPI struct's size, and whether
+    every request must carry it (the kernel's req_validate insists)."""
+
+    name: str
+    size: int
+    required: bool = False
+
+
+# The codecs' compound controls, sizes as <linux/v4l2-controls.h> lays the
+# structs out (the kernel-doc of struct daedalus_request_decode lists them).
+CODEC_CTRLS: dict[Codec, dict[int, CtrlSpec]] = {
+    Codec.VP9: {
+        V4L2_CID_STATELESS_VP9_FRAME: CtrlSpec("VP9_FRAME", vp9_ctrls.FRAME_SIZE, True),
+        V4L2_CID_STATELESS_VP9_COMPRESSED_HDR: CtrlSpec("VP9_COMPRESSED_HDR", 2040),
+    },
+    Codec.H264: {
+        V4L2_CID_STATELESS_H264_SPS: CtrlSpec("H264_SPS", 1048, True),
+        V4L2_CID_STATELESS_H264_PPS: CtrlSpec("H264_PPS", 12, True),
+        V4L2_CID_STATELESS_H264_SCALING_MATRIX: CtrlSpec("H264_SCALING_MATRIX", 480),
+        V4L2_CID_STATELESS_H264_PRED_WEIGHTS: CtrlSpec("H264_PRED_WEIGHTS", 772),
+        V4L2_CID_STATELESS_H264_SLICE_PARAMS: CtrlSpec("H264_SLICE_PARAMS", 152),
+        V4L2_CID_STATELESS_H264_DECODE_PARAMS: CtrlSpec("H264_DECODE_PARAMS", 560, True),
+    },
+}
+
+
+class RequestFailure(Exception):
+    """A request answered with *error* (a positive errno) and *message*."""
+
+    def __init__(self, error: int, message: str) -> None:
+        super().__init__(message)
+        self.error = error
+        self.message = message
+
+
+def check_ctrls(req: RequestDecode) -> None:
+    """The request's controls are the codec's: RequestFailure (EINVAL) naming
+    the first that is not (unknown id, wrong size or element count, too many,
+    a mandatory one missing). Duplicates were refused by validate_request_decode."""
+    specs = CODEC_CTRLS.get(Codec(req.codec), {})
+    if len(req.ctrls) > len(specs):
+        raise RequestFailure(errno.EINVAL, f"{len(req.ctrls)} controls, codec "
+                             f"{Codec(req.codec).name} has {len(specs)}")
+    for ctrl in req.ctrls:
+        spec = specs.get(ctrl.id)
+        if spec is None:
+            raise RequestFailure(errno.EINVAL, f"control {ctrl.id:#x} is not one of codec "
+                                 f"{Codec(req.codec).name}'s")
+        if ctrl.elems != 1 or ctrl.size != spec.size:
+            raise RequestFailure(errno.EINVAL, f"control {spec.name}: {ctrl.elems} element(s) "
+                                 f"of {ctrl.size} bytes, expected 1 of {spec.size}")
+    for ctrl_id, spec in specs.items():
+        if spec.required and req.ctrl(ctrl_id) is None:
+            raise RequestFailure(errno.EINVAL, f"control {spec.name} missing")
+
+
+@dataclass
+class Vp9Stream:
+    """One kernel stream of VP9 DECODE_REQUESTs."""
+
+    stream_id: int
+    factory: DecoderFactory
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    decoder: VideoCodecContext | None = None
+    parser: Vp9Parser = field(default_factory=Vp9Parser)
+    slots: Vp9RefSlots = field(default_factory=Vp9RefSlots)
+    broken: int | None = None     # timestamp of the request whose frame was not decoded
+    requests: int = 0
+    pictures: int = 0
+    errors: int = 0
+    resets: int = 0
+
+    codec: ClassVar[Codec] = Codec.VP9
+
+    def reset(self) -> None:
+        """A fresh decoder (made at first use), parser and slots."""
+        self.decoder = None
+        self.parser = Vp9Parser()
+        self.slots = Vp9RefSlots()
+        self.broken = None
+
+    def _decode(self, data: bytes) -> list[av.VideoFrame]:
+        if self.decoder is None:
+            self.decoder = self.factory(Codec.VP9)
+        return list(self.decoder.decode(av.Packet(data)))
+
+    def _break(self, req: RequestDecode) -> None:
+        if self.broken is None:
+            self.broken = req.timestamp
+
+    def decode(self, req: RequestDecode, bitstream: bytes) -> av.VideoFrame:
+        """The picture of the request's frame (RequestFailure if none)."""
+        try:
+            frames = split_superframe(bitstream)
+        except Vp9HeaderError as exc:
+            raise RequestFailure(errno.EILSEQ, f"superframe index: {exc}") from None
+        if len(frames) != 1:
+            raise RequestFailure(errno.EINVAL, f"a VP9_FRAME buffer holds one frame, this one "
+                                 f"a superframe of {len(frames)}")
+        frame = frames[0]
+        if self.broken is not None:
+            try:
+                key: Vp9FrameHeader | None = Vp9Parser().parse(frame)
+            except Vp9HeaderError:
+                key = None
+            if key is None or not key.key_frame:
+                raise RequestFailure(errno.EILSEQ, f"the frame of timestamp {self.broken} was "
+                                     "not decoded: waiting for a key frame")
+            log.info("stream %d: key frame at timestamp %d, decoding again after the error "
+                     "at timestamp %d", self.stream_id, req.timestamp, self.broken)
+            self.reset()
+            header = key
+        else:
+            try:
+                header = self.parser.parse(frame)
+            except Vp9HeaderError as exc:
+                self._break(req)
+                raise RequestFailure(errno.EILSEQ, f"frame header: {exc}") from None
+        ctrl_value = req.ctrl(V4L2_CID_STATELESS_VP9_FRAME)
+        assert ctrl_value is not None  # check_ctrls
+        problems = check(vp9_ctrls.Vp9Frame.unpack(ctrl_value.value), header, self.slots)
+        if problems:
+            self._break(req)
+            text = "; ".join(problems)
+            log.warning("stream %d, request timestamp %d: V4L2_CID_STATELESS_VP9_FRAME "
+                        "contradicts the frame: %s", self.stream_id, req.timestamp, text)
+            raise RequestFailure(errno.EINVAL, f"VP9_FRAME contradicts the frame: {text}")
+        return self._picture(req, header, frame)
+
+    def _picture(self, req: RequestDecode, h: Vp9FrameHeader, frame: bytes) -> av.VideoFrame:
+        try:
+            pictures = self._decode(frame)
+            if not h.show_existing_frame and not h.show_frame:
+                slot = next((i for i in range(NUM_REF_FRAMES)
+                             if h.refresh_frame_flags >> i & 1), None)
+                self.parser.advance(h)
+                self.slots.update(h.refresh_frame_flags, req.timestamp)
+                if slot is None:
+                    raise RequestFailure(errno.ENODATA, "a hidden frame that refreshes no "
+                                         "reference slot: it has no picture")
+                pictures += self._decode(show_existing_frame(h.profile, slot))
+            else:
+                self.parser.advance(h)
+                self.slots.update(h.refresh_frame_flags, req.timestamp)
+        except av.FFmpegError as exc:
+            self._break(req)
+            self.decoder = None
+            raise RequestFailure(errno.EILSEQ, f"decoding failed: {ffmpeg_text(exc)}") from None
+        if len(pictures) != 1:
+            self._break(req)
+            self.decoder = None
+            raise RequestFailure(errno.EILSEQ, f"the decoder gave {len(pictures)} pictures "
+                                 "for one frame")
+        picture = pictures[0]
+        if picture.is_corrupt:
+            raise RequestFailure(errno.EILSEQ, "the picture was decoded with errors (concealed)")
+        return picture
+
+
+class StatelessHandler:
+    """DECODE_REQUEST -> struct daedalus_request_decode_resp, state per stream.
+
+    A DeviceUser (daedalus.dispatch.registry): the job's buffers come through
+    the device daedalusd attaches."""
+
+    OPCODES: ClassVar[tuple[int, ...]] = (MsgType.DECODE_REQUEST,)
+    PHASE: ClassVar[tuple[int, int]] = (8, 9)
+    NAME: ClassVar[str] = "stateless"
+
+    def __init__(self, decoder_factory: DecoderFactory = create_decoder,
+                 max_streams: int = MAX_STREAMS) -> None:
+        self._factory = decoder_factory
+        self._max_streams = max_streams
+        self._lock = threading.Lock()  # protects _streams
+        self._streams: dict[int, Vp9Stream] = {}
+        self._device: Device | None = None
+        kernels.table()   # chosen (and logged) at start-up, as phase 8.5's handler does
+        delivered()       # the CAPTURE layouts' entry points, read before privileges drop
+
+    # -- the daemon's entry points ---------------------------------------------
+
+    def attach_device(self, device: Device) -> None:
+        self._device = device
+
+    def order_key(self, header: Header, payload: bytes) -> int | None:
+        """The stream a DECODE_REQUEST names (None: too short, ``handle`` refuses it)."""
+        return request_stream(header, payload) if header.opcode == MsgType.DECODE_REQUEST else None
+
+    def handle(self, header: Header, payload: bytes) -> tuple[int, bytes]:
+        if header.opcode != MsgType.DECODE_REQUEST:
+            return (errno.EOPNOTSUPP,
+                    f"the stateless handler does not serve type {header.type}".encode())
+        return 0, self.decode_request(payload, header.cookie)
+
+    def decode_request(self, payload: bytes | bytearray | memoryview, cookie: int) -> bytes:
+        """A DECODE_REQUEST payload in, its answer's payload out (never raises
+        for anything the request, its buffers or the bitstream hold)."""
+        try:
+            req = parse_request_decode(payload)
+            validate_request_decode(req)
+            check_ctrls(req)
+        except (ProtocolError, RequestFailure) as exc:
+            log.warning("malformed DECODE_REQUEST (cookie %d): %s", cookie, exc)
+            return pack_request_decode_resp(errno.EINVAL, 0, encode_message(str(exc)))
+        try:
+            stream = self._stream_for(req)
+            with stream.lock:
+                stream.requests += 1
+                try:
+                    if req.reset:
+                        stream.reset()
+                        stream.resets += 1
+                    bitstream = self._read_output(req, cookie)
+                    picture = stream.decode(req, bitstream)
+                    self._write_capture(picture, req, cookie)
+                except RequestFailure:
+                    stream.errors += 1
+                    raise
+                stream.pictures += 1
+        except RequestFailure as exc:
+            if exc.error != errno.EINVAL or "contradicts" not in exc.message:
+                log.warning("stream %d, request timestamp %d: %s", req.stream_id,
+                            req.timestamp, exc.message)
+            return pack_request_decode_resp(exc.error, 0, encode_message(exc.message))
+        return pack_request_decode_resp(0, req.sizeimage)
+
+    def _stream_for(self, req: RequestDecode) -> Vp9Stream:
+        codec = Codec(req.codec)
+        if codec != Codec.VP9:
+            # TODO(#15): H.264 through daedalus.stateless.h264_order.DecodeOrderH264
+            # (one picture per packet in decode order), the SPS / PPS rebuilt from
+            # the controls (h264_rebuild) in front of the slices.
+            raise RequestFailure(errno.EOPNOTSUPP, f"codec {codec.name} is not decoded by "
+                                 "the stateless node yet")
+        with self._lock:
+            stream = self._streams.get(req.stream_id)
+            if stream is None:
+                if len(self._streams) >= self._max_streams:
+                    raise RequestFailure(errno.EMFILE, f"{len(self._streams)} streams open, "
+                                         f"at most {self._max_streams}")
+                stream = Vp9Stream(req.stream_id, self._factory)
+                self._streams[req.stream_id] = stream
+            elif stream.codec != codec:
+                raise RequestFailure(errno.EINVAL, f"stream {req.stream_id} is "
+                                     f"{stream.codec.name}, this request {codec.name}")
+            return stream
+
+    # -- the buffers -------------------------------------------------------------
+
+    def _device_or_fail(self) -> Device:
+        if self._device is None:
+            raise RequestFailure(errno.EOPNOTSUPP, "no device to map the job's buffers "
+                                 "through (not attached by daedalusd)")
+        return self._device
+
+    def _read_output(self, req: RequestDecode, cookie: int) -> bytes:
+        """The bitstream: copied out of the OUTPUT buffer (index 0), then the
+        IN_FLIGHT check."""
+        device = self._device_or_fail()
+        try:
+            with device.get_dmabuf(cookie, 0) as buf:
+                end = req.bitstream_offset + req.bitstream_len
+                if end > buf.size:
+                    raise RequestFailure(errno.EINVAL, (
+                        f"OUTPUT buffer: {req.bitstream_len} bytes at offset "
+                        f"{req.bitstream_offset} run past its {buf.size} bytes"))
+                if not req.bitstream_len:
+                    raise RequestFailure(errno.EINVAL, "OUTPUT buffer: no bitstream")
+                with buf.access() as data:
+                    bitstream = bytes(data[req.bitstream_offset:end])
+            if not device.in_flight(cookie):
+                raise RequestFailure(errno.ETIMEDOUT, (
+                    "OUTPUT buffer: the kernel gave up on this request while its bytes were "
+                    "read (the buffer may hold the next packet by now); not decoded"))
+        except DmaBufError as exc:
+            raise RequestFailure(exc.errno or errno.EIO, f"OUTPUT buffer: {exc.message}") from None
+        return bitstream
+
+    def _write_capture(self, picture: av.VideoFrame, req: RequestDecode, cookie: int) -> None:
+        """The picture, laid out as the request says, into the CAPTURE buffer (index 1)."""
+        try:
+            pixfmt = layout_for(picture)
+        except UnsupportedLayout as exc:
+            raise RequestFailure(errno.EOPNOTSUPP, str(exc)) from None
+        if pixfmt != req.pixfmt:
+            raise RequestFailure(errno.EOPNOTSUPP, (
+                f"a {pixfmt.name} picture, the CAPTURE format is {PixFmt(req.pixfmt).name}"))
+        if picture.width > req.width or picture.height > req.height:
+            raise RequestFailure(errno.EINVAL, (
+                f"a {picture.width}x{picture.height} picture, the CAPTURE format is "
+                f"{req.width}x{req.height}"))
+        reason = fits(Geometry(picture.width, picture.height, pixfmt), req.bytesperline,
+                      req.height)
+        size = buffer_size(req.bytesperline, req.height, pixfmt)
+        if reason is None and size != req.sizeimage:
+            reason = (f"sizeimage {req.sizeimage}, but {req.bytesperline} x {req.height} "
+                      f"{pixfmt.name} takes {size} bytes")
+        if reason is not None:
+            raise RequestFailure(errno.EINVAL, f"CAPTURE layout: {reason}")
+        device = self._device_or_fail()
+        try:
+            with device.get_dmabuf(cookie, 1) as buf:
+                if size > buf.size:
+                    raise RequestFailure(errno.EINVAL, (
+                        f"CAPTURE buffer of {buf.size} bytes, sizeimage is {size}"))
+                with buf.access(write=True) as data:
+                    kernels.table().place(picture, pixfmt, req.bytesperline, req.height,
+                                          np.frombuffer(data, np.uint8, count=size),
+                                          zeroed=False)
+        except DmaBufError as exc:
+            raise RequestFailure(exc.errno or errno.EIO,
+                                 f"CAPTURE buffer: {exc.message}") from None
+
+    # -- CLOSE_STREAM ------------------------------------------------------------
+
+    def close_stream(self, stream_id: int) -> None:
+        with self._lock:
+            stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        with stream.lock:  # waits for a request still running on it
+            stream.reset()
+        log.info("stream %d closed: %d requests, %d pictures, %d errors, %d resets",
+                 stream_id, stream.requests, stream.pictures, stream.errors, stream.resets)
+
+    def close(self) -> None:
+        with self._lock:
+            ids = list(self._streams)
+        for stream_id in ids:
+            self.close_stream(stream_id)
+
+    # -- introspection (tests, logs) ---------------------------------------------
+
+    def stream_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(self._streams)
+
+    def stream(self, stream_id: int) -> Vp9Stream | None:
+        with self._lock:
+            return self._streams.get(stream_id)
+
