@@ -48,6 +48,7 @@ from daedalus.stateless.client import (
     MEDIA_REQUEST_IOC_REINIT,
     V4L2_BUF_FLAG_REQUEST_FD,
     V4L2_CTRL_WHICH_REQUEST_VAL,
+    H264StatelessDecode,
     MediaRequest,
     Vp9StatelessDecode,
     decode_for_codec,
@@ -134,10 +135,8 @@ def test_request_timestamps_are_what_the_kernel_keeps_in_nanoseconds() -> None:
         1000, 2000, 999_999_000, 1_000_001_000]
 
 
-def test_h264_is_refused_saying_what_is_missing() -> None:
-    with pytest.raises(NotImplementedError) as info:
-        decode_for_codec("h264")
-    assert "DECODE_PARAMS" in str(info.value) and "SLICE_PARAMS" in str(info.value)
+def test_decode_class_per_codec() -> None:
+    assert decode_for_codec("h264") is H264StatelessDecode
     assert decode_for_codec("vp9") is Vp9StatelessDecode
     with pytest.raises(ValueError):
         decode_for_codec("av1")
@@ -452,12 +451,15 @@ def run_command(*argv: str) -> int:
     return command.run(parser.parse_args(list(argv)))
 
 
-def test_command_refuses_h264_naming_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+def test_command_takes_h264_then_wants_the_node(capsys: pytest.CaptureFixture[str],
+                                                tmp_path: Path) -> None:
+    """H.264 is driven now: without the node the command says so (no refusal)."""
     from daedalus.m2m.status import DecodeExit
 
-    status = run_command(str(corpus.path("h264-high-320x240")), "--device", "/nonexistent")
-    assert status == DecodeExit.REFUSED
-    assert "DECODE_PARAMS" in capsys.readouterr().err
+    status = run_command(str(corpus.path("h264-high-320x240")), "--device",
+                         str(tmp_path / "video9"), "--media", str(tmp_path / "media9"))
+    assert status == DecodeExit.NO_DEVICE
+    assert "video9" in capsys.readouterr().err
 
 
 def test_command_without_the_node_is_no_device(capsys: pytest.CaptureFixture[str],
@@ -468,3 +470,107 @@ def test_command_without_the_node_is_no_device(capsys: pytest.CaptureFixture[str
                          "--media", str(tmp_path / "media9"))
     assert status == DecodeExit.NO_DEVICE
     assert "video9" in capsys.readouterr().err
+
+
+# --- H.264: the client's requests through the daemon's handler --------------------------
+
+
+class FakeStatelessH264(FakeStateless):
+    """The fake node with the daemon's real handler behind it: each queued request
+    becomes a DECODE_REQUEST as daedalus_sl_build makes it (every H.264 control of
+    the node, IN_REQUEST for the request's), its buffers memfds; the handler's
+    CAPTURE bytes are copied into the node's CAPTURE buffer."""
+
+    def __init__(self) -> None:
+        from daedalus.dispatch.loopback import MemfdDevice
+        from daedalus.stateless.handler import StatelessHandler
+
+        super().__init__()
+        self.handler = StatelessHandler()
+        self.device = MemfdDevice()
+        self.handler.attach_device(self.device)
+        self.cookie = 0
+        self.answers: list[int] = []
+
+    def request_queue(self, fd: int, arg: Any, seen: dict[str, int]) -> None:
+        from daedalus.proto import (
+            CTRL_IN_REQUEST,
+            REQUEST_NEW_FRAME,
+            Codec,
+            PixFmt,
+            RequestCtrl,
+            RequestDecode,
+            pack_request_decode,
+            parse_request_decode_resp,
+        )
+        from daedalus.stateless.handler import CODEC_CTRLS
+
+        seen["fd"] = fd
+        request = self.requests[fd]
+        assert request.buffer is not None
+        request.state = "completed"
+        index, usecs, data = request.buffer
+        ctrls = tuple(RequestCtrl(cid, CTRL_IN_REQUEST if cid in request.ctrls else 0, 1,
+                                  request.ctrls.get(cid, bytes(spec.size)))
+                      for cid, spec in CODEC_CTRLS[Codec.H264].items())
+        self.cookie += 1
+        req = RequestDecode(stream_id=1, timestamp=usecs * 1000, codec=Codec.H264,
+                            flags=REQUEST_NEW_FRAME, bitstream_offset=0,
+                            bitstream_len=len(data), pixfmt=PixFmt.NV12, width=WIDTH,
+                            height=HEIGHT, bytesperline=STRIDE, sizeimage=CAP_SIZE,
+                            ctrls=ctrls)
+        self.device.add_output(self.cookie, data, index=0)
+        self.device.add_capture(self.cookie, CAP_SIZE, index=1)
+        resp = parse_request_decode_resp(self.handler.decode_request(pack_request_decode(req),
+                                                                     self.cookie))
+        written = self.device.remove(self.cookie, 1).written
+        self.device.remove(self.cookie, 0)
+        self.answers.append(resp.error)
+        cap = self.capture_ready.pop(0)
+        if not resp.error and written is not None:
+            os.pwrite(self.memfd, written[:CAP_SIZE], offset_of(CAPTURE, cap))
+        flags = raw.BufferFlag.ERROR if resp.error else 0
+        self.done[OUTPUT].append(Done(index, int(flags), usecs))
+        self.done[CAPTURE].append(Done(cap, int(flags), usecs))
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
+def test_h264_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """H264StatelessDecode on a B-frame clip: one request per picture (S_EXT_CTRLS of
+    SPS, PPS, DECODE_PARAMS), every answer a picture, and the pictures it outputs
+    (display order, cropped NV12) are Debian's ffmpeg's decode byte for byte."""
+    from daedalus.m2m.reference import reference_output
+    from daedalus.stateless.h264_requests import (
+        V4L2_CID_STATELESS_H264_DECODE_PARAMS,
+        V4L2_CID_STATELESS_H264_PPS,
+        V4L2_CID_STATELESS_H264_SPS,
+    )
+
+    fake = FakeStatelessH264()
+    monkeypatch.setattr(v4l2, "_ioctl", fake.ioctl)
+    monkeypatch.setattr(client, "_ioctl", fake.ioctl)
+    monkeypatch.setattr(MediaRequest, "wait",
+                        lambda self, timeout: fake.requests[self.fd].state == "completed")
+    path = corpus.path("h264-high-320x240")
+    info, stream = open_stream(path)
+    assert info.codec == "h264"   # (an Annex-B reader does not parse the size)
+    frames: list[Frame] = []
+    node = FakeNode(fake)
+    try:
+        decode = H264StatelessDecode(node, fake.media_fd, ((p.index, p.data) for p in stream),
+                                     frames.append, buffers=4, timeout=1.0)
+        stats = decode.run()
+    finally:
+        node.close()
+        fake.close()
+    want = reference_output(path, "nv12")
+    size = WIDTH * HEIGHT * 3 // 2
+    assert fake.answers == [0] * 30 and stats.requests == 30 and not stats.errors
+    assert [len(f.data) for f in frames] == [size] * 30
+    assert b"".join(f.data for f in frames) == want
+    ids = [seen["id"] for name, seen in fake.calls if name == "S_EXT_CTRLS"]
+    assert ids == [V4L2_CID_STATELESS_H264_DECODE_PARAMS] * 30   # the last control's id
+    counts = [seen["count"] for name, seen in fake.calls if name == "S_EXT_CTRLS"]
+    assert counts == [3] * 30                                     # SPS, PPS, DECODE_PARAMS
+    assert V4L2_CID_STATELESS_H264_SPS < V4L2_CID_STATELESS_H264_PPS

@@ -140,7 +140,8 @@ def stream_path(name: str, made: Callable[[str], Path]) -> Path:
 
 def _matrix_for_sps(sets: list[ParamSet], at: int) -> ScalingMatrix | None:
     """The matrix of the first PPS after the SPS at *at* that uses it, if flagged."""
-    sps_id = sets[at].sps.sps.seq_parameter_set_id if sets[at].sps else -1
+    info = sets[at].sps
+    sps_id = info.sps.seq_parameter_set_id if info is not None else -1
     for later in sets[at + 1:]:
         if later.sps is not None and later.sps.sps.seq_parameter_set_id == sps_id:
             return None
@@ -171,10 +172,10 @@ def rebuild(data: bytes, *, matrix_in: str = "pps", crop: bool = True) -> bytes:
     return b"".join(u.prefix + u.nal for u in new)
 
 
-def decode(path: Path) -> tuple[bytes, list[str]]:
+def decode(path: Path, scratch: Path) -> tuple[bytes, list[str]]:
     """Debian's ffmpeg: the decoded frames in their native pix_fmt (no conversion,
     no scaling at size changes, no frame dropping), and its framemd5 lines."""
-    md5 = path.with_suffix(".framemd5")
+    md5 = scratch / f"{path.stem}.framemd5"   # never beside *path* (the corpus)
     per_output = ["-map", "0:v:0", "-fps_mode", "passthrough", "-autoscale", "0"]
     proc = subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error",
                            "-f", "h264", "-i", os.fspath(path),
@@ -187,8 +188,9 @@ def decode(path: Path) -> tuple[bytes, list[str]]:
 
 
 def assert_same_decode(original: Path, rebuilt: Path) -> int:
-    want, want_frames = decode(original)
-    got, got_frames = decode(rebuilt)
+    """(*rebuilt* lives in the test's tmp_path: the framemd5 files go there too.)"""
+    want, want_frames = decode(original, rebuilt.parent)
+    got, got_frames = decode(rebuilt, rebuilt.parent)
     assert len(got_frames) == len(want_frames) > 0
     assert len(got) == len(want)
     assert got == want, "decoded frames differ"
@@ -509,8 +511,8 @@ def test_uncropped_rebuild_decodes_the_whole_macroblocks(
     rebuilt = tmp_path / "rebuilt.h264"
     rebuilt.write_bytes(rebuild(original.read_bytes(), crop=False))
     pix_fmt = "yuv420p10le" if "high10" in name else "yuv420p"
-    want, want_lines = decode(original)
-    got, got_lines = decode(rebuilt)
+    want, want_lines = decode(original, tmp_path)
+    got, got_lines = decode(rebuilt, tmp_path)
     assert len(want_lines) == len(got_lines)
     w, h = (int(probe_frames(original)[0][k]) for k in ("width", "height"))
     cw, chh = (int(probe_frames(rebuilt)[0][k]) for k in ("width", "height"))

@@ -415,11 +415,14 @@ def test_without_a_device_eopnotsupp() -> None:
     assert status == 0 and parse_request_decode_resp(answer).error == errno.EOPNOTSUPP
 
 
-def test_h264_is_not_decoded_yet() -> None:
+def test_h264_with_zeroed_controls_is_einval() -> None:
+    """H.264 is decoded now (tests/test_stateless_h264_host.py); a request whose
+    controls are all zero does not describe its slice: EINVAL, CAPTURE untouched."""
     ctrls = (RequestCtrl(V4L2_CID_STATELESS_H264_SPS, 1, 1, bytes(1048)),
              RequestCtrl(V4L2_CID_STATELESS_H264_PPS, 1, 1, bytes(12)),
              RequestCtrl(V4L2_CID_STATELESS_H264_DECODE_PARAMS, 1, 1, bytes(560)))
     node = Node()
     answer = node.decode(request(b"\x00\x00\x01\x65", ctrls, 0, codec=Codec.H264),
                          b"\x00\x00\x01\x65")
-    assert (answer.resp.error, answer.took) == (errno.EOPNOTSUPP, set())
+    assert (answer.resp.error, answer.took) == (errno.EINVAL, {0})
+    assert "does not parse against the SPS / PPS controls" in answer.resp.text

@@ -19,8 +19,8 @@ stdout::
 
 ``--compare`` then decodes FILE with Debian's ffmpeg (daedalus.m2m.reference)
 and prints ``byte-exact: yes`` or ``byte-exact: no (first difference at byte
-N, frame F)``. H.264 is REFUSED for now (the line says what the client
-lacks). Exit statuses are ``daedalus-v4l2 decode``'s (listed in --help).
+N, frame F)``. H.264 (Annex B) goes through ``H264StatelessDecode`` (not yet
+run against the node in a guest). Exit statuses are ``daedalus-v4l2 decode``'s (listed in --help).
 """
 
 from __future__ import annotations
@@ -100,7 +100,7 @@ class StatelessDecodeCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.epilog = epilog()
-        parser.add_argument("file", metavar="FILE", help="VP9 in IVF (H.264: not yet)")
+        parser.add_argument("file", metavar="FILE", help="VP9 in IVF, or H.264 Annex B")
         parser.add_argument("-o", "--output", metavar="OUT.nv12",
                             help="where the shown frames go (tightly packed NV12)")
         parser.add_argument("--device", metavar="/dev/videoN",

@@ -53,8 +53,17 @@ Timestamps: the n-th request of the stream (from 1; 0 would read as "no
 reference" in the control) is queued with ``timestamp = {0 s, n us}``, which
 the kernel keeps as ``n * 1000`` ns, the value the control names it by.
 
-H.264 (``V4L2_PIX_FMT_H264_SLICE``) is not driven yet: ``decode_for_codec``
-raises NotImplementedError saying what is missing.
+H.264 (``H264StatelessDecode``; the OUTPUT format ``V4L2_PIX_FMT_H264_SLICE``,
+frame-based, Annex-B start codes: the node's only decode mode and start-code
+menu values). Each access unit goes through ``h264_requests.
+H264RequestBuilder``, which gives per picture the SPS / PPS / SCALING_MATRIX
+(when flagged) / DECODE_PARAMS controls (dpb[] naming references by request
+timestamp, as GStreamer's v4l2slh264dec) and the OUTPUT bytes (its slice NAL
+units); the queues are set up for the SPS's coded size (again at an IDR of
+another size), one request per picture as for VP9 (step 3), and the CAPTURE
+picture cropped to the SPS's visible rectangle. Pictures are output in display
+order (sorted by POC, an IDR period at a time). Field pictures, 10-bit and
+non-4:2:0 streams are refused.
 
 Every wait is bounded by ``timeout`` (a DecodeTimeout names what was awaited).
 """
@@ -69,6 +78,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from linuxpy.video import raw
 
@@ -89,6 +99,8 @@ from daedalus.m2m.v4l2 import (
 )
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, find_node
 from daedalus.stateless import vp9_ctrls
+from daedalus.stateless.h264_requests import H264Request, H264RequestBuilder, H264StreamError
+from daedalus.stateless.h264_syntax import H264SyntaxError
 from daedalus.stateless.vp9_header import (
     NUM_REF_FRAMES,
     Vp9FrameHeader,
@@ -320,17 +332,20 @@ class Vp9StatelessDecode:
 
     # -- set-up ---------------------------------------------------------------------
 
+    CODED_FORMAT = V4L2_PIX_FMT_VP9_FRAME
+
     def _configure(self, width: int, height: int) -> _Queues:
         """Both queues for frames of *width* x *height* (see step 1)."""
         self._teardown()
         self.node.check_m2m()
         offered = self.node.formats(OUTPUT)
-        if V4L2_PIX_FMT_VP9_FRAME not in offered:
-            raise StreamRefused(f"{self.node.path} does not offer {V4L2_PIX_FMT_VP9_FRAME} "
+        fourcc = self.CODED_FORMAT
+        if fourcc not in offered:
+            raise StreamRefused(f"{self.node.path} does not offer {fourcc} "
                                 f"(it offers {', '.join(offered) or 'none'})")
-        out = self.node.set_output_format(V4L2_PIX_FMT_VP9_FRAME, width, height)
-        if (out.pixelformat, out.width, out.height) != (V4L2_PIX_FMT_VP9_FRAME, width, height):
-            raise StreamRefused(f"S_FMT(OUTPUT, {V4L2_PIX_FMT_VP9_FRAME} {width}x{height}) "
+        out = self.node.set_output_format(fourcc, width, height)
+        if (out.pixelformat, out.width, out.height) != (fourcc, width, height):
+            raise StreamRefused(f"S_FMT(OUTPUT, {fourcc} {width}x{height}) "
                                 f"gave {out.pixelformat} {out.width}x{out.height}")
         cap = self.node.g_fmt(CAPTURE)
         if cap.pixelformat != V4L2_PIX_FMT_NV12 or cap.width < width or cap.height < height:
@@ -402,7 +417,9 @@ class Vp9StatelessDecode:
             queues = self._configure(h.width, h.height)
         self.number += 1
         ctrl = fill(h, self.slot_ts)
-        picture = self._request(queues, data, ctrl, self.number, h.key_frame)
+        picture = self._request(queues, data,
+                                [(vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME, ctrl.pack())],
+                                self.number, h.key_frame)
         self.parser.advance(h)
         for slot in range(NUM_REF_FRAMES):
             if h.refresh_frame_flags & (1 << slot):
@@ -435,17 +452,18 @@ class Vp9StatelessDecode:
         self.stats.frame_bytes.append(len(picture.data))
         self.on_frame(picture)
 
-    def _request(self, queues: _Queues, data: bytes, ctrl: vp9_ctrls.Vp9Frame,
-                 number: int, key: bool) -> Frame | None:
-        """Steps 3 and 4 for one frame: its picture, None when a buffer erred."""
+    def _request(self, queues: _Queues, data: bytes, controls: Sequence[tuple[int, bytes]],
+                 number: int, key: bool,
+                 visible: tuple[int, int] | None = None) -> Frame | None:
+        """Steps 3 and 4 for one frame: its picture (cropped to *visible*, width
+        and height, when given), None when a buffer erred."""
         slot = (number - 1) % len(queues.requests)
         request = queues.requests[slot]
         if request is None:
             request = queues.requests[slot] = MediaRequest(self.media_fd)
         else:
             request.reinit()
-        set_controls(self.node.fd, [(vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME, ctrl.pack())],
-                     request.fd)
+        set_controls(self.node.fd, controls, request.fd)
         queues.output.queue_in_request(slot, data, number, request.fd)
         cap_index = slot % queues.capture.count
         queues.capture.queue(cap_index)
@@ -468,10 +486,11 @@ class Vp9StatelessDecode:
                       "returned with ERROR (the frame was not decoded)")
             return None
         fmt = queues.capture_fmt
-        geometry = Geometry(queues.width, queues.height, CAPTURE_FORMATS[fmt.pixelformat])
+        width, height = visible or (queues.width, queues.height)
+        geometry = Geometry(width, height, CAPTURE_FORMATS[fmt.pixelformat])
         with queues.capture.view(cap.index) as view:
             picture = crop(view, fmt.bytesperline, fmt.height, geometry)
-        return Frame(queues.width, queues.height, number, key, picture, fmt.pixelformat)
+        return Frame(width, height, number, key, picture, fmt.pixelformat)
 
     def _dequeue(self, queue: BufferQueue, name: str, number: int) -> Dequeued:
         """DQBUF of *queue*, waiting (the request completes with its OUTPUT
@@ -487,17 +506,77 @@ class Vp9StatelessDecode:
             self.node.poll(0.05)
 
 
+class H264StatelessDecode(Vp9StatelessDecode):
+    """One decode of H.264 *packets* (Annex-B access units, decode order)
+    through the stateless node: the controls and OUTPUT bytes of every
+    picture come from ``h264_requests.H264RequestBuilder`` (the pure part,
+    tested on the host through the daemon's handler), this class only queues
+    them (see the module doc). *on_frame* gets the pictures in display order:
+    those since the last IDR are held and given out sorted by POC at the next
+    IDR and at the end (a simple, GOP-long reorder buffer)."""
+
+    CODED_FORMAT = V4L2_PIX_FMT_H264_SLICE
+
+    def __init__(self, node: M2MNode, media_fd: int, packets: Iterator[tuple[int, bytes]],
+                 on_frame: Callable[[Frame], None], **kwargs: Any) -> None:
+        super().__init__(node, media_fd, packets, on_frame, **kwargs)
+        self.builder = H264RequestBuilder(timestamp_ns=request_ns)
+        self.pending: list[tuple[int, Frame]] = []   # (POC, picture) since the last IDR
+
+    def run(self) -> StatelessStats:
+        start = time.monotonic()
+        try:
+            for index, packet in self.packets:
+                try:
+                    requests = self.builder.feed(packet)
+                except (H264StreamError, H264SyntaxError) as exc:
+                    raise DecodeError(f"packet {index}: {exc}") from None
+                for req in requests:
+                    self._h264_frame(index, req)
+            self._flush()
+        finally:
+            self.stats.seconds = time.monotonic() - start
+            self._teardown()
+        return self.stats
+
+    def _h264_frame(self, index: int, req: H264Request) -> None:
+        s = req.sps.sps
+        if s.bit_depth_luma_minus8 or s.bit_depth_chroma_minus8 or s.chroma_format_idc != 1:
+            raise StreamRefused(f"packet {index}: {8 + s.bit_depth_luma_minus8}-bit, "
+                                f"chroma_format_idc {s.chroma_format_idc}: the node's CAPTURE "
+                                "format NV12 carries 8-bit 4:2:0 only")
+        x, y, w, h = req.sps.visible_rect()
+        if x or y:
+            raise StreamRefused(f"packet {index}: cropping from the top / left is not "
+                                "handled by this client")
+        coded = req.sps.coded_size()
+        queues = self.queues
+        if queues is None or coded != (queues.width, queues.height):
+            if queues is not None and not req.idr:
+                raise DecodeError(f"packet {index}: the coded size changes to "
+                                  f"{coded[0]}x{coded[1]} on a non-IDR picture")
+            self._flush()
+            queues = self._configure(*coded)
+        if req.idr:
+            self._flush()
+        self.number = req.number
+        picture = self._request(queues, req.bitstream, req.controls, req.number, req.idr,
+                                visible=(w, h))
+        if picture is not None:
+            self.pending.append((req.poc, picture))
+
+    def _flush(self) -> None:
+        for _, picture in sorted(self.pending, key=lambda item: item[0]):
+            self._output(picture)
+        self.pending = []
+
+
 def decode_for_codec(codec: str) -> type[Vp9StatelessDecode]:
-    """The decode class of a container codec; NotImplementedError for H.264
-    (not driven yet) and ValueError for a codec the node has no format for."""
+    """The decode class of a container codec (ValueError for a codec the node
+    has no format for)."""
     if codec == "vp9":
         return Vp9StatelessDecode
     if codec == "h264":
-        raise NotImplementedError(
-            "H.264 through the stateless node is not driven yet: this client lacks the "
-            "V4L2_CID_STATELESS_H264_DECODE_PARAMS fill (DPB entries by reference "
-            "timestamp, frame_num, POC, nal_ref_idc, IDR flag) and the "
-            "V4L2_CID_STATELESS_H264_SLICE_PARAMS fill, and the SPS / PPS / scaling-matrix "
-            "fill from its own parse (h264_ctrls has their structs only)")
+        return H264StatelessDecode
     raise ValueError(f"codec {codec!r} has no stateless format on the node "
                      f"(it offers {', '.join(CODED_FORMATS)})")

@@ -9,10 +9,14 @@ read-only; index 1: CAPTURE, read-write), through the device daedalusd
 attaches (``attach_device``).
 
 Per kernel stream (``stream_id``; the codec is fixed by its first request) the
-handler keeps an FFmpeg decoder (``daedalus.codec.session.create_decoder``,
-slice threads as phase 8.5's: one packet in, its picture out), and for VP9 the
-frame header parser (``Vp9Parser``: VP9 headers depend on earlier frames) and
-the 8 reference slots by request timestamp (``Vp9RefSlots``).
+handler keeps, for VP9, an FFmpeg decoder (``daedalus.codec.session.
+create_decoder``, slice threads as phase 8.5's: one packet in, its picture
+out), the frame header parser (``Vp9Parser``: VP9 headers depend on earlier
+frames) and the 8 reference slots by request timestamp (``Vp9RefSlots``); for
+H.264 (``H264Stream``) a ``DecodeOrderH264`` (a bank of FFmpeg h264 decoders
+by reorder depth that gives each packet's own picture at once, in decode
+order), the parameter sets it was given since the last IDR, and the
+timestamps of the reference pictures decoded since the last IDR.
 
 A request, in order (every failure is an answer with ``error`` set and
 ``bytes`` 0, never a header status, and changes nothing unless said):
@@ -23,10 +27,7 @@ A request, in order (every failure is an answer with ``error`` set and
    one element, none twice, the mandatory ones present, no more than the
    codec has. Anything else: EINVAL, before any buffer is touched; the
    kernel's bytes are not trusted more than the daemon's are;
-2. the codec: H.264 is EOPNOTSUPP for now (TODO: phase 8.9's
-   ``daedalus.stateless.h264_order.DecodeOrderH264`` gives each packet's
-   picture in decode order; the slice's SPS / PPS come from the controls,
-   ``h264_rebuild``); a stream's codec never changes (EINVAL);
+2. the codec: a stream's codec never changes (EINVAL);
 3. ``DAEDALUS_REQUEST_RESET`` (the first job since OUTPUT started streaming:
    the start, a seek): the stream's decoder, parser and slots start afresh;
 4. the OUTPUT buffer: ``bitstream_len`` bytes at ``bitstream_offset`` copied
@@ -34,7 +35,7 @@ A request, in order (every failure is an answer with ``error`` set and
    then DAEDALUS_IOC_IN_FLIGHT: a copy finished after the kernel gave up
    may mix two packets and is not decoded (ETIMEDOUT). No device attached:
    EOPNOTSUPP;
-5. VP9: the buffer holds one frame (a superframe index listing more than one
+5. VP9 (for H.264 see below): the buffer holds one frame (a superframe index listing more than one
    is EINVAL: V4L2_PIX_FMT_VP9_FRAME is one frame per buffer); its header
    is parsed (EILSEQ if it cannot be) and ``vp9_check.check`` compares it
    with V4L2_CID_STATELESS_VP9_FRAME and the references it names with the
@@ -62,10 +63,59 @@ A request, in order (every failure is an answer with ``error`` set and
    DAEDALUS_REQUEST_HOLD the picture is written all the same (a VP9 buffer
    is a whole frame).
 
+H.264 (V4L2_PIX_FMT_H264_SLICE, frame-based decode mode, Annex-B start codes),
+steps 5 and 6:
+
+5. DAEDALUS_REQUEST_HOLD (the slices of one frame in several requests) is
+   EOPNOTSUPP: one request carries a whole frame. The controls are unpacked
+   (``H264Controls``): SPS, PPS, SCALING_MATRIX when the PPS flags
+   SCALING_MATRIX_PRESENT (EINVAL when the request has no such control),
+   DECODE_PARAMS, and SLICE_PARAMS only when the request set it
+   (DAEDALUS_CTRL_IN_REQUEST: the kernel sends every control, with its last
+   value); PRED_WEIGHTS is not read (the slices carry their tables). The
+   buffer is split at its start codes (none: EINVAL): slice NAL units (types
+   1 and 5, not mixed) are kept, SEI / AUD / filler dropped, any other NAL
+   unit (an SPS or PPS among them: they are controls) is EINVAL, no slice is
+   EINVAL. A non-IDR frame while the stream waits for an IDR (since its start
+   or RESET, or after an error) is EILSEQ, not decoded. Each slice header is
+   parsed against the SPS / PPS controls (``h264_slice``; a header that does
+   not parse, or names another pic_parameter_set_id, is a contradiction),
+   then ``h264_problems`` compares: PPS.seq_parameter_set_id with the SPS's;
+   per slice, DECODE_PARAMS' IDR_PIC flag with nal_unit_type 5, frame_num,
+   nal_ref_idc (zero or not), idr_pic_id (IDR), pic_order_cnt_lsb,
+   delta_pic_order_cnt_bottom / 0 / 1, pic_order_cnt_bit_size,
+   dec_ref_pic_marking_bit_size, FIELD_PIC / BOTTOM_FIELD with
+   field_pic_flag / bottom_field_flag; for POC type 0,
+   top_field_order_cnt = PicOrderCntMsb + pic_order_cnt_lsb (exactly the lsb
+   at an IDR) and bottom_field_order_cnt = top + delta_pic_order_cnt_bottom;
+   SLICE_PARAMS, when set, with the first slice (header_bit_size,
+   first_mb_in_slice, slice_type, slice_qp_delta, and the optional elements
+   the slice carries). For a non-IDR frame, every dpb[] entry flagged VALID |
+   ACTIVE must name by reference_ts a reference picture (nal_ref_idc != 0)
+   this stream decoded since the last IDR, and a short-term one its
+   frame_num (the handler does not re-run the marking process: FFmpeg does,
+   from the bitstream). Any contradiction is EINVAL with one warning line
+   naming the stream, the request's timestamp and every contradiction; the
+   frame is not decoded and the stream waits for an IDR. A field picture
+   (field_pic_flag 1) that contradicts nothing is EOPNOTSUPP;
+6. the SPS / PPS NAL units rebuilt from the controls (``h264_rebuild``: the
+   SPS without VUI, cropping or matrix, the PPS with the control's matrix
+   written explicitly, exact for every list a picture of that PPS uses) go
+   in front of the slices whenever they were not given to the decoder since
+   the last IDR, or changed (an SPS sent again sends its PPSs again; an IDR
+   sends both). The packet goes to ``DecodeOrderH264`` with the picture's
+   POC (min of DECODE_PARAMS' top / bottom_field_order_cnt) and the IDR flag
+   of its slices: its own picture comes back at once (whole macroblocks, no
+   cropping). A PyAV error or the bank not giving that picture (a POC that
+   is not the stream's, say): EILSEQ, the bank dropped, the stream waits for
+   an IDR; a picture flagged corrupt: EILSEQ. An IDR resets the held
+   references and parameter sets (and, after an error, the bank).
+
 Recovery: a frame not decoded (refused at 5, or failed at 6) leaves FFmpeg's
 state behind the bitstream's, so every later frame of the stream is answered
 EILSEQ without being decoded until a key frame, which starts a fresh decoder,
-parser and slots; errors at 7 do not (the frame was decoded). The kernel log
+parser and slots (H.264: until an IDR); errors at 7 do not (the frame was
+decoded). The kernel log
 sees none of this: the job's buffers go back flagged ERROR.
 
 Threads: ``order_key`` is the stream id, so daedalusd hands a stream's requests
@@ -78,6 +128,7 @@ from __future__ import annotations
 import errno
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -90,6 +141,7 @@ from daedalus.dispatch.device import Device, DmaBufError
 from daedalus.m2m import kernels
 from daedalus.m2m.layout import Geometry, buffer_size, delivered, fits, layout_for
 from daedalus.proto import (
+    REQUEST_HOLD,
     Codec,
     Header,
     MsgType,
@@ -104,6 +156,42 @@ from daedalus.proto import (
 )
 from daedalus.roundtrip.frames import UnsupportedLayout
 from daedalus.stateless import vp9_ctrls
+from daedalus.stateless.h264_ctrls import (
+    DECODE_PARAMS_SIZE,
+    PPS_SIZE,
+    SCALING_MATRIX_SIZE,
+    SLICE_PARAMS_SIZE,
+    SPS_SIZE,
+    V4L2_H264_DECODE_PARAM_FLAG_BOTTOM_FIELD,
+    V4L2_H264_DECODE_PARAM_FLAG_FIELD_PIC,
+    V4L2_H264_DECODE_PARAM_FLAG_IDR_PIC,
+    V4L2_H264_DPB_ENTRY_FLAG_ACTIVE,
+    V4L2_H264_DPB_ENTRY_FLAG_LONG_TERM,
+    V4L2_H264_DPB_ENTRY_FLAG_VALID,
+    V4L2_H264_PPS_FLAG_SCALING_MATRIX_PRESENT,
+    DecodeParams,
+    Pps,
+    ScalingMatrix,
+    SliceParams,
+    Sps,
+    pack_pps,
+    pack_scaling_matrix,
+    pack_sps,
+    unpack_pps,
+    unpack_scaling_matrix,
+    unpack_sps,
+)
+from daedalus.stateless.h264_order import DecodeOrderH264, OrderError
+from daedalus.stateless.h264_rebuild import pps_nal, sps_nal
+from daedalus.stateless.h264_slice import SliceHeader, parse_slice_header, slice_params_problems
+from daedalus.stateless.h264_syntax import (
+    NAL_IDR,
+    NAL_SEI,
+    NAL_SLICE,
+    H264SyntaxError,
+    Unit,
+    split_annexb,
+)
 from daedalus.stateless.vp9_check import Vp9RefSlots, check
 from daedalus.stateless.vp9_header import (
     NUM_REF_FRAMES,
@@ -145,12 +233,14 @@ CODEC_CTRLS: dict[Codec, dict[int, CtrlSpec]] = {
         V4L2_CID_STATELESS_VP9_COMPRESSED_HDR: CtrlSpec("VP9_COMPRESSED_HDR", 2040),
     },
     Codec.H264: {
-        V4L2_CID_STATELESS_H264_SPS: CtrlSpec("H264_SPS", 1048, True),
-        V4L2_CID_STATELESS_H264_PPS: CtrlSpec("H264_PPS", 12, True),
-        V4L2_CID_STATELESS_H264_SCALING_MATRIX: CtrlSpec("H264_SCALING_MATRIX", 480),
+        V4L2_CID_STATELESS_H264_SPS: CtrlSpec("H264_SPS", SPS_SIZE, True),
+        V4L2_CID_STATELESS_H264_PPS: CtrlSpec("H264_PPS", PPS_SIZE, True),
+        V4L2_CID_STATELESS_H264_SCALING_MATRIX: CtrlSpec("H264_SCALING_MATRIX",
+                                                         SCALING_MATRIX_SIZE),
         V4L2_CID_STATELESS_H264_PRED_WEIGHTS: CtrlSpec("H264_PRED_WEIGHTS", 772),
-        V4L2_CID_STATELESS_H264_SLICE_PARAMS: CtrlSpec("H264_SLICE_PARAMS", 152),
-        V4L2_CID_STATELESS_H264_DECODE_PARAMS: CtrlSpec("H264_DECODE_PARAMS", 560, True),
+        V4L2_CID_STATELESS_H264_SLICE_PARAMS: CtrlSpec("H264_SLICE_PARAMS", SLICE_PARAMS_SIZE),
+        V4L2_CID_STATELESS_H264_DECODE_PARAMS: CtrlSpec("H264_DECODE_PARAMS",
+                                                        DECODE_PARAMS_SIZE, True),
     },
 }
 
@@ -288,6 +378,258 @@ class Vp9Stream:
         return picture
 
 
+NAL_AUD = 9
+NAL_FILLER = 12
+DROPPED_NALS = (NAL_SEI, NAL_AUD, NAL_FILLER)  # carry nothing the decoding process reads
+MAX_HELD = 4096  # reference timestamps kept per stream (since the last IDR)
+
+
+@dataclass(frozen=True)
+class H264Controls:
+    """A request's H.264 controls, unpacked."""
+
+    sps: Sps
+    pps: Pps
+    scaling: ScalingMatrix | None      # when the PPS flags a matrix
+    decode_params: DecodeParams
+    slice_params: SliceParams | None   # when the request set it
+
+
+def h264_controls(req: RequestDecode) -> H264Controls:
+    """The request's controls (check_ctrls vouched for ids and sizes);
+    RequestFailure (EINVAL) for a flagged matrix without its control."""
+    def value(cid: int) -> bytes:
+        ctrl = req.ctrl(cid)
+        assert ctrl is not None  # check_ctrls: mandatory
+        return bytes(ctrl.value)
+    pps = unpack_pps(value(V4L2_CID_STATELESS_H264_PPS))
+    scaling = None
+    if pps.flags & V4L2_H264_PPS_FLAG_SCALING_MATRIX_PRESENT:
+        ctrl = req.ctrl(V4L2_CID_STATELESS_H264_SCALING_MATRIX)
+        if ctrl is None:
+            raise RequestFailure(errno.EINVAL, "the PPS flags SCALING_MATRIX_PRESENT, the "
+                                 "request has no H264_SCALING_MATRIX control")
+        scaling = unpack_scaling_matrix(bytes(ctrl.value))
+    sp = req.ctrl(V4L2_CID_STATELESS_H264_SLICE_PARAMS)
+    return H264Controls(unpack_sps(value(V4L2_CID_STATELESS_H264_SPS)), pps, scaling,
+                        DecodeParams.unpack(value(V4L2_CID_STATELESS_H264_DECODE_PARAMS)),
+                        SliceParams.unpack(bytes(sp.value)) if sp is not None and sp.in_request
+                        else None)
+
+
+def h264_problems(c: H264Controls, slices: list[SliceHeader]) -> list[str]:
+    """Where the controls contradict the picture's slice headers (each parsed
+    against the controls' SPS / PPS): only what the bitstream fixes exactly."""
+    dp, out = c.decode_params, []
+    if c.pps.seq_parameter_set_id != c.sps.seq_parameter_set_id:
+        out.append(f"PPS.seq_parameter_set_id {c.pps.seq_parameter_set_id}, SPS."
+                   f"seq_parameter_set_id {c.sps.seq_parameter_set_id}")
+    idr_flag = bool(dp.flags & V4L2_H264_DECODE_PARAM_FLAG_IDR_PIC)
+    for k, h in enumerate(slices):
+        at = f"slice {k}: " if len(slices) > 1 else ""
+        if h.idr != idr_flag:
+            out.append(f"{at}DECODE_PARAMS IDR_PIC {int(idr_flag)}, nal_unit_type "
+                       f"{h.nal_unit_type}")
+        if h.frame_num != dp.frame_num:
+            out.append(f"{at}DECODE_PARAMS.frame_num {dp.frame_num}, the slice's {h.frame_num}")
+        if bool(h.nal_ref_idc) != bool(dp.nal_ref_idc):
+            out.append(f"{at}DECODE_PARAMS.nal_ref_idc {dp.nal_ref_idc}, the slice's "
+                       f"{h.nal_ref_idc}")
+        if h.idr and h.idr_pic_id != dp.idr_pic_id:
+            out.append(f"{at}DECODE_PARAMS.idr_pic_id {dp.idr_pic_id}, the slice's "
+                       f"{h.idr_pic_id}")
+        for name in ("pic_order_cnt_lsb", "delta_pic_order_cnt_bottom", "delta_pic_order_cnt0",
+                     "delta_pic_order_cnt1", "pic_order_cnt_bit_size",
+                     "dec_ref_pic_marking_bit_size"):
+            if getattr(h, name) != getattr(dp, name):
+                out.append(f"{at}DECODE_PARAMS.{name} {getattr(dp, name)}, the slice's "
+                           f"{getattr(h, name)}")
+        if h.field_pic_flag != bool(dp.flags & V4L2_H264_DECODE_PARAM_FLAG_FIELD_PIC) or (
+                h.bottom_field_flag != bool(dp.flags & V4L2_H264_DECODE_PARAM_FLAG_BOTTOM_FIELD)):
+            out.append(f"{at}DECODE_PARAMS FIELD_PIC / BOTTOM_FIELD flags, the slice's "
+                       f"field_pic_flag {int(h.field_pic_flag)} / bottom_field_flag "
+                       f"{int(h.bottom_field_flag)}")
+    if c.sps.pic_order_cnt_type == 0 and slices:
+        max_lsb = 1 << (c.sps.log2_max_pic_order_cnt_lsb_minus4 + 4)
+        lsb = slices[0].pic_order_cnt_lsb
+        if dp.top_field_order_cnt % max_lsb != lsb or (
+                slices[0].idr and dp.top_field_order_cnt != lsb):
+            out.append(f"DECODE_PARAMS.top_field_order_cnt {dp.top_field_order_cnt} is not "
+                       f"PicOrderCntMsb + pic_order_cnt_lsb {lsb} (MaxPicOrderCntLsb {max_lsb})")
+        elif dp.bottom_field_order_cnt != dp.top_field_order_cnt + \
+                slices[0].delta_pic_order_cnt_bottom:
+            out.append(f"DECODE_PARAMS.bottom_field_order_cnt {dp.bottom_field_order_cnt}, "
+                       f"top_field_order_cnt + delta_pic_order_cnt_bottom is "
+                       f"{dp.top_field_order_cnt + slices[0].delta_pic_order_cnt_bottom}")
+    if c.slice_params is not None and slices:
+        out += slice_params_problems(c.slice_params, slices[0])
+    return out
+
+
+@dataclass
+class H264Stream:
+    """One kernel stream of H.264 DECODE_REQUESTs (frame-based, Annex B)."""
+
+    stream_id: int
+    order_factory: Callable[[], DecodeOrderH264]
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    bank: DecodeOrderH264 | None = None
+    sent_sps: dict[int, bytes] = field(default_factory=dict)  # id -> SPS control bytes
+    sent_pps: dict[int, bytes] = field(default_factory=dict)  # id -> PPS (+ matrix) bytes
+    held: dict[int, int] = field(default_factory=dict)        # reference ts -> frame_num
+    broken: int | None = None     # timestamp of the request whose frame was not decoded
+    need_idr: bool = True         # nothing decoded since the start / RESET
+    requests: int = 0
+    pictures: int = 0
+    errors: int = 0
+    resets: int = 0
+
+    codec: ClassVar[Codec] = Codec.H264
+
+    def reset(self) -> None:
+        """A fresh decoder bank, parameter sets and references; the next frame
+        must be an IDR."""
+        self.bank = None
+        self.sent_sps = {}
+        self.sent_pps = {}
+        self.held = {}
+        self.broken = None
+        self.need_idr = True
+
+    def _break(self, req: RequestDecode) -> None:
+        if self.broken is None:
+            self.broken = req.timestamp
+
+    def decode(self, req: RequestDecode, bitstream: bytes) -> av.VideoFrame:
+        """The picture of the request's frame (RequestFailure if none)."""
+        if req.flags & REQUEST_HOLD:
+            raise RequestFailure(errno.EOPNOTSUPP, "H.264 slices of one frame in several "
+                                 "requests (V4L2_BUF_FLAG_M2M_HOLD_CAPTURE_BUF) are not "
+                                 "supported: one request per frame (frame-based decode mode)")
+        c = h264_controls(req)
+        units = self._slice_units(bitstream)
+        idr = units[0].nal_type == NAL_IDR
+        if not idr and (self.broken is not None or self.need_idr):
+            why = (f"the frame of timestamp {self.broken} was not decoded"
+                   if self.broken is not None else "no IDR frame since the stream started")
+            raise RequestFailure(errno.EILSEQ, f"{why}: waiting for an IDR frame")
+        problems: list[str] = []
+        slices: list[SliceHeader] = []
+        for k, unit in enumerate(units):
+            try:
+                slices.append(parse_slice_header(unit.nal, c.sps, c.pps))
+            except H264SyntaxError as exc:
+                problems.append(f"slice {k}: its header does not parse against the SPS / PPS "
+                                f"controls ({exc})")
+        if not problems:
+            problems = h264_problems(c, slices)
+        if not problems and not idr:
+            problems = self._reference_problems(c.decode_params)
+        if not problems and slices[0].field_pic_flag:
+            raise RequestFailure(errno.EOPNOTSUPP, "field pictures (two requests per frame) "
+                                 "are not supported: frames only")
+        if problems:
+            self._break(req)
+            text = "; ".join(problems)
+            log.warning("stream %d, request timestamp %d: the H.264 controls contradict the "
+                        "frame: %s", self.stream_id, req.timestamp, text)
+            raise RequestFailure(errno.EINVAL, f"the H.264 controls contradict the frame: "
+                                 f"{text}")
+        if idr:
+            if self.broken is not None:
+                log.info("stream %d: IDR frame at timestamp %d, decoding again after the "
+                         "error at timestamp %d", self.stream_id, req.timestamp, self.broken)
+                self.reset()
+            self.sent_sps, self.sent_pps, self.held = {}, {}, {}
+        try:
+            head = self._parameter_sets(c)
+        except ValueError as exc:
+            self._break(req)
+            raise RequestFailure(errno.EINVAL, f"the SPS / PPS controls cannot be decoded: "
+                                 f"{exc}") from None
+        packet = head + b"".join(u.prefix + u.nal for u in units)
+        dp = c.decode_params
+        try:
+            if self.bank is None:
+                self.bank = self.order_factory()
+            picture = self.bank.decode(packet, min(dp.top_field_order_cnt,
+                                                   dp.bottom_field_order_cnt), idr=idr)
+        except (av.FFmpegError, OrderError) as exc:
+            self._break(req)
+            self.bank = None
+            text = ffmpeg_text(exc) if isinstance(exc, av.FFmpegError) else str(exc)
+            raise RequestFailure(errno.EILSEQ, f"decoding failed: {text}") from None
+        self.need_idr = False
+        if slices[0].nal_ref_idc:
+            self.held[req.timestamp] = dp.frame_num
+            if len(self.held) > MAX_HELD:
+                del self.held[next(iter(self.held))]
+        if picture.is_corrupt:
+            raise RequestFailure(errno.EILSEQ, "the picture was decoded with errors (concealed)")
+        return picture
+
+    @staticmethod
+    def _slice_units(bitstream: bytes) -> list[Unit]:
+        """The OUTPUT buffer's slice NAL units (SEI, AUD and filler dropped)."""
+        try:
+            units = split_annexb(bitstream)
+        except H264SyntaxError as exc:
+            raise RequestFailure(errno.EINVAL, f"OUTPUT buffer: {exc} (the node's "
+                                 "H264_SLICE format takes Annex-B start codes)") from None
+        slices = []
+        for unit in units:
+            kind = unit.nal_type if unit.nal else -1
+            if kind in (NAL_SLICE, NAL_IDR):
+                slices.append(unit)
+            elif kind not in DROPPED_NALS:
+                raise RequestFailure(errno.EINVAL, (
+                    f"OUTPUT buffer: NAL unit type {kind}; a V4L2_PIX_FMT_H264_SLICE buffer "
+                    "holds the slices of one frame (parameter sets are controls)"))
+        if not slices:
+            raise RequestFailure(errno.EINVAL, "OUTPUT buffer: no slice NAL unit")
+        if len({u.nal_type for u in slices}) != 1:
+            raise RequestFailure(errno.EINVAL, "OUTPUT buffer: IDR and non-IDR slices in "
+                                 "one frame")
+        return slices
+
+    def _reference_problems(self, dp: DecodeParams) -> list[str]:
+        """dpb[] entries in use (VALID | ACTIVE) must name reference pictures this
+        stream decoded since the last IDR; a short-term one with its frame_num."""
+        out = []
+        used = V4L2_H264_DPB_ENTRY_FLAG_VALID | V4L2_H264_DPB_ENTRY_FLAG_ACTIVE
+        for i, e in enumerate(dp.dpb):
+            if e.flags & used != used:
+                continue
+            frame_num = self.held.get(e.reference_ts)
+            if frame_num is None:
+                out.append(f"dpb[{i}].reference_ts {e.reference_ts}: no reference picture of "
+                           "that timestamp was decoded since the last IDR")
+            elif not e.flags & V4L2_H264_DPB_ENTRY_FLAG_LONG_TERM and e.frame_num != frame_num:
+                out.append(f"dpb[{i}].frame_num {e.frame_num}, the picture of timestamp "
+                           f"{e.reference_ts} has frame_num {frame_num}")
+        return out
+
+    def _parameter_sets(self, c: H264Controls) -> bytes:
+        """SPS / PPS NAL units rebuilt from the controls, for those not sent to the
+        decoder since the last IDR (or changed since): the SPS without a matrix, the
+        PPS with the control's matrix written explicitly (h264_rebuild.pps_nal)."""
+        head = b""
+        sps_bytes = pack_sps(c.sps)
+        if self.sent_sps.get(c.sps.seq_parameter_set_id) != sps_bytes:
+            head += sps_nal(c.sps)
+            self.sent_sps[c.sps.seq_parameter_set_id] = sps_bytes
+            self.sent_pps = {}  # a PPS is parsed against its SPS: send them again
+        pps_bytes = pack_pps(c.pps) + (pack_scaling_matrix(c.scaling)
+                                       if c.scaling is not None else b"")
+        if self.sent_pps.get(c.pps.pic_parameter_set_id) != pps_bytes:
+            head += pps_nal(c.pps, c.sps, c.scaling)
+            self.sent_pps[c.pps.pic_parameter_set_id] = pps_bytes
+        return head
+
+
+Stream = Vp9Stream | H264Stream
+
+
 class StatelessHandler:
     """DECODE_REQUEST -> struct daedalus_request_decode_resp, state per stream.
 
@@ -299,11 +641,13 @@ class StatelessHandler:
     NAME: ClassVar[str] = "stateless"
 
     def __init__(self, decoder_factory: DecoderFactory = create_decoder,
-                 max_streams: int = MAX_STREAMS) -> None:
+                 max_streams: int = MAX_STREAMS,
+                 h264_order: Callable[[], DecodeOrderH264] = DecodeOrderH264) -> None:
         self._factory = decoder_factory
+        self._h264_order = h264_order
         self._max_streams = max_streams
         self._lock = threading.Lock()  # protects _streams
-        self._streams: dict[int, Vp9Stream] = {}
+        self._streams: dict[int, Stream] = {}
         self._device: Device | None = None
         kernels.table()   # chosen (and logged) at start-up, as phase 8.5's handler does
         delivered()       # the CAPTURE layouts' entry points, read before privileges drop
@@ -349,27 +693,22 @@ class StatelessHandler:
                     raise
                 stream.pictures += 1
         except RequestFailure as exc:
-            if exc.error != errno.EINVAL or "contradicts" not in exc.message:
+            if exc.error != errno.EINVAL or "contradict" not in exc.message:
                 log.warning("stream %d, request timestamp %d: %s", req.stream_id,
                             req.timestamp, exc.message)
             return pack_request_decode_resp(exc.error, 0, encode_message(exc.message))
         return pack_request_decode_resp(0, req.sizeimage)
 
-    def _stream_for(self, req: RequestDecode) -> Vp9Stream:
+    def _stream_for(self, req: RequestDecode) -> Stream:
         codec = Codec(req.codec)
-        if codec != Codec.VP9:
-            # TODO(#15): H.264 through daedalus.stateless.h264_order.DecodeOrderH264
-            # (one picture per packet in decode order), the SPS / PPS rebuilt from
-            # the controls (h264_rebuild) in front of the slices.
-            raise RequestFailure(errno.EOPNOTSUPP, f"codec {codec.name} is not decoded by "
-                                 "the stateless node yet")
         with self._lock:
             stream = self._streams.get(req.stream_id)
             if stream is None:
                 if len(self._streams) >= self._max_streams:
                     raise RequestFailure(errno.EMFILE, f"{len(self._streams)} streams open, "
                                          f"at most {self._max_streams}")
-                stream = Vp9Stream(req.stream_id, self._factory)
+                stream = (Vp9Stream(req.stream_id, self._factory) if codec == Codec.VP9
+                          else H264Stream(req.stream_id, self._h264_order))
                 self._streams[req.stream_id] = stream
             elif stream.codec != codec:
                 raise RequestFailure(errno.EINVAL, f"stream {req.stream_id} is "
@@ -466,7 +805,7 @@ class StatelessHandler:
         with self._lock:
             return sorted(self._streams)
 
-    def stream(self, stream_id: int) -> Vp9Stream | None:
+    def stream(self, stream_id: int) -> Stream | None:
         with self._lock:
             return self._streams.get(stream_id)
 
