@@ -43,7 +43,14 @@ static const struct daedalus_sl_codec daedalus_sl_codecs[] = {
 			V4L2_CID_STATELESS_H264_PPS,
 			V4L2_CID_STATELESS_H264_DECODE_PARAMS,
 		},
-		.hold		= true,
+		/*
+		 * No HOLD_CAPTURE_BUF: phase 8.1's DECODE_MODE offers
+		 * FRAME_BASED only, so a request carries every slice of its
+		 * picture. The daemon decodes whole access units, and the
+		 * uAPI never marks a picture's last slice (a held CAPTURE
+		 * buffer is released by the next timestamp).
+		 */
+		.hold		= false,
 	},
 };
 
@@ -107,8 +114,9 @@ static void daedalus_sl_follow_out(struct daedalus_sl_ctx *ctx,
  * daedalus_sl_set_codec() - the file's codec is its OUTPUT format's
  * @ctx: the file, with both queues idle (open, S_FMT(OUTPUT)).
  *
- * H.264 offers V4L2_BUF_CAP_SUPPORTS_M2M_HOLD_CAPTURE_BUF on OUTPUT (slices
- * or fields of one picture in several requests), VP9 does not. Another
+ * A codec whose row has @hold offers V4L2_BUF_CAP_SUPPORTS_M2M_HOLD_CAPTURE_BUF
+ * on OUTPUT (slices or fields of one picture in several requests); none
+ * does now (H.264 is frame-based, see its row). Another
  * codec is a new stream in the daemon, whose streams keep one codec each.
  */
 void daedalus_sl_set_codec(struct daedalus_sl_ctx *ctx)
