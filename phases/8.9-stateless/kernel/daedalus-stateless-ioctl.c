@@ -6,8 +6,8 @@
  * handlers, then the ioctl table at the bottom. The node follows
  * dev-stateless-decoder.rst: the client sets the OUTPUT format (the coded
  * format and the coded size, from the stream's headers), and CAPTURE
- * follows it in size; the client may only choose among the decoded pixel
- * formats (NV12 for now). Queue ioctls are v4l2-mem2mem's; DECODER_CMD is
+ * follows it in size, and in pixel format the codec's SPS / frame control
+ * (NV12 for 8-bit 4:2:0, P010 for 10-bit). Queue ioctls are v4l2-mem2mem's; DECODER_CMD is
  * its stateless helpers' (V4L2_DEC_CMD_FLUSH releases a held CAPTURE
  * buffer).
  *
@@ -20,6 +20,33 @@
 #include <media/v4l2-mem2mem.h>
 
 #include "daedalus-stateless.h"
+
+/* VP9: 4:2:0 (both subsampling flags) at 8 or 10 bits. */
+static u32 daedalus_sl_vp9_fourcc(const void *value)
+{
+	const struct v4l2_ctrl_vp9_frame *frame = value;
+	const u32 sub = V4L2_VP9_FRAME_FLAG_X_SUBSAMPLING |
+			V4L2_VP9_FRAME_FLAG_Y_SUBSAMPLING;
+
+	if ((frame->flags & sub) != sub)
+		return 0;
+	if (frame->bit_depth == 8)
+		return V4L2_PIX_FMT_NV12;
+	return frame->bit_depth == 10 ? V4L2_PIX_FMT_P010 : 0;
+}
+
+/* H.264: 4:2:0 (chroma_format_idc 1), luma and chroma at 8 or 10 bits. */
+static u32 daedalus_sl_h264_fourcc(const void *value)
+{
+	const struct v4l2_ctrl_h264_sps *sps = value;
+
+	if (sps->chroma_format_idc != 1 ||
+	    sps->bit_depth_luma_minus8 != sps->bit_depth_chroma_minus8)
+		return 0;
+	if (!sps->bit_depth_luma_minus8)
+		return V4L2_PIX_FMT_NV12;
+	return sps->bit_depth_luma_minus8 == 2 ? V4L2_PIX_FMT_P010 : 0;
+}
 
 /*
  * The stateless codecs: the OUTPUT format of each, and the controls a
@@ -34,6 +61,8 @@ static const struct daedalus_sl_codec daedalus_sl_codecs[] = {
 		.fourcc		= V4L2_PIX_FMT_VP9_FRAME,
 		.codec		= DAEDALUS_CODEC_VP9,
 		.required	= { V4L2_CID_STATELESS_VP9_FRAME },
+		.fmt_ctrl	= V4L2_CID_STATELESS_VP9_FRAME,
+		.decoded_fourcc	= daedalus_sl_vp9_fourcc,
 	},
 	{
 		.fourcc		= V4L2_PIX_FMT_H264_SLICE,
@@ -51,6 +80,8 @@ static const struct daedalus_sl_codec daedalus_sl_codecs[] = {
 		 * buffer is released by the next timestamp).
 		 */
 		.hold		= false,
+		.fmt_ctrl	= V4L2_CID_STATELESS_H264_SPS,
+		.decoded_fourcc	= daedalus_sl_h264_fourcc,
 	},
 };
 
@@ -66,6 +97,17 @@ const struct daedalus_sl_codec *daedalus_sl_find_codec(u32 fourcc)
 
 	for (i = 0; i < ARRAY_SIZE(daedalus_sl_codecs); i++)
 		if (daedalus_sl_codecs[i].fourcc == fourcc)
+			return &daedalus_sl_codecs[i];
+	return NULL;
+}
+
+/* The codec whose CAPTURE format control @id is, or NULL. */
+const struct daedalus_sl_codec *daedalus_sl_codec_by_ctrl(u32 id)
+{
+	unsigned int i;
+
+	for (i = 0; i < ARRAY_SIZE(daedalus_sl_codecs); i++)
+		if (daedalus_sl_codecs[i].fmt_ctrl == id)
 			return &daedalus_sl_codecs[i];
 	return NULL;
 }
@@ -135,9 +177,37 @@ void daedalus_sl_set_codec(struct daedalus_sl_ctx *ctx)
 }
 
 /*
- * A new file: VP9 frames of 320x240 in, NV12 out. CAPTURE offers NV12 only
- * (base.stream_fourcc, see struct daedalus_ctx): 10-bit streams (P010) are
- * a later step, which will choose from the SPS / frame control.
+ * CAPTURE follows the codec's format control too: the client sets the SPS
+ * or the frame header before it sets CAPTURE up (dev-stateless-decoder.rst),
+ * and CAPTURE then offers the one pixel format that value needs
+ * (base.stream_fourcc, see struct daedalus_ctx). Only while CAPTURE has no
+ * buffers: a request's value for a stream already set up changes nothing
+ * here (the daemon refuses a picture that is not CAPTURE's format).
+ * Called with ctx->q_lock held.
+ */
+static void daedalus_sl_follow_ctrls(struct daedalus_sl_ctx *ctx)
+{
+	struct v4l2_ctrl *ctrl;
+	u32 fourcc = 0;
+
+	if (vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->base.fh.m2m_ctx)))
+		return;
+	ctrl = v4l2_ctrl_find(&ctx->hdl, ctx->codec->fmt_ctrl);
+	if (ctrl) {
+		v4l2_ctrl_lock(ctrl);
+		fourcc = ctx->codec->decoded_fourcc(ctrl->p_cur.p);
+		v4l2_ctrl_unlock(ctrl);
+	}
+	if (!fourcc || fourcc == ctx->base.stream_fourcc)
+		return;
+	WRITE_ONCE(ctx->base.stream_fourcc, fourcc);
+	ctx->base.cap_fmt.pixelformat = fourcc;
+	daedalus_sl_follow_out(ctx, &ctx->base.cap_fmt);
+}
+
+/*
+ * A new file: VP9 frames of 320x240 in, NV12 out (the default frame
+ * control is 8-bit 4:2:0).
  */
 void daedalus_sl_default_fmts(struct daedalus_sl_ctx *ctx)
 {
@@ -175,35 +245,37 @@ static int daedalus_sl_enum_fmt_out(struct file *file, void *priv,
 static int daedalus_sl_enum_fmt_cap(struct file *file, void *priv,
 				    struct v4l2_fmtdesc *f)
 {
+	struct daedalus_sl_ctx *ctx = daedalus_file_to_sl(file);
 	const struct daedalus_decoded_fmt *fmt;
 
-	fmt = daedalus_decoded_fmt_by_index(daedalus_file_to_ctx(file),
-					    f->index);
+	mutex_lock(&ctx->q_lock);
+	daedalus_sl_follow_ctrls(ctx);
+	fmt = daedalus_decoded_fmt_by_index(&ctx->base, f->index);
+	mutex_unlock(&ctx->q_lock);
 	if (!fmt)
 		return -EINVAL;
 	f->pixelformat = fmt->fourcc;
 	return 0;
 }
 
-/* A coded format's sizes are its codec row's; a decoded one's phase 8.1's. */
+/*
+ * A coded format's sizes are its codec row's. A decoded format has none of
+ * its own: CAPTURE is the coded size (no scaler), as rkvdec and hantro
+ * without post-processor answer. GStreamer's v4l2codecs read a decoded
+ * format's sizes as the scaled sizes a post-processor offers.
+ */
 static int daedalus_sl_enum_framesizes(struct file *file, void *priv,
 				       struct v4l2_frmsizeenum *fsize)
 {
-	struct daedalus_ctx *ctx = daedalus_file_to_ctx(file);
 	const struct v4l2_frmsize_stepwise *size;
 	const struct daedalus_sl_codec *codec;
 
 	if (fsize->index)
 		return -EINVAL;
 	codec = daedalus_sl_find_codec(fsize->pixel_format);
-	if (codec)
-		size = &daedalus_coded_fmt_by_codec(codec->codec)->frmsize;
-	else if (daedalus_find_decoded_fmt(ctx, fsize->pixel_format))
-		size = daedalus_frmsize(ctx->dev, fsize->pixel_format);
-	else
+	if (!codec)
 		return -EINVAL;
-	if (!size)
-		return -EINVAL;
+	size = &daedalus_coded_fmt_by_codec(codec->codec)->frmsize;
 	fsize->type = V4L2_FRMSIZE_TYPE_STEPWISE;
 	fsize->stepwise = *size;
 	return 0;
@@ -219,7 +291,12 @@ static int daedalus_sl_g_fmt_out(struct file *file, void *priv,
 static int daedalus_sl_g_fmt_cap(struct file *file, void *priv,
 				 struct v4l2_format *f)
 {
-	f->fmt.pix_mp = daedalus_file_to_ctx(file)->cap_fmt;
+	struct daedalus_sl_ctx *ctx = daedalus_file_to_sl(file);
+
+	mutex_lock(&ctx->q_lock);
+	daedalus_sl_follow_ctrls(ctx);
+	f->fmt.pix_mp = ctx->base.cap_fmt;
+	mutex_unlock(&ctx->q_lock);
 	return 0;
 }
 
@@ -234,7 +311,12 @@ static int daedalus_sl_try_fmt_out(struct file *file, void *priv,
 static int daedalus_sl_try_fmt_cap(struct file *file, void *priv,
 				   struct v4l2_format *f)
 {
-	daedalus_sl_follow_out(daedalus_file_to_sl(file), &f->fmt.pix_mp);
+	struct daedalus_sl_ctx *ctx = daedalus_file_to_sl(file);
+
+	mutex_lock(&ctx->q_lock);
+	daedalus_sl_follow_ctrls(ctx);
+	daedalus_sl_follow_out(ctx, &f->fmt.pix_mp);
+	mutex_unlock(&ctx->q_lock);
 	return 0;
 }
 
@@ -256,6 +338,7 @@ static int daedalus_sl_s_fmt_out(struct file *file, void *priv,
 		ctx->base.out_fmt = f->fmt.pix_mp;
 		daedalus_sl_follow_out(ctx, &ctx->base.cap_fmt);
 		daedalus_sl_set_codec(ctx);
+		daedalus_sl_follow_ctrls(ctx);
 		ret = 0;
 	}
 	mutex_unlock(&ctx->q_lock);
@@ -270,6 +353,7 @@ static int daedalus_sl_s_fmt_cap(struct file *file, void *priv,
 
 	mutex_lock(&ctx->q_lock);
 	if (!vb2_is_busy(v4l2_m2m_get_dst_vq(ctx->base.fh.m2m_ctx))) {
+		daedalus_sl_follow_ctrls(ctx);
 		daedalus_sl_follow_out(ctx, &f->fmt.pix_mp);
 		ctx->base.cap_fmt = f->fmt.pix_mp;
 		ret = 0;

@@ -605,17 +605,38 @@ static int daedalus_sl_queue_init(void *priv, struct vb2_queue *src_vq,
 }
 
 /* The controls of every codec of the node (phase 8.1's codec files). */
+/*
+ * A codec's CAPTURE format control (its SPS, its frame header) with a value
+ * the node cannot give a CAPTURE format for (4:2:2, 4:4:4, 12-bit) is
+ * refused when it is set, in a request or not.
+ */
+static int daedalus_sl_try_ctrl(struct v4l2_ctrl *ctrl)
+{
+	const struct daedalus_sl_codec *codec = daedalus_sl_codec_by_ctrl(ctrl->id);
+
+	return !codec || codec->decoded_fourcc(ctrl->p_new.p) ? 0 : -EINVAL;
+}
+
+static const struct v4l2_ctrl_ops daedalus_sl_ctrl_ops = {
+	.try_ctrl = daedalus_sl_try_ctrl,
+};
+
 static int daedalus_sl_init_ctrls(struct daedalus_sl_ctx *ctx)
 {
 	const struct daedalus_codec_ctrls *ctrls;
 	const struct daedalus_sl_codec *codec;
+	struct v4l2_ctrl_config cfg;
 	unsigned int i, j;
 
 	v4l2_ctrl_handler_init(&ctx->hdl, 8);
 	for (i = 0; (codec = daedalus_sl_codec_by_index(i)); i++) {
 		ctrls = daedalus_coded_fmt_by_codec(codec->codec)->ctrls;
-		for (j = 0; ctrls && j < ctrls->num; j++)
-			v4l2_ctrl_new_custom(&ctx->hdl, &ctrls->cfgs[j], NULL);
+		for (j = 0; ctrls && j < ctrls->num; j++) {
+			cfg = ctrls->cfgs[j];
+			if (cfg.id == codec->fmt_ctrl)
+				cfg.ops = &daedalus_sl_ctrl_ops;
+			v4l2_ctrl_new_custom(&ctx->hdl, &cfg, NULL);
+		}
 	}
 	return ctx->hdl.error;
 }

@@ -30,12 +30,20 @@
  *	(dev-stateless-decoder.rst); 0-terminated.
  * @hold: the OUTPUT queue offers V4L2_BUF_CAP_SUPPORTS_M2M_HOLD_CAPTURE_BUF
  *	(several OUTPUT buffers, one picture).
+ * @fmt_ctrl: the control whose value decides the CAPTURE format (the SPS,
+ *	the frame header); the client sets it before it sets CAPTURE up
+ *	(dev-stateless-decoder.rst).
+ * @decoded_fourcc: the CAPTURE format a value of @fmt_ctrl needs (NV12 for
+ *	8-bit 4:2:0, P010 for 10-bit 4:2:0), or 0 for one the node cannot
+ *	give: the control refuses it (-EINVAL), as rkvdec's do.
  */
 struct daedalus_sl_codec {
 	u32 fourcc;
 	u32 codec;
 	u32 required[4];
 	bool hold;
+	u32 fmt_ctrl;
+	u32 (*decoded_fourcc)(const void *value);
 };
 
 /**
@@ -120,6 +128,7 @@ const struct daedalus_sl_codec *daedalus_sl_find_codec(u32 fourcc);
 void daedalus_sl_fill_out_fmt(struct daedalus_dev *dev,
 			      struct v4l2_pix_format_mplane *pix);
 void daedalus_sl_default_fmts(struct daedalus_sl_ctx *ctx);
+const struct daedalus_sl_codec *daedalus_sl_codec_by_ctrl(u32 id);
 void daedalus_sl_set_codec(struct daedalus_sl_ctx *ctx);
 
 #endif /* _DAEDALUS_STATELESS_H */

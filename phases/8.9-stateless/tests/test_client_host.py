@@ -185,6 +185,7 @@ class FakeStateless:
         self.media_fd = os.open(os.devnull, os.O_RDONLY)
         self.calls: list[tuple[str, dict[str, int]]] = []
         self.requests: dict[int, FakeRequest] = {}
+        self.current: dict[int, bytes] = {}   # S_EXT_CTRLS outside requests
         self.counts = {OUTPUT: 0, CAPTURE: 0}
         self.capture_ready: list[int] = []
         self.done: dict[int, list[Done]] = {OUTPUT: [], CAPTURE: []}
@@ -258,12 +259,15 @@ class FakeStateless:
     # controls and requests
     def s_ext_ctrls(self, fd: int, ctrls: Any, seen: dict[str, int]) -> None:
         seen |= {"which": ctrls.which, "request_fd": ctrls.request_fd, "count": ctrls.count}
-        assert ctrls.which == V4L2_CTRL_WHICH_REQUEST_VAL
-        request = self.requests[ctrls.request_fd]
+        if ctrls.which == 0:  # the file's current values (the format control, at set-up)
+            target = self.current
+        else:
+            assert ctrls.which == V4L2_CTRL_WHICH_REQUEST_VAL
+            target = self.requests[ctrls.request_fd].ctrls
         for i in range(ctrls.count):
             one = ctrls.controls[i]
             seen |= {"id": one.id, "size": one.size}
-            request.ctrls[one.id] = ctypes.string_at(one.ptr, one.size)
+            target[one.id] = ctypes.string_at(one.ptr, one.size)
 
     def request_alloc(self, fd: int, out: Any, seen: dict[str, int]) -> None:
         assert fd == self.media_fd
@@ -365,16 +369,22 @@ def run_decode(kernel: FakeStateless, name: str, buffers: int,
 def test_each_frame_is_one_request_in_the_documented_order(kernel: FakeStateless) -> None:
     decode, frames = run_decode(kernel, "vp9-320x240", buffers=1, packets=2)
     assert kernel.names() == [
-        "REQBUFS", "QUERYBUF", "REQBUFS", "QUERYBUF", "STREAMON", "STREAMON",
+        "S_EXT_CTRLS", "REQBUFS", "QUERYBUF", "REQBUFS", "QUERYBUF", "STREAMON", "STREAMON",
         "REQUEST_ALLOC", "S_EXT_CTRLS", "QBUF", "QBUF", "REQUEST_QUEUE", "DQBUF", "DQBUF",
         "REQUEST_REINIT", "S_EXT_CTRLS", "QBUF", "QBUF", "REQUEST_QUEUE", "DQBUF", "DQBUF",
         "STREAMOFF", "REQBUFS", "STREAMOFF", "REQBUFS"]
     calls = [seen for _, seen in kernel.calls]
-    request_fd = calls[6]["fd"]
-    assert calls[0] == {"type": OUTPUT, "count": 1, "memory": v4l2.MMAP}
-    assert calls[2] == {"type": CAPTURE, "count": 1, "memory": v4l2.MMAP}
+    # the frame header set as the file's value before CAPTURE is set up: CAPTURE's
+    # pixel format follows it (dev-stateless-decoder.rst)
+    assert calls[0] == {"which": 0, "request_fd": 0, "count": 1,
+                        "id": vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME,
+                        "size": vp9_ctrls.FRAME_SIZE}
+    assert vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME in kernel.current
+    request_fd = calls[7]["fd"]
+    assert calls[1] == {"type": OUTPUT, "count": 1, "memory": v4l2.MMAP}
+    assert calls[3] == {"type": CAPTURE, "count": 1, "memory": v4l2.MMAP}
     sizes = [len(p.data) for p in open_stream(corpus.path("vp9-320x240"))[1]][:2]
-    for first, number in ((7, 1), (14, 2)):
+    for first, number in ((8, 1), (15, 2)):
         ctrl, out, cap, queue = calls[first], calls[first + 1], calls[first + 2], calls[first + 3]
         assert ctrl == {"which": V4L2_CTRL_WHICH_REQUEST_VAL, "request_fd": request_fd,
                         "count": 1, "id": vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME,
@@ -383,7 +393,7 @@ def test_each_frame_is_one_request_in_the_documented_order(kernel: FakeStateless
             == (OUTPUT, V4L2_BUF_FLAG_REQUEST_FD, request_fd, number, sizes[number - 1])
         assert (cap["type"], cap["flags"]) == (CAPTURE, 0)  # CAPTURE: no request
         assert queue == {"fd": request_fd}
-    assert calls[13] == {"fd": request_fd}  # REINIT of the same request
+    assert calls[14] == {"fd": request_fd}  # REINIT of the same request
     assert [f.timestamp for f in frames] == [1, 2]
     assert decode.stats.frames == 2 and decode.stats.errors == []
 
@@ -569,8 +579,11 @@ def test_h264_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.M
     assert fake.answers == [0] * 30 and stats.requests == 30 and not stats.errors
     assert [len(f.data) for f in frames] == [size] * 30
     assert b"".join(f.data for f in frames) == want
-    ids = [seen["id"] for name, seen in fake.calls if name == "S_EXT_CTRLS"]
-    assert ids == [V4L2_CID_STATELESS_H264_DECODE_PARAMS] * 30   # the last control's id
-    counts = [seen["count"] for name, seen in fake.calls if name == "S_EXT_CTRLS"]
-    assert counts == [3] * 30                                     # SPS, PPS, DECODE_PARAMS
+    sets = [seen for name, seen in fake.calls if name == "S_EXT_CTRLS"]
+    # first the SPS alone as the file's value (CAPTURE's format follows it), then per
+    # request SPS, PPS, DECODE_PARAMS (the id seen is the last control's)
+    assert (sets[0]["which"], sets[0]["count"], sets[0]["id"]) == (
+        0, 1, V4L2_CID_STATELESS_H264_SPS)
+    assert [seen["id"] for seen in sets[1:]] == [V4L2_CID_STATELESS_H264_DECODE_PARAMS] * 30
+    assert [seen["count"] for seen in sets[1:]] == [3] * 30
     assert V4L2_CID_STATELESS_H264_SPS < V4L2_CID_STATELESS_H264_PPS

@@ -71,6 +71,7 @@ Every wait is bounded by ``timeout`` (a DecodeTimeout names what was awaited).
 from __future__ import annotations
 
 import ctypes
+import errno
 import fcntl
 import os
 import select
@@ -99,7 +100,12 @@ from daedalus.m2m.v4l2 import (
 )
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat, find_node
 from daedalus.stateless import vp9_ctrls
-from daedalus.stateless.h264_requests import H264Request, H264RequestBuilder, H264StreamError
+from daedalus.stateless.h264_requests import (
+    V4L2_CID_STATELESS_H264_SPS,
+    H264Request,
+    H264RequestBuilder,
+    H264StreamError,
+)
 from daedalus.stateless.h264_syntax import H264SyntaxError
 from daedalus.stateless.vp9_header import (
     NUM_REF_FRAMES,
@@ -135,6 +141,7 @@ V4L2_BUF_CAP_SUPPORTS_REQUESTS = 1 << 3
 V4L2_PIX_FMT_VP9_FRAME = "VP9F"
 V4L2_PIX_FMT_H264_SLICE = "S264"
 V4L2_PIX_FMT_NV12 = "NV12"
+V4L2_PIX_FMT_P010 = "P010"
 
 # the container codec (daedalus.parse.readers) -> the stateless OUTPUT format
 CODED_FORMATS = {"vp9": V4L2_PIX_FMT_VP9_FRAME, "h264": V4L2_PIX_FMT_H264_SLICE}
@@ -334,8 +341,13 @@ class Vp9StatelessDecode:
 
     CODED_FORMAT = V4L2_PIX_FMT_VP9_FRAME
 
-    def _configure(self, width: int, height: int) -> _Queues:
-        """Both queues for frames of *width* x *height* (see step 1)."""
+    def _configure(self, width: int, height: int, fmt_control: tuple[int, bytes],
+                   capture: str) -> _Queues:
+        """Both queues for frames of *width* x *height* (see step 1): the
+        codec's format control (*fmt_control*: the frame header, the SPS) is
+        set outside any request before CAPTURE is looked at, as
+        dev-stateless-decoder.rst asks, and CAPTURE must then be *capture*
+        (NV12 for 8-bit 4:2:0, P010 for 10-bit)."""
         self._teardown()
         self.node.check_m2m()
         offered = self.node.formats(OUTPUT)
@@ -347,11 +359,19 @@ class Vp9StatelessDecode:
         if (out.pixelformat, out.width, out.height) != (fourcc, width, height):
             raise StreamRefused(f"S_FMT(OUTPUT, {fourcc} {width}x{height}) "
                                 f"gave {out.pixelformat} {out.width}x{out.height}")
+        try:
+            set_controls(self.node.fd, [fmt_control])
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            raise StreamRefused(f"the node refuses the stream's control {fmt_control[0]:#x} "
+                                "(EINVAL): it has no CAPTURE format for this bit depth or "
+                                "chroma format") from None
         cap = self.node.g_fmt(CAPTURE)
-        if cap.pixelformat != V4L2_PIX_FMT_NV12 or cap.width < width or cap.height < height:
+        if cap.pixelformat != capture or cap.width < width or cap.height < height:
             raise DecodeError(f"CAPTURE format {cap.pixelformat} {cap.width}x{cap.height} "
-                              f"for {width}x{height} frames: this client wants NV12 at least "
-                              "as large")
+                              f"for {width}x{height} frames: this client wants {capture} at "
+                              "least as large")
         output = RequestQueue(self.node.fd, OUTPUT)
         capture = BufferQueue(self.node.fd, CAPTURE)
         queues = _Queues(width, height, cap, output, capture, [])
@@ -403,20 +423,25 @@ class Vp9StatelessDecode:
             self.parser.advance(h)
             self._show_existing(index, h)
             return
-        if h.color.bit_depth != 8 or not (h.color.subsampling_x and h.color.subsampling_y):
+        if h.color.bit_depth not in (8, 10) or not (h.color.subsampling_x and
+                                                     h.color.subsampling_y):
             raise StreamRefused(f"packet {index}: a {h.color.bit_depth}-bit frame with "
                                 f"subsampling ({h.color.subsampling_x}, "
-                                f"{h.color.subsampling_y}): the node's CAPTURE format NV12 "
-                                "carries 8-bit 4:2:0 only")
-        queues = self.queues
-        if queues is None or (h.width, h.height) != (queues.width, queues.height):
-            if queues is not None and not h.key_frame:
-                raise DecodeError(f"packet {index}: the frame size changes to "
-                                  f"{h.width}x{h.height} on an inter frame (this client "
-                                  "sets the queues up again on key frames only)")
-            queues = self._configure(h.width, h.height)
-        self.number += 1
+                                f"{h.color.subsampling_y}): the node's CAPTURE formats NV12 "
+                                "and P010 carry 4:2:0 at 8 and 10 bits only")
+        capture = V4L2_PIX_FMT_NV12 if h.color.bit_depth == 8 else V4L2_PIX_FMT_P010
         ctrl = fill(h, self.slot_ts)
+        queues = self.queues
+        if queues is None or (h.width, h.height, capture) != (
+                queues.width, queues.height, queues.capture_fmt.pixelformat):
+            if queues is not None and not h.key_frame:
+                raise DecodeError(f"packet {index}: the frame size or depth changes to "
+                                  f"{h.width}x{h.height} {capture} on an inter frame (this "
+                                  "client sets the queues up again on key frames only)")
+            queues = self._configure(h.width, h.height,
+                                     (vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME, ctrl.pack()),
+                                     capture)
+        self.number += 1
         picture = self._request(queues, data,
                                 [(vp9_ctrls.V4L2_CID_STATELESS_VP9_FRAME, ctrl.pack())],
                                 self.number, h.key_frame)
@@ -541,22 +566,26 @@ class H264StatelessDecode(Vp9StatelessDecode):
 
     def _h264_frame(self, index: int, req: H264Request) -> None:
         s = req.sps.sps
-        if s.bit_depth_luma_minus8 or s.bit_depth_chroma_minus8 or s.chroma_format_idc != 1:
+        if (s.bit_depth_luma_minus8 not in (0, 2) or s.chroma_format_idc != 1
+                or s.bit_depth_chroma_minus8 != s.bit_depth_luma_minus8):
             raise StreamRefused(f"packet {index}: {8 + s.bit_depth_luma_minus8}-bit, "
                                 f"chroma_format_idc {s.chroma_format_idc}: the node's CAPTURE "
-                                "format NV12 carries 8-bit 4:2:0 only")
+                                "formats NV12 and P010 carry 4:2:0 at 8 and 10 bits only")
+        capture = V4L2_PIX_FMT_P010 if s.bit_depth_luma_minus8 else V4L2_PIX_FMT_NV12
         x, y, w, h = req.sps.visible_rect()
         if x or y:
             raise StreamRefused(f"packet {index}: cropping from the top / left is not "
                                 "handled by this client")
         coded = req.sps.coded_size()
         queues = self.queues
-        if queues is None or coded != (queues.width, queues.height):
+        if queues is None or (*coded, capture) != (queues.width, queues.height,
+                                                   queues.capture_fmt.pixelformat):
             if queues is not None and not req.idr:
-                raise DecodeError(f"packet {index}: the coded size changes to "
-                                  f"{coded[0]}x{coded[1]} on a non-IDR picture")
+                raise DecodeError(f"packet {index}: the coded size or depth changes to "
+                                  f"{coded[0]}x{coded[1]} {capture} on a non-IDR picture")
             self._flush()
-            queues = self._configure(*coded)
+            sps = next(c for c in req.controls if c[0] == V4L2_CID_STATELESS_H264_SPS)
+            queues = self._configure(*coded, sps, capture)
         if req.idr:
             self._flush()
         self.number = req.number
