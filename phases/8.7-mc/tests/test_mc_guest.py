@@ -91,6 +91,8 @@ def test_the_node_has_one_media_device_describing_the_driver() -> None:
     assert (Path("/sys/bus/media/devices") / media.name / "model").read_text() == f"{CARD}\n"
 
 
+# phase 8.9 adds the stateless node's chain (test_stateless_mc_guest.py)
+@pytest.mark.superseded_in("8.9")
 def test_the_topology_is_source_decoder_sink_with_the_video_node_on_both_dma_ends() -> None:
     node = find_node()
     rdev = os.stat(node).st_rdev
@@ -132,6 +134,8 @@ def _media_ctl_entities(out: str) -> dict[str, list[str]]:
     return blocks
 
 
+# phase 8.9 adds the stateless node's chain (test_stateless_mc_guest.py)
+@pytest.mark.superseded_in("8.9")
 def test_media_ctl_prints_the_decoder_between_the_video_node_s_two_ends() -> None:
     node = find_node()
     media = media_node_of(node)

@@ -129,6 +129,7 @@ def parse_sequence_header(payload: bytes) -> SequenceHeader:
     s.seq_profile = r.f(3)
     s.still_picture = r.f(1)
     s.reduced_still_picture_header = r.f(1)
+    buffer_delay_bits = 0
     if s.reduced_still_picture_header:
         r.f(5)  # seq_level_idx[0]
     else:
@@ -145,7 +146,7 @@ def parse_sequence_header(payload: bytes) -> SequenceHeader:
                     r.f(lz)
             s.decoder_model_info_present_flag = r.f(1)
             if s.decoder_model_info_present_flag:
-                r.f(5)  # buffer_delay_length_minus_1
+                buffer_delay_bits = r.f(5) + 1
                 r.f(32)  # num_units_in_decoding_tick
                 s.buffer_removal_time_length_minus_1 = r.f(5)
                 s.frame_presentation_time_length_minus_1 = r.f(5)
@@ -160,9 +161,10 @@ def parse_sequence_header(payload: bytes) -> SequenceHeader:
             present = 0
             if s.decoder_model_info_present_flag:
                 present = r.f(1)
-                if present:
-                    n = 0  # operating_parameters_info: buffer_delay_length_minus_1 + 1 bits x2
-                    raise BitstreamError("operating_parameters_info is not supported") if n else None
+                if present:  # operating_parameters_info
+                    r.f(buffer_delay_bits)
+                    r.f(buffer_delay_bits)
+                    r.f(1)
             s.decoder_model_present_for_this_op.append(present)
             if initial_display_delay_present and r.f(1):
                 r.f(4)

@@ -1,0 +1,164 @@
+"""v4l2-compliance's report, read: per device its totals, each test's result
+and the failed checks' messages; and the failures that Debian 12's
+v4l2-compliance 1.22 reports only because it predates the running kernel.
+
+A run prints one part per device (``-m`` walks the media device, then every
+interface of its graph, separated by a line of dashes). ``reports`` reads
+them and checks that every test has its result line, so nothing the counts
+hold escapes a caller's checks. ``unexplained`` gives a video node's
+failures that are not tool age (TOOL_AGE: each names the kernel change, and
+whether the running kernel really made it is probed on the node).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from linuxpy.video import raw
+
+from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, VideoNode, fourcc_str
+
+TIMEOUT = 900  # one run under TCG, generously
+V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS = 1 << 7  # <linux/videodev2.h>, 6.8+
+
+TOTAL = re.compile(r"^Total for (?:\S+ )?device (\S+): (\d+), Succeeded: (\d+), Failed: (\d+), "
+                   r"Warnings: (\d+)$", re.M)
+GRAND_TOTAL = re.compile(r"^Grand Total for (?:\S+ )?device (\S+): (\d+), Succeeded: (\d+), "
+                         r"Failed: (\d+), Warnings: (\d+)$", re.M)
+RESULT = re.compile(r"^\ttest (.+?): (OK|OK \(Not Supported\)|FAIL)$", re.M)
+FAILURE = re.compile(r"^\s+fail: [\w.-]+\(\d+\): (.*)$", re.M)
+SEPARATOR = "\n" + "-" * 80 + "\n"  # walkTopology's, before each interface of -m
+
+
+@dataclass(frozen=True)
+class Totals:
+    tests: int
+    succeeded: int
+    failed: int
+    warnings: int
+
+    def __str__(self) -> str:
+        return (f"{self.tests} tests, {self.succeeded} succeeded, {self.failed} failed, "
+                f"{self.warnings} warnings")
+
+
+@dataclass(frozen=True)
+class Report:
+    """One device's part of a v4l2-compliance run."""
+
+    device: str
+    totals: Totals
+    results: list[tuple[str, str]]  # (test, OK / OK (Not Supported) / FAIL), in order
+    failures: list[str]  # the failed checks' messages
+
+    def result(self, test: str) -> list[str]:
+        return [result for name, result in self.results if name == test]
+
+
+def totals_of(m: re.Match[str]) -> Totals:
+    return Totals(int(m[2]), int(m[3]), int(m[4]), int(m[5]))
+
+
+def reports(out: str) -> list[Report]:
+    """Every device's part of *out*, in order (ValueError if one is incomplete)."""
+    found = []
+    for part in out.split(SEPARATOR):
+        total = TOTAL.search(part)
+        if not total:
+            raise ValueError(f"no totals in a part of the report: {part[-3000:]}")
+        results = RESULT.findall(part)
+        report = Report(total[1], totals_of(total), results, FAILURE.findall(part))
+        # every test has its line, so nothing the counts hold escapes a caller's checks
+        if (report.totals.tests != len(results)
+                or report.totals.failed != sum(r == "FAIL" for _, r in results)):
+            raise ValueError(f"{report.totals} but the result lines are {results}")
+        found.append(report)
+    return found
+
+
+def run(argv: list[str]) -> str:
+    """v4l2-compliance's standard output (its stderr printed, if any)."""
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+    if proc.returncode < 0:
+        raise RuntimeError(f"{argv[0]} killed by signal {-proc.returncode}")
+    if proc.stderr.strip():
+        print(f"{' '.join(argv)}: stderr:\n{proc.stderr.strip()}")
+    return proc.stdout
+
+
+@cache
+def core_names_nv12_y_uv(node: Path) -> bool:
+    """The V4L2 core describes NV12 (on the node's CAPTURE queue) as 'Y/UV 4:2:0'."""
+    with VideoNode(node) as v:
+        for index in range(64):
+            desc = raw.v4l2_fmtdesc()
+            desc.index = index
+            desc.type = CAPTURE
+            try:
+                fcntl.ioctl(v.fd, raw.IOC.ENUM_FMT, desc)
+            except OSError:
+                return False
+            if fourcc_str(desc.pixelformat) == "NV12":
+                return bool(desc.description == b"Y/UV 4:2:0")
+    return False
+
+
+@cache
+def create_bufs_reports_max_num_buffers(node: Path) -> bool:
+    """CREATE_BUFS (count 0: nothing allocated) fills max_num_buffers and says so."""
+    with VideoNode(node) as v:
+        create = raw.v4l2_create_buffers()
+        create.count = 0
+        create.memory = raw.Memory.MMAP
+        create.format.type = OUTPUT
+        fcntl.ioctl(v.fd, raw.IOC.CREATE_BUFS, create)
+        return bool(create.capabilities & V4L2_BUF_CAP_SUPPORTS_MAX_NUM_BUFFERS
+                    and create.max_num_buffers > 0)
+
+
+@dataclass(frozen=True)
+class ToolAge:
+    """A v4l2-compliance 1.22 check that fails because the kernel changed after it."""
+
+    check: str  # the failure as 1.22 prints it
+    change: str  # the kernel change it predates
+    present: Callable[[Path], bool]  # whether the running kernel has that change
+
+
+NV12_RENAMED = ("the V4L2 core's NV12 description became 'Y/UV 4:2:0' (6a394d563dff \"media: "
+                "v4l2-ioctl.c: Unify YCbCr/YUV terms in format descriptions\", 6.2; 6.1.2 stable)")
+MAX_NUM_BUFFERS = ("a reserved word of struct v4l2_create_buffers became max_num_buffers, "
+                   "filled by the core (d055a76c0065 \"media: core: Report the maximum "
+                   "possible number of buffers for the queue\", 6.8)")
+TOOL_AGE = {age.check: age for age in [
+    ToolAge("fmtdesc.description mismatch: was 'Y/UV 4:2:0', expected 'Y/CbCr 4:2:0'",
+            NV12_RENAMED, core_names_nv12_y_uv),
+    # 1.22 stops recording CAPTURE formats at that failed check: G_FMT, TRY_FMT
+    # and S_FMT then find the node's NV12 missing
+    ToolAge("pixelformat 3231564e (NV12) for buftype 9 not reported by ENUM_FMT",
+            NV12_RENAMED, core_names_nv12_y_uv),
+    ToolAge("check_0(crbufs.reserved, sizeof(crbufs.reserved))",
+            MAX_NUM_BUFFERS, create_bufs_reports_max_num_buffers),
+]}
+
+
+def unexplained(report: Report, node: Path) -> list[str]:
+    """The failures of video node *node*'s *report* that are not tool age (or
+    whose tool-age cause the running kernel does not have); the tool-age ones
+    are printed with their cause."""
+    left = []
+    for failure in report.failures:
+        age = TOOL_AGE.get(failure)
+        if age is None:
+            left.append(failure)
+        elif not age.present(node):
+            left.append(f"{failure} (the tool-age cause, {age.change}, is not in this kernel)")
+        else:
+            print(f"  tool age: {failure}: {age.change}")
+    return left
