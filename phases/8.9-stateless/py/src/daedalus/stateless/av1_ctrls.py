@@ -332,7 +332,7 @@ _S = TypeVar("_S", bound=ctypes.Structure)
 
 def pack(ctrl: ctypes.Structure) -> bytes:
     """The control's payload bytes (host byte order; the uAPI is little-endian in practice)."""
-    return bytes(ctrl)  # type: ignore[call-overload]
+    return bytes(memoryview(ctrl))
 
 
 def unpack(cls: type[_S], data: bytes) -> _S:
@@ -345,7 +345,7 @@ def unpack(cls: type[_S], data: bytes) -> _S:
 
 def pack_entries(entries: list[Av1TileGroupEntry]) -> bytes:
     """``V4L2_CID_STATELESS_AV1_TILE_GROUP_ENTRY``: a dynamic array, entries back to back."""
-    return b"".join(bytes(e) for e in entries)  # type: ignore[call-overload]
+    return b"".join(bytes(memoryview(e)) for e in entries)
 
 
 def unpack_entries(data: bytes) -> list[Av1TileGroupEntry]:

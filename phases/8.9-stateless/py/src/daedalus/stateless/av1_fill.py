@@ -464,9 +464,9 @@ class Av1Parser:
             if size_override and not error_res:
                 for i in range(REFS_PER_FRAME):
                     if r.f(1):
-                        ref = self.slots[ref_frame_idx[i]]
-                        upscaled, frame_height = ref.upscaled_width, ref.frame_height
-                        render_w, render_h = ref.render_width, ref.render_height
+                        rs = self.slots[ref_frame_idx[i]]
+                        upscaled, frame_height = rs.upscaled_width, rs.frame_height
+                        render_w, render_h = rs.render_width, rs.render_height
                         found = True
                         break
             if not found:
@@ -913,7 +913,7 @@ class Av1Parser:
             lf_mode_deltas=[int(v) for v in f.loop_filter.mode_deltas],
             feature_enabled=[int(v) for v in f.segmentation.feature_enabled],
             feature_data=[[int(v) for v in row] for row in f.segmentation.feature_data],
-            film_grain=bytes(h.film_grain),  # type: ignore[call-overload]
+            film_grain=C.pack(h.film_grain),
             timestamp=timestamp)
         for i in range(NUM_REF_FRAMES):
             if f.refresh_frame_flags >> i & 1:
@@ -933,7 +933,7 @@ def qindex_of(f: C.Av1Frame, segment_id: int) -> int:
     q = f.quantization.base_q_idx
     seg = f.segmentation
     if seg.flags & C.V4L2_AV1_SEGMENTATION_FLAG_ENABLED and seg.feature_enabled[segment_id] & 1:
-        return max(0, min(255, q + seg.feature_data[segment_id][0]))
+        return max(0, min(255, int(q) + int(seg.feature_data[segment_id][0])))
     return int(q)
 
 
@@ -998,7 +998,8 @@ def read_global_param(r: BitReader, typ: int, idx: int, allow_hp_mv: int, prev: 
     sub = (1 << prec_bits) if idx % 3 == 2 else 0
     mx = 1 << abs_bits
     ref = (prev >> prec_diff) - sub
-    return (r.signed_subexp_with_ref(-mx, mx + 1, ref) << prec_diff) + rnd
+    value: int = r.signed_subexp_with_ref(-mx, mx + 1, ref)
+    return (value << prec_diff) + rnd
 
 
 # -- the client loop ---------------------------------------------------------
