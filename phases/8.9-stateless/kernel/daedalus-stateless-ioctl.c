@@ -48,6 +48,21 @@ static u32 daedalus_sl_h264_fourcc(const void *value)
 	return sps->bit_depth_luma_minus8 == 2 ? V4L2_PIX_FMT_P010 : 0;
 }
 
+/* AV1: 4:2:0 colour (not monochrome), 8 or 10 bits. */
+DAEDALUS_IF_AV1_UAPI(static u32 daedalus_sl_av1_fourcc(const void *value)
+{
+	const struct v4l2_ctrl_av1_sequence *seq = value;
+	const u32 sub = V4L2_AV1_SEQUENCE_FLAG_SUBSAMPLING_X |
+			V4L2_AV1_SEQUENCE_FLAG_SUBSAMPLING_Y;
+
+	if ((seq->flags & sub) != sub ||
+	    (seq->flags & V4L2_AV1_SEQUENCE_FLAG_MONO_CHROME))
+		return 0;
+	if (seq->bit_depth == 8)
+		return V4L2_PIX_FMT_NV12;
+	return seq->bit_depth == 10 ? V4L2_PIX_FMT_P010 : 0;
+})
+
 /*
  * The stateless codecs: the OUTPUT format of each, and the controls a
  * request must carry (dev-stateless-decoder.rst and
@@ -83,6 +98,21 @@ static const struct daedalus_sl_codec daedalus_sl_codecs[] = {
 		.fmt_ctrl	= V4L2_CID_STATELESS_H264_SPS,
 		.decoded_fourcc	= daedalus_sl_h264_fourcc,
 	},
+	/*
+	 * AV1 where the kernel has its uAPI (6.5+). The frame header and the
+	 * tile list come with every frame; the sequence header only when it
+	 * changes (GStreamer sets it once), so the file keeps its value.
+	 */
+	DAEDALUS_IF_AV1_UAPI({
+		.fourcc		= V4L2_PIX_FMT_AV1_FRAME,
+		.codec		= DAEDALUS_CODEC_AV1,
+		.required	= {
+			V4L2_CID_STATELESS_AV1_FRAME,
+			V4L2_CID_STATELESS_AV1_TILE_GROUP_ENTRY,
+		},
+		.fmt_ctrl	= V4L2_CID_STATELESS_AV1_SEQUENCE,
+		.decoded_fourcc	= daedalus_sl_av1_fourcc,
+	})
 };
 
 const struct daedalus_sl_codec *daedalus_sl_codec_by_index(unsigned int index)

@@ -522,9 +522,13 @@ struct daedalus_dmabuf_req {
  * set it, as V4L2 applies a request): VP9: V4L2_CID_STATELESS_VP9_FRAME
  * (struct v4l2_ctrl_vp9_frame, 168 bytes) and _COMPRESSED_HDR (2040);
  * H.264: _H264_SPS (1048), _PPS (12), _SCALING_MATRIX (480),
- * _PRED_WEIGHTS (772), _SLICE_PARAMS (152), _DECODE_PARAMS (560). With
- * their entries and padding that is 2240 bytes for VP9 and 3128 for H.264;
- * the kernel sends at most DAEDALUS_REQUEST_CTRLS_MAX. The values are
+ * _PRED_WEIGHTS (772), _SLICE_PARAMS (152), _DECODE_PARAMS (560); AV1
+ * (kernels with its uAPI): _AV1_SEQUENCE (12), _AV1_TILE_GROUP_ENTRY (16
+ * per entry, a dynamic array of up to 512: @elems of its entry is the
+ * count the request set), _AV1_FRAME (1784) and _AV1_FILM_GRAIN (194).
+ * With their entries and padding that is 2240 bytes for VP9, 3128 for
+ * H.264 and at most 10288 for AV1; the kernel sends at most
+ * DAEDALUS_REQUEST_CTRLS_MAX. The values are
  * V4L2's uAPI structs
  * as <linux/v4l2-controls.h> lays them out, which this header does not
  * repeat: the daemon reads them by the control's id.
@@ -549,7 +553,7 @@ struct daedalus_request_decode {
 };
 
 /* Most bytes of controls (entries, values, padding) one DECODE_REQUEST carries. */
-#define DAEDALUS_REQUEST_CTRLS_MAX	8192
+#define DAEDALUS_REQUEST_CTRLS_MAX	16384
 
 /* daedalus_request_ctrl.flags */
 /* The job's request set this control (else it kept its earlier value). */

@@ -123,7 +123,7 @@ CONSTANTS = {"DAEDALUS_PROTO_MAGIC": 0x4C345644, "DAEDALUS_PROTO_VERSION": 12,
              # phase 8.9 (protocol v12)
              "DAEDALUS_MSG_DECODE_REQUEST": 7, "DAEDALUS_REQUEST_NEW_FRAME": 1,
              "DAEDALUS_REQUEST_HOLD": 2, "DAEDALUS_REQUEST_RESET": 4,
-             "DAEDALUS_REQUEST_CTRLS_MAX": 8192, "DAEDALUS_CTRL_IN_REQUEST": 1}
+             "DAEDALUS_REQUEST_CTRLS_MAX": 16384, "DAEDALUS_CTRL_IN_REQUEST": 1}
 
 
 def _field(data: bytes, offsets: dict[str, int], widths: dict[str, int], name: str) -> int:
@@ -193,7 +193,7 @@ def test_golden_constants_match_cffi() -> None:
             proto.RANGE_FULL) == (2, 0, 1, 2)
     assert (proto.REQUEST_NEW_FRAME, proto.REQUEST_HOLD, proto.REQUEST_RESET,
             proto.REQUEST_FLAGS, proto.REQUEST_CTRLS_MAX, proto.CTRL_IN_REQUEST,
-            proto.CTRL_FLAGS) == (1, 2, 4, 7, 8192, 1, 1)
+            proto.CTRL_FLAGS) == (1, 2, 4, 7, 16384, 1, 1)
 
 
 def test_magic_reads_dv4l_on_little_endian() -> None:
