@@ -247,6 +247,10 @@ SPECS: tuple[Spec, ...] = (
                 x264="aq-mode=1:b-pyramid=normal:b-adapt=0"),),
          "H.264 Main, 3 B-frames with b-pyramid (a B-frame used as reference; "
          "two frames of reordering)"),
+    Spec("h264-slices-320x240", "h264", "annexb", 8,
+         (_h264(320, 240, 10, x264="aq-mode=1:slices=4"),),
+         "H.264 High, 4 slices per picture and B-frames (one frame in several slice NAL "
+         "units)"),
     Spec("h264-high444-176x144", "h264", "annexb", 8, (_h264(176, 144, 5, pix_fmt=YUV444),),
          "H.264 High 4:4:4 Predictive, 8-bit 4:4:4: a layout daedalus-v4l2 refuses "
          "(NV12 / P010 only)"),
