@@ -40,6 +40,7 @@ from daedalus.m2m.v4l2 import Frame, M2MNode
 from daedalus.parse import corpus
 from daedalus.parse.readers import open_stream
 from daedalus.parse.reference import have_ffprobe, probe_frames
+from daedalus.proto import Codec
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat
 from daedalus.stateless import client, vp9_ctrls
 from daedalus.stateless.client import (
@@ -55,6 +56,7 @@ from daedalus.stateless.client import (
     ext_controls,
     request_ns,
 )
+from daedalus.stateless.client_av1 import Av1StatelessDecode
 from daedalus.stateless.vp9_check import Vp9RefSlots, check
 from daedalus.stateless.vp9_header import Vp9Parser, split_superframe
 
@@ -138,8 +140,9 @@ def test_request_timestamps_are_what_the_kernel_keeps_in_nanoseconds() -> None:
 def test_decode_class_per_codec() -> None:
     assert decode_for_codec("h264") is H264StatelessDecode
     assert decode_for_codec("vp9") is Vp9StatelessDecode
+    assert decode_for_codec("av1") is Av1StatelessDecode
     with pytest.raises(ValueError):
-        decode_for_codec("av1")
+        decode_for_codec("hevc")
 
 
 # --- the sequence, against a fake kernel ------------------------------------------------
@@ -324,7 +327,7 @@ class FakeNode(M2MNode):
         pass
 
     def formats(self, buf_type: int) -> list[str]:
-        return ["VP9F", "S264"] if buf_type == OUTPUT else ["NV12"]
+        return ["VP9F", "S264", "AV1F"] if buf_type == OUTPUT else ["NV12"]
 
     def set_output_format(self, code: str, width: int, height: int,
                           sizeimage: int = 0) -> PixFormat:
@@ -489,7 +492,10 @@ class FakeStatelessH264(FakeStateless):
     """The fake node with the daemon's real handler behind it: each queued request
     becomes a DECODE_REQUEST as daedalus_sl_build makes it (every H.264 control of
     the node, IN_REQUEST for the request's), its buffers memfds; the handler's
-    CAPTURE bytes are copied into the node's CAPTURE buffer."""
+    CAPTURE bytes are copied into the node's CAPTURE buffer. ``codec``: the node's
+    format, whose every control goes (a dynamic array's ``elems`` its value's count)."""
+
+    codec: Codec = Codec.H264
 
     def __init__(self) -> None:
         from daedalus.dispatch.loopback import MemfdDevice
@@ -506,7 +512,6 @@ class FakeStatelessH264(FakeStateless):
         from daedalus.proto import (
             CTRL_IN_REQUEST,
             REQUEST_NEW_FRAME,
-            Codec,
             PixFmt,
             RequestCtrl,
             RequestDecode,
@@ -520,11 +525,12 @@ class FakeStatelessH264(FakeStateless):
         assert request.buffer is not None
         request.state = "completed"
         index, usecs, data = request.buffer
-        ctrls = tuple(RequestCtrl(cid, CTRL_IN_REQUEST if cid in request.ctrls else 0, 1,
-                                  request.ctrls.get(cid, bytes(spec.size)))
-                      for cid, spec in CODEC_CTRLS[Codec.H264].items())
+        ctrls = tuple(RequestCtrl(cid, CTRL_IN_REQUEST if cid in request.ctrls else 0,
+                                  len(value) // spec.size if spec.max_elems > 1 else 1, value)
+                      for cid, spec in CODEC_CTRLS[self.codec].items()
+                      for value in [request.ctrls.get(cid, bytes(spec.size))])
         self.cookie += 1
-        req = RequestDecode(stream_id=1, timestamp=usecs * 1000, codec=Codec.H264,
+        req = RequestDecode(stream_id=1, timestamp=usecs * 1000, codec=self.codec,
                             flags=REQUEST_NEW_FRAME, bitstream_offset=0,
                             bitstream_len=len(data), pixfmt=PixFmt.NV12, width=WIDTH,
                             height=HEIGHT, bytesperline=STRIDE, sizeimage=CAP_SIZE,
@@ -587,3 +593,55 @@ def test_h264_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.M
     assert [seen["id"] for seen in sets[1:]] == [V4L2_CID_STATELESS_H264_DECODE_PARAMS] * 30
     assert [seen["count"] for seen in sets[1:]] == [3] * 30
     assert V4L2_CID_STATELESS_H264_SPS < V4L2_CID_STATELESS_H264_PPS
+
+
+class FakeStatelessAv1(FakeStatelessH264):
+    """The same with the node's AV1 controls."""
+
+    codec = Codec.AV1
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
+def test_av1_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    """Av1StatelessDecode on a clip with hidden frames and show_existing_frame: the
+    SEQUENCE control alone as the file's value first (CAPTURE follows it), then one
+    request per frame (SEQUENCE, FRAME, TILE_GROUP_ENTRY), every answer a picture, and
+    the pictures it outputs (hidden ones where the stream shows them again, cropped
+    NV12) are Debian's ffmpeg's decode byte for byte."""
+    from daedalus.m2m.reference import reference_output
+    from daedalus.stateless import av1_ctrls
+
+    fake = FakeStatelessAv1()
+    monkeypatch.setattr(v4l2, "_ioctl", fake.ioctl)
+    monkeypatch.setattr(client, "_ioctl", fake.ioctl)
+    monkeypatch.setattr(MediaRequest, "wait",
+                        lambda self, timeout: fake.requests[self.fd].state == "completed")
+    path = corpus.path("av1-320x240")
+    info, stream = open_stream(path)
+    assert (info.codec, info.width, info.height) == ("av1", WIDTH, HEIGHT)
+    frames: list[Frame] = []
+    node = FakeNode(fake)
+    try:
+        decode = decode_for_codec("av1")(node, fake.media_fd,
+                                         ((p.index, p.data) for p in stream), frames.append,
+                                         buffers=4, timeout=1.0)
+        stats = decode.run()
+    finally:
+        node.close()
+        fake.close()
+    want = reference_output(path, "nv12")
+    size = WIDTH * HEIGHT * 3 // 2
+    shown = len(probe_frames(path))
+    assert stats.hidden > 0 and stats.shown_again > 0
+    assert stats.requests == shown - stats.shown_again + stats.hidden
+    assert fake.answers == [0] * stats.requests and not stats.errors
+    assert [len(f.data) for f in frames] == [size] * shown
+    assert b"".join(f.data for f in frames) == want
+    sets = [seen for name, seen in fake.calls if name == "S_EXT_CTRLS"]
+    assert (sets[0]["which"], sets[0]["count"], sets[0]["id"], sets[0]["size"]) == (
+        0, 1, av1_ctrls.V4L2_CID_STATELESS_AV1_SEQUENCE, 12)
+    # per request SEQUENCE, FRAME, TILE_GROUP_ENTRY (the id / size seen are the last
+    # control's: one 16-byte entry, the clip has one tile per frame)
+    assert [(seen["count"], seen["id"], seen["size"]) for seen in sets[1:]] == [
+        (3, av1_ctrls.V4L2_CID_STATELESS_AV1_TILE_GROUP_ENTRY, 16)] * stats.requests

@@ -36,6 +36,7 @@ from daedalus.parse import corpus
 from daedalus.parse.readers import open_stream
 from daedalus.proto import (
     CTRL_IN_REQUEST,
+    REQUEST_CTRLS_MAX,
     REQUEST_NEW_FRAME,
     REQUEST_RESET,
     Codec,
@@ -347,7 +348,7 @@ def _malformed() -> dict[str, bytes]:
         "padding not zero": pack_request_decode(replace(req, ctrls=(
             frame_ctrl, replace(hdr_ctrl, value=bytes(12)))))[:-1] + b"\x01",
         "ctrls_len beyond the maximum": pack_request_decode(replace(req, ctrls=(
-            frame_ctrl, replace(hdr_ctrl, value=bytes(8200))))),
+            frame_ctrl, replace(hdr_ctrl, value=bytes(REQUEST_CTRLS_MAX + 8))))),
     }
 
 

@@ -65,6 +65,12 @@ picture cropped to the SPS's visible rectangle. Pictures are output in display
 order (sorted by POC, an IDR period at a time). Field pictures, 10-bit and
 non-4:2:0 streams are refused.
 
+AV1 (``client_av1.Av1StatelessDecode``; the OUTPUT format
+``V4L2_PIX_FMT_AV1_FRAME``): per frame the controls ``av1_fill.fill_stream``
+gives, the queues set up for the sequence's largest frame with the SEQUENCE
+control set before CAPTURE (NV12 or P010), a client show_existing_frame
+outputs the kept picture again (see that module).
+
 Every wait is bounded by ``timeout`` (a DecodeTimeout names what was awaited).
 """
 
@@ -143,8 +149,11 @@ V4L2_PIX_FMT_H264_SLICE = "S264"
 V4L2_PIX_FMT_NV12 = "NV12"
 V4L2_PIX_FMT_P010 = "P010"
 
+V4L2_PIX_FMT_AV1_FRAME = "AV1F"
+
 # the container codec (daedalus.parse.readers) -> the stateless OUTPUT format
-CODED_FORMATS = {"vp9": V4L2_PIX_FMT_VP9_FRAME, "h264": V4L2_PIX_FMT_H264_SLICE}
+CODED_FORMATS = {"vp9": V4L2_PIX_FMT_VP9_FRAME, "h264": V4L2_PIX_FMT_H264_SLICE,
+                 "av1": V4L2_PIX_FMT_AV1_FRAME}
 
 
 def _ioctl(fd: int, request: int, arg: ctypes.Structure | ctypes.c_int | int = 0) -> None:
@@ -607,5 +616,8 @@ def decode_for_codec(codec: str) -> type[Vp9StatelessDecode]:
         return Vp9StatelessDecode
     if codec == "h264":
         return H264StatelessDecode
+    if codec == "av1":
+        from daedalus.stateless.client_av1 import Av1StatelessDecode  # it imports this module
+        return Av1StatelessDecode
     raise ValueError(f"codec {codec!r} has no stateless format on the node "
                      f"(it offers {', '.join(CODED_FORMATS)})")

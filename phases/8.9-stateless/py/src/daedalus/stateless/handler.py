@@ -16,7 +16,10 @@ frames) and the 8 reference slots by request timestamp (``Vp9RefSlots``); for
 H.264 (``H264Stream``) a ``DecodeOrderH264`` (a bank of FFmpeg h264 decoders
 by reorder depth that gives each packet's own picture at once, in decode
 order), the parameter sets it was given since the last IDR, and the
-timestamps of the reference pictures decoded since the last IDR.
+timestamps of the reference pictures decoded since the last IDR; for AV1
+(``av1_stream.Av1Stream``) an FFmpeg decoder (libdav1d, one temporal unit
+in, its picture out) and an ``Av1Rebuilder`` (the 8 reference slots by
+request timestamp, and what the headers it writes depend on).
 
 A request, in order (every failure is an answer with ``error`` set and
 ``bytes`` 0, never a header status, and changes nothing unless said):
@@ -24,9 +27,12 @@ A request, in order (every failure is an answer with ``error`` set and
 1. the payload: lengths, reserved words, flags, codec, layout
    (``parse_request_decode`` / ``validate_request_decode``), then the
    controls against the codec's: every id known, each of its uAPI size with
-   one element, none twice, the mandatory ones present, no more than the
-   codec has. Anything else: EINVAL, before any buffer is touched; the
-   kernel's bytes are not trusted more than the daemon's are;
+   one element (a dynamic array, AV1_TILE_GROUP_ENTRY: 1 to 512 elements,
+   ``size`` that many 16-byte entries), none twice, the mandatory ones
+   present (AV1_FRAME and AV1_TILE_GROUP_ENTRY also flagged
+   DAEDALUS_CTRL_IN_REQUEST), no more than the codec has. Anything else:
+   EINVAL, before any buffer is touched; the kernel's bytes are not trusted
+   more than the daemon's are;
 2. the codec: a stream's codec never changes (EINVAL);
 3. ``DAEDALUS_REQUEST_RESET`` (the first job since OUTPUT started streaming:
    the start, a seek): the stream's decoder, parser and slots start afresh;
@@ -35,8 +41,9 @@ A request, in order (every failure is an answer with ``error`` set and
    then DAEDALUS_IOC_IN_FLIGHT: a copy finished after the kernel gave up
    may mix two packets and is not decoded (ETIMEDOUT). No device attached:
    EOPNOTSUPP;
-5. VP9 (for H.264 see below): the buffer holds one frame (a superframe index listing more than one
-   is EINVAL: V4L2_PIX_FMT_VP9_FRAME is one frame per buffer); its header
+5. VP9 (for H.264 and AV1 see below): the buffer holds one frame (a
+   superframe index listing more than one is EINVAL: V4L2_PIX_FMT_VP9_FRAME
+   is one frame per buffer); its header
    is parsed (EILSEQ if it cannot be) and ``vp9_check.check`` compares it
    with V4L2_CID_STATELESS_VP9_FRAME and the references it names with the
    slots. A contradiction is **EINVAL** ("controls that make no sense", the
@@ -111,10 +118,42 @@ steps 5 and 6:
    an IDR; a picture flagged corrupt: EILSEQ. An IDR resets the held
    references and parameter sets (and, after an error, the bank).
 
+AV1 (V4L2_PIX_FMT_AV1_FRAME, one frame per buffer; ``av1_stream`` has the
+details), steps 5 and 6:
+
+5. the controls are unpacked: SEQUENCE (the node's current value), FRAME and
+   TILE_GROUP_ENTRY (the request's own, step 1), and FILM_GRAIN when
+   SEQUENCE flags FILM_GRAIN_PARAMS_PRESENT. A frame other
+   than a KEY_FRAME while the stream waits for a key frame (since its start
+   or RESET, or after an error) is EILSEQ, not decoded. For an inter /
+   switch frame, each slot ``ref_frame_idx[]`` names must hold the picture
+   of the timestamp ``reference_frame_ts[]`` gives it (the slots this stream
+   decoded); a mismatch is EINVAL with one warning line naming the stream,
+   the request's timestamp and every problem. The entries must cover every
+   tile of ``tile_info`` once, each inside the bitstream (``tile_offset``
+   counts from ``bitstream_offset``), and the controls must describe a frame
+   the rebuild can write (``av1_rebuild.ControlError``): EINVAL. A refused
+   frame is not decoded and the stream waits for a key frame. With
+   DAEDALUS_REQUEST_HOLD the picture is written all the same (a buffer is a
+   whole frame);
+6. ``Av1Rebuilder.temporal_unit`` writes a temporal unit (sequence header,
+   frame header and one tile group rebuilt from the controls and the tile
+   bytes the entries name; nothing else of the buffer is read) and the
+   decoder decodes it. A shown frame gives its picture; a hidden frame is
+   decoded, then a synthesised show_existing_frame of the first slot it
+   refreshed gives its picture (VP9's way). A hidden frame that refreshes
+   no slot, or a hidden KEY_FRAME (showing it would refresh every slot), is
+   decoded and answered ENODATA. PyAV errors or not one picture: EILSEQ, the
+   stream waits for a key frame; a picture flagged corrupt: EILSEQ. The
+   client's own show_existing_frame makes no request; one of a key frame
+   refreshes every slot, which the daemon does not see: the next inter
+   frame's references are then EINVAL (until the next key frame).
+
 Recovery: a frame not decoded (refused at 5, or failed at 6) leaves FFmpeg's
 state behind the bitstream's, so every later frame of the stream is answered
 EILSEQ without being decoded until a key frame, which starts a fresh decoder,
-parser and slots (H.264: until an IDR); errors at 7 do not (the frame was
+parser and slots (H.264: until an IDR; AV1: a key frame, a fresh decoder
+and rebuilder); errors at 7 do not (the frame was
 decoded). The kernel log
 sees none of this: the job's buffers go back flagged ERROR.
 
@@ -155,7 +194,15 @@ from daedalus.proto import (
     validate_request_decode,
 )
 from daedalus.roundtrip.frames import UnsupportedLayout
-from daedalus.stateless import vp9_ctrls
+from daedalus.stateless import av1_ctrls, vp9_ctrls
+from daedalus.stateless.av1_stream import (
+    FILM_GRAIN_SIZE,
+    FRAME_SIZE,
+    SEQUENCE_SIZE,
+    TILE_GROUP_ENTRY_SIZE,
+    Av1Stream,
+)
+from daedalus.stateless.failure import RequestFailure
 from daedalus.stateless.h264_ctrls import (
     DECODE_PARAMS_SIZE,
     PPS_SIZE,
@@ -217,12 +264,18 @@ V4L2_CID_STATELESS_H264_DECODE_PARAMS = _STATELESS_BASE + 7
 
 @dataclass(frozen=True)
 class CtrlSpec:
-    """A compound control the node has: its uAPI struct's size, and whether
-    every request must carry it (the kernel's req_validate insists)."""
+    """A compound control the node has: its uAPI struct's size (of one
+    element), whether every request must carry it (the kernel's req_validate
+    insists), and for a dynamic array the most elements it takes (its entry's
+    ``elems`` is the count the request set, ``size`` that many elements),
+    and whether the request itself must have set it (DAEDALUS_CTRL_IN_REQUEST:
+    an earlier request's value describes another frame)."""
 
     name: str
     size: int
     required: bool = False
+    max_elems: int = 1
+    in_request: bool = False
 
 
 # The codecs' compound controls, sizes as <linux/v4l2-controls.h> lays the
@@ -242,22 +295,23 @@ CODEC_CTRLS: dict[Codec, dict[int, CtrlSpec]] = {
         V4L2_CID_STATELESS_H264_DECODE_PARAMS: CtrlSpec("H264_DECODE_PARAMS",
                                                         DECODE_PARAMS_SIZE, True),
     },
+    Codec.AV1: {
+        av1_ctrls.V4L2_CID_STATELESS_AV1_SEQUENCE: CtrlSpec("AV1_SEQUENCE", SEQUENCE_SIZE, True),
+        av1_ctrls.V4L2_CID_STATELESS_AV1_TILE_GROUP_ENTRY: CtrlSpec(
+            "AV1_TILE_GROUP_ENTRY", TILE_GROUP_ENTRY_SIZE, True,
+            max_elems=av1_ctrls.V4L2_AV1_MAX_TILE_COUNT, in_request=True),
+        av1_ctrls.V4L2_CID_STATELESS_AV1_FRAME: CtrlSpec("AV1_FRAME", FRAME_SIZE, True,
+                                                         in_request=True),
+        av1_ctrls.V4L2_CID_STATELESS_AV1_FILM_GRAIN: CtrlSpec("AV1_FILM_GRAIN", FILM_GRAIN_SIZE),
+    },
 }
-
-
-class RequestFailure(Exception):
-    """A request answered with *error* (a positive errno) and *message*."""
-
-    def __init__(self, error: int, message: str) -> None:
-        super().__init__(message)
-        self.error = error
-        self.message = message
 
 
 def check_ctrls(req: RequestDecode) -> None:
     """The request's controls are the codec's: RequestFailure (EINVAL) naming
     the first that is not (unknown id, wrong size or element count, too many,
-    a mandatory one missing). Duplicates were refused by validate_request_decode."""
+    a mandatory one missing, one the request must set not flagged so).
+    Duplicates were refused by validate_request_decode."""
     specs = CODEC_CTRLS.get(Codec(req.codec), {})
     if len(req.ctrls) > len(specs):
         raise RequestFailure(errno.EINVAL, f"{len(req.ctrls)} controls, codec "
@@ -267,9 +321,17 @@ def check_ctrls(req: RequestDecode) -> None:
         if spec is None:
             raise RequestFailure(errno.EINVAL, f"control {ctrl.id:#x} is not one of codec "
                                  f"{Codec(req.codec).name}'s")
-        if ctrl.elems != 1 or ctrl.size != spec.size:
+        if spec.max_elems > 1:
+            if not 1 <= ctrl.elems <= spec.max_elems or ctrl.size != ctrl.elems * spec.size:
+                raise RequestFailure(errno.EINVAL, (
+                    f"control {spec.name}: {ctrl.elems} element(s) in {ctrl.size} bytes, "
+                    f"expected 1..{spec.max_elems} of {spec.size} bytes each"))
+        elif ctrl.elems != 1 or ctrl.size != spec.size:
             raise RequestFailure(errno.EINVAL, f"control {spec.name}: {ctrl.elems} element(s) "
                                  f"of {ctrl.size} bytes, expected 1 of {spec.size}")
+        if spec.in_request and not ctrl.in_request:
+            raise RequestFailure(errno.EINVAL, f"control {spec.name} not set by the request "
+                                 "(every request of the codec sets it)")
     for ctrl_id, spec in specs.items():
         if spec.required and req.ctrl(ctrl_id) is None:
             raise RequestFailure(errno.EINVAL, f"control {spec.name} missing")
@@ -627,7 +689,7 @@ class H264Stream:
         return head
 
 
-Stream = Vp9Stream | H264Stream
+Stream = Vp9Stream | H264Stream | Av1Stream
 
 
 class StatelessHandler:
@@ -707,13 +769,19 @@ class StatelessHandler:
                 if len(self._streams) >= self._max_streams:
                     raise RequestFailure(errno.EMFILE, f"{len(self._streams)} streams open, "
                                          f"at most {self._max_streams}")
-                stream = (Vp9Stream(req.stream_id, self._factory) if codec == Codec.VP9
-                          else H264Stream(req.stream_id, self._h264_order))
+                stream = self._new_stream(req.stream_id, codec)
                 self._streams[req.stream_id] = stream
             elif stream.codec != codec:
                 raise RequestFailure(errno.EINVAL, f"stream {req.stream_id} is "
                                      f"{stream.codec.name}, this request {codec.name}")
             return stream
+
+    def _new_stream(self, stream_id: int, codec: Codec) -> Stream:
+        if codec == Codec.VP9:
+            return Vp9Stream(stream_id, self._factory)
+        if codec == Codec.AV1:
+            return Av1Stream(stream_id, self._factory)
+        return H264Stream(stream_id, self._h264_order)
 
     # -- the buffers -------------------------------------------------------------
 
