@@ -76,6 +76,31 @@ def test_decode_through_requests_is_byte_exact(name: str, tmp_path: Path) -> Non
     assert int(m["requests"]) == frames_in_file  # hidden frames too: one request each
 
 
+# the other kinds: H.264 (B-pyramid, several slices per picture, 10-bit), AV1 (hidden and
+# re-shown frames; 10-bit), VP9 10-bit and across a resolution change. AV1_FRAME exists
+# where the kernel has the AV1 uAPI (6.5+)
+KINDS = ["h264-main-bpyramid-320x240", "h264-slices-320x240", "h264-high10-320x240",
+         "h264-resize-320x240-128x96", "vp9-p2-10bit-320x240", "vp9-resize-320x240-174x98",
+         pytest.param("av1-320x240", marks=pytest.mark.skipif(
+             os.uname().release.startswith("6.1."), reason="6.1 has no AV1 stateless uAPI")),
+         pytest.param("av1-10bit-128x96", marks=pytest.mark.skipif(
+             os.uname().release.startswith("6.1."), reason="6.1 has no AV1 stateless uAPI"))]
+
+
+@pytest.mark.parametrize("name", KINDS)
+def test_every_kind_of_stream_is_byte_exact(name: str, tmp_path: Path) -> None:
+    path = corpus.path(name)
+    entry = corpus.entry(name)
+    out = tmp_path / "out.yuv"
+    proc = decode_stateless(path, out, "--compare")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "byte-exact: yes" in proc.stdout, proc.stdout
+    fmt = "p010le" if entry.bit_depth == 10 else "nv12"
+    assert out.read_bytes() == reference_output(path, fmt)
+    m = next(filter(None, map(SUMMARY.match, proc.stdout.splitlines())))
+    assert (int(m["frames"]), int(m["errors"])) == (entry.frames, 0), proc.stdout
+
+
 @pytest.fixture
 def node() -> Iterator[M2MNode]:
     with M2MNode(find_stateless_node()) as n:
