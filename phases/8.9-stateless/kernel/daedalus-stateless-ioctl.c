@@ -67,7 +67,7 @@ DAEDALUS_IF_AV1_UAPI(static u32 daedalus_sl_av1_fourcc(const void *value)
  * The stateless codecs: the OUTPUT format of each, and the controls a
  * request must carry (dev-stateless-decoder.rst and
  * ext-ctrls-codec-stateless.rst: VP9 needs its frame parameters for every
- * frame; H.264, frame-based, its SPS, PPS and decode parameters; the
+ * frame; H.264, frame-based, its PPS and decode parameters; the
  * scaling matrix only when the PPS says it has one, the compressed header
  * only when the client sends it). The rest is phase 8.1's row of the codec.
  */
@@ -82,8 +82,12 @@ static const struct daedalus_sl_codec daedalus_sl_codecs[] = {
 	{
 		.fourcc		= V4L2_PIX_FMT_H264_SLICE,
 		.codec		= DAEDALUS_CODEC_H264,
+		/*
+		 * The SPS only when it changes: GStreamer's v4l2slh264dec
+		 * sets it with the first picture of a sequence, and the file
+		 * keeps its value for the requests after.
+		 */
 		.required	= {
-			V4L2_CID_STATELESS_H264_SPS,
 			V4L2_CID_STATELESS_H264_PPS,
 			V4L2_CID_STATELESS_H264_DECODE_PARAMS,
 		},
