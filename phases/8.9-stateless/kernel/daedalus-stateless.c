@@ -608,13 +608,22 @@ static int daedalus_sl_queue_init(void *priv, struct vb2_queue *src_vq,
 /*
  * A codec's CAPTURE format control (its SPS, its frame header) with a value
  * the node cannot give a CAPTURE format for (4:2:2, 4:4:4, 12-bit) is
- * refused when it is set, in a request or not.
+ * refused when it is set, in a request or not; the control's initial value
+ * excepted.
  */
 static int daedalus_sl_try_ctrl(struct v4l2_ctrl *ctrl)
 {
 	const struct daedalus_sl_codec *codec = daedalus_sl_codec_by_ctrl(ctrl->id);
 
-	return !codec || codec->decoded_fourcc(ctrl->p_new.p) ? 0 : -EINVAL;
+	if (!codec || codec->decoded_fourcc(ctrl->p_new.p))
+		return 0;
+	/*
+	 * The V4L2 core's initial value describes no stream (AV1's sequence
+	 * is 8-bit 4:4:4): it stays valid, so that reading a fresh file's
+	 * controls and writing them back works (v4l2-compliance does).
+	 */
+	return memcmp(ctrl->p_new.p, ctrl->p_def.p_const,
+		      ctrl->elems * ctrl->elem_size) ? -EINVAL : 0;
 }
 
 static const struct v4l2_ctrl_ops daedalus_sl_ctrl_ops = {

@@ -122,6 +122,36 @@ def create_bufs_reports_max_num_buffers(node: Path) -> bool:
                     and create.max_num_buffers > 0)
 
 
+V4L2_CTRL_FLAG_READ_ONLY = 0x0004
+V4L2_CTRL_FLAG_WRITE_ONLY = 0x0040
+V4L2_CTRL_FLAG_NEXT_CTRL = 0x80000000
+V4L2_CTRL_FLAG_NEXT_COMPOUND = 0x40000000
+V4L2_CTRL_TYPE_INTEGER = 1
+V4L2_CTRL_TYPE_BOOLEAN = 2
+
+
+@cache
+def request_test_takes_a_read_only_control(node: Path) -> bool:
+    """1.22's request test (testRequests) sets, in and out of a request, the
+    node's first integer or boolean control (by id) that is not write-only
+    and whose minimum and maximum differ, read-only or not; is that control
+    read-only here? Only asked where the media device allocates requests
+    (else the test ends before it)."""
+    with VideoNode(node) as v:
+        qctrl = raw.v4l2_query_ext_ctrl()
+        qctrl.id = V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND
+        while True:
+            try:
+                fcntl.ioctl(v.fd, raw.IOC.QUERY_EXT_CTRL, qctrl)
+            except OSError:
+                return False
+            if (qctrl.type in (V4L2_CTRL_TYPE_INTEGER, V4L2_CTRL_TYPE_BOOLEAN)
+                    and not qctrl.flags & V4L2_CTRL_FLAG_WRITE_ONLY
+                    and qctrl.minimum != qctrl.maximum):
+                return bool(qctrl.flags & V4L2_CTRL_FLAG_READ_ONLY)
+            qctrl.id |= V4L2_CTRL_FLAG_NEXT_CTRL | V4L2_CTRL_FLAG_NEXT_COMPOUND
+
+
 @dataclass(frozen=True)
 class ToolAge:
     """A v4l2-compliance 1.22 check that fails because the kernel changed after it."""
@@ -136,6 +166,9 @@ NV12_RENAMED = ("the V4L2 core's NV12 description became 'Y/UV 4:2:0' (6a394d563
 MAX_NUM_BUFFERS = ("a reserved word of struct v4l2_create_buffers became max_num_buffers, "
                    "filled by the core (d055a76c0065 \"media: core: Report the maximum "
                    "possible number of buffers for the queue\", 6.8)")
+READ_ONLY_IN_REQUESTS = ("v4l2-compliance's request test sets a read-only control, which the "
+                         "kernel refuses; 1.24 skips read-only controls (19460651 \"Add check "
+                         "for READ ONLY flag\", v4l-utils 1.24)")
 TOOL_AGE = {age.check: age for age in [
     ToolAge("fmtdesc.description mismatch: was 'Y/UV 4:2:0', expected 'Y/CbCr 4:2:0'",
             NV12_RENAMED, core_names_nv12_y_uv),
@@ -145,6 +178,10 @@ TOOL_AGE = {age.check: age for age in [
             NV12_RENAMED, core_names_nv12_y_uv),
     ToolAge("check_0(crbufs.reserved, sizeof(crbufs.reserved))",
             MAX_NUM_BUFFERS, create_bufs_reports_max_num_buffers),
+    # from phase 8.9 the media device allocates requests (the stateless node's), so 1.22
+    # runs its request test on the stateful node too, with V4L2_CID_MIN_BUFFERS_FOR_CAPTURE
+    ToolAge("doioctl(node, VIDIOC_S_EXT_CTRLS, &ctrls)", READ_ONLY_IN_REQUESTS,
+            request_test_takes_a_read_only_control),
 ]}
 
 
