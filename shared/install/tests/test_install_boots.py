@@ -68,7 +68,7 @@ def ensure_user() -> None:
     assert "video" in groups, f"{USER} exists but is not in group video"
 
 
-def test_installed_system_boots_and_decodes_for_an_ordinary_user() -> None:
+def test_installed_system_boots_and_decodes_for_an_ordinary_user(phase: str) -> None:
     if os.geteuid() != 0:
         pytest.skip("installing needs root")
     kernel = kernels.resolve("6.12")
@@ -82,7 +82,7 @@ def test_installed_system_boots_and_decodes_for_an_ordinary_user() -> None:
     ensure_user()
     argv = [sys.executable, str(repo_root() / "shared/install/tests/boot_check.py"),
             "--user", USER, "--prefix", PREFIX, "--clip", CLIP]
-    result = run_guest(GuestConfig(kernel=kernel, phase="8.8", init="systemd",
+    result = run_guest(GuestConfig(kernel=kernel, phase=phase, init="systemd",
                                    mask_units=MASK, timeout=1500), argv)
     print(result.stdout)
     assert result.status == 0, "\n".join([*result.problems, result.stderr[-3000:],

@@ -15,7 +15,8 @@ from phase 8.6 the dma-buf memory types, 1080p, imported buffers, AV1 on the
 node: its format, small clips, the 10-bit refusal; from phase 8.7 the media
 device and its topology, both v4l2-compliance runs, four mixed clients at once
 and the daemon restarted under four contexts; from phase 8.8 the 10-bit P010
-decodes). The clients' odd-width, resolution-change and slowed-daemon cases,
+decodes; from phase 8.9 the stateless node: its decodes, faults, media graph and
+v4l2-compliance). The clients' odd-width, resolution-change and slowed-daemon cases,
 the colorspace round trip and the bench's smoke run left it at phase 8.8 to
 keep CI within its time: they exercise no kernel-version-specific code. The
 full 6.1 run is
@@ -52,6 +53,7 @@ SMOKE_61 = " or ".join([
     "(test_av1_guest and not 1280x720 and not 1920x1080)",
     "test_mc_guest", "test_compliance_guest", "test_applications_decoding_at_once",
     "test_daemon_killed_and_restarted_under_four_contexts", "test_p010_guest",
+    "test_stateless_guest", "test_stateless_faults_guest", "test_stateless_mc_guest",
 ])
 
 
