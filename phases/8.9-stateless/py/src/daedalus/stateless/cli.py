@@ -93,16 +93,16 @@ class _Collect:
 
 class StatelessDecodeCommand:
     NAME = "decode-stateless"
-    HELP = ("decode a VP9 file through the V4L2 stateless decoder node (media requests, "
-            "controls filled by daedalus's own parser) into raw NV12, optionally compared "
-            "with ffmpeg byte for byte")
+    HELP = ("decode a VP9, H.264 or AV1 file through the V4L2 stateless decoder node "
+            "(media requests, controls filled by daedalus's own parser) into raw NV12 "
+            "(P010 for 10-bit), optionally compared with ffmpeg byte for byte")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.epilog = epilog()
-        parser.add_argument("file", metavar="FILE", help="VP9 in IVF, or H.264 Annex B")
+        parser.add_argument("file", metavar="FILE", help="VP9 or AV1 in IVF, H.264 Annex B, AV1 OBUs")
         parser.add_argument("-o", "--output", metavar="OUT.nv12",
-                            help="where the shown frames go (tightly packed NV12)")
+                            help="where the shown frames go (tightly packed NV12, P010 for 10-bit)")
         parser.add_argument("--device", metavar="/dev/videoN",
                             help="the stateless node (default: the daedalus-v4l2-stateless "
                                  "node)")
