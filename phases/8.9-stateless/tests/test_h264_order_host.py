@@ -95,7 +95,7 @@ def picture_bytes(frame: av.video.frame.VideoFrame) -> bytes:
     bps = 2 if frame.format.name.endswith(("le", "be")) else 1
     out = b""
     for plane in frame.planes:
-        rows = np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)
+        rows = np.frombuffer(memoryview(plane), np.uint8).reshape(-1, plane.line_size)
         out += rows[:plane.height, :plane.width * bps].tobytes()
     return out
 
@@ -129,8 +129,8 @@ def _plain(packets: list[bytes], *, reorder: int | None = None,
     for k, data in enumerate(packets):
         pkt = av.Packet(data if reorder is None else with_reorder(data, reorder))
         pkt.pts = pkt.dts = k
-        per_packet.append([f.pts for f in ctx.decode(pkt)])
-    return per_packet, [f.pts for f in ctx.decode(None)]
+        per_packet.append([int(f.pts or 0) for f in ctx.decode(pkt)])
+    return per_packet, [int(f.pts or 0) for f in ctx.decode(None)]
 
 
 @needs_ffmpeg

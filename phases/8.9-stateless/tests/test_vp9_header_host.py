@@ -389,7 +389,7 @@ def _decode_frames(frames: list[bytes]) -> tuple[list[int], list[tuple[int, byte
         packet.pts = n
         got = list(ctx.decode(packet))
         per_packet.append(len(got))
-        out += [(int(f.pts), pack(f).tobytes()) for f in got]
+        out += [(int(f.pts or 0), pack(f).tobytes()) for f in got]
     drained = list(ctx.decode(None))
     return per_packet, out, len(drained)
 

@@ -100,7 +100,8 @@ class StatelessDecodeCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         parser.epilog = epilog()
-        parser.add_argument("file", metavar="FILE", help="VP9 or AV1 in IVF, H.264 Annex B, AV1 OBUs")
+        parser.add_argument("file", metavar="FILE",
+                            help="VP9 or AV1 in IVF, H.264 Annex B, AV1 OBUs")
         parser.add_argument("-o", "--output", metavar="OUT.nv12",
                             help="where the shown frames go (tightly packed NV12, P010 for 10-bit)")
         parser.add_argument("--device", metavar="/dev/videoN",

@@ -351,11 +351,11 @@ class Vp9StatelessDecode:
     CODED_FORMAT = V4L2_PIX_FMT_VP9_FRAME
 
     def _configure(self, width: int, height: int, fmt_control: tuple[int, bytes],
-                   capture: str) -> _Queues:
+                   pixelformat: str) -> _Queues:
         """Both queues for frames of *width* x *height* (see step 1): the
         codec's format control (*fmt_control*: the frame header, the SPS) is
         set outside any request before CAPTURE is looked at, as
-        dev-stateless-decoder.rst asks, and CAPTURE must then be *capture*
+        dev-stateless-decoder.rst asks, and CAPTURE must then be *pixelformat*
         (NV12 for 8-bit 4:2:0, P010 for 10-bit)."""
         self._teardown()
         self.node.check_m2m()
@@ -377,10 +377,10 @@ class Vp9StatelessDecode:
                                 "(EINVAL): it has no CAPTURE format for this bit depth or "
                                 "chroma format") from None
         cap = self.node.g_fmt(CAPTURE)
-        if cap.pixelformat != capture or cap.width < width or cap.height < height:
+        if cap.pixelformat != pixelformat or cap.width < width or cap.height < height:
             raise DecodeError(f"CAPTURE format {cap.pixelformat} {cap.width}x{cap.height} "
-                              f"for {width}x{height} frames: this client wants {capture} at "
-                              "least as large")
+                              f"for {width}x{height} frames: this client wants {pixelformat} "
+                              "at least as large")
         output = RequestQueue(self.node.fd, OUTPUT)
         capture = BufferQueue(self.node.fd, CAPTURE)
         queues = _Queues(width, height, cap, output, capture, [])
