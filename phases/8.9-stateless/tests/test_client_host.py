@@ -30,7 +30,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from linuxpy.video import raw
@@ -38,7 +38,7 @@ from linuxpy.video import raw
 from daedalus.m2m import v4l2
 from daedalus.m2m.v4l2 import Frame, M2MNode
 from daedalus.parse import corpus
-from daedalus.parse.readers import open_stream
+from daedalus.parse.readers import Packet, open_stream
 from daedalus.parse.reference import have_ffprobe, probe_frames
 from daedalus.proto import Codec
 from daedalus.skeleton.v4l2dev import CAPTURE, OUTPUT, PixFormat
@@ -51,6 +51,7 @@ from daedalus.stateless.client import (
     V4L2_CTRL_WHICH_REQUEST_VAL,
     H264StatelessDecode,
     MediaRequest,
+    StatelessStats,
     Vp9StatelessDecode,
     decode_for_codec,
     ext_controls,
@@ -342,13 +343,22 @@ class FakeNode(M2MNode):
         return select.POLLIN
 
 
-@pytest.fixture
-def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStateless]:
-    fake = FakeStateless()
+F = TypeVar("F", bound=FakeStateless)
+
+
+def install(monkeypatch: pytest.MonkeyPatch, fake: F) -> F:
+    """*fake* in place of the ioctls of the V4L2 layer and of the client, its
+    requests' state in place of waiting on a request's fd."""
     monkeypatch.setattr(v4l2, "_ioctl", fake.ioctl)
     monkeypatch.setattr(client, "_ioctl", fake.ioctl)
     monkeypatch.setattr(MediaRequest, "wait",
                         lambda self, timeout: fake.requests[self.fd].state == "completed")
+    return fake
+
+
+@pytest.fixture
+def kernel(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeStateless]:
+    fake = install(monkeypatch, FakeStateless())
     yield fake
     fake.close()
 
@@ -550,6 +560,22 @@ class FakeStatelessH264(FakeStateless):
         self.done[CAPTURE].append(Done(cap, int(flags), usecs))
 
 
+def decode_through_handler(fake: FakeStatelessH264, decode_class: type[Vp9StatelessDecode],
+                           stream: Iterator[Packet]) -> tuple[StatelessStats, list[Frame]]:
+    """*stream* decoded by *decode_class* on *fake* (4 buffers each side), which is
+    closed after it; the run's stats and the frames the client output."""
+    frames: list[Frame] = []
+    node = FakeNode(fake)
+    try:
+        decode = decode_class(node, fake.media_fd, ((p.index, p.data) for p in stream),
+                              frames.append, buffers=4, timeout=1.0)
+        stats = decode.run()
+    finally:
+        node.close()
+        fake.close()
+    return stats, frames
+
+
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs Debian's ffmpeg")
 def test_h264_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
@@ -563,23 +589,11 @@ def test_h264_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.M
         V4L2_CID_STATELESS_H264_SPS,
     )
 
-    fake = FakeStatelessH264()
-    monkeypatch.setattr(v4l2, "_ioctl", fake.ioctl)
-    monkeypatch.setattr(client, "_ioctl", fake.ioctl)
-    monkeypatch.setattr(MediaRequest, "wait",
-                        lambda self, timeout: fake.requests[self.fd].state == "completed")
+    fake = install(monkeypatch, FakeStatelessH264())
     path = corpus.path("h264-high-320x240")
     info, stream = open_stream(path)
     assert info.codec == "h264"   # (an Annex-B reader does not parse the size)
-    frames: list[Frame] = []
-    node = FakeNode(fake)
-    try:
-        decode = H264StatelessDecode(node, fake.media_fd, ((p.index, p.data) for p in stream),
-                                     frames.append, buffers=4, timeout=1.0)
-        stats = decode.run()
-    finally:
-        node.close()
-        fake.close()
+    stats, frames = decode_through_handler(fake, H264StatelessDecode, stream)
     want = reference_output(path, "nv12")
     size = WIDTH * HEIGHT * 3 // 2
     assert fake.answers == [0] * 30 and stats.requests == 30 and not stats.errors
@@ -612,24 +626,11 @@ def test_av1_client_through_the_handler_is_ffmpegs_decode(monkeypatch: pytest.Mo
     from daedalus.m2m.reference import reference_output
     from daedalus.stateless import av1_ctrls
 
-    fake = FakeStatelessAv1()
-    monkeypatch.setattr(v4l2, "_ioctl", fake.ioctl)
-    monkeypatch.setattr(client, "_ioctl", fake.ioctl)
-    monkeypatch.setattr(MediaRequest, "wait",
-                        lambda self, timeout: fake.requests[self.fd].state == "completed")
+    fake = install(monkeypatch, FakeStatelessAv1())
     path = corpus.path("av1-320x240")
     info, stream = open_stream(path)
     assert (info.codec, info.width, info.height) == ("av1", WIDTH, HEIGHT)
-    frames: list[Frame] = []
-    node = FakeNode(fake)
-    try:
-        decode = decode_for_codec("av1")(node, fake.media_fd,
-                                         ((p.index, p.data) for p in stream), frames.append,
-                                         buffers=4, timeout=1.0)
-        stats = decode.run()
-    finally:
-        node.close()
-        fake.close()
+    stats, frames = decode_through_handler(fake, decode_for_codec("av1"), stream)
     want = reference_output(path, "nv12")
     size = WIDTH * HEIGHT * 3 // 2
     shown = len(probe_frames(path))

@@ -24,13 +24,14 @@ import ctypes
 import errno
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from stateless_fakes import CAPTURE_SLACK, JUNK, Answer, StandInNode, kernel_ctrls
 
-from daedalus.dispatch.loopback import STALE_BYTE, MemfdDevice
+from daedalus.dispatch.loopback import STALE_BYTE
 from daedalus.m2m.layout import Geometry, buffer_size, crop, planes
 from daedalus.m2m.reference import FFMPEG, reference_output
 from daedalus.parse import corpus
@@ -41,28 +42,20 @@ from daedalus.proto import (
     REQUEST_NEW_FRAME,
     REQUEST_RESET,
     Codec,
-    MsgType,
     PixFmt,
     RequestCtrl,
     RequestDecode,
-    RequestDecodeResp,
-    pack_header,
     pack_request_decode,
-    parse_header,
     parse_request_decode,
-    parse_request_decode_resp,
-    validate_request_decode_resp,
 )
 from daedalus.stateless import av1_ctrls as C
 from daedalus.stateless.av1_fill import Request, ShowExisting, fill_stream
 from daedalus.stateless.av1_stream import Av1Stream
 from daedalus.stateless.client_av1 import av1_request_controls
-from daedalus.stateless.handler import CODEC_CTRLS, StatelessHandler
+from daedalus.stateless.handler import CODEC_CTRLS
 
 pytestmark = pytest.mark.skipif(not Path(FFMPEG).is_file(), reason="needs Debian's ffmpeg")
 
-JUNK = b"\xee" * 16
-CAPTURE_SLACK = 64
 STREAM = 9
 CLIPS = ["av1-320x240", "av1-128x96", "av1-174x98"]
 TILES = C.V4L2_CID_STATELESS_AV1_TILE_GROUP_ENTRY
@@ -89,18 +82,6 @@ def layout_of(r: Request, pixfmt: PixFmt = PixFmt.NV12) -> Layout:
     return Layout(w, h, (w + 64) * sample, pixfmt)
 
 
-def kernel_ctrls(set_by_client: list[tuple[int, bytes]]) -> tuple[RequestCtrl, ...]:
-    """Every AV1 control of the node: the request's values flagged IN_REQUEST,
-    the others zero (never set); a dynamic array's elems its entry count."""
-    given = dict(set_by_client)
-    out = []
-    for cid, spec in CODEC_CTRLS[Codec.AV1].items():
-        value = given.get(cid, bytes(spec.size))
-        elems = len(value) // spec.size if spec.max_elems > 1 else 1
-        out.append(RequestCtrl(cid, CTRL_IN_REQUEST if cid in given else 0, elems, value))
-    return tuple(out)
-
-
 def tiles_only(r: Request) -> bytes:
     """The OUTPUT bytes with everything outside the tiles the entries name overwritten."""
     keep = bytearray(b"\xa5" * len(r.buffer))
@@ -117,43 +98,15 @@ def request_of(r: Request, layout: Layout, *, flags: int = 0,
                          bitstream_len=len(r.buffer), pixfmt=layout.pixfmt,
                          width=layout.width, height=layout.height,
                          bytesperline=layout.bytesperline, sizeimage=layout.sizeimage,
-                         ctrls=kernel_ctrls(av1_request_controls(r)) if ctrls is None
+                         ctrls=kernel_ctrls(Codec.AV1, av1_request_controls(r)) if ctrls is None
                          else ctrls)
 
 
 @dataclass
-class Answer:
-    resp: RequestDecodeResp
-    capture: bytes | None
-    took: set[int]
+class Node(StandInNode):
+    """The stand-in kernel (stateless_fakes) of stream STREAM."""
 
-
-@dataclass
-class Node:
-    handler: StatelessHandler = field(default_factory=StatelessHandler)
-    device: MemfdDevice = field(default_factory=MemfdDevice)
-    cookie: int = 100
-
-    def __post_init__(self) -> None:
-        self.handler.attach_device(self.device)
-
-    def decode(self, req: RequestDecode, bitstream: bytes) -> Answer:
-        self.cookie += 1
-        cookie = self.cookie
-        payload = pack_request_decode(req)
-        self.device.add_output(cookie, JUNK + bitstream + b"\xee" * 8, index=0)
-        self.device.add_capture(cookie, req.sizeimage + CAPTURE_SLACK, index=1)
-        header = parse_header(pack_header(MsgType.DECODE_REQUEST, cookie, len(payload)))
-        assert self.handler.order_key(header, payload) == STREAM
-        status, answer = self.handler.handle(header, payload)
-        assert status == 0
-        resp = parse_request_decode_resp(answer)
-        took = {e.index for e in self.device.events if e.cookie == cookie and e.what == "get"}
-        capture = self.device.remove(cookie, 1).written
-        self.device.remove(cookie, 0)
-        assert self.device.leaks() == []
-        validate_request_decode_resp(resp, req.sizeimage, took_capture=1 in took)
-        return Answer(resp, capture, took)
+    stream_id: int = STREAM
 
     def send(self, r: Request, *, flags: int = 0, pixfmt: PixFmt = PixFmt.NV12,
              ctrls: tuple[RequestCtrl, ...] | None = None) -> Answer:
@@ -292,7 +245,7 @@ def test_first_frame_not_a_key_frame_is_eilseq() -> None:
 def _with_tiles(r: Request, elems: int, value: bytes, flags: int = CTRL_IN_REQUEST
                 ) -> tuple[RequestCtrl, ...]:
     return tuple(RequestCtrl(c.id, flags, elems, value) if c.id == TILES else c
-                 for c in kernel_ctrls(av1_request_controls(r)))
+                 for c in kernel_ctrls(Codec.AV1, av1_request_controls(r)))
 
 
 def test_malformed_tile_group_entry_is_einval() -> None:

@@ -23,12 +23,12 @@ import errno
 import os
 import re
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stateless_decode_cli import decode_stateless
 
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.status import DecodeExit
@@ -53,13 +53,11 @@ from daedalus.testbed.guestctl import (
     daemon_stopped,
     start_daemon,
     stop_daemon,
-    tool,
 )
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
 
 CLIP = "vp9-320x240"
-TIMEOUT = 600        # a whole decode under TCG, generously
 HANG = 60.0          # what "does not hang" means here: far beyond any decode of one frame
 PROMPT = 2.0         # STREAMOFF / close() with the daemon frozen: they must not wait for it
 DRIVER = Path("/sys/bus/platform/drivers/daedalus-v4l2")
@@ -67,11 +65,6 @@ DEVICE = "daedalus-v4l2"
 SUMMARY = re.compile(r"^decode-stateless: .+: (?P<frames>\d+) frames.*, "
                      r"(?P<requests>\d+) requests, (?P<errors>\d+) errors", re.M)
 READ = re.compile(r"<- DECODE_REQUEST cookie (?P<cookie>\d+), stream \d+,")
-
-
-def decode_stateless(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("daedalus-v4l2"), "decode-stateless", str(path), "-o",
-                           str(out), *extra], capture_output=True, text=True, timeout=TIMEOUT)
 
 
 def assert_byte_exact(tmp_path: Path) -> None:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import errno
 import os
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from stateless_decode_cli import decode_stateless
 
 from daedalus.m2m.reference import reference_output
 from daedalus.m2m.v4l2 import BufferQueue, M2MNode
@@ -44,20 +44,13 @@ from daedalus.stateless.client import (
     set_controls,
 )
 from daedalus.stateless.vp9_header import Vp9Parser, fill, split_superframe
-from daedalus.testbed.guestctl import tool
 
 pytestmark = [pytest.mark.guest, pytest.mark.usefixtures("kernel_log")]
 
-TIMEOUT = 600  # one decode under TCG, generously
 CLIPS = ["vp9-320x240", "vp9-320x240-altref"]
 SUMMARY = re.compile(r"^decode-stateless: .+: (?P<frames>\d+) frames(?: \((?P<extra>[^)]*)\))?, "
                      r"(?P<sizes>.*), (?P<fps>[\d.]+) fps, (?P<requests>\d+) requests, "
                      r"(?P<errors>\d+) errors")
-
-
-def decode_stateless(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([tool("daedalus-v4l2"), "decode-stateless", str(path), "-o",
-                           str(out), *extra], capture_output=True, text=True, timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("name", CLIPS)

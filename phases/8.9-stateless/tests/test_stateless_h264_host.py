@@ -34,32 +34,24 @@ import logging
 import os
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from stateless_fakes import CAPTURE_SLACK, JUNK, Answer, StandInNode, kernel_ctrls
 
-from daedalus.dispatch.loopback import STALE_BYTE, MemfdDevice
+from daedalus.dispatch.loopback import STALE_BYTE
 from daedalus.parse import corpus
 from daedalus.parse.readers import read_all
 from daedalus.proto import (
-    CTRL_IN_REQUEST,
     REQUEST_HOLD,
     REQUEST_NEW_FRAME,
     REQUEST_RESET,
     Codec,
-    MsgType,
     PixFmt,
-    RequestCtrl,
     RequestDecode,
-    RequestDecodeResp,
-    pack_header,
-    pack_request_decode,
-    parse_header,
-    parse_request_decode_resp,
-    validate_request_decode_resp,
 )
 from daedalus.stateless.h264_ctrls import (
     V4L2_H264_DECODE_PARAM_FLAG_IDR_PIC,
@@ -76,15 +68,13 @@ from daedalus.stateless.h264_requests import (
     controls_of,
 )
 from daedalus.stateless.h264_syntax import NAL_PPS, NAL_SPS, split_annexb
-from daedalus.stateless.handler import CODEC_CTRLS, H264Stream, StatelessHandler
+from daedalus.stateless.handler import CODEC_CTRLS, H264Stream
 
 FFMPEG = os.environ.get("DAEDALUS_FFMPEG", "/usr/bin/ffmpeg")
 FFPROBE = os.environ.get("DAEDALUS_FFPROBE", "/usr/bin/ffprobe")
 pytestmark = pytest.mark.skipif(not (Path(FFMPEG).is_file() and Path(FFPROBE).is_file()),
                                 reason="needs Debian's ffmpeg / ffprobe")
 
-JUNK = b"\xee" * 16
-CAPTURE_SLACK = 64
 STREAM = 7
 
 # clips made here: name -> (size, frames, encoder options)
@@ -167,15 +157,6 @@ def layout_of(r: H264Request) -> Layout:
     return Layout(w, h, w + 64)   # padded rows: the layout is checked, not just the picture
 
 
-def kernel_ctrls(set_by_client: list[tuple[int, bytes]]) -> tuple[RequestCtrl, ...]:
-    """Every H.264 control of the node, as daedalus_sl_build sends them: the
-    request's values flagged IN_REQUEST, the others zero (never set)."""
-    given = dict(set_by_client)
-    return tuple(RequestCtrl(cid, CTRL_IN_REQUEST if cid in given else 0, 1,
-                             given.get(cid, bytes(spec.size)))
-                 for cid, spec in CODEC_CTRLS[Codec.H264].items())
-
-
 def request_of(r: H264Request, layout: Layout, *, flags: int = 0,
                ctrls: list[tuple[int, bytes]] | None = None) -> RequestDecode:
     return RequestDecode(stream_id=STREAM, timestamp=r.ts, codec=Codec.H264,
@@ -183,42 +164,14 @@ def request_of(r: H264Request, layout: Layout, *, flags: int = 0,
                          bitstream_len=len(r.bitstream), pixfmt=PixFmt.NV12,
                          width=layout.width, height=layout.height,
                          bytesperline=layout.bytesperline, sizeimage=layout.sizeimage,
-                         ctrls=kernel_ctrls(r.controls if ctrls is None else ctrls))
+                         ctrls=kernel_ctrls(Codec.H264, r.controls if ctrls is None else ctrls))
 
 
 @dataclass
-class Answer:
-    resp: RequestDecodeResp
-    capture: bytes | None
-    took: set[int]
+class Node(StandInNode):
+    """The stand-in kernel (stateless_fakes) of stream STREAM."""
 
-
-@dataclass
-class Node:
-    handler: StatelessHandler = field(default_factory=StatelessHandler)
-    device: MemfdDevice = field(default_factory=MemfdDevice)
-    cookie: int = 100
-
-    def __post_init__(self) -> None:
-        self.handler.attach_device(self.device)
-
-    def decode(self, req: RequestDecode, bitstream: bytes) -> Answer:
-        self.cookie += 1
-        cookie = self.cookie
-        payload = pack_request_decode(req)
-        self.device.add_output(cookie, JUNK + bitstream + b"\xee" * 8, index=0)
-        self.device.add_capture(cookie, req.sizeimage + CAPTURE_SLACK, index=1)
-        header = parse_header(pack_header(MsgType.DECODE_REQUEST, cookie, len(payload)))
-        assert self.handler.order_key(header, payload) == STREAM
-        status, answer = self.handler.handle(header, payload)
-        assert status == 0
-        resp = parse_request_decode_resp(answer)
-        took = {e.index for e in self.device.events if e.cookie == cookie and e.what == "get"}
-        capture = self.device.remove(cookie, 1).written
-        self.device.remove(cookie, 0)
-        assert self.device.leaks() == []
-        validate_request_decode_resp(resp, req.sizeimage, took_capture=1 in took)
-        return Answer(resp, capture, took)
+    stream_id: int = STREAM
 
     def send(self, r: H264Request, *, flags: int = 0,
              ctrls: list[tuple[int, bytes]] | None = None) -> Answer:

@@ -29,8 +29,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from stateless_fakes import CAPTURE_SLACK, JUNK, Answer, StandInNode
 
-from daedalus.dispatch.loopback import STALE_BYTE, MemfdDevice
+from daedalus.dispatch.loopback import STALE_BYTE
 from daedalus.m2m.reference import FFMPEG, reference_output
 from daedalus.parse import corpus
 from daedalus.parse.readers import open_stream
@@ -44,12 +45,10 @@ from daedalus.proto import (
     PixFmt,
     RequestCtrl,
     RequestDecode,
-    RequestDecodeResp,
     pack_header,
     pack_request_decode,
     parse_header,
     parse_request_decode_resp,
-    validate_request_decode_resp,
 )
 from daedalus.stateless import vp9_ctrls as c
 from daedalus.stateless.handler import (
@@ -77,8 +76,6 @@ ALTREF = "vp9-320x240-altref"
 W, H = 320, 240
 BYTESPERLINE = 384             # padded rows: the layout is checked, not just the picture
 SIZEIMAGE = BYTESPERLINE * H * 3 // 2
-CAPTURE_SLACK = 64             # CAPTURE buffer bytes past sizeimage, never written
-JUNK = b"\xee" * 16            # what precedes the frame in the OUTPUT buffer
 TS = 1000
 COMPRESSED_HDR_SIZE = 2040     # struct v4l2_ctrl_vp9_compressed_hdr
 
@@ -155,43 +152,15 @@ def request(frame: bytes, ctrls: tuple[RequestCtrl, ...], timestamp: int, *, fla
                          bytesperline=BYTESPERLINE, sizeimage=SIZEIMAGE, ctrls=ctrls)
 
 
-@dataclass
-class Answer:
-    resp: RequestDecodeResp
-    capture: bytes | None       # the CAPTURE buffer at the handler's END | WRITE
-    took: set[int]              # the buffer indexes the handler asked for
-
-
-@dataclass
-class Node:
-    """The stand-in kernel: one DECODE_REQUEST at a time, new buffers each."""
-
-    handler: StatelessHandler = field(default_factory=StatelessHandler)
-    device: MemfdDevice = field(default_factory=MemfdDevice)
-    cookie: int = 100
-
-    def __post_init__(self) -> None:
-        self.handler.attach_device(self.device)
+class Node(StandInNode):
+    """The stand-in kernel (stateless_fakes): every CAPTURE buffer sized for
+    SIZEIMAGE, and a malformed payload need not name a stream."""
 
     def send(self, payload: bytes, frame: bytes = b"") -> Answer:
-        self.cookie += 1
-        cookie = self.cookie
-        self.device.add_output(cookie, JUNK + frame + b"\xee" * 8, index=0)
-        self.device.add_capture(cookie, SIZEIMAGE + CAPTURE_SLACK, index=1)
-        header = parse_header(pack_header(MsgType.DECODE_REQUEST, cookie, len(payload)))
-        assert self.handler.order_key(header, payload) in (7, None)
-        status, answer = self.handler.handle(header, payload)
-        assert status == 0
-        resp = parse_request_decode_resp(answer)
-        took = {e.index for e in self.device.events if e.cookie == cookie and e.what == "get"}
-        capture = self.device.remove(cookie, 1).written
-        self.device.remove(cookie, 0)
-        assert self.device.leaks() == []
-        validate_request_decode_resp(resp, SIZEIMAGE, took_capture=1 in took)
-        return Answer(resp, capture, took)
+        return self.exchange(payload, frame, SIZEIMAGE, (self.stream_id, None))
 
-    def decode(self, req: RequestDecode, frame: bytes) -> Answer:
-        return self.send(pack_request_decode(req), frame)
+    def decode(self, req: RequestDecode, bitstream: bytes) -> Answer:
+        return self.send(pack_request_decode(req), bitstream)
 
 
 def assert_picture(answer: Answer, tight: bytes, what: str) -> None:
