@@ -135,17 +135,6 @@ const struct daedalus_sl_codec *daedalus_sl_find_codec(u32 fourcc)
 	return NULL;
 }
 
-/* The codec whose CAPTURE format control @id is, or NULL. */
-const struct daedalus_sl_codec *daedalus_sl_codec_by_ctrl(u32 id)
-{
-	unsigned int i;
-
-	for (i = 0; i < ARRAY_SIZE(daedalus_sl_codecs); i++)
-		if (daedalus_sl_codecs[i].fmt_ctrl == id)
-			return &daedalus_sl_codecs[i];
-	return NULL;
-}
-
 /**
  * daedalus_sl_fill_out_fmt() - make @pix a valid OUTPUT format of the node
  * @dev: the device.

@@ -605,47 +605,17 @@ static int daedalus_sl_queue_init(void *priv, struct vb2_queue *src_vq,
 }
 
 /* The controls of every codec of the node (phase 8.1's codec files). */
-/*
- * A codec's CAPTURE format control (its SPS, its frame header) with a value
- * the node cannot give a CAPTURE format for (4:2:2, 4:4:4, 12-bit) is
- * refused when it is set, in a request or not; the control's initial value
- * excepted.
- */
-static int daedalus_sl_try_ctrl(struct v4l2_ctrl *ctrl)
-{
-	const struct daedalus_sl_codec *codec = daedalus_sl_codec_by_ctrl(ctrl->id);
-
-	if (!codec || codec->decoded_fourcc(ctrl->p_new.p))
-		return 0;
-	/*
-	 * The V4L2 core's initial value describes no stream (AV1's sequence
-	 * is 8-bit 4:4:4): it stays valid, so that reading a fresh file's
-	 * controls and writing them back works (v4l2-compliance does).
-	 */
-	return memcmp(ctrl->p_new.p, ctrl->p_def.p_const,
-		      ctrl->elems * ctrl->elem_size) ? -EINVAL : 0;
-}
-
-static const struct v4l2_ctrl_ops daedalus_sl_ctrl_ops = {
-	.try_ctrl = daedalus_sl_try_ctrl,
-};
-
 static int daedalus_sl_init_ctrls(struct daedalus_sl_ctx *ctx)
 {
 	const struct daedalus_codec_ctrls *ctrls;
 	const struct daedalus_sl_codec *codec;
-	struct v4l2_ctrl_config cfg;
 	unsigned int i, j;
 
 	v4l2_ctrl_handler_init(&ctx->hdl, 8);
 	for (i = 0; (codec = daedalus_sl_codec_by_index(i)); i++) {
 		ctrls = daedalus_coded_fmt_by_codec(codec->codec)->ctrls;
-		for (j = 0; ctrls && j < ctrls->num; j++) {
-			cfg = ctrls->cfgs[j];
-			if (cfg.id == codec->fmt_ctrl)
-				cfg.ops = &daedalus_sl_ctrl_ops;
-			v4l2_ctrl_new_custom(&ctx->hdl, &cfg, NULL);
-		}
+		for (j = 0; ctrls && j < ctrls->num; j++)
+			v4l2_ctrl_new_custom(&ctx->hdl, &ctrls->cfgs[j], NULL);
 	}
 	return ctx->hdl.error;
 }

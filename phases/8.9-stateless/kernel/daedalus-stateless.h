@@ -35,7 +35,10 @@
  *	(dev-stateless-decoder.rst).
  * @decoded_fourcc: the CAPTURE format a value of @fmt_ctrl needs (NV12 for
  *	8-bit 4:2:0, P010 for 10-bit 4:2:0), or 0 for one the node cannot
- *	give: the control refuses it (-EINVAL), as rkvdec's do.
+ *	give: CAPTURE then keeps its format and the daemon refuses the
+ *	stream's requests. (The control itself cannot refuse it: the V4L2
+ *	core's initial AV1 sequence is 4:4:4, and a fresh file's values must
+ *	stay writable.)
  */
 struct daedalus_sl_codec {
 	u32 fourcc;
@@ -128,7 +131,6 @@ const struct daedalus_sl_codec *daedalus_sl_find_codec(u32 fourcc);
 void daedalus_sl_fill_out_fmt(struct daedalus_dev *dev,
 			      struct v4l2_pix_format_mplane *pix);
 void daedalus_sl_default_fmts(struct daedalus_sl_ctx *ctx);
-const struct daedalus_sl_codec *daedalus_sl_codec_by_ctrl(u32 id);
 void daedalus_sl_set_codec(struct daedalus_sl_ctx *ctx);
 
 #endif /* _DAEDALUS_STATELESS_H */
