@@ -69,6 +69,7 @@
 #include "daedalus.h"
 #include "daedalus-bridge.h"
 #include "daedalus-ctrls.h"
+#include "daedalus-dmabuf.h"
 #include "daedalus-m2m.h"
 
 /**
@@ -85,27 +86,27 @@ struct daedalus_dmabuf_job {
 	struct vb2_buffer *vb;
 };
 
-/*
- * Buffer 0 of the job (the only one) as a new dma-buf reference; called by
- * the bridge under its lock while the request is in flight. A buffer the
- * node allocated (MMAP) is exported by vb2's allocator, read-only for OUTPUT
- * and read-write for CAPTURE; an imported one (DMABUF) is the application's
- * own dma-buf, whose access mode its exporter chose. struct vb2_buffer's
- * memory and struct vb2_plane's mem_priv, dbuf and length are the same on
- * every supported kernel.
+/**
+ * daedalus_vb_dmabuf() - a vb2 buffer's plane 0 as a new dma-buf reference
+ * @vb: a buffer the caller holds (taken from its queue, not yet done).
+ * @size: set to the plane's length on success.
+ *
+ * A buffer the node allocated (MMAP) is exported by vb2's allocator,
+ * read-only for OUTPUT and read-write for CAPTURE; an imported one (DMABUF)
+ * is the application's own dma-buf, whose access mode its exporter chose.
+ * struct vb2_buffer's memory and struct vb2_plane's mem_priv, dbuf and
+ * length are the same on every supported kernel. Also used by the stateless
+ * node of phase 8.9 for the buffers of a request.
+ *
+ * Return: the dma-buf (the caller drops it with dma_buf_put()) or an
+ * ERR_PTR.
  */
-static struct dma_buf *daedalus_dmabuf_get(const struct daedalus_attach *attach,
-					   u32 index, u32 *size)
+struct dma_buf *daedalus_vb_dmabuf(struct vb2_buffer *vb, u32 *size)
 {
-	const struct daedalus_dmabuf_job *job =
-		container_of(attach, struct daedalus_dmabuf_job, attach);
-	struct vb2_buffer *vb = job->vb;
 	struct vb2_plane *plane = &vb->planes[0];
 	const struct vb2_mem_ops *mem_ops = vb->vb2_queue->mem_ops;
 	struct dma_buf *dbuf;
 
-	if (index)
-		return ERR_PTR(-EINVAL);
 	switch (vb->memory) {
 	case VB2_MEMORY_MMAP:
 		if (!mem_ops->get_dmabuf)
@@ -129,6 +130,21 @@ static struct dma_buf *daedalus_dmabuf_get(const struct daedalus_attach *attach,
 	}
 	*size = plane->length;
 	return dbuf;
+}
+
+/*
+ * Buffer 0 of the job (the only one) as a new dma-buf reference; called by
+ * the bridge under its lock while the request is in flight.
+ */
+static struct dma_buf *daedalus_dmabuf_get(const struct daedalus_attach *attach,
+					   u32 index, u32 *size)
+{
+	const struct daedalus_dmabuf_job *job =
+		container_of(attach, struct daedalus_dmabuf_job, attach);
+
+	if (index)
+		return ERR_PTR(-EINVAL);
+	return daedalus_vb_dmabuf(job->vb, size);
 }
 
 /*

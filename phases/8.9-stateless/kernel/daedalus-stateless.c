@@ -43,13 +43,13 @@
  */
 #include <linux/dma-buf.h>
 #include <linux/err.h>
-#include <linux/fcntl.h>
 #include <linux/slab.h>
 #include <media/media-request.h>
 #include <media/v4l2-event.h>
 #include <media/videobuf2-v4l2.h>
 
 #include "daedalus-bridge.h"
+#include "daedalus-dmabuf.h"
 #include "daedalus-m2m.h"
 #include "daedalus-stateless.h"
 
@@ -98,50 +98,21 @@ struct daedalus_sl_job {
 /*
  * Buffer @index of the job as a new dma-buf reference; called by the bridge
  * under its lock while the request is in flight, when the job (blocked in
- * the bridge call) holds both buffers. A buffer the node allocated (MMAP)
- * is exported by vb2's allocator, read-only for OUTPUT and read-write for
- * CAPTURE; an imported one (DMABUF) is the application's own dma-buf. As
- * phase 8.6's daedalus_dmabuf_get(), for two buffers.
+ * the bridge call) holds both buffers: 0 the OUTPUT buffer (read-only), 1
+ * the CAPTURE buffer, exported as phase 8.6's daedalus_vb_dmabuf() does.
  */
 static struct dma_buf *daedalus_sl_get(const struct daedalus_attach *attach,
 				       u32 index, u32 *size)
 {
 	const struct daedalus_sl_job *job =
 		container_of(attach, struct daedalus_sl_job, attach);
-	const struct vb2_mem_ops *mem_ops;
-	struct vb2_plane *plane;
-	struct vb2_buffer *vb;
 	struct dma_buf *dbuf;
 
 	if (index >= ARRAY_SIZE(job->vb))
 		return ERR_PTR(-EINVAL);
-	vb = job->vb[index];
-	plane = &vb->planes[0];
-	mem_ops = vb->vb2_queue->mem_ops;
-	switch (vb->memory) {
-	case VB2_MEMORY_MMAP:
-		if (!mem_ops->get_dmabuf)
-			return ERR_PTR(-EOPNOTSUPP);
-		dbuf = mem_ops->get_dmabuf(vb, plane->mem_priv,
-					   V4L2_TYPE_IS_OUTPUT(vb->type) ?
-					   O_RDONLY : O_RDWR);
-		if (IS_ERR(dbuf))
-			return dbuf;
-		if (!dbuf)
-			return ERR_PTR(-ENOMEM);
-		break;
-	case VB2_MEMORY_DMABUF:
-		dbuf = plane->dbuf;
-		if (!dbuf)
-			return ERR_PTR(-ENOENT);
-		get_dma_buf(dbuf);
-		break;
-	default:
-		return ERR_PTR(-EINVAL);
-	}
-	if (index == 1)
+	dbuf = daedalus_vb_dmabuf(job->vb[index], size);
+	if (!IS_ERR(dbuf) && index == 1)
 		job->sr->cap_taken = true;
-	*size = plane->length;
 	return dbuf;
 }
 
