@@ -77,6 +77,7 @@ import argparse
 import errno
 import logging
 import sys
+from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import BinaryIO
@@ -162,6 +163,48 @@ def seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
     return value
+
+
+Outcome = tuple[DecodeExit, str | None]
+"""An exit status and the one line that explains a failure (None: said already)."""
+
+
+def decode_outcome(failure: Outcome | None, frames: int, errors: int,
+                   device: Path) -> Outcome | None:
+    """How a decode that ran ends before any comparison (None: it went well): its
+    *failure*; REFUSED when no frame came out and ERRORS when buffers came back in
+    error (the warnings and the summary said why). REFUSED, ERRORS and TIMEOUT become
+    NO_DEVICE when daedalusd is not connected: the buffers in error (or the silence)
+    are its absence. Shared by ``decode`` and phase 8.9's ``decode-stateless``."""
+    if failure is None and frames == 0:
+        failure = DecodeExit.REFUSED, None
+    elif failure is None and errors:
+        failure = DecodeExit.ERRORS, None
+    if failure is None:
+        return None
+    status, message = failure
+    if (status in (DecodeExit.REFUSED, DecodeExit.ERRORS, DecodeExit.TIMEOUT)
+            and daemon_connected() is False):
+        if message is None or "daedalusd" not in message:
+            message = f"{device}: daedalusd is not connected: start it"
+        return DecodeExit.NO_DEVICE, message
+    return status, message
+
+
+def compare_with_ffmpeg(path: str, pixfmts: Sequence[str], got: bytes,
+                        frame_bytes: Sequence[int]) -> Outcome:
+    """``--compare``: *got* (frames of *frame_bytes* bytes in the CAPTURE formats
+    *pixfmts*) against Debian's ffmpeg's decode of *path*, with the byte-exact line
+    printed; MISMATCH is said by that line."""
+    from daedalus.m2m.reference import ReferenceError, compare, pix_fmt_for, reference_output
+
+    try:
+        want = reference_output(path, pix_fmt_for(pixfmts))
+    except ReferenceError as exc:
+        return DecodeExit.FAILED, str(exc)
+    result = compare(got, want, frame_bytes)
+    print(result.describe(), flush=True)
+    return (DecodeExit.OK if result.equal else DecodeExit.MISMATCH), None
 
 
 class DecodeCommand:
@@ -287,33 +330,10 @@ class DecodeCommand:
             return DecodeExit.FAILED, f"{args.output}: {exc.strerror or exc}"
         stats = decode.stats
         print(format_summary(path, args.output, stats), flush=True)
-        if failure is None and stats.frames == 0:
-            failure = DecodeExit.REFUSED, None  # said by the warnings and the summary
-        elif failure is None and stats.errors:
-            failure = DecodeExit.ERRORS, None
-        if failure is not None:
-            status, message = failure
-            if (status in (DecodeExit.REFUSED, DecodeExit.ERRORS, DecodeExit.TIMEOUT)
-                    and daemon_connected() is False):
-                # the buffers in error (or the silence) are daedalusd's absence
-                if message is None or "daedalusd" not in message:
-                    message = f"{device}: daedalusd is not connected: start it"
-                return DecodeExit.NO_DEVICE, message
-            return status, message
+        ended = decode_outcome(failure, stats.frames, stats.errors, device)
+        if ended is not None:
+            return ended
         if args.compare:
-            from daedalus.m2m.reference import (
-                ReferenceError,
-                compare,
-                pix_fmt_for,
-                reference_output,
-            )
-
-            try:
-                want = reference_output(path, pix_fmt_for(stats.pixfmts))
-            except ReferenceError as exc:
-                return DecodeExit.FAILED, str(exc)
-            result = compare(Path(args.output).read_bytes(), want, writer.frame_bytes)
-            print(result.describe(), flush=True)
-            if not result.equal:
-                return DecodeExit.MISMATCH, None  # said by the byte-exact line
+            return compare_with_ffmpeg(path, stats.pixfmts, Path(args.output).read_bytes(),
+                                       writer.frame_bytes)
         return DecodeExit.OK, None

@@ -1,26 +1,26 @@
 """``daedalus-v4l2 decode-stateless FILE``: decode through the stateless node from our own parser.
 
-FILE (VP9 in IVF) is read with phase 8.3's readers; every packet is split
-into its frames and each frame goes to the stateless node
-(``--device``, default: the node whose card is ``daedalus-v4l2-stateless``)
-in its own media request, allocated on its media device (``--media``,
-default: the /dev/mediaN whose topology holds the node), with the
-``V4L2_CID_STATELESS_VP9_FRAME`` control filled from daedalus.stateless's
-parser (client.py has the sequence). No GStreamer involved: the path is
-tested on its own.
+FILE (VP9 or AV1 in IVF, H.264 Annex B, AV1 as OBUs) is read with phase 8.3's
+readers, and each frame goes to the stateless node (``--device``, default:
+the node whose card is ``daedalus-v4l2-stateless``) in its own media
+request, allocated on its media device (``--media``, default: the
+/dev/mediaN whose topology holds the node), with the codec's controls filled
+from daedalus.stateless's parsers (client.py: VP9's ``VP9_FRAME``, H.264's
+SPS / PPS / scaling matrix / ``DECODE_PARAMS`` with the DPB by timestamp;
+client_av1.py: AV1's sequence, frame and tile-group controls). No GStreamer
+involved: the path is tested on its own.
 
-The shown pictures (hidden alt-ref frames are decoded but not output;
-``show_existing_frame`` shows a kept picture again) are written to
-``--output`` tightly packed NV12 at the frame size, as
-``ffmpeg -pix_fmt nv12 -f rawvideo`` writes them. One summary line on
-stdout::
+The shown pictures (hidden frames are decoded but not output; a re-shown
+frame shows a kept picture again) are written to ``--output`` tightly packed
+NV12 (P010 for 10-bit) at the frame size, as ``ffmpeg -f rawvideo`` writes
+them. One summary line on stdout::
 
     decode-stateless: FILE: 30 frames (1 hidden), 320x240, 41.2 fps, 31 requests, 0 errors -> OUT
 
 ``--compare`` then decodes FILE with Debian's ffmpeg (daedalus.m2m.reference)
 and prints ``byte-exact: yes`` or ``byte-exact: no (first difference at byte
-N, frame F)``. H.264 (Annex B) goes through ``H264StatelessDecode`` (not yet
-run against the node in a guest). Exit statuses are ``daedalus-v4l2 decode``'s (listed in --help).
+N, frame F)``. Exit statuses are ``daedalus-v4l2 decode``'s (listed in
+--help), and so is how a decode ends (daedalus.m2m.cli.decode_outcome).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import os
 import sys
 from pathlib import Path
 
+from daedalus.m2m.cli import compare_with_ffmpeg, decode_outcome, positive, seconds
 from daedalus.m2m.status import DecodeExit, epilog
 from daedalus.m2m.v4l2 import (
     DEFAULT_BUFFERS,
@@ -42,7 +43,6 @@ from daedalus.m2m.v4l2 import (
     M2MNode,
     NotADecoder,
     StreamRefused,
-    daemon_connected,
     packets_of,
 )
 from daedalus.stateless.client import (
@@ -54,20 +54,6 @@ from daedalus.stateless.client import (
 
 PROG = "daedalus-v4l2 decode-stateless"
 log = logging.getLogger("daedalus.stateless.decode")
-
-
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value
-
-
-def seconds(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"not a number of seconds > 0: {text}")
-    return value
 
 
 def format_summary(path: str, out: str | None, stats: StatelessStats) -> str:
@@ -189,31 +175,10 @@ class StatelessDecodeCommand:
             except OSError as exc:
                 return DecodeExit.FAILED, f"{args.output}: {exc.strerror or exc}"
         print(format_summary(path, args.output, stats), flush=True)
-        if failure is None and stats.frames == 0:
-            failure = DecodeExit.REFUSED, None
-        elif failure is None and stats.errors:
-            failure = DecodeExit.ERRORS, None
-        if failure is not None:
-            status, message = failure
-            if (status in (DecodeExit.REFUSED, DecodeExit.ERRORS, DecodeExit.TIMEOUT)
-                    and daemon_connected() is False):
-                return DecodeExit.NO_DEVICE, f"{device}: daedalusd is not connected: start it"
-            return status, message
+        ended = decode_outcome(failure, stats.frames, len(stats.errors), device)
+        if ended is not None:
+            return ended
         if args.compare:
-            from daedalus.m2m.reference import (
-                ReferenceError,
-                compare,
-                pix_fmt_for,
-                reference_output,
-            )
-
-            try:
-                want = reference_output(path, pix_fmt_for(stats.pixfmts))
-            except ReferenceError as exc:
-                return DecodeExit.FAILED, str(exc)
-            result = compare(got, want, stats.frame_bytes)
-            print(result.describe(), flush=True)
-            if not result.equal:
-                return DecodeExit.MISMATCH, None
+            return compare_with_ffmpeg(path, stats.pixfmts, got, stats.frame_bytes)
         return DecodeExit.OK, None
 
