@@ -104,13 +104,17 @@ def test_udev_rules_parse_and_match_the_kernel_names() -> None:
         kernel / "8.7-mc" / "kernel" / "daedalus-mc.c").read_text()
     misc = _c_string(kernel / "8.2-bridge" / "kernel" / "daedalus-bridge.c",
                      r'misc\.name = "([^"]+)"')
-    by_subsystem = {r["SUBSYSTEM"][1]: r for r in rules}
-    assert set(by_subsystem) == {"video4linux", "media", "misc"}
-    assert by_subsystem["video4linux"]["ATTR{name}"] == ("==", name)
+    # the stateless node (phase 8.9): vfd->name = DAEDALUS_NAME "-stateless"
+    suffix = _c_string(kernel / "8.9-stateless" / "kernel" / "daedalus-stateless.c",
+                       r'strscpy\(vfd->name, DAEDALUS_NAME "([^"]+)"')
+    nodes = [r for r in rules if r["SUBSYSTEM"] == ("==", "video4linux")]
+    assert sorted(r["ATTR{name}"] for r in nodes) == [("==", name), ("==", name + suffix)]
+    by_subsystem = {r["SUBSYSTEM"][1]: r for r in rules if r not in nodes}
+    assert set(by_subsystem) == {"media", "misc"}
     assert by_subsystem["media"]["ATTR{model}"] == ("==", name)
-    for subsystem in ("video4linux", "media"):
-        assert by_subsystem[subsystem]["GROUP"] == ("=", "video")
-        assert by_subsystem[subsystem]["MODE"] == ("=", "0660")
+    for rule in [*nodes, by_subsystem["media"]]:
+        assert rule["GROUP"] == ("=", "video")
+        assert rule["MODE"] == ("=", "0660")
     bridge = by_subsystem["misc"]
     assert bridge["KERNEL"] == ("==", misc)
     assert bridge["MODE"] == ("=", "0600") and bridge["OWNER"] == ("=", "root")
