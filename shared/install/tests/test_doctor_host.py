@@ -38,6 +38,7 @@ class Tree:
     protocol: int = lib.DAEDALUS_PROTO_VERSION
     phase: str = ""
     chardev_mode: int = 0o600
+    stateless: bool = False      # phase 8.9's second node, on the same media device
 
     def write(self, rel: str, text: str = "") -> Path:
         path = self.root / rel
@@ -67,8 +68,11 @@ class Tree:
             self.write("sys/class/video4linux/video7/name", "daedalus-v4l2\n")
             self.write("sys/class/video4linux/video7/device/media3/model", "daedalus-v4l2\n")
             self.write("sys/class/video4linux/video1/name", "uvcvideo\n")  # not ours
+            if self.stateless:
+                self.write("sys/class/video4linux/video8/name", "daedalus-v4l2-stateless\n")
+                self.write("sys/class/video4linux/video8/device/media3/model", "daedalus-v4l2\n")
             (self.root / "dev").mkdir(exist_ok=True)
-            for node in ("video7", "media3", "video1"):
+            for node in ("video7", "media3", "video1") + (("video8",) if self.stateless else ()):
                 self.write(f"dev/{node}").chmod(0o600)
             chardev = self.root / "dev/daedalus-v4l2"
             try:
@@ -116,6 +120,19 @@ def test_healthy_up_to_the_node(tmp_path: Path, capsys: pytest.CaptureFixture[st
     status, lines = doctor(Tree(tmp_path), capsys)
     assert lines == healthy_lines(tmp_path)
     assert status == 1  # the format check failed: a plain file is no V4L2 node
+
+
+def test_the_stateless_node_is_checked_after_the_stateful_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _, lines = doctor(Tree(tmp_path, stateless=True), capsys)
+    want = healthy_lines(tmp_path)
+    media = want.index(f"{OK} media node {tmp_path}/dev/media3: readable and writable by you "
+                       "(0600, uid 0, group root)")
+    want.insert(media + 1, f"{OK} stateless video node {tmp_path}/dev/video8: readable and "
+                "writable by you (0600, uid 0, group root)")
+    assert lines == want
+    # no second media line: the stateless node's media device is the stateful node's
+    assert sum("media node" in line for line in lines) == 1
 
 
 def test_headers_missing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -127,6 +127,7 @@ def test_installed_system_boots_and_decodes_for_an_ordinary_user(phase: str) -> 
     code, text = report["doctor"]
     assert code == 0 and "✗" not in text, text
     assert "one-frame decode" in text and "byte-exact" in text, text
+    assert "✓ stateless video node" in text, text  # the installed module is phase 8.9's
 
     gst = report["gstreamer"]
     assert gst["status"] == 0, gst["log"]

@@ -16,7 +16,9 @@ Runs as an ordinary user. The checks (``CHECKS``), in order, one line each
 4. /dev/daedalus-v4l2: a character device, root's, no group or other access;
 5. the decoder's video nodes (/sys/class/video4linux/*/name is daedalus-v4l2)
    and their media nodes (the node's device's media* in sysfs, as 8.7's
-   topology.media_nodes_of), readable and writable by this user;
+   topology.media_nodes_of), readable and writable by this user; from phase
+   8.9 also the stateless node (name daedalus-v4l2-stateless, same media
+   device), when the module has one;
 6. daedalusd connected (sysfs ``daemon`` is ready);
 7. the module's protocol version (sysfs ``protocol``) the one this Python speaks;
 8. the coded formats and CAPTURE formats the node offers (ENUM_FMT);
@@ -49,6 +51,7 @@ from pathlib import Path
 
 CLIP = "doctor-vp9-128x96.ivf"
 CARD = "daedalus-v4l2"
+STATELESS_CARD = CARD + "-stateless"  # phase 8.9's second node
 HELPER = "v4l2_mem2mem"
 MODULE = "daedalus_v4l2"
 CHARDEV = "/dev/daedalus-v4l2"
@@ -221,18 +224,23 @@ def _sysfs_of(ctx: Context, node: Path) -> Path | None:
     return ctx.path(f"/sys/dev/char/{os.major(rdev)}:{os.minor(rdev)}")
 
 
-def _video_nodes(ctx: Context) -> Iterator[tuple[Path, Path | None]]:
-    """(video node, its sysfs directory) of the decoder, --video or by sysfs name."""
-    if ctx.video is not None:
-        yield ctx.video, _sysfs_of(ctx, ctx.video)
-        return
+def _named_nodes(ctx: Context, card: str) -> Iterator[tuple[Path, Path]]:
+    """(video node, its sysfs directory) of every node whose sysfs name is *card*."""
     for sysdir in sorted(ctx.path("/sys/class/video4linux").glob("video*")):
         try:
             name = (sysdir / "name").read_text().strip()
         except OSError:
             continue
-        if name == CARD:
+        if name == card:
             yield ctx.path(f"/dev/{sysdir.name}"), sysdir
+
+
+def _video_nodes(ctx: Context) -> Iterator[tuple[Path, Path | None]]:
+    """(video node, its sysfs directory) of the decoder, --video or by sysfs name."""
+    if ctx.video is not None:
+        yield ctx.video, _sysfs_of(ctx, ctx.video)
+        return
+    yield from _named_nodes(ctx, CARD)
 
 
 def _media_nodes(ctx: Context, sysdir: Path | None) -> list[Path]:
@@ -272,6 +280,9 @@ def check_nodes(ctx: Context) -> list[Line]:
             lines.append(Line(Mark.FAIL, f"no media node for {video}", FIX_RELOAD))
     if not lines:
         lines.append(Line(Mark.FAIL, f"no video node named {CARD}", FIX_RELOAD))
+    if ctx.video is None:  # the stateless node (phase 8.9): access only, as GStreamer's v4l2sl*
+        lines += [_access(node, "stateless video node")
+                  for node, _ in _named_nodes(ctx, STATELESS_CARD)]
     return lines
 
 
